@@ -1,0 +1,170 @@
+//! Test backend: answers every request as one named version, with an error ratio and a
+//! latency that can be switched while it runs (`POST /_backend/config?error_ratio=0.3&latency_ms=400`).
+//!
+//! Errors follow a deterministic pattern (request n fails iff floor(n·r) grows), so a run of
+//! N requests carries exactly round-down(N·r) errors. The body echoes the request headers so
+//! tests can see what the upstream received. HTTP/1.1 keep-alive, one thread per connection;
+//! header bytes need not be UTF-8 (they are echoed lossily).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod http;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Behaviour {
+    error_ratio: f64,
+    latency_ms: u64,
+    latency_spread_ms: u64,
+}
+
+struct State {
+    version: String,
+    behaviour: Mutex<Behaviour>,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    rng: AtomicU64,
+}
+
+impl State {
+    fn behaviour(&self) -> Behaviour {
+        match self.behaviour.lock() {
+            Ok(b) => *b,
+            Err(p) => *p.into_inner(),
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut listen = "127.0.0.1:18001".to_string();
+    let mut version = "stable".to_string();
+    let mut behaviour = Behaviour { error_ratio: 0.0, latency_ms: 0, latency_spread_ms: 0 };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().cloned().unwrap_or_default();
+        let ok = match flag.as_str() {
+            "--listen" => {
+                listen = value.clone();
+                true
+            }
+            "--version" => {
+                version = value.clone();
+                true
+            }
+            other => apply(&mut behaviour, other.trim_start_matches("--").replace('-', "_").as_str(), &value),
+        };
+        if !ok {
+            eprintln!("canary-backend: bad argument {flag} {value}");
+            eprintln!("usage: canary-backend --listen ADDR --version NAME [--error-ratio R] [--latency-ms MS] [--latency-spread-ms MS]");
+            std::process::exit(2);
+        }
+    }
+    let listener = match TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("canary-backend: cannot listen on {listen}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let state = Arc::new(State {
+        version,
+        behaviour: Mutex::new(behaviour),
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        rng: AtomicU64::new(u64::from(std::process::id()) | 1),
+    });
+    eprintln!("canary-backend {} listening on {listen}", state.version);
+    for stream in listener.incoming().flatten() {
+        let state = state.clone();
+        thread::spawn(move || http::serve(stream, |request| handle(&state, request)));
+    }
+}
+
+/// Sets one behaviour field from its name; false if the name or value is invalid.
+fn apply(b: &mut Behaviour, name: &str, value: &str) -> bool {
+    match name {
+        "error_ratio" => {
+            value.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).map(|r| b.error_ratio = r).is_some()
+        }
+        "latency_ms" => value.parse().map(|v| b.latency_ms = v).is_ok(),
+        "latency_spread_ms" => value.parse().map(|v| b.latency_spread_ms = v).is_ok(),
+        _ => false,
+    }
+}
+
+fn handle(state: &State, request: &http::Request) -> http::Response {
+    if let Some(rest) = request.target.strip_prefix("/_backend/") {
+        return control(state, &request.method, rest);
+    }
+    let behaviour = state.behaviour();
+    let n = state.requests.fetch_add(1, Ordering::Relaxed);
+    let fails = ((n + 1) as f64 * behaviour.error_ratio).floor() > (n as f64 * behaviour.error_ratio).floor();
+    if fails {
+        state.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    let status = if fails { 500 } else { 200 };
+    let headers: BTreeMap<&str, String> =
+        request.headers.iter().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned())).collect();
+    let body =
+        serde_json::json!({ "version": state.version, "status": status, "path": request.target, "headers": headers });
+    let delay = behaviour.latency_ms + spread(state, behaviour.latency_spread_ms);
+    if delay > 0 {
+        thread::sleep(Duration::from_millis(delay));
+    }
+    http::Response { status, headers: vec![("x-served-by", state.version.clone())], body: body.to_string() }
+}
+
+/// Uniform extra latency in `0..=max_ms` (xorshift; only the distribution matters).
+fn spread(state: &State, max_ms: u64) -> u64 {
+    if max_ms == 0 {
+        return 0;
+    }
+    let mut x = state.rng.load(Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    state.rng.store(x, Ordering::Relaxed);
+    x % (max_ms + 1)
+}
+
+fn control(state: &State, method: &str, rest: &str) -> http::Response {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut status = 200;
+    match (method, path) {
+        ("POST", "config") => {
+            let mut guard = match state.behaviour.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let mut next = *guard;
+            let valid = query
+                .split('&')
+                .filter(|kv| !kv.is_empty())
+                .all(|kv| kv.split_once('=').is_some_and(|(k, v)| apply(&mut next, k, v)));
+            if valid {
+                *guard = next;
+            } else {
+                status = 400;
+            }
+        }
+        ("POST", "reset") => {
+            state.requests.store(0, Ordering::Relaxed);
+            state.errors.store(0, Ordering::Relaxed);
+        }
+        (_, "state") => {}
+        _ => status = 404,
+    }
+    let body = serde_json::json!({
+        "version": state.version,
+        "behaviour": state.behaviour(),
+        "requests": state.requests.load(Ordering::Relaxed),
+        "errors": state.errors.load(Ordering::Relaxed),
+    });
+    http::Response { status, headers: vec![], body: body.to_string() }
+}

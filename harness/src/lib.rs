@@ -1,0 +1,404 @@
+//! Runs real components for canary-gate's end-to-end tests and demo: Envoy 1.40 with the
+//! built filter, and `canary-backend` processes, all on free 127.0.0.1 ports. Every process
+//! started here is stopped by PID when its handle drops.
+
+use std::fs;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+pub mod client;
+pub mod traffic;
+pub use client::{Client, Reply};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn artifact(env: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| root().join(default));
+    assert!(path.exists(), "{} not found (set {env} or run `make test`, which builds it)", path.display());
+    path
+}
+
+/// The Envoy binary (`ENVOY_BIN`, default `.venv/bin/envoy`).
+pub fn envoy_bin() -> PathBuf {
+    artifact("ENVOY_BIN", ".venv/bin/envoy")
+}
+
+/// The built filter (`CANARY_GATE_WASM`, default the release build).
+pub fn wasm_file() -> PathBuf {
+    artifact("CANARY_GATE_WASM", "target/wasm32-wasip1/release/canary_gate.wasm")
+}
+
+/// The test backend binary (`CANARY_BACKEND_BIN`, default the release build).
+pub fn backend_bin() -> PathBuf {
+    artifact("CANARY_BACKEND_BIN", "target/release/canary-backend")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 30 s");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("canary-gate-{tag}-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("CANARY_GATE_KEEP_TMP").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A running `canary-backend`.
+pub struct Backend {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The version it answers as.
+    pub version: String,
+}
+
+impl Backend {
+    /// Starts a backend answering as `version`; `args` are extra flags
+    /// (`--error-ratio`, `--latency-ms`, `--latency-spread-ms`).
+    pub fn start(version: &str, args: &[&str]) -> Backend {
+        let port = free_port();
+        let mut child = Command::new(backend_bin())
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--version", version])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start canary-backend: {e}"));
+        wait_for_port(port, &mut child, "canary-backend");
+        Backend { child, port, version: version.to_string() }
+    }
+
+    /// Switches behaviour at run time, e.g. `error_ratio=0.3&latency_ms=400`.
+    pub fn configure(&self, query: &str) {
+        let reply = Client::new().post(&format!("http://127.0.0.1:{}/_backend/config?{query}", self.port));
+        assert_eq!(reply.status, 200, "backend rejected {query}: {}", reply.body);
+    }
+
+    /// Requests this backend has answered (its own count).
+    pub fn requests(&self) -> u64 {
+        let reply = Client::new().get(&format!("http://127.0.0.1:{}/_backend/state", self.port), &[]);
+        reply.json()["requests"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// One of the Envoy configurations shipped in `envoy/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `envoy/filter-mode.yaml` with `envoy/canary-gate.filter.yaml`.
+    FilterMode,
+    /// `envoy/mesh-mode.yaml` with `envoy/canary-gate-mesh.filter.yaml`.
+    MeshMode,
+}
+
+impl Layout {
+    fn files(self) -> (&'static str, &'static str) {
+        match self {
+            Layout::FilterMode => ("filter-mode.yaml", "canary-gate.filter.yaml"),
+            Layout::MeshMode => ("mesh-mode.yaml", "canary-gate-mesh.filter.yaml"),
+        }
+    }
+}
+
+/// Ports and paths the shipped configurations use, rewritten for a test instance.
+const ADMIN_PORT: &str = "port_value: 9901";
+const LISTEN_PORT: &str = "port_value: 10000";
+const STABLE_PORT: &str = "port_value: 18001";
+const CANARY_PORT: &str = "port_value: 18002";
+const WASM_PATH: &str = "target/wasm32-wasip1/release/canary_gate.wasm";
+
+/// A running Envoy with canary-gate loaded through file-based ECDS.
+pub struct Envoy {
+    child: Child,
+    dir: TempDir,
+    ecds_file: PathBuf,
+    ecds_template: String,
+    /// Listener port on 127.0.0.1.
+    pub port: u16,
+    /// Admin port on 127.0.0.1.
+    pub admin_port: u16,
+}
+
+/// Renders the shipped files of `layout` into `dir` for the given ports and filter JSON;
+/// returns (bootstrap path, ECDS path, ECDS template).
+fn render(
+    layout: Layout,
+    dir: &Path,
+    ports: [u16; 4],
+    filter_json: &str,
+    edit: &dyn Fn(String) -> String,
+) -> (PathBuf, PathBuf, String) {
+    let (main, ecds) = layout.files();
+    let read = |name: &str| {
+        fs::read_to_string(root().join("envoy").join(name)).unwrap_or_else(|e| panic!("read envoy/{name}: {e}"))
+    };
+    let ecds_path = dir.join(ecds);
+    let [admin, listen, stable, canary] = ports;
+    let bootstrap = edit(read(main))
+        .replace(ADMIN_PORT, &format!("port_value: {admin}"))
+        .replace(LISTEN_PORT, &format!("port_value: {listen}"))
+        .replace(STABLE_PORT, &format!("port_value: {stable}"))
+        .replace(CANARY_PORT, &format!("port_value: {canary}"))
+        .replace(&format!("path: envoy/{ecds}"), &format!("path: {}", ecds_path.display()))
+        .replace("watched_directory: {path: envoy}", &format!("watched_directory: {{path: {}}}", dir.display()))
+        .replace("path: /dev/stdout", &format!("path: {}", dir.join("access.log").display()));
+    let template = read(ecds).replace(WASM_PATH, &wasm_file().display().to_string());
+    let bootstrap_path = dir.join(main);
+    fs::write(&bootstrap_path, bootstrap).unwrap_or_else(|e| panic!("write bootstrap: {e}"));
+    fs::write(&ecds_path, with_filter_config(&template, filter_json)).unwrap_or_else(|e| panic!("write ecds: {e}"));
+    (bootstrap_path, ecds_path, template)
+}
+
+/// The ECDS file text with the filter's JSON configuration replaced by `json`.
+fn with_filter_config(template: &str, json: &str) -> String {
+    let marker = "value: |";
+    let at = template.find(marker).unwrap_or_else(|| panic!("ECDS template lacks `{marker}`"));
+    let indent = " ".repeat(template[..at].rsplit('\n').next().map_or(0, str::len) + 2);
+    let body: String = json.lines().map(|l| format!("{indent}{l}\n")).collect();
+    format!("{}{marker}\n{body}", &template[..at])
+}
+
+/// Options for [`Envoy::start`].
+pub struct EnvoyOptions<'a> {
+    /// Which shipped configuration.
+    pub layout: Layout,
+    /// The filter's JSON configuration.
+    pub filter_json: &'a str,
+    /// Worker threads (`--concurrency`).
+    pub workers: u32,
+    /// A text edit applied to the bootstrap before ports are rewritten (e.g. weights).
+    pub edit: &'a dyn Fn(String) -> String,
+}
+
+impl Envoy {
+    /// Starts Envoy with `options`, routing `stable`/`canary` to the given backends.
+    pub fn start(options: EnvoyOptions<'_>, stable: &Backend, canary: &Backend) -> Envoy {
+        let dir = TempDir::new("envoy");
+        let (admin_port, port) = (free_port(), free_port());
+        let (bootstrap, ecds_file, ecds_template) = render(
+            options.layout,
+            dir.path(),
+            [admin_port, port, stable.port, canary.port],
+            options.filter_json,
+            options.edit,
+        );
+        let log = fs::File::create(dir.path().join("envoy.log")).unwrap_or_else(|e| panic!("create envoy.log: {e}"));
+        let mut child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&bootstrap)
+            .args(["--concurrency", &options.workers.to_string(), "--disable-hot-restart", "-l", "info"])
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start envoy: {e}"));
+        wait_for_port(port, &mut child, "envoy");
+        let envoy = Envoy { child, dir, ecds_file, ecds_template, port, admin_port };
+        envoy.wait_ready();
+        envoy
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = Client::new().get(&self.admin("/ready"), &[]);
+            if reply.status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "envoy not ready: {}\n{}", reply.body, self.log());
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// URL of `path` on the listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// URL of `path` on the admin interface.
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Envoy's own log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The access log so far.
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// A counter or gauge from `/stats`, 0 if absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        let reply = Client::new().get(&self.admin(&format!("/stats?filter=^{}$", name.replace('|', "\\|"))), &[]);
+        reply
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// Replaces the filter configuration through ECDS and waits until Envoy applied it
+    /// (or rejected it: then returns false).
+    pub fn reconfigure(&self, filter_json: &str) -> bool {
+        let stat = |s: &str| self.stat(&format!("extension_config_discovery.http_filter.canary-gate.{s}"));
+        let (reloads, rejects) = (stat("config_reload"), stat("config_fail"));
+        let staged = self.dir.path().join("staged.yaml");
+        fs::write(&staged, with_filter_config(&self.ecds_template, filter_json))
+            .unwrap_or_else(|e| panic!("write staged: {e}"));
+        // Atomic replace: Envoy sees a complete file or none.
+        fs::rename(&staged, &self.ecds_file).unwrap_or_else(|e| panic!("move ecds: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if stat("config_reload") > reloads {
+                return true;
+            }
+            if stat("config_fail") > rejects {
+                return false;
+            }
+            assert!(Instant::now() < deadline, "ECDS update not seen within 20 s\n{}", self.log());
+            sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// `envoy --mode validate` on a shipped layout with `filter_json`: (accepted, output).
+/// Validation does not fetch ECDS resources, so the filter is inlined into the bootstrap.
+pub fn validate(layout: Layout, filter_json: &str) -> (bool, String) {
+    let dir = TempDir::new("validate");
+    let (bootstrap, _, _) = render(layout, dir.path(), [9901, 10000, 18001, 18002], filter_json, &|s| s);
+    let inlined = inline_filter(&read_to_string(&bootstrap), filter_json);
+    fs::write(&bootstrap, inlined).unwrap_or_else(|e| panic!("write bootstrap: {e}"));
+    let output = Command::new(envoy_bin())
+        .arg("--mode")
+        .arg("validate")
+        .arg("-c")
+        .arg(&bootstrap)
+        .args(["--disable-hot-restart", "-l", "info"])
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("run envoy --mode validate: {e}"));
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// The bootstrap with its `config_discovery` filter replaced by the same Wasm filter inline.
+fn inline_filter(bootstrap: &str, filter_json: &str) -> String {
+    let start = bootstrap.find("config_discovery:").unwrap_or_else(|| panic!("bootstrap lacks config_discovery"));
+    let end_marker = "type_urls:";
+    let end = bootstrap[start..].find(end_marker).map(|i| start + i).unwrap_or_else(|| panic!("no type_urls"));
+    let end = bootstrap[end..].find('\n').map_or(bootstrap.len(), |i| end + i);
+    let typed_config = serde_json::json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {
+            "name": "canary-gate",
+            "root_id": "canary-gate",
+            "vm_config": {
+                "vm_id": "canary-gate",
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": wasm_file().display().to_string()}}
+            },
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json}
+        }
+    });
+    format!("{}typed_config: {typed_config}{}", &bootstrap[..start], &bootstrap[end..])
+}
+
+/// Reads a whole file as a string for assertions, empty if absent.
+pub fn read_to_string(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// A filter-mode configuration for service `checkout` at `percent`.
+pub fn filter_config(percent: f64) -> String {
+    format!(
+        r#"{{
+  "service": "checkout",
+  "split": {{"mode": "filter", "canary_percent": {percent},
+            "hash_key": [{{"header": "x-user-id"}}, {{"cookie": "session"}}]}},
+  "override": {{"header": "x-canary"}},
+  "sticky": {{"cookie": "canary_bucket", "max_age_s": 86400}}
+}}"#
+    )
+}
+
+/// A mesh-mode configuration for service `checkout`.
+pub fn mesh_config() -> String {
+    r#"{"service": "checkout", "split": {"mode": "mesh"}}"#.to_string()
+}
+
+/// Stable and canary backends plus Envoy in `layout` with `filter_json` and 2 workers.
+pub fn start_stack(layout: Layout, filter_json: &str, edit: &dyn Fn(String) -> String) -> (Envoy, Backend, Backend) {
+    let stable = Backend::start("stable", &[]);
+    let canary = Backend::start("canary", &[]);
+    let envoy = Envoy::start(EnvoyOptions { layout, filter_json, workers: 2, edit }, &stable, &canary);
+    (envoy, stable, canary)
+}

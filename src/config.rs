@@ -1,0 +1,447 @@
+//! Plugin configuration: the JSON given as the Envoy wasm filter's `configuration`
+//! or the Istio WasmPlugin's `pluginConfig`, parsed and validated once at configure time.
+//!
+//! Every refusal is a [`ConfigError`] naming the field (as a dotted path) and the reason.
+
+use serde::Deserialize;
+use std::fmt;
+
+/// Basis points in 100%: weights are kept as integers in `0..=10_000`.
+pub const FULL_WEIGHT_BP: u16 = 10_000;
+/// Longest value a browser keeps for `Max-Age` (400 days).
+pub const MAX_COOKIE_AGE_S: u32 = 400 * 24 * 3600;
+/// Upper bound on `split.hash_key` entries: each costs a header read per request.
+pub const MAX_HASH_KEYS: usize = 8;
+
+/// A refused configuration: which field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field, e.g. `split.canary_percent`.
+    pub field: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn refuse(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.to_string(), reason: reason.into() }
+}
+
+/// What the filter does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Chooses (or pins) the version and tags the request.
+    Router,
+    /// Records metrics for inbound traffic only; never touches routing.
+    Observer,
+}
+
+/// Who chooses the version of a request that carries no override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitMode {
+    /// canary-gate buckets the request and sets the version header.
+    Filter,
+    /// The route's weighted clusters choose; canary-gate learns and pins the choice.
+    Mesh,
+}
+
+/// One place a per-user hash key may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A request header (lower-case name).
+    Header(String),
+    /// A cookie of the `cookie` request header.
+    Cookie(String),
+}
+
+/// The validated configuration the filter runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Service name, `[a-z0-9-]{1,63}`; the `service` metric label.
+    pub service: String,
+    /// Router or observer.
+    pub role: Role,
+    /// Header carrying the chosen version to the upstream and the client.
+    pub version_header: String,
+    /// Header carrying the reason of the decision to the upstream and the client.
+    pub reason_header: String,
+    /// Name of the stable version.
+    pub stable: String,
+    /// Name of the canary version.
+    pub canary: String,
+    /// Who chooses.
+    pub mode: SplitMode,
+    /// Canary weight in basis points (`0..=10_000`); filter mode only.
+    pub canary_bp: u16,
+    /// Hash key sources, first present wins.
+    pub hash_key: Vec<KeySource>,
+    /// Header whose value, when it names a version, forces that version.
+    pub override_header: String,
+    /// Sticky cookie name.
+    pub sticky_cookie: String,
+    /// Sticky cookie `Max-Age` in seconds.
+    pub sticky_max_age_s: u32,
+    /// Whether the sticky cookie carries `Secure`.
+    pub sticky_secure: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    service: String,
+    #[serde(default = "default_role")]
+    role: Role,
+    #[serde(default = "default_version_header")]
+    version_header: String,
+    #[serde(default = "default_reason_header")]
+    reason_header: String,
+    #[serde(default = "default_stable")]
+    stable: String,
+    #[serde(default = "default_canary")]
+    canary: String,
+    #[serde(default)]
+    split: RawSplit,
+    #[serde(default, rename = "override")]
+    override_: RawOverride,
+    #[serde(default)]
+    sticky: RawSticky,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSplit {
+    #[serde(default = "default_mode")]
+    mode: SplitMode,
+    #[serde(default = "default_percent")]
+    canary_percent: f64,
+    #[serde(default = "default_hash_key")]
+    hash_key: Vec<RawKeySource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeySource {
+    header: Option<String>,
+    cookie: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    #[serde(default = "default_override_header")]
+    header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSticky {
+    #[serde(default = "default_sticky_cookie")]
+    cookie: String,
+    #[serde(default = "default_max_age")]
+    max_age_s: u32,
+    #[serde(default)]
+    secure: bool,
+}
+
+fn default_role() -> Role {
+    Role::Router
+}
+fn default_version_header() -> String {
+    "x-canary-version".into()
+}
+fn default_reason_header() -> String {
+    "x-canary-reason".into()
+}
+fn default_stable() -> String {
+    "stable".into()
+}
+fn default_canary() -> String {
+    "canary".into()
+}
+fn default_mode() -> SplitMode {
+    SplitMode::Filter
+}
+fn default_percent() -> f64 {
+    10.0
+}
+fn default_hash_key() -> Vec<RawKeySource> {
+    vec![
+        RawKeySource { header: Some("x-user-id".into()), cookie: None },
+        RawKeySource { header: None, cookie: Some("session".into()) },
+    ]
+}
+fn default_override_header() -> String {
+    "x-canary".into()
+}
+fn default_sticky_cookie() -> String {
+    "canary_bucket".into()
+}
+fn default_max_age() -> u32 {
+    86_400
+}
+
+impl Default for RawSplit {
+    fn default() -> Self {
+        RawSplit { mode: default_mode(), canary_percent: default_percent(), hash_key: default_hash_key() }
+    }
+}
+impl Default for RawOverride {
+    fn default() -> Self {
+        RawOverride { header: default_override_header() }
+    }
+}
+impl Default for RawSticky {
+    fn default() -> Self {
+        RawSticky { cookie: default_sticky_cookie(), max_age_s: default_max_age(), secure: false }
+    }
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "(root)".to_string() } else { path };
+            refuse(&field, strip_position(&e.into_inner().to_string()))
+        })?;
+        raw.validate()
+    }
+
+    /// The name of `version`.
+    pub fn version_name(&self, version: crate::route::Version) -> &str {
+        match version {
+            crate::route::Version::Stable => &self.stable,
+            crate::route::Version::Canary => &self.canary,
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        check_service(&self.service)?;
+        check_header_name("version_header", &self.version_header)?;
+        check_header_name("reason_header", &self.reason_header)?;
+        check_header_name("override.header", &self.override_.header)?;
+        if self.version_header == self.reason_header {
+            return Err(refuse("reason_header", "must differ from version_header"));
+        }
+        check_version_name("stable", &self.stable)?;
+        check_version_name("canary", &self.canary)?;
+        if self.stable == self.canary {
+            return Err(refuse("canary", "must differ from stable"));
+        }
+        let canary_bp = percent_to_bp(self.split.canary_percent)?;
+        let hash_key = check_hash_keys(self.split.hash_key)?;
+        check_token("sticky.cookie", &self.sticky.cookie)?;
+        if self.sticky.max_age_s == 0 || self.sticky.max_age_s > MAX_COOKIE_AGE_S {
+            return Err(refuse(
+                "sticky.max_age_s",
+                format!("must be in 1..={MAX_COOKIE_AGE_S} seconds, got {}", self.sticky.max_age_s),
+            ));
+        }
+        Ok(Config {
+            service: self.service,
+            role: self.role,
+            version_header: self.version_header,
+            reason_header: self.reason_header,
+            stable: self.stable,
+            canary: self.canary,
+            mode: self.split.mode,
+            canary_bp,
+            hash_key,
+            override_header: self.override_.header,
+            sticky_cookie: self.sticky.cookie,
+            sticky_max_age_s: self.sticky.max_age_s,
+            sticky_secure: self.sticky.secure,
+        })
+    }
+}
+
+/// `0..=100` with at most two decimals, as basis points.
+pub fn percent_to_bp(percent: f64) -> Result<u16, ConfigError> {
+    const FIELD: &str = "split.canary_percent";
+    if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
+        return Err(refuse(FIELD, format!("must be between 0 and 100, got {percent}")));
+    }
+    let scaled = percent * 100.0;
+    let bp = scaled.round();
+    if (scaled - bp).abs() > 1e-6 {
+        return Err(refuse(FIELD, format!("at most 2 decimals allowed, got {percent}")));
+    }
+    // In range by the check above: 0.0..=10_000.0.
+    Ok(bp as u16)
+}
+
+fn check_service(name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse("service", format!("must match [a-z0-9-]{{1,63}}, got {name:?}")))
+    }
+}
+
+/// Version names become header values, cookie values and metric labels: keep them to
+/// characters that are safe in all three and never split a stat name (no `.`).
+fn check_version_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok =
+        (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must match [A-Za-z0-9_-]{{1,63}}, got {name:?}")))
+    }
+}
+
+/// HTTP/2 and Envoy want lower-case header names made of token characters.
+fn check_header_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=128).contains(&name.len())
+        && !name.starts_with(':')
+        && name.bytes().all(|b| is_token_byte(b) && !b.is_ascii_uppercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must be a lower-case HTTP header name, got {name:?}")))
+    }
+}
+
+fn check_token(field: &str, name: &str) -> Result<(), ConfigError> {
+    if (1..=128).contains(&name.len()) && name.bytes().all(is_token_byte) {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must be an HTTP token (cookie name), got {name:?}")))
+    }
+}
+
+/// RFC 9110 `tchar`.
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn check_hash_keys(raw: Vec<RawKeySource>) -> Result<Vec<KeySource>, ConfigError> {
+    if raw.len() > MAX_HASH_KEYS {
+        return Err(refuse("split.hash_key", format!("at most {MAX_HASH_KEYS} entries, got {}", raw.len())));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, source)| {
+            let field = format!("split.hash_key[{i}]");
+            match (source.header, source.cookie) {
+                (Some(h), None) => check_header_name(&format!("{field}.header"), &h).map(|_| KeySource::Header(h)),
+                (None, Some(c)) => check_token(&format!("{field}.cookie"), &c).map(|_| KeySource::Cookie(c)),
+                _ => Err(refuse(&field, "needs exactly one of `header` or `cookie`")),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn err(json: &str) -> ConfigError {
+        Config::parse(json.as_bytes()).unwrap_err()
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::parse(br#"{"service":"checkout"}"#).unwrap();
+        assert_eq!(c.role, Role::Router);
+        assert_eq!(c.version_header, "x-canary-version");
+        assert_eq!(c.reason_header, "x-canary-reason");
+        assert_eq!((c.stable.as_str(), c.canary.as_str()), ("stable", "canary"));
+        assert_eq!(c.mode, SplitMode::Filter);
+        assert_eq!(c.canary_bp, 1000);
+        assert_eq!(c.hash_key, vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("session".into())]);
+        assert_eq!(c.override_header, "x-canary");
+        assert_eq!((c.sticky_cookie.as_str(), c.sticky_max_age_s), ("canary_bucket", 86_400));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn full_config_is_accepted() {
+        let c = Config::parse(
+            br#"{"service":"corp-cockpit","role":"router","version_header":"x-v","stable":"v1","canary":"v2",
+                "split":{"mode":"mesh","canary_percent":12.34,"hash_key":[{"cookie":"sid"}]},
+                "override":{"header":"x-force"},"sticky":{"cookie":"pin","max_age_s":60,"secure":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.canary_bp, 1234);
+        assert_eq!(c.mode, SplitMode::Mesh);
+        assert_eq!(c.hash_key, vec![KeySource::Cookie("sid".into())]);
+        assert!(c.sticky_secure);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn percent_converts_exactly_to_basis_points() {
+        assert_eq!(percent_to_bp(0.0).unwrap(), 0);
+        assert_eq!(percent_to_bp(0.01).unwrap(), 1);
+        assert_eq!(percent_to_bp(33.33).unwrap(), 3333);
+        assert_eq!(percent_to_bp(100.0).unwrap(), 10_000);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn bad_configurations_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (r#"{}"#, "(root)", "missing field `service`"),
+            (r#"{"service":"Checkout"}"#, "service", "[a-z0-9-]"),
+            (r#"{"service":""}"#, "service", "[a-z0-9-]"),
+            (r#"{"service":"a","colour":1}"#, "colour", "unknown field"),
+            (r#"{"service":"a","role":"boss"}"#, "role", "unknown variant"),
+            (r#"{"service":"a","split":{"canary_percent":101}}"#, "split.canary_percent", "between 0 and 100"),
+            (r#"{"service":"a","split":{"canary_percent":-1}}"#, "split.canary_percent", "between 0 and 100"),
+            (r#"{"service":"a","split":{"canary_percent":10.005}}"#, "split.canary_percent", "2 decimals"),
+            (r#"{"service":"a","split":{"canary_percent":"10"}}"#, "split.canary_percent", "invalid type"),
+            (r#"{"service":"a","split":{"mode":"random"}}"#, "split.mode", "unknown variant"),
+            (
+                r#"{"service":"a","split":{"hash_key":[{"header":"x","cookie":"y"}]}}"#,
+                "split.hash_key[0]",
+                "exactly one",
+            ),
+            (r#"{"service":"a","split":{"hash_key":[{}]}}"#, "split.hash_key[0]", "exactly one"),
+            (r#"{"service":"a","split":{"hash_key":[{"header":"X-User"}]}}"#, "split.hash_key[0].header", "lower-case"),
+            (r#"{"service":"a","split":{"hash_key":[{"query":"u"}]}}"#, "split.hash_key[0].query", "unknown field"),
+            (r#"{"service":"a","stable":"v 1"}"#, "stable", "[A-Za-z0-9_-]"),
+            (r#"{"service":"a","canary":"stable"}"#, "canary", "differ"),
+            (r#"{"service":"a","version_header":":path"}"#, "version_header", "header name"),
+            (r#"{"service":"a","override":{"header":""}}"#, "override.header", "header name"),
+            (r#"{"service":"a","sticky":{"max_age_s":0}}"#, "sticky.max_age_s", "1..="),
+            (r#"{"service":"a","sticky":{"max_age_s":-5}}"#, "sticky.max_age_s", "invalid value"),
+            (r#"{"service":"a","sticky":{"cookie":"a;b"}}"#, "sticky.cookie", "token"),
+            (r#"{"service":"a","sticky":{"secure":"yes"}}"#, "sticky.secure", "invalid type"),
+            (r#"not json"#, "(root)", "expected"),
+        ];
+        for (json, field, reason) in cases {
+            let e = err(json);
+            assert_eq!(&e.field, field, "{json} -> {e}");
+            assert!(e.reason.contains(reason), "{json} -> {e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn too_many_hash_keys_are_refused() {
+        let keys = vec![r#"{"header":"x-a"}"#; MAX_HASH_KEYS + 1].join(",");
+        let e = err(&format!(r#"{{"service":"a","split":{{"hash_key":[{keys}]}}}}"#));
+        assert_eq!(e.field, "split.hash_key");
+    }
+}

@@ -1,0 +1,14 @@
+//! canary-gate: a proxy-wasm filter that routes canary traffic in Envoy.
+//!
+//! The decision logic lives in host-testable modules with no host calls
+//! ([`config`], [`bucket`], [`cookie`], [`route`]); the proxy-wasm glue in `filter`
+//! is compiled for wasm32 only and stays thin.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod bucket;
+pub mod config;
+pub mod cookie;
+pub mod route;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

@@ -1,0 +1,330 @@
+//! The routing decision: which version serves a request, and why. Pure logic over a
+//! [`RequestHeaders`] view, so it runs the same on the host and inside the proxy.
+
+use crate::bucket::{BucketRng, Bucketer};
+use crate::config::{Config, KeySource, SplitMode};
+use crate::cookie::{self, SetCookie};
+
+/// One of the two versions of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// The version serving by default.
+    Stable,
+    /// The version being rolled out.
+    Canary,
+}
+
+/// Why a request got its version; exported as a header value, access-log field and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The override header named a version.
+    Override,
+    /// Bucket from the user's hash key.
+    Hash,
+    /// Bucket from the sticky cookie.
+    Cookie,
+    /// Fresh random bucket, stored in the sticky cookie by the response.
+    Random,
+    /// Mesh mode: the route's weighted clusters chose.
+    Mesh,
+    /// Mesh mode: the sticky cookie pinned the version the mesh chose earlier.
+    Pin,
+}
+
+impl Reason {
+    /// Every reason, in label order.
+    pub const ALL: [Reason; 6] =
+        [Reason::Override, Reason::Hash, Reason::Cookie, Reason::Random, Reason::Mesh, Reason::Pin];
+
+    /// The lower-case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Override => "override",
+            Reason::Hash => "hash",
+            Reason::Cookie => "cookie",
+            Reason::Random => "random",
+            Reason::Mesh => "mesh",
+            Reason::Pin => "pin",
+        }
+    }
+}
+
+/// Read access to the request headers. Values are raw bytes: clients may send anything.
+pub trait RequestHeaders {
+    /// The value of header `name` (lower-case), if present.
+    fn get(&self, name: &str) -> Option<Vec<u8>>;
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// The chosen version; `None` while the mesh has yet to choose.
+    pub version: Option<Version>,
+    /// Why.
+    pub reason: Reason,
+    /// A bucket the response must store in the sticky cookie.
+    pub new_bucket: Option<u16>,
+}
+
+/// Decides versions for one configuration. Built once at configure time.
+#[derive(Debug, Clone)]
+pub struct Router {
+    config: Config,
+    bucketer: Bucketer,
+    set_cookie: SetCookie,
+}
+
+/// The `cookie` header, read at most once per request and only if needed.
+struct CookieHeader<'r, R: RequestHeaders> {
+    headers: &'r R,
+    value: Option<Option<Vec<u8>>>,
+}
+
+impl<'r, R: RequestHeaders> CookieHeader<'r, R> {
+    fn find(&mut self, name: &str) -> Option<&[u8]> {
+        let headers = self.headers;
+        let value = self.value.get_or_insert_with(|| headers.get("cookie"));
+        value.as_deref().and_then(|h| cookie::find(h, name))
+    }
+}
+
+impl Router {
+    /// A router for `config`.
+    pub fn new(config: Config) -> Self {
+        let bucketer = Bucketer::new(&config.service);
+        let set_cookie = SetCookie::new(&config.sticky_cookie, config.sticky_max_age_s, config.sticky_secure);
+        Router { config, bucketer, set_cookie }
+    }
+
+    /// The configuration this router runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Decides the version of a request from its headers.
+    pub fn decide<R: RequestHeaders>(&self, headers: &R, rng: &mut BucketRng) -> Decision {
+        if let Some(version) = self.override_version(headers) {
+            return Decision { version: Some(version), reason: Reason::Override, new_bucket: None };
+        }
+        let mut cookies = CookieHeader { headers, value: None };
+        match self.config.mode {
+            SplitMode::Filter => self.decide_by_bucket(headers, &mut cookies, rng),
+            SplitMode::Mesh => match cookies.find(&self.config.sticky_cookie).and_then(|v| self.version_named(v)) {
+                Some(pinned) => Decision { version: Some(pinned), reason: Reason::Pin, new_bucket: None },
+                None => Decision { version: None, reason: Reason::Mesh, new_bucket: None },
+            },
+        }
+    }
+
+    fn decide_by_bucket<R: RequestHeaders>(
+        &self,
+        headers: &R,
+        cookies: &mut CookieHeader<'_, R>,
+        rng: &mut BucketRng,
+    ) -> Decision {
+        let (bucket, reason, new_bucket) = if let Some(bucket) = self.keyed_bucket(headers, cookies) {
+            (bucket, Reason::Hash, None)
+        } else if let Some(bucket) = cookies.find(&self.config.sticky_cookie).and_then(cookie::parse_bucket) {
+            (bucket, Reason::Cookie, None)
+        } else {
+            let bucket = rng.next_bucket();
+            (bucket, Reason::Random, Some(bucket))
+        };
+        Decision { version: Some(self.version_of_bucket(bucket)), reason, new_bucket }
+    }
+
+    /// Canary iff the bucket lies below the canary weight.
+    pub fn version_of_bucket(&self, bucket: u16) -> Version {
+        if bucket < self.config.canary_bp {
+            Version::Canary
+        } else {
+            Version::Stable
+        }
+    }
+
+    fn override_version<R: RequestHeaders>(&self, headers: &R) -> Option<Version> {
+        headers.get(&self.config.override_header).and_then(|v| self.version_named(&v))
+    }
+
+    fn keyed_bucket<R: RequestHeaders>(&self, headers: &R, cookies: &mut CookieHeader<'_, R>) -> Option<u16> {
+        self.config.hash_key.iter().find_map(|source| match source {
+            KeySource::Header(name) => headers.get(name).filter(|v| !v.is_empty()).map(|v| self.bucketer.bucket(&v)),
+            KeySource::Cookie(name) => cookies.find(name).filter(|v| !v.is_empty()).map(|v| self.bucketer.bucket(v)),
+        })
+    }
+
+    /// The version whose configured name is exactly `name`.
+    pub fn version_named(&self, name: &[u8]) -> Option<Version> {
+        if name == self.config.stable.as_bytes() {
+            Some(Version::Stable)
+        } else if name == self.config.canary.as_bytes() {
+            Some(Version::Canary)
+        } else {
+            None
+        }
+    }
+
+    /// Mesh mode: the version of the upstream cluster that served, from a cluster named like a
+    /// version or the subset of an Istio cluster name `outbound|PORT|SUBSET|HOST`.
+    pub fn version_of_cluster(&self, cluster: &[u8]) -> Option<Version> {
+        self.version_named(cluster).or_else(|| {
+            let mut parts = cluster.split(|&b| b == b'|');
+            match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(b"outbound" | b"inbound"), Some(_port), Some(subset), Some(_host), None) => {
+                    self.version_named(subset)
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// The `Set-Cookie` value the response must carry, if any, once the serving version is known.
+    pub fn sticky_cookie_for(&self, decision: &Decision, served: Option<Version>) -> Option<String> {
+        if let Some(bucket) = decision.new_bucket {
+            return Some(self.set_cookie.bucket(bucket));
+        }
+        match (decision.reason, served) {
+            (Reason::Mesh, Some(v)) => Some(self.set_cookie.version(self.config.version_name(v))),
+            // A pin the mesh did not honour (say, the pinned subset is gone): follow the mesh.
+            (Reason::Pin, Some(v)) if decision.version != Some(v) => {
+                Some(self.set_cookie.version(self.config.version_name(v)))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    struct Headers(HashMap<String, Vec<u8>>);
+
+    impl RequestHeaders for Headers {
+        fn get(&self, name: &str) -> Option<Vec<u8>> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn headers(pairs: &[(&str, &[u8])]) -> Headers {
+        Headers(pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect())
+    }
+
+    fn router(extra: &str) -> Router {
+        Router::new(Config::parse(format!(r#"{{"service":"checkout"{extra}}}"#).as_bytes()).unwrap())
+    }
+
+    fn rng() -> BucketRng {
+        BucketRng::new(1)
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn override_wins_over_everything() {
+        let r = router(r#","split":{"canary_percent":0}"#);
+        let d = r.decide(&headers(&[("x-canary", b"canary"), ("x-user-id", b"u1")]), &mut rng());
+        assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Override));
+        let d = r.decide(&headers(&[("x-canary", b"stable"), ("cookie", b"canary_bucket=0")]), &mut rng());
+        assert_eq!((d.version, d.reason), (Some(Version::Stable), Reason::Override));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn unknown_override_values_are_ignored() {
+        let r = router("");
+        for bad in [&b"CANARY"[..], b"", b"canary ", b"\xff\x00", b"prod"] {
+            let d = r.decide(&headers(&[("x-canary", bad), ("x-user-id", b"u1")]), &mut rng());
+            assert_eq!(d.reason, Reason::Hash, "{bad:?}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn hash_key_sources_apply_in_order() {
+        let r = router("");
+        let b = Bucketer::new("checkout");
+        let d = r.decide(&headers(&[("x-user-id", b"alice"), ("cookie", b"session=bob")]), &mut rng());
+        assert_eq!((d.reason, d.version), (Reason::Hash, Some(r.version_of_bucket(b.bucket(b"alice")))));
+        let d = r.decide(&headers(&[("cookie", b"session=bob; canary_bucket=1")]), &mut rng());
+        assert_eq!((d.reason, d.version), (Reason::Hash, Some(r.version_of_bucket(b.bucket(b"bob")))));
+        let d = r.decide(&headers(&[("x-user-id", b""), ("cookie", b"canary_bucket=5")]), &mut rng());
+        assert_eq!((d.reason, d.version), (Reason::Cookie, Some(Version::Canary)));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn sticky_cookie_compares_against_the_weight() {
+        let r = router(r#","split":{"canary_percent":12.5}"#);
+        let at = |b: &str| r.decide(&headers(&[("cookie", format!("canary_bucket={b}").as_bytes())]), &mut rng());
+        assert_eq!(at("1249").version, Some(Version::Canary));
+        assert_eq!(at("1250").version, Some(Version::Stable));
+        assert_eq!(at("0").reason, Reason::Cookie);
+        assert_eq!(at("0").new_bucket, None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn malformed_cookies_get_a_fresh_bucket() {
+        let r = router("");
+        for bad in ["canary_bucket=abc", "canary_bucket=10000", "canary_bucket=", "canary_bucket", "canary_bucket=-3"] {
+            let d = r.decide(&headers(&[("cookie", bad.as_bytes())]), &mut rng());
+            assert_eq!(d.reason, Reason::Random, "{bad}");
+            let b = d.new_bucket.unwrap();
+            assert_eq!(d.version, Some(r.version_of_bucket(b)));
+            assert_eq!(
+                r.sticky_cookie_for(&d, d.version).unwrap(),
+                SetCookie::new("canary_bucket", 86_400, false).bucket(b)
+            );
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn raising_the_weight_never_moves_canary_users_back() {
+        let steps = [10.0, 30.0, 50.0, 100.0];
+        let routers: Vec<Router> =
+            steps.iter().map(|p| router(&format!(r#","split":{{"canary_percent":{p}}}"#))).collect();
+        for i in 0..5000 {
+            let h = headers(&[("x-user-id", format!("user-{i}").as_bytes())]);
+            let versions: Vec<_> = routers.iter().map(|r| r.decide(&h, &mut rng()).version.unwrap()).collect();
+            let first_canary = versions.iter().position(|&v| v == Version::Canary).unwrap_or(versions.len());
+            assert!(versions[first_canary..].iter().all(|&v| v == Version::Canary), "user-{i}: {versions:?}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn zero_percent_sends_everyone_to_stable() {
+        let r = router(r#","split":{"canary_percent":0}"#);
+        for cookie in ["canary_bucket=0", "canary_bucket=9999", ""] {
+            let d = r.decide(&headers(&[("cookie", cookie.as_bytes()), ("x-user-id", b"u")]), &mut rng());
+            assert_eq!(d.version, Some(Version::Stable));
+        }
+        let mut g = rng();
+        assert!((0..1000).all(|_| r.decide(&headers(&[]), &mut g).version == Some(Version::Stable)));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn mesh_mode_pins_what_the_mesh_chose() {
+        let r = router(r#","split":{"mode":"mesh"}"#);
+        let d = r.decide(&headers(&[("x-user-id", b"u")]), &mut rng());
+        assert_eq!((d.version, d.reason), (None, Reason::Mesh));
+        let served = r.version_of_cluster(b"outbound|8080|canary|checkout.shop.svc.cluster.local");
+        assert_eq!(served, Some(Version::Canary));
+        assert_eq!(r.sticky_cookie_for(&d, served).unwrap().split(';').next(), Some("canary_bucket=canary"));
+
+        let d = r.decide(&headers(&[("cookie", b"canary_bucket=canary")]), &mut rng());
+        assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Pin));
+        assert_eq!(r.sticky_cookie_for(&d, Some(Version::Canary)), None);
+        assert!(r.sticky_cookie_for(&d, Some(Version::Stable)).unwrap().starts_with("canary_bucket=stable;"));
+
+        let d = r.decide(&headers(&[("cookie", b"canary_bucket=v9")]), &mut rng());
+        assert_eq!(d.reason, Reason::Mesh);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn cluster_names_map_to_versions() {
+        let r = router("");
+        assert_eq!(r.version_of_cluster(b"stable"), Some(Version::Stable));
+        assert_eq!(r.version_of_cluster(b"outbound|80|stable|a.b"), Some(Version::Stable));
+        assert_eq!(r.version_of_cluster(b"outbound|80||a.b"), None);
+        assert_eq!(r.version_of_cluster(b"outbound|80|canary"), None);
+        assert_eq!(r.version_of_cluster(b"outbound|80|canary|h|x"), None);
+        assert_eq!(r.version_of_cluster(b"backend-canary"), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! Filter mode through a real Envoy: canary-gate chooses, the route table follows the header.
+
+use canary_gate::bucket::Bucketer;
+use canary_gate::config::Config;
+use canary_gate::route::{Router, Version};
+use canary_harness::{filter_config, start_stack, Client, Layout};
+use std::thread;
+
+fn host_router(percent: f64) -> Router {
+    Router::new(Config::parse(filter_config(percent).as_bytes()).unwrap())
+}
+
+#[test]
+fn ten_thousand_users_split_at_ten_percent_exactly_as_the_host_computes() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &filter_config(10.0), &|s| s);
+    let router = host_router(10.0);
+    let bucketer = Bucketer::new("checkout");
+    let url = envoy.url("/profile");
+    let canary_users: usize = thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (url, router) = (&url, &router);
+                s.spawn(move || {
+                    let client = Client::new();
+                    let mut canary = 0;
+                    for i in (t..10_000).step_by(4) {
+                        let key = format!("user-{i}");
+                        let reply = client.get(url, &[("x-user-id", key.as_bytes())]);
+                        assert_eq!(reply.status, 200, "{key}: {}", reply.body);
+                        let expected = match router.version_of_bucket(bucketer.bucket(key.as_bytes())) {
+                            Version::Canary => "canary",
+                            Version::Stable => "stable",
+                        };
+                        // The bucket computed in Envoy's wasm32 VM equals the host's.
+                        assert_eq!(reply.version.as_deref(), Some(expected), "{key}");
+                        assert_eq!(reply.reason.as_deref(), Some("hash"));
+                        // The route followed the header, and the upstream saw the same tags.
+                        assert_eq!(reply.served_by.as_deref(), Some(expected));
+                        assert_eq!(reply.upstream_header("x-canary-version").as_deref(), Some(expected));
+                        assert_eq!(reply.upstream_header("x-canary-reason").as_deref(), Some("hash"));
+                        assert!(reply.set_cookies.is_empty(), "keyed users need no cookie");
+                        canary += usize::from(expected == "canary");
+                    }
+                    canary
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let share = canary_users as f64 / 10_000.0;
+    println!("canary share over 10,000 users at 10%: {:.2}%", share * 100.0);
+    assert!((0.09..=0.11).contains(&share), "canary share {share}");
+}
+
+#[test]
+fn override_header_forces_a_version_and_unknown_values_are_ignored() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &filter_config(0.0), &|s| s);
+    let client = Client::new();
+    let url = envoy.url("/");
+    let reply = client.get(&url, &[("x-canary", b"canary"), ("x-user-id", b"u1")]);
+    assert_eq!((reply.version.as_deref(), reply.reason.as_deref()), (Some("canary"), Some("override")));
+    assert_eq!(reply.served_by.as_deref(), Some("canary"));
+    for bad in [&b"CANARY"[..], b"v2", b"canary,stable", b"\xc3\x28"] {
+        let reply = client.get(&url, &[("x-canary", bad), ("x-user-id", b"u1")]);
+        assert_eq!(reply.status, 200);
+        assert_eq!((reply.version.as_deref(), reply.reason.as_deref()), (Some("stable"), Some("hash")), "{bad:?}");
+        assert_eq!(reply.served_by.as_deref(), Some("stable"));
+    }
+}
+
+#[test]
+fn a_client_cannot_choose_its_version_by_sending_the_version_header() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &filter_config(0.0), &|s| s);
+    let client = Client::new();
+    for (headers, reason) in [
+        (vec![("x-canary-version", &b"canary"[..]), ("x-user-id", b"mallory")], "hash"),
+        (vec![("x-canary-version", &b"canary"[..]), ("x-canary-reason", b"override")], "random"),
+    ] {
+        let reply = client.get(&envoy.url("/"), &headers);
+        assert_eq!(reply.served_by.as_deref(), Some("stable"));
+        assert_eq!(reply.upstream_header("x-canary-version").as_deref(), Some("stable"));
+        assert_eq!(reply.upstream_header("x-canary-reason").as_deref(), Some(reason));
+    }
+}
+
+#[test]
+fn keyless_clients_keep_their_version_by_replaying_the_cookie() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &filter_config(50.0), &|s| s);
+    let client = Client::new();
+    let url = envoy.url("/");
+    let mut versions_seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let first = client.get(&url, &[]);
+        assert_eq!(first.reason.as_deref(), Some("random"));
+        let cookie = first.cookie_pair("canary_bucket").expect("a fresh bucket cookie");
+        let set = &first.set_cookies[0];
+        for attribute in ["Max-Age=86400", "Path=/", "HttpOnly", "SameSite=Lax"] {
+            assert!(set.contains(attribute), "{set}");
+        }
+        let version = first.version.clone().unwrap();
+        versions_seen.insert(version.clone());
+        for _ in 0..100 {
+            let reply = client.get(&url, &[("cookie", format!("theme=dark; {cookie}").as_bytes())]);
+            assert_eq!(reply.version.as_deref(), Some(version.as_str()), "{cookie}");
+            assert_eq!(reply.served_by.as_deref(), Some(version.as_str()));
+            assert_eq!(reply.reason.as_deref(), Some("cookie"));
+            assert!(reply.set_cookies.is_empty());
+        }
+    }
+    assert_eq!(versions_seen.len(), 2, "20 keyless clients at 50% reach both versions");
+}
+
+#[test]
+fn malformed_sticky_cookies_are_replaced_not_errors() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &filter_config(10.0), &|s| s);
+    let client = Client::new();
+    let long = format!("canary_bucket={}", "9".repeat(4000));
+    for bad in [
+        "canary_bucket=abc",
+        "canary_bucket=10000",
+        "canary_bucket=-1",
+        "canary_bucket=",
+        "canary_bucket",
+        "canary_bucket=0042",
+        long.as_str(),
+    ] {
+        let reply = client.get(&envoy.url("/"), &[("cookie", bad.as_bytes())]);
+        assert_eq!(reply.status, 200, "{bad}");
+        assert_eq!(reply.reason.as_deref(), Some("random"), "{bad}");
+        let pair = reply.cookie_pair("canary_bucket").unwrap();
+        let bucket: u16 = pair.trim_start_matches("canary_bucket=").parse().unwrap();
+        assert!(bucket < 10_000);
+        assert_eq!(reply.served_by, reply.version);
+    }
+}
+
+#[test]
+fn access_log_records_version_and_reason() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &filter_config(10.0), &|s| s);
+    let client = Client::new();
+    client.get(&envoy.url("/logged"), &[("x-canary", b"canary")]);
+    client.get(&envoy.url("/logged"), &[("x-user-id", b"u-stable-check"), ("x-canary", b"stable")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = envoy.access_log();
+        if log.lines().filter(|l| l.contains("/logged")).count() == 2 {
+            assert!(log.contains("cluster=canary canary_version=canary canary_reason=override"), "{log}");
+            assert!(log.contains("cluster=stable canary_version=stable canary_reason=override"), "{log}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "access log lines missing: {log}");
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
