@@ -211,7 +211,7 @@ impl Config {
         let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "(root)".to_string() } else { path };
+            let field = if path == "." || path == "?" { "(root)".to_string() } else { path };
             refuse(&field, strip_position(&e.into_inner().to_string()))
         })?;
         raw.validate()

@@ -152,7 +152,7 @@ impl HttpContext for Stream {
 impl Stream {
     /// The version of the upstream cluster the route chose.
     fn served_by_cluster(&self) -> Option<Version> {
-        let cluster = hostcalls::get_property(vec!["cluster_name"]).ok().flatten()?;
+        let cluster = hostcalls::get_property(vec!["xds", "cluster_name"]).ok().flatten()?;
         self.router.version_of_cluster(&cluster)
     }
 }

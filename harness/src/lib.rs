@@ -294,7 +294,7 @@ impl Envoy {
     /// (or rejected it: then returns false).
     pub fn reconfigure(&self, filter_json: &str) -> bool {
         let stat = |s: &str| self.stat(&format!("extension_config_discovery.http_filter.canary-gate.{s}"));
-        let (reloads, rejects) = (stat("config_reload"), stat("config_fail"));
+        let (reloads, rejects) = (stat("update_success"), stat("update_rejected"));
         let staged = self.dir.path().join("staged.yaml");
         fs::write(&staged, with_filter_config(&self.ecds_template, filter_json))
             .unwrap_or_else(|e| panic!("write staged: {e}"));
@@ -302,10 +302,10 @@ impl Envoy {
         fs::rename(&staged, &self.ecds_file).unwrap_or_else(|e| panic!("move ecds: {e}"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if stat("config_reload") > reloads {
+            if stat("update_success") > reloads {
                 return true;
             }
-            if stat("config_fail") > rejects {
+            if stat("update_rejected") > rejects {
                 return false;
             }
             assert!(Instant::now() < deadline, "ECDS update not seen within 20 s\n{}", self.log());
