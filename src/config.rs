@@ -440,7 +440,7 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn too_many_hash_keys_are_refused() {
-        let keys = vec![r#"{"header":"x-a"}"#; MAX_HASH_KEYS + 1].join(",");
+        let keys = [r#"{"header":"x-a"}"#; MAX_HASH_KEYS + 1].join(",");
         let e = err(&format!(r#"{{"service":"a","split":{{"hash_key":[{keys}]}}}}"#));
         assert_eq!(e.field, "split.hash_key");
     }

