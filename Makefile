@@ -14,7 +14,10 @@ BACKEND := target/release/canary-backend
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 PYTHON ?= python3
-APT_PACKAGES := nodejs
+APT_PACKAGES := nodejs binaryen prometheus
+# Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
+WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 export CANARY_GATE_WASM := $(abspath $(WASM))
@@ -22,9 +25,10 @@ export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
 .PHONY: build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo size clean
 
-## Build the filter (.wasm) and the test backend.
-build: toolchain
+## Build the filter (.wasm, then shrunk by binaryen's wasm-opt) and the test backend.
+build: toolchain apt-deps
 	cargo build --release --target wasm32-wasip1 --lib
+	wasm-opt -Oz $(WASM_FEATURES) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM)
 	cargo build --release -p canary-backend
 	@$(MAKE) --no-print-directory size
 

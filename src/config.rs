@@ -12,6 +12,8 @@ pub const FULL_WEIGHT_BP: u16 = 10_000;
 pub const MAX_COOKIE_AGE_S: u32 = 400 * 24 * 3600;
 /// Upper bound on `split.hash_key` entries: each costs a header read per request.
 pub const MAX_HASH_KEYS: usize = 8;
+/// Longest rolling window, in one-second slots: bounds the window's memory.
+pub const MAX_WINDOW_S: u32 = 600;
 
 /// A refused configuration: which field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,10 @@ pub struct Config {
     pub sticky_max_age_s: u32,
     /// Whether the sticky cookie carries `Secure`.
     pub sticky_secure: bool,
+    /// Rolling window length of the window gauges, in seconds.
+    pub window_s: u32,
+    /// Node metadata label naming the proxy's own version (observer role).
+    pub version_label: String,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +120,17 @@ struct RawConfig {
     override_: RawOverride,
     #[serde(default)]
     sticky: RawSticky,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default = "default_version_label")]
+    version_label: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default = "default_window_s")]
+    window_s: u32,
 }
 
 #[derive(Deserialize)]
@@ -121,8 +138,9 @@ struct RawConfig {
 struct RawSplit {
     #[serde(default = "default_mode")]
     mode: SplitMode,
-    #[serde(default = "default_percent")]
-    canary_percent: f64,
+    /// Kept as text and parsed exactly: no binary floating point anywhere.
+    #[serde(default)]
+    canary_percent: Option<Box<serde_json::value::RawValue>>,
     #[serde(default = "default_hash_key")]
     hash_key: Vec<RawKeySource>,
 }
@@ -170,9 +188,6 @@ fn default_canary() -> String {
 fn default_mode() -> SplitMode {
     SplitMode::Filter
 }
-fn default_percent() -> f64 {
-    10.0
-}
 fn default_hash_key() -> Vec<RawKeySource> {
     vec![
         RawKeySource { header: Some("x-user-id".into()), cookie: None },
@@ -188,15 +203,26 @@ fn default_sticky_cookie() -> String {
 fn default_max_age() -> u32 {
     86_400
 }
+fn default_window_s() -> u32 {
+    60
+}
+fn default_version_label() -> String {
+    "version".into()
+}
 
 impl Default for RawSplit {
     fn default() -> Self {
-        RawSplit { mode: default_mode(), canary_percent: default_percent(), hash_key: default_hash_key() }
+        RawSplit { mode: default_mode(), canary_percent: None, hash_key: default_hash_key() }
     }
 }
 impl Default for RawOverride {
     fn default() -> Self {
         RawOverride { header: default_override_header() }
+    }
+}
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics { window_s: default_window_s() }
     }
 }
 impl Default for RawSticky {
@@ -248,7 +274,10 @@ impl RawConfig {
         if self.stable == self.canary {
             return Err(refuse("canary", "must differ from stable"));
         }
-        let canary_bp = percent_to_bp(self.split.canary_percent)?;
+        let canary_bp = match &self.split.canary_percent {
+            Some(raw) => percent_to_bp(raw.get())?,
+            None => DEFAULT_CANARY_BP,
+        };
         let hash_key = check_hash_keys(self.split.hash_key)?;
         check_token("sticky.cookie", &self.sticky.cookie)?;
         if self.sticky.max_age_s == 0 || self.sticky.max_age_s > MAX_COOKIE_AGE_S {
@@ -257,6 +286,13 @@ impl RawConfig {
                 format!("must be in 1..={MAX_COOKIE_AGE_S} seconds, got {}", self.sticky.max_age_s),
             ));
         }
+        if !(1..=MAX_WINDOW_S).contains(&self.metrics.window_s) {
+            return Err(refuse(
+                "metrics.window_s",
+                format!("must be in 1..={MAX_WINDOW_S} seconds, got {}", self.metrics.window_s),
+            ));
+        }
+        check_label_name("version_label", &self.version_label)?;
         Ok(Config {
             service: self.service,
             role: self.role,
@@ -271,23 +307,62 @@ impl RawConfig {
             sticky_cookie: self.sticky.cookie,
             sticky_max_age_s: self.sticky.max_age_s,
             sticky_secure: self.sticky.secure,
+            window_s: self.metrics.window_s,
+            version_label: self.version_label,
         })
     }
 }
 
+/// Default canary weight: 10%.
+const DEFAULT_CANARY_BP: u16 = 1_000;
+
+/// A JSON number in plain decimal notation with at most `decimals` fractional digits, as an
+/// integer scaled by `10^decimals`: `parse_decimal("12.5", 2) == Ok(1250)`. Exact, no floats.
+pub fn parse_decimal(text: &str, decimals: u32) -> Result<u64, String> {
+    let text = text.trim();
+    if text.starts_with('"')
+        || text.starts_with('[')
+        || text.starts_with('{')
+        || text == "true"
+        || text == "false"
+        || text == "null"
+    {
+        return Err(format!("invalid type: {text}, expected a number"));
+    }
+    if text.starts_with('-') {
+        return Err(format!("must not be negative, got {text}"));
+    }
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits_only(whole) || !digits_only(fraction) || (text.contains('.') && fraction.is_empty())
+    {
+        return Err(format!("must be a plain decimal number, got {text}"));
+    }
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > decimals as usize {
+        return Err(format!("at most {decimals} decimals allowed, got {text}"));
+    }
+    let scale = 10u64.pow(decimals);
+    let whole: u64 = whole
+        .parse()
+        .ok()
+        .filter(|w: &u64| w.checked_mul(scale).is_some())
+        .ok_or_else(|| format!("out of range, got {text}"))?;
+    let mut frac_value: u64 = 0;
+    for (i, b) in fraction.bytes().enumerate() {
+        frac_value += u64::from(b - b'0') * 10u64.pow(decimals - 1 - i as u32);
+    }
+    Ok(whole * scale + frac_value)
+}
+
 /// `0..=100` with at most two decimals, as basis points.
-pub fn percent_to_bp(percent: f64) -> Result<u16, ConfigError> {
+pub fn percent_to_bp(text: &str) -> Result<u16, ConfigError> {
     const FIELD: &str = "split.canary_percent";
-    if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
-        return Err(refuse(FIELD, format!("must be between 0 and 100, got {percent}")));
-    }
-    let scaled = percent * 100.0;
-    let bp = scaled.round();
-    if (scaled - bp).abs() > 1e-6 {
-        return Err(refuse(FIELD, format!("at most 2 decimals allowed, got {percent}")));
-    }
-    // In range by the check above: 0.0..=10_000.0.
-    Ok(bp as u16)
+    let bp = parse_decimal(text, 2).map_err(|reason| refuse(FIELD, reason))?;
+    u16::try_from(bp)
+        .ok()
+        .filter(|&bp| bp <= FULL_WEIGHT_BP)
+        .ok_or_else(|| refuse(FIELD, format!("must be between 0 and 100, got {}", text.trim())))
 }
 
 fn check_service(name: &str) -> Result<(), ConfigError> {
@@ -321,6 +396,16 @@ fn check_header_name(field: &str, name: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(refuse(field, format!("must be a lower-case HTTP header name, got {name:?}")))
+    }
+}
+
+/// Kubernetes label keys: an optional DNS prefix and a name of `[A-Za-z0-9._-]`.
+fn check_label_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=253).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must be a label name, got {name:?}")))
     }
 }
 
@@ -375,6 +460,7 @@ mod tests {
         assert_eq!(c.hash_key, vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("session".into())]);
         assert_eq!(c.override_header, "x-canary");
         assert_eq!((c.sticky_cookie.as_str(), c.sticky_max_age_s), ("canary_bucket", 86_400));
+        assert_eq!((c.window_s, c.version_label.as_str()), (60, "version"));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -393,10 +479,16 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn percent_converts_exactly_to_basis_points() {
-        assert_eq!(percent_to_bp(0.0).unwrap(), 0);
-        assert_eq!(percent_to_bp(0.01).unwrap(), 1);
-        assert_eq!(percent_to_bp(33.33).unwrap(), 3333);
-        assert_eq!(percent_to_bp(100.0).unwrap(), 10_000);
+        assert_eq!(percent_to_bp("0").unwrap(), 0);
+        assert_eq!(percent_to_bp("0.01").unwrap(), 1);
+        assert_eq!(percent_to_bp("33.33").unwrap(), 3333);
+        assert_eq!(percent_to_bp("12.50").unwrap(), 1250);
+        assert_eq!(percent_to_bp("100").unwrap(), 10_000);
+        assert_eq!(percent_to_bp("100.00").unwrap(), 10_000);
+        assert_eq!(parse_decimal("0.001", 6).unwrap(), 1_000);
+        for bad in ["1e1", "1.", ".5", "+1", "0x10", "", "1.2.3", "100.001", "99999999999999999999"] {
+            assert!(percent_to_bp(bad).is_err(), "{bad}");
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -408,7 +500,7 @@ mod tests {
             (r#"{"service":"a","colour":1}"#, "colour", "unknown field"),
             (r#"{"service":"a","role":"boss"}"#, "role", "unknown variant"),
             (r#"{"service":"a","split":{"canary_percent":101}}"#, "split.canary_percent", "between 0 and 100"),
-            (r#"{"service":"a","split":{"canary_percent":-1}}"#, "split.canary_percent", "between 0 and 100"),
+            (r#"{"service":"a","split":{"canary_percent":-1}}"#, "split.canary_percent", "negative"),
             (r#"{"service":"a","split":{"canary_percent":10.005}}"#, "split.canary_percent", "2 decimals"),
             (r#"{"service":"a","split":{"canary_percent":"10"}}"#, "split.canary_percent", "invalid type"),
             (r#"{"service":"a","split":{"mode":"random"}}"#, "split.mode", "unknown variant"),
@@ -429,6 +521,10 @@ mod tests {
             (r#"{"service":"a","sticky":{"cookie":"a;b"}}"#, "sticky.cookie", "token"),
             (r#"{"service":"a","sticky":{"secure":"yes"}}"#, "sticky.secure", "invalid type"),
             (r#"not json"#, "(root)", "expected"),
+            (r#"{"service":"a","metrics":{"window_s":0}}"#, "metrics.window_s", "1..="),
+            (r#"{"service":"a","metrics":{"window_s":601}}"#, "metrics.window_s", "1..="),
+            (r#"{"service":"a","metrics":{"buckets":[1]}}"#, "metrics.buckets", "unknown field"),
+            (r#"{"service":"a","version_label":"app version"}"#, "version_label", "label name"),
         ];
         for (json, field, reason) in cases {
             let e = err(json);

@@ -8,7 +8,12 @@
 pub mod bucket;
 pub mod config;
 pub mod cookie;
+pub mod histogram;
+pub mod leader;
 pub mod route;
+pub mod stats;
+pub mod window;
+pub mod wire;
 
 #[cfg(target_os = "wasi")]
 mod filter;

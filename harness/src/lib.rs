@@ -11,6 +11,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 pub mod client;
+pub mod prometheus;
 pub mod traffic;
 pub use client::{Client, Reply};
 
@@ -45,7 +46,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -401,4 +402,9 @@ pub fn start_stack(layout: Layout, filter_json: &str, edit: &dyn Fn(String) -> S
     let canary = Backend::start("canary", &[]);
     let envoy = Envoy::start(EnvoyOptions { layout, filter_json, workers: 2, edit }, &stable, &canary);
     (envoy, stable, canary)
+}
+
+/// Envoy with 2 workers in `layout`, in front of the given backends.
+pub fn start_envoy(layout: Layout, filter_json: &str, stable: &Backend, canary: &Backend) -> Envoy {
+    Envoy::start(EnvoyOptions { layout, filter_json, workers: 2, edit: &|s| s }, stable, canary)
 }

@@ -1,0 +1,147 @@
+//! Per-VM state of a service, shared by its root contexts (a configuration update creates a
+//! new root context in the same VM, and the window must survive it):
+//! the request path records into this VM's tallies; once a second each VM ships them through
+//! a shared queue, and the VM holding the lease merges everything into the rolling window and
+//! publishes the window gauges.
+
+use super::host;
+use super::metrics::MetricIds;
+use crate::config::Config;
+use crate::leader::{should_claim, Lease};
+use crate::route::Version;
+use crate::window::{slot_of, Tally, Window};
+use crate::wire;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+thread_local! {
+    /// One entry per configured service in this VM: bounded by configuration.
+    static SERVICES: RefCell<Vec<Rc<ServiceState>>> = const { RefCell::new(Vec::new()) };
+    /// Random id of this VM for the lease.
+    static VM_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Sets this VM's lease id (once, at VM start).
+pub fn set_vm_id(id: u64) {
+    VM_ID.with(|v| v.set(id));
+}
+
+/// The state of `service` in this VM, created on first use.
+pub fn service_state(service: &str) -> Rc<ServiceState> {
+    SERVICES.with(|services| {
+        let mut services = services.borrow_mut();
+        if let Some(existing) = services.iter().find(|s| s.service == service) {
+            return existing.clone();
+        }
+        let state = Rc::new(ServiceState::new(service));
+        services.push(state.clone());
+        state
+    })
+}
+
+/// What one VM keeps for one service.
+pub struct ServiceState {
+    service: String,
+    tallies: RefCell<[Tally; 2]>,
+    scratch: RefCell<[Tally; 2]>,
+    queue: Cell<Option<u32>>,
+    last_tick_s: Cell<u64>,
+    /// The merged window, while this VM holds the lease.
+    merged: RefCell<Option<Window>>,
+}
+
+impl ServiceState {
+    fn new(service: &str) -> Self {
+        ServiceState {
+            service: service.to_string(),
+            tallies: RefCell::default(),
+            scratch: RefCell::default(),
+            queue: Cell::new(None),
+            last_tick_s: Cell::new(0),
+            merged: RefCell::new(None),
+        }
+    }
+
+    /// Records one completed request in this VM's tally (request path: no host call).
+    pub fn record(&self, version: Version, micros: u64, is_error: bool) {
+        if let Ok(mut tallies) = self.tallies.try_borrow_mut() {
+            if let Some(t) = tallies.get_mut(slot_of(version)) {
+                t.record(micros, is_error);
+            }
+        }
+    }
+
+    /// Once a second per VM: ship, renew or take the lease, and if held, merge and publish.
+    pub fn tick(&self, now_s: u64, config: &Config, ids: &MetricIds) {
+        if now_s == self.last_tick_s.get() {
+            return;
+        }
+        self.last_tick_s.set(now_s);
+        let queue = self.queue.get().or_else(|| {
+            let q = host::register_queue(&format!("canary-gate/{}/tallies", self.service));
+            self.queue.set(q);
+            q
+        });
+        let Some(queue) = queue else { return };
+        self.ship(queue);
+        if self.hold_lease(now_s) {
+            self.merge(queue, now_s, config, ids);
+        } else if let Ok(mut merged) = self.merged.try_borrow_mut() {
+            *merged = None;
+        }
+    }
+
+    fn ship(&self, queue: u32) {
+        let Ok(mut tallies) = self.tallies.try_borrow_mut() else { return };
+        if tallies.iter().all(Tally::is_empty) {
+            return;
+        }
+        if !host::enqueue(queue, &wire::encode(&tallies)) {
+            log::warn!("cannot ship window data for {}", self.service);
+        }
+        for t in tallies.iter_mut() {
+            t.clear();
+        }
+    }
+
+    fn hold_lease(&self, now_s: u64) -> bool {
+        let key = format!("canary-gate/{}/leader", self.service);
+        let me = VM_ID.with(Cell::get);
+        let (value, cas) = host::shared_data(&key);
+        if !should_claim(value.as_deref().and_then(Lease::decode), me, now_s) {
+            return false;
+        }
+        if !host::set_shared_data(&key, &Lease { holder: me, renewed_s: now_s }.encode(), cas) {
+            return false;
+        }
+        // Two VMs that found no lease at all may both have written: the last write wins.
+        let (value, _) = host::shared_data(&key);
+        value.as_deref().and_then(Lease::decode).is_some_and(|l| l.holder == me)
+    }
+
+    fn merge(&self, queue: u32, now_s: u64, config: &Config, ids: &MetricIds) {
+        let (Ok(mut merged), Ok(mut scratch)) = (self.merged.try_borrow_mut(), self.scratch.try_borrow_mut()) else {
+            return;
+        };
+        let window_s = config.window_s as usize;
+        let window = match merged.as_mut() {
+            Some(w) if w.len_s() == window_s => w,
+            _ => merged.insert(Window::new(window_s)),
+        };
+        window.advance_to(now_s);
+        while let Some(message) = host::dequeue(queue) {
+            if wire::decode_into(&message, &mut scratch) {
+                for version in [Version::Stable, Version::Canary] {
+                    if let Some(t) = scratch.get(slot_of(version)) {
+                        window.add(version, t);
+                    }
+                }
+            } else {
+                log::warn!("dropped a malformed window message for {}", self.service);
+            }
+        }
+        for version in [Version::Stable, Version::Canary] {
+            ids.set_window(version, &window.stats(version));
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Host stat ids, defined once per configuration so every series exists (at zero) from the
+//! start and the request path only passes cached ids.
+
+use super::host;
+use crate::config::Config;
+use crate::route::{Reason, Version};
+use crate::stats::{self, code_class, series, series_with, CODE_CLASSES};
+use crate::window::{slot_of, WindowStats};
+use proxy_wasm::types::MetricType;
+
+struct VersionIds {
+    requests: Option<u32>,
+    responses: [Option<u32>; 5],
+    duration: Option<u32>,
+    decisions: [Option<u32>; 6],
+    window: [Option<u32>; 5],
+}
+
+/// Stat ids of both versions of one service.
+pub struct MetricIds {
+    versions: [VersionIds; 2],
+}
+
+impl MetricIds {
+    /// Defines every series of `config`'s service and versions.
+    pub fn define(config: &Config) -> Self {
+        let for_version = |version: &str| {
+            let svc = config.service.as_str();
+            let counter = |name: String| host::define_metric(MetricType::Counter, &name);
+            let gauge = |name: String| host::define_metric(MetricType::Gauge, &name);
+            VersionIds {
+                requests: counter(series(stats::REQUESTS, svc, version)),
+                responses: CODE_CLASSES
+                    .map(|class| counter(series_with(stats::RESPONSES, svc, version, "code_class", class))),
+                duration: host::define_metric(MetricType::Histogram, &series(stats::DURATION, svc, version)),
+                decisions: Reason::ALL
+                    .map(|r| counter(series_with(stats::DECISIONS, svc, version, "reason", r.as_str()))),
+                window: [
+                    stats::WINDOW_REQUESTS,
+                    stats::WINDOW_ERROR_RATIO,
+                    stats::WINDOW_P50,
+                    stats::WINDOW_P95,
+                    stats::WINDOW_P99,
+                ]
+                .map(|m| gauge(series(m, svc, version))),
+            }
+        };
+        MetricIds { versions: [for_version(&config.stable), for_version(&config.canary)] }
+    }
+
+    fn of(&self, version: Version) -> Option<&VersionIds> {
+        self.versions.get(slot_of(version))
+    }
+
+    /// Counts one completed request.
+    pub fn record_request(&self, version: Version, reason: Option<Reason>, status: u64, millis: u64) {
+        let Some(ids) = self.of(version) else { return };
+        host::increment(ids.requests);
+        if let Some(class) = code_class(status) {
+            host::increment(ids.responses.get(class).copied().flatten());
+        }
+        host::record(ids.duration, millis);
+        if let Some(reason) = reason {
+            let index = Reason::ALL.iter().position(|&r| r == reason);
+            host::increment(index.and_then(|i| ids.decisions.get(i).copied().flatten()));
+        }
+    }
+
+    /// Publishes the merged window of `version`.
+    pub fn set_window(&self, version: Version, stats: &WindowStats) {
+        let Some(ids) = self.of(version) else { return };
+        let values = [stats.requests, stats.error_ratio_ppm, stats.p50_us, stats.p95_us, stats.p99_us];
+        for (id, value) in ids.window.iter().zip(values) {
+            host::record(*id, value);
+        }
+    }
+}

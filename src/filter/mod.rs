@@ -1,0 +1,205 @@
+//! proxy-wasm glue: reads headers and properties through [`host`], asks the pure modules, and
+//! applies the answer. Compiled for the proxy (wasm32-wasip1) only.
+
+mod aggregate;
+mod host;
+mod metrics;
+
+use crate::bucket::BucketRng;
+use crate::config::{Config, Role, SplitMode};
+use crate::route::{Decision, Reason, RequestHeaders, Router, Version};
+use aggregate::ServiceState;
+use metrics::MetricIds;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Filter-state keys (`wasm.` prefixed by Envoy) that the access log reads.
+const STATE_VERSION: &str = "canary_gate_version";
+const STATE_REASON: &str = "canary_gate_reason";
+
+/// Everything a stream needs from its configuration, shared by reference count.
+struct Plugin {
+    router: Router,
+    metrics: MetricIds,
+    service: Rc<ServiceState>,
+    /// Observer role: this proxy's own version, from node metadata.
+    own_version: Option<Version>,
+}
+
+#[derive(Default)]
+struct Root {
+    plugin: Option<Rc<Plugin>>,
+    rng: Rc<Cell<BucketRng>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        let seed = vm_seed();
+        self.rng.set(BucketRng::new(seed));
+        aggregate::set_vm_id(seed.rotate_left(17) ^ 0x5bd1_e995);
+        true
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let config = match Config::parse(&host::plugin_configuration()) {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!("{e}");
+                return false;
+            }
+        };
+        let own_version = match config.role {
+            Role::Router => None,
+            Role::Observer => {
+                let label = host::property(&["xds", "node", "metadata", "LABELS", &config.version_label]);
+                let router = Router::new(config.clone());
+                let version = label.as_deref().and_then(|v| router.version_named(v));
+                if version.is_none() {
+                    log::warn!(
+                        "observer for {}: node label `{}` is {:?}, neither `{}` nor `{}`; recording nothing",
+                        config.service,
+                        config.version_label,
+                        label.as_deref().map(String::from_utf8_lossy),
+                        config.stable,
+                        config.canary
+                    );
+                }
+                version
+            }
+        };
+        log::info!(
+            "service={} role={:?} mode={:?} canary_percent={}.{:02} window_s={}",
+            config.service,
+            config.role,
+            config.mode,
+            config.canary_bp / 100,
+            config.canary_bp % 100,
+            config.window_s
+        );
+        let metrics = MetricIds::define(&config);
+        let service = aggregate::service_state(&config.service);
+        self.plugin = Some(Rc::new(Plugin { router: Router::new(config), metrics, service, own_version }));
+        if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
+            log::warn!("cannot set tick period: {status:?}");
+        }
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            plugin.service.tick(host::now_micros() / 1_000_000, plugin.router.config(), &plugin.metrics);
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let plugin = self.plugin.clone()?;
+        Some(Box::new(Stream { plugin, rng: self.rng.clone(), decision: None, served: None, started_us: 0 }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Seed for keyless users' buckets and the VM's lease id: WASI randomness, mixed with the
+/// clock in case the host answers with zeros.
+fn vm_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(host::now_micros());
+    hasher.finish()
+}
+
+struct Stream {
+    plugin: Rc<Plugin>,
+    rng: Rc<Cell<BucketRng>>,
+    decision: Option<Decision>,
+    served: Option<Version>,
+    started_us: u64,
+}
+
+struct HostRequestHeaders;
+
+impl RequestHeaders for HostRequestHeaders {
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        host::request_header(name)
+    }
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.started_us = host::now_micros();
+        let config = self.plugin.router.config();
+        if config.role == Role::Observer {
+            return Action::Continue;
+        }
+        let mut rng = self.rng.get();
+        let decision = self.plugin.router.decide(&HostRequestHeaders, &mut rng);
+        self.rng.set(rng);
+        let version = decision.version.map(|v| config.version_name(v));
+        // Replaces (or, in mesh mode, removes) whatever the client sent.
+        host::set_header(MapType::HttpRequestHeaders, &config.version_header, version);
+        host::set_header(MapType::HttpRequestHeaders, &config.reason_header, Some(decision.reason.as_str()));
+        self.decision = Some(decision);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(decision) = self.decision else {
+            return Action::Continue;
+        };
+        let router = &self.plugin.router;
+        let config = router.config();
+        self.served = self.served_version(&decision);
+        let version = self.served.map(|v| config.version_name(v)).unwrap_or("unknown");
+        host::set_header(MapType::HttpResponseHeaders, &config.version_header, Some(version));
+        host::set_header(MapType::HttpResponseHeaders, &config.reason_header, Some(decision.reason.as_str()));
+        if let Some(cookie) = router.sticky_cookie_for(&decision, self.served) {
+            host::add_response_header("set-cookie", &cookie);
+        }
+        host::set_state(STATE_VERSION, version);
+        host::set_state(STATE_REASON, decision.reason.as_str());
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let (version, reason) = match (self.plugin.own_version, self.decision) {
+            (Some(own), _) => (Some(own), None),
+            (None, Some(decision)) => (self.served.or_else(|| self.served_version(&decision)), Some(decision.reason)),
+            (None, None) => (None, None),
+        };
+        let Some(version) = version else { return };
+        let status = host::property_u64(&["response", "code"]).unwrap_or(0);
+        let micros = host::now_micros().saturating_sub(self.started_us);
+        self.plugin.metrics.record_request(version, reason, status, micros / 1_000);
+        self.plugin.service.record(version, micros, status >= 500);
+    }
+}
+
+impl Stream {
+    /// The version that served: the chosen one in filter mode; in mesh mode, the version of
+    /// the upstream cluster the route chose, else the pinned or overridden one.
+    fn served_version(&self, decision: &Decision) -> Option<Version> {
+        match self.plugin.router.config().mode {
+            SplitMode::Filter => decision.version,
+            SplitMode::Mesh => host::property(&["xds", "cluster_name"])
+                .and_then(|cluster| self.plugin.router.version_of_cluster(&cluster))
+                .or(decision.version),
+        }
+    }
+}
+
+/// Exhaustiveness guard: every reason has a decision counter.
+const _: () = assert!(Reason::ALL.len() == 6);

@@ -1,0 +1,72 @@
+//! Names of the host stats canary-gate defines. The proxy-wasm ABI has no labels, so labels
+//! are encoded in the stat name as `.label.value` pairs after the metric name:
+//!
+//! `canary_responses_total.service.checkout.version.stable.code_class.5xx`
+//!
+//! Envoy's `stats_config.stats_tags` (see `envoy/*.yaml`) turn each pair into a Prometheus
+//! label. Service and version names never contain `.`, so a pair cannot be misread.
+
+/// Completed requests (counter).
+pub const REQUESTS: &str = "canary_requests_total";
+/// Completed requests by status class (counter, label `code_class`).
+pub const RESPONSES: &str = "canary_responses_total";
+/// Request start to end of response, in milliseconds (histogram).
+pub const DURATION: &str = "canary_request_duration_milliseconds";
+/// Routing decisions by reason (counter, label `reason`).
+pub const DECISIONS: &str = "canary_route_decisions_total";
+/// Requests completed in the rolling window (gauge).
+pub const WINDOW_REQUESTS: &str = "canary_window_requests";
+/// 5xx share of the rolling window in parts per million (gauge).
+pub const WINDOW_ERROR_RATIO: &str = "canary_window_error_ratio_ppm";
+/// Rolling-window latency quantiles in microseconds (gauges).
+pub const WINDOW_P50: &str = "canary_window_latency_p50_microseconds";
+/// 95th percentile.
+pub const WINDOW_P95: &str = "canary_window_latency_p95_microseconds";
+/// 99th percentile.
+pub const WINDOW_P99: &str = "canary_window_latency_p99_microseconds";
+
+/// Values of the `code_class` label, indexed by `status / 100 - 1`.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index into [`CODE_CLASSES`] of an HTTP status, if it is one.
+pub fn code_class(status: u64) -> Option<usize> {
+    (100..600).contains(&status).then(|| (status / 100 - 1) as usize)
+}
+
+/// `metric.service.S.version.V`.
+pub fn series(metric: &str, service: &str, version: &str) -> String {
+    format!("{metric}.service.{service}.version.{version}")
+}
+
+/// `series(...)` plus one more `.label.value` pair.
+pub fn series_with(metric: &str, service: &str, version: &str, label: &str, value: &str) -> String {
+    format!("{}.{label}.{value}", series(metric, service, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn names_carry_labels_as_pairs() {
+        assert_eq!(
+            series(REQUESTS, "corp-cockpit", "canary"),
+            "canary_requests_total.service.corp-cockpit.version.canary"
+        );
+        assert_eq!(
+            series_with(RESPONSES, "a-b", "v-2", "code_class", "5xx"),
+            "canary_responses_total.service.a-b.version.v-2.code_class.5xx"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn status_classes() {
+        assert_eq!(code_class(200), Some(1));
+        assert_eq!(code_class(503), Some(4));
+        assert_eq!(code_class(101), Some(0));
+        assert_eq!(code_class(0), None);
+        assert_eq!(code_class(600), None);
+        assert_eq!(code_class(99), None);
+    }
+}

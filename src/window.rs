@@ -1,0 +1,283 @@
+//! Per-version tallies and the rolling window they are merged into.
+//!
+//! Each worker VM fills a [`Tally`] per version on its request path, and ships it once a second.
+//! One VM merges the shipped tallies into a [`Window`]: a ring of one-second slots, so the
+//! window's requests, errors and quantiles cover exactly the last `window_s` seconds. Memory is
+//! fixed by `window_s` and the histogram size, never by traffic.
+
+use crate::histogram::{Histogram, BUCKETS};
+use crate::route::Version;
+
+/// What one VM saw for one version since its last shipment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Completed requests.
+    pub requests: u64,
+    /// Of which answered 5xx.
+    pub errors: u64,
+    /// Their durations in microseconds.
+    pub latency: Histogram,
+}
+
+impl Tally {
+    /// Records one completed request.
+    pub fn record(&mut self, micros: u64, is_error: bool) {
+        self.requests += 1;
+        self.errors += u64::from(is_error);
+        self.latency.record(micros);
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0
+    }
+
+    /// Resets to empty, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.requests = 0;
+        self.errors = 0;
+        self.latency.clear();
+    }
+}
+
+/// Index of a version in per-version arrays.
+pub fn slot_of(version: Version) -> usize {
+    match version {
+        Version::Stable => 0,
+        Version::Canary => 1,
+    }
+}
+
+/// One second of one version, stored sparsely.
+#[derive(Debug, Clone, Default)]
+struct Second {
+    requests: u64,
+    errors: u64,
+    buckets: Vec<(u16, u32)>,
+}
+
+impl Second {
+    fn clear(&mut self) {
+        self.requests = 0;
+        self.errors = 0;
+        self.buckets.clear();
+    }
+
+    /// Keeps the slot within `BUCKETS` entries by summing duplicates.
+    fn compact(&mut self) {
+        self.buckets.sort_unstable_by_key(|&(i, _)| i);
+        let mut out: Vec<(u16, u32)> = Vec::with_capacity(self.buckets.len());
+        for &(i, c) in &self.buckets {
+            match out.last_mut() {
+                Some(last) if last.0 == i => last.1 = last.1.saturating_add(c),
+                _ => out.push((i, c)),
+            }
+        }
+        self.buckets = out;
+    }
+}
+
+/// The rolling window of one version.
+#[derive(Debug, Clone)]
+struct VersionWindow {
+    seconds: Vec<Second>,
+    requests: u64,
+    errors: u64,
+    latency: Histogram,
+}
+
+impl VersionWindow {
+    fn new(window_s: usize) -> Self {
+        VersionWindow {
+            seconds: vec![Second::default(); window_s],
+            requests: 0,
+            errors: 0,
+            latency: Histogram::default(),
+        }
+    }
+
+    fn expire(&mut self, slot: usize) {
+        if let Some(second) = self.seconds.get_mut(slot) {
+            self.requests -= second.requests.min(self.requests);
+            self.errors -= second.errors.min(self.errors);
+            for &(i, c) in &second.buckets {
+                self.latency.remove(usize::from(i), c);
+            }
+            second.clear();
+        }
+    }
+
+    fn add(&mut self, slot: usize, tally: &Tally) {
+        let Some(second) = self.seconds.get_mut(slot) else { return };
+        second.requests += tally.requests;
+        second.errors += tally.errors;
+        self.requests += tally.requests;
+        self.errors += tally.errors;
+        for (i, c) in tally.latency.nonzero() {
+            // BUCKETS < u16::MAX, so every index fits.
+            second.buckets.push((i as u16, c));
+            self.latency.add(i, c);
+        }
+        if second.buckets.len() > BUCKETS {
+            second.compact();
+        }
+    }
+}
+
+/// Figures of one version over the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// Requests completed in the window.
+    pub requests: u64,
+    /// Of which 5xx.
+    pub errors: u64,
+    /// `errors / requests` in parts per million (0 without requests).
+    pub error_ratio_ppm: u64,
+    /// Latency quantiles in microseconds (0 without requests).
+    pub p50_us: u64,
+    /// 95th percentile.
+    pub p95_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+}
+
+/// Rolling windows of both versions, advanced by whole seconds.
+#[derive(Debug, Clone)]
+pub struct Window {
+    versions: [VersionWindow; 2],
+    window_s: usize,
+    /// The second the head slot stands for; `None` before the first advance.
+    head: Option<u64>,
+}
+
+impl Window {
+    /// A window of `window_s` one-second slots (at least one).
+    pub fn new(window_s: usize) -> Self {
+        let window_s = window_s.max(1);
+        Window { versions: [VersionWindow::new(window_s), VersionWindow::new(window_s)], window_s, head: None }
+    }
+
+    /// Its length in seconds.
+    pub fn len_s(&self) -> usize {
+        self.window_s
+    }
+
+    fn slot(&self, second: u64) -> usize {
+        (second % self.window_s as u64) as usize
+    }
+
+    /// Moves the head to `now_s`, expiring the seconds that fall out of the window.
+    /// Time going backwards is ignored.
+    pub fn advance_to(&mut self, now_s: u64) {
+        let Some(head) = self.head else {
+            self.head = Some(now_s);
+            return;
+        };
+        if now_s <= head {
+            return;
+        }
+        let steps = (now_s - head).min(self.window_s as u64);
+        for s in (now_s - steps + 1)..=now_s {
+            let slot = self.slot(s);
+            for v in &mut self.versions {
+                v.expire(slot);
+            }
+        }
+        self.head = Some(now_s);
+    }
+
+    /// Adds a tally of `version` to the current second.
+    pub fn add(&mut self, version: Version, tally: &Tally) {
+        let slot = self.slot(self.head.unwrap_or(0));
+        if let Some(v) = self.versions.get_mut(slot_of(version)) {
+            v.add(slot, tally);
+        }
+    }
+
+    /// The figures of `version` over the window.
+    pub fn stats(&self, version: Version) -> WindowStats {
+        let Some(v) = self.versions.get(slot_of(version)) else { return WindowStats::default() };
+        let q = |p: f64| v.latency.quantile(p).unwrap_or(0);
+        WindowStats {
+            requests: v.requests,
+            errors: v.errors,
+            error_ratio_ppm: v.errors.saturating_mul(1_000_000).checked_div(v.requests).unwrap_or(0),
+            p50_us: q(0.50),
+            p95_us: q(0.95),
+            p99_us: q(0.99),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn tally(requests: u64, errors: u64, micros: u64) -> Tally {
+        let mut t = Tally::default();
+        for i in 0..requests {
+            t.record(micros, i < errors);
+        }
+        t
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn counts_cover_exactly_the_last_window_seconds() {
+        let mut w = Window::new(3);
+        for s in 100..110u64 {
+            w.advance_to(s);
+            w.add(Version::Canary, &tally(s - 99, 1, 1000));
+        }
+        // Seconds 107, 108, 109 carry 8 + 9 + 10 requests.
+        let st = w.stats(Version::Canary);
+        assert_eq!((st.requests, st.errors), (27, 3));
+        assert_eq!(st.error_ratio_ppm, 3 * 1_000_000 / 27);
+        assert_eq!(w.stats(Version::Stable), WindowStats::default());
+        w.advance_to(110);
+        assert_eq!(w.stats(Version::Canary).requests, 19);
+        w.advance_to(111);
+        assert_eq!(w.stats(Version::Canary).requests, 10);
+        w.advance_to(500);
+        assert_eq!(w.stats(Version::Canary), WindowStats::default());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn quantiles_follow_the_window() {
+        let mut w = Window::new(2);
+        w.advance_to(1);
+        w.add(Version::Stable, &tally(100, 0, 10_000));
+        w.advance_to(2);
+        w.add(Version::Stable, &tally(100, 0, 400_000));
+        let st = w.stats(Version::Stable);
+        assert!((st.p50_us as f64 - 10_000.0).abs() / 10_000.0 < 0.02, "{st:?}");
+        assert!((st.p99_us as f64 - 400_000.0).abs() / 400_000.0 < 0.02, "{st:?}");
+        w.advance_to(3);
+        let st = w.stats(Version::Stable);
+        assert!((st.p50_us as f64 - 400_000.0).abs() / 400_000.0 < 0.02, "{st:?}");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn many_small_tallies_in_one_second_stay_bounded() {
+        let mut w = Window::new(1);
+        w.advance_to(1);
+        for i in 0..5_000u64 {
+            w.add(Version::Canary, &tally(1, 0, i * 97));
+        }
+        let slot_len = w.versions[1].seconds[0].buckets.len();
+        assert!(slot_len <= 2 * BUCKETS, "{slot_len}");
+        assert_eq!(w.stats(Version::Canary).requests, 5_000);
+        w.advance_to(2);
+        assert_eq!(w.stats(Version::Canary).requests, 0);
+        assert_eq!(w.versions[1].latency.total(), 0);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn time_going_backwards_changes_nothing() {
+        let mut w = Window::new(5);
+        w.advance_to(10);
+        w.add(Version::Stable, &tally(4, 0, 5));
+        w.advance_to(3);
+        assert_eq!(w.stats(Version::Stable).requests, 4);
+    }
+}

@@ -1,0 +1,162 @@
+//! The message a worker VM ships once a second to the VM that merges windows: both versions'
+//! tallies, as LEB128 varints with sparse histogram buckets. Decoding validates every field and
+//! answers `None` to anything malformed; it never panics and allocates nothing unbounded.
+
+use crate::histogram::BUCKETS;
+use crate::window::Tally;
+
+/// Format tag of the message; bumped on any layout change.
+const FORMAT: u8 = 1;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            v |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        Some(b)
+    }
+}
+
+/// Encodes `[stable, canary]` tallies.
+pub fn encode(tallies: &[Tally; 2]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(FORMAT);
+    for t in tallies {
+        put_varint(&mut out, t.requests);
+        put_varint(&mut out, t.errors);
+        let mut previous = 0usize;
+        let nonzero: Vec<(usize, u32)> = t.latency.nonzero().collect();
+        put_varint(&mut out, nonzero.len() as u64);
+        for (i, c) in nonzero {
+            // Delta-coded indexes: sorted, so small.
+            put_varint(&mut out, (i - previous) as u64);
+            put_varint(&mut out, u64::from(c));
+            previous = i;
+        }
+    }
+    out
+}
+
+/// Decodes a message made by [`encode`], adding it into `into` (which it clears first).
+/// Returns false, leaving `into` cleared, if the bytes are not a valid message.
+pub fn decode_into(bytes: &[u8], into: &mut [Tally; 2]) -> bool {
+    for t in into.iter_mut() {
+        t.clear();
+    }
+    let ok = decode(bytes, into).is_some();
+    if !ok {
+        for t in into.iter_mut() {
+            t.clear();
+        }
+    }
+    ok
+}
+
+fn decode(bytes: &[u8], into: &mut [Tally; 2]) -> Option<()> {
+    let mut r = Reader { bytes };
+    if r.byte()? != FORMAT {
+        return None;
+    }
+    for t in into.iter_mut() {
+        let requests = r.varint()?;
+        let errors = r.varint()?;
+        let entries = usize::try_from(r.varint()?).ok().filter(|&n| n <= BUCKETS)?;
+        let mut index = 0usize;
+        let mut latency_total = 0u64;
+        for k in 0..entries {
+            let delta = usize::try_from(r.varint()?).ok()?;
+            if k > 0 && delta == 0 {
+                return None;
+            }
+            index = index.checked_add(delta).filter(|&i| i < BUCKETS)?;
+            let count = u32::try_from(r.varint()?).ok().filter(|&c| c > 0)?;
+            t.latency.add(index, count);
+            latency_total += u64::from(count);
+        }
+        if errors > requests || latency_total != requests {
+            return None;
+        }
+        t.requests = requests;
+        t.errors = errors;
+    }
+    r.bytes.is_empty().then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn sample() -> [Tally; 2] {
+        let mut t: [Tally; 2] = Default::default();
+        for i in 0..1_000u64 {
+            t[(i % 2) as usize].record(i * 1_009 % 3_000_000, i % 7 == 0);
+        }
+        t
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn round_trips() {
+        let t = sample();
+        let mut back: [Tally; 2] = Default::default();
+        assert!(decode_into(&encode(&t), &mut back));
+        assert_eq!(back, t);
+        let empty: [Tally; 2] = Default::default();
+        assert!(decode_into(&encode(&empty), &mut back));
+        assert_eq!(back, empty);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn rejects_every_truncation_and_corruption() {
+        let bytes = encode(&sample());
+        let mut back: [Tally; 2] = Default::default();
+        for len in 0..bytes.len() {
+            assert!(!decode_into(&bytes[..len], &mut back), "truncated at {len}");
+            assert_eq!(back, <[Tally; 2]>::default());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(!decode_into(&longer, &mut back));
+        for bad in
+            [&[2u8][..], &[1, 1, 2, 0, 0, 0, 0], &[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]]
+        {
+            assert!(!decode_into(bad, &mut back), "{bad:?}");
+        }
+        // errors > requests; bucket index out of range; counts not matching requests.
+        assert!(!decode_into(&[1, 1, 2, 1, 0, 1, 0, 0, 0], &mut back));
+        let mut out = vec![1];
+        for v in [1u64, 0, 1, BUCKETS as u64, 1, 0, 0, 0] {
+            put_varint(&mut out, v);
+        }
+        assert!(!decode_into(&out, &mut back));
+        assert!(!decode_into(&[1, 2, 0, 1, 0, 1, 0, 0, 0], &mut back));
+    }
+}
