@@ -408,3 +408,42 @@ pub fn start_stack(layout: Layout, filter_json: &str, edit: &dyn Fn(String) -> S
 pub fn start_envoy(layout: Layout, filter_json: &str, stable: &Backend, canary: &Backend) -> Envoy {
     Envoy::start(EnvoyOptions { layout, filter_json, workers: 2, edit: &|s| s }, stable, canary)
 }
+
+/// What canary-gate's own stats say about one version, read from Envoy's admin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VersionStats {
+    /// `canary_requests_total`.
+    pub requests_total: u64,
+    /// `canary_responses_total{code_class="5xx"}`.
+    pub errors_total: u64,
+    /// `canary_window_requests`.
+    pub window_requests: u64,
+    /// `canary_window_error_ratio_ppm`.
+    pub window_error_ppm: u64,
+    /// `canary_window_latency_p50_microseconds`.
+    pub p50_us: u64,
+    /// `canary_window_latency_p95_microseconds`.
+    pub p95_us: u64,
+    /// `canary_window_latency_p99_microseconds`.
+    pub p99_us: u64,
+}
+
+impl Envoy {
+    /// Reads canary-gate's stats of `version` of `service` in one admin call.
+    pub fn version_stats(&self, service: &str, version: &str) -> VersionStats {
+        let body = Client::new().get(&self.admin("/stats?filter=^wasmcustom\\.canary_"), &[]).body;
+        let get = |metric: &str, suffix: &str| {
+            let name = format!("wasmcustom.{metric}.service.{service}.version.{version}{suffix}: ");
+            body.lines().find_map(|l| l.strip_prefix(&name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+        };
+        VersionStats {
+            requests_total: get("canary_requests_total", ""),
+            errors_total: get("canary_responses_total", ".code_class.5xx"),
+            window_requests: get("canary_window_requests", ""),
+            window_error_ppm: get("canary_window_error_ratio_ppm", ""),
+            p50_us: get("canary_window_latency_p50_microseconds", ""),
+            p95_us: get("canary_window_latency_p95_microseconds", ""),
+            p99_us: get("canary_window_latency_p99_microseconds", ""),
+        }
+    }
+}

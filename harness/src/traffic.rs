@@ -39,6 +39,12 @@ impl User {
     }
 }
 
+/// Whether the backend of the version canary-gate named answered (whatever its status):
+/// false for transport errors and Envoy's own replies.
+pub fn served_as_routed(reply: &crate::Reply) -> bool {
+    reply.status != 0 && reply.served_by.is_some() && reply.served_by == reply.version
+}
+
 /// What one pass over the population saw.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepReport {
@@ -52,8 +58,11 @@ pub struct StepReport {
     pub requests: u64,
     /// Requests served by canary.
     pub requests_canary: u64,
-    /// Requests not answered 200 by the version the filter named.
+    /// Requests not answered by the backend of the version the filter named (transport
+    /// errors, Envoy's own replies): what a routing change must never cause.
     pub failures: u64,
+    /// Requests the backend itself answered with 5xx.
+    pub backend_errors: u64,
     /// Users served canary in the previous step and stable now.
     pub canary_to_stable: usize,
     /// Users served stable in the previous step and canary now.
@@ -98,6 +107,7 @@ impl Population {
             acc.requests += p.requests;
             acc.requests_canary += p.requests_canary;
             acc.failures += p.failures;
+            acc.backend_errors += p.backend_errors;
             acc.canary_to_stable += p.canary_to_stable;
             acc.stable_to_canary += p.stable_to_canary;
             acc.mixed += p.mixed;
@@ -115,10 +125,12 @@ fn drive(users: &mut [User], url: &str, percent: f64, requests_per_user: usize) 
             let reply = user.visit(&client, url);
             report.requests += 1;
             let canary = reply.version.as_deref() == Some("canary");
-            let ok = reply.status == 200 && reply.served_by == reply.version;
-            if !ok {
+            if !served_as_routed(&reply) {
                 report.failures += 1;
                 continue;
+            }
+            if reply.status >= 500 {
+                report.backend_errors += 1;
             }
             if canary {
                 report.requests_canary += 1;
@@ -174,7 +186,7 @@ impl Steady {
                     while !stop.load(Ordering::Relaxed) && n < max_requests {
                         let key = format!("steady-{t}-{}", n % 5000);
                         let reply = client.get(&url, &[("x-user-id", key.as_bytes())]);
-                        if reply.status != 200 || reply.served_by != reply.version {
+                        if !served_as_routed(&reply) {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                         sent.fetch_add(1, Ordering::Relaxed);

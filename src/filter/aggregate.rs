@@ -46,8 +46,8 @@ pub struct ServiceState {
     scratch: RefCell<[Tally; 2]>,
     queue: Cell<Option<u32>>,
     last_tick_s: Cell<u64>,
-    /// The merged window, while this VM holds the lease.
-    merged: RefCell<Option<Window>>,
+    /// The merged window and the canary it measures, while this VM holds the lease.
+    merged: RefCell<Option<(String, Window)>>,
 }
 
 impl ServiceState {
@@ -123,10 +123,11 @@ impl ServiceState {
         let (Ok(mut merged), Ok(mut scratch)) = (self.merged.try_borrow_mut(), self.scratch.try_borrow_mut()) else {
             return;
         };
+        // A new canary or a new window length starts a new window.
         let window_s = config.window_s as usize;
         let window = match merged.as_mut() {
-            Some(w) if w.len_s() == window_s => w,
-            _ => merged.insert(Window::new(window_s)),
+            Some((canary, w)) if w.len_s() == window_s && *canary == config.canary => w,
+            _ => &mut merged.insert((config.canary.clone(), Window::new(window_s))).1,
         };
         window.advance_to(now_s);
         while let Some(message) = host::dequeue(queue) {

@@ -2,14 +2,19 @@
 //! users, and the canary ramp 10 → 30 → 50 → 100 → 0 applied live through ECDS.
 
 use canary_harness::traffic::{Population, Steady, StepReport};
-use canary_harness::{filter_config, start_stack, Client, Layout};
+use canary_harness::{filter_config, start_envoy, Backend, Client, Envoy, Layout, VersionStats};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
 
 const USERS: usize = 3_000;
 const REQUESTS_PER_USER: usize = 3;
 
 fn main() {
     println!("canary-gate demo: Envoy {} + canary-gate, stable and canary backends on 127.0.0.1", envoy_version());
-    let (envoy, stable, canary) = start_stack(Layout::FilterMode, &filter_config(10.0), &|s| s);
+    let stable = Backend::start("stable", &["--latency-ms", "2", "--latency-spread-ms", "4"]);
+    let canary = Backend::start("canary", &["--latency-ms", "3", "--latency-spread-ms", "8", "--error-ratio", "0.005"]);
+    let envoy = start_envoy(Layout::FilterMode, &filter_config(10.0), &stable, &canary);
     println!("  listener http://127.0.0.1:{}   admin http://127.0.0.1:{}", envoy.port, envoy.admin_port);
     println!("  backends: stable :{}  canary :{}", stable.port, canary.port);
     println!("  {USERS} users ({} keyed by x-user-id, {} keyless with the sticky cookie), {REQUESTS_PER_USER} requests each per step\n", USERS - USERS / 4, USERS / 4);
@@ -21,7 +26,7 @@ fn main() {
     let steady = Steady::start(&url, 1, 1_000_000);
     println!(
         "{:>8} | {:>8} | {:>14} | {:>17} | {:>16} | {:>16} | {:>8}",
-        "weight", "version", "share of users", "share of requests", "canary → stable", "stable → canary", "failed"
+        "weight", "version", "share of users", "share of requests", "canary → stable", "stable → canary", "unserved"
     );
     println!("{}", "-".repeat(105));
     let mut moved_back_while_rising = 0;
@@ -30,14 +35,15 @@ fn main() {
             eprintln!("Envoy rejected the update to {percent}%");
             std::process::exit(1);
         }
-        let report = population.run_step(&url, percent, REQUESTS_PER_USER, 2);
+        println!("  step {percent}%: live, from canary-gate's own stats (rps from counters; error %, p95, p99 from window gauges)");
+        let report = with_live_stats(&envoy, || population.run_step(&url, percent, REQUESTS_PER_USER, 4));
         print_step(&report);
         if percent > 0.0 {
             moved_back_while_rising += report.canary_to_stable;
         }
     }
     let (sent, failed) = steady.finish();
-    println!("\nbackground traffic during the live weight changes: {sent} requests, {failed} failed");
+    println!("\nbackground traffic during the live weight changes: {sent} requests, {failed} not served by the version chosen");
     println!("users moved from canary back to stable while the weight rose: {moved_back_while_rising}");
     println!("\nlast access-log lines (version and reason from filter state):");
     for line in envoy.access_log().lines().rev().take(3).collect::<Vec<_>>().into_iter().rev() {
@@ -70,6 +76,36 @@ fn print_step(r: &StepReport) {
     );
 }
 
+/// Runs `work` while printing one line per second of per-version stats.
+fn with_live_stats<T: Send>(envoy: &Envoy, work: impl FnOnce() -> T + Send) -> T {
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        let printer = s.spawn(|| {
+            let mut last = [envoy.version_stats("checkout", "stable"), envoy.version_stats("checkout", "canary")];
+            while !done.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_secs(1));
+                let now = [envoy.version_stats("checkout", "stable"), envoy.version_stats("checkout", "canary")];
+                println!("    {}   {}", live_line("stable", &last[0], &now[0]), live_line("canary", &last[1], &now[1]));
+                last = now;
+            }
+        });
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        let _ = printer.join();
+        result
+    })
+}
+
+fn live_line(version: &str, before: &VersionStats, now: &VersionStats) -> String {
+    format!(
+        "{version:>6}: {:>5} rps  err {:>5.2}%  p95 {:>6.2} ms  p99 {:>6.2} ms",
+        now.requests_total.saturating_sub(before.requests_total),
+        now.window_error_ppm as f64 / 10_000.0,
+        now.p95_us as f64 / 1000.0,
+        now.p99_us as f64 / 1000.0
+    )
+}
+
 fn tagging_examples(url: &str) {
     let client = Client::new();
     println!("what a request gets (response headers; the upstream sees the same):");
@@ -100,6 +136,6 @@ fn envoy_version() -> String {
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.split('/').nth(1).map(str::to_string))
+        .and_then(|s| s.split("version: ").nth(1).and_then(|v| v.split('/').nth(1)).map(str::to_string))
         .unwrap_or_else(|| "?".into())
 }
