@@ -3,7 +3,9 @@
 //!
 //! Every refusal is a [`ConfigError`] naming the field (as a dotted path) and the reason.
 
+use crate::gate::GateConfig;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::fmt;
 
 /// Basis points in 100%: weights are kept as integers in `0..=10_000`.
@@ -98,6 +100,8 @@ pub struct Config {
     pub window_s: u32,
     /// Node metadata label naming the proxy's own version (observer role).
     pub version_label: String,
+    /// The SLO gate.
+    pub gate: GateConfig,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +128,23 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default = "default_version_label")]
     version_label: String,
+    #[serde(default)]
+    gate: RawGate,
+}
+
+/// Thresholds stay text until validated: ratios and milliseconds are parsed exactly.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    window_s: Option<u32>,
+    min_requests: Option<u64>,
+    max_error_ratio: Option<Box<RawValue>>,
+    max_p95_ms: Option<Box<RawValue>>,
+    max_p99_ms: Option<Box<RawValue>>,
+    max_error_ratio_over_stable: Option<Box<RawValue>>,
+    consecutive: Option<u32>,
+    dry_run: Option<bool>,
+    rearm: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -140,7 +161,7 @@ struct RawSplit {
     mode: SplitMode,
     /// Kept as text and parsed exactly: no binary floating point anywhere.
     #[serde(default)]
-    canary_percent: Option<Box<serde_json::value::RawValue>>,
+    canary_percent: Option<Box<RawValue>>,
     #[serde(default = "default_hash_key")]
     hash_key: Vec<RawKeySource>,
 }
@@ -293,6 +314,7 @@ impl RawConfig {
             ));
         }
         check_label_name("version_label", &self.version_label)?;
+        let gate = self.gate.validate()?;
         Ok(Config {
             service: self.service,
             role: self.role,
@@ -309,6 +331,68 @@ impl RawConfig {
             sticky_secure: self.sticky.secure,
             window_s: self.metrics.window_s,
             version_label: self.version_label,
+            gate,
+        })
+    }
+}
+
+/// Longest latency threshold: 10 minutes.
+const MAX_LATENCY_MS: u64 = 600_000;
+
+impl RawGate {
+    fn validate(self) -> Result<GateConfig, ConfigError> {
+        let d = GateConfig::default();
+        let in_range = |field: &str, value: u64, low: u64, high: u64| {
+            if (low..=high).contains(&value) {
+                Ok(value)
+            } else {
+                Err(refuse(field, format!("must be in {low}..={high}, got {value}")))
+            }
+        };
+        let ratio = |field: &str, raw: &Option<Box<RawValue>>| -> Result<Option<u64>, ConfigError> {
+            raw.as_ref()
+                .map(|r| {
+                    let ppm = parse_decimal(r.get(), 6).map_err(|reason| refuse(field, reason))?;
+                    if ppm > 1_000_000 {
+                        return Err(refuse(field, format!("must be between 0 and 1, got {}", r.get().trim())));
+                    }
+                    Ok(ppm)
+                })
+                .transpose()
+        };
+        let millis = |field: &str, raw: &Option<Box<RawValue>>| -> Result<Option<u64>, ConfigError> {
+            raw.as_ref()
+                .map(|r| {
+                    let us = parse_decimal(r.get(), 3).map_err(|reason| refuse(field, reason))?;
+                    if us == 0 || us > MAX_LATENCY_MS * 1000 {
+                        return Err(refuse(
+                            field,
+                            format!("must be in (0, {MAX_LATENCY_MS}] ms, got {}", r.get().trim()),
+                        ));
+                    }
+                    Ok(us)
+                })
+                .transpose()
+        };
+        Ok(GateConfig {
+            window_s: in_range(
+                "gate.window_s",
+                u64::from(self.window_s.unwrap_or(d.window_s)),
+                1,
+                u64::from(MAX_WINDOW_S),
+            )? as u32,
+            min_requests: in_range("gate.min_requests", self.min_requests.unwrap_or(d.min_requests), 1, 1_000_000_000)?,
+            max_error_ratio_ppm: ratio("gate.max_error_ratio", &self.max_error_ratio)?,
+            max_p95_us: millis("gate.max_p95_ms", &self.max_p95_ms)?,
+            max_p99_us: millis("gate.max_p99_ms", &self.max_p99_ms)?,
+            max_error_ratio_over_stable_ppm: ratio(
+                "gate.max_error_ratio_over_stable",
+                &self.max_error_ratio_over_stable,
+            )?,
+            consecutive: in_range("gate.consecutive", u64::from(self.consecutive.unwrap_or(d.consecutive)), 1, 600)?
+                as u32,
+            dry_run: self.dry_run.unwrap_or(d.dry_run),
+            rearm: self.rearm.unwrap_or(d.rearm),
         })
     }
 }
@@ -461,6 +545,21 @@ mod tests {
         assert_eq!(c.override_header, "x-canary");
         assert_eq!((c.sticky_cookie.as_str(), c.sticky_max_age_s), ("canary_bucket", 86_400));
         assert_eq!((c.window_s, c.version_label.as_str()), (60, "version"));
+        assert_eq!(c.gate, GateConfig::default());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn gate_thresholds_parse_exactly() {
+        let c = Config::parse(
+            br#"{"service":"a","gate":{"window_s":10,"min_requests":50,"max_error_ratio":0.001,"max_p95_ms":500,
+                "max_p99_ms":1000.5,"max_error_ratio_over_stable":0.0025,"consecutive":3,"dry_run":true,"rearm":7}}"#,
+        )
+        .unwrap();
+        let g = c.gate;
+        assert_eq!((g.window_s, g.min_requests, g.consecutive, g.dry_run, g.rearm), (10, 50, 3, true, 7));
+        assert_eq!(g.max_error_ratio_ppm, Some(1_000));
+        assert_eq!((g.max_p95_us, g.max_p99_us), (Some(500_000), Some(1_000_500)));
+        assert_eq!(g.max_error_ratio_over_stable_ppm, Some(2_500));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -525,6 +624,15 @@ mod tests {
             (r#"{"service":"a","metrics":{"window_s":601}}"#, "metrics.window_s", "1..="),
             (r#"{"service":"a","metrics":{"buckets":[1]}}"#, "metrics.buckets", "unknown field"),
             (r#"{"service":"a","version_label":"app version"}"#, "version_label", "label name"),
+            (r#"{"service":"a","gate":{"max_error_ratio":1.5}}"#, "gate.max_error_ratio", "between 0 and 1"),
+            (r#"{"service":"a","gate":{"max_error_ratio":0.0000001}}"#, "gate.max_error_ratio", "6 decimals"),
+            (r#"{"service":"a","gate":{"max_p95_ms":0}}"#, "gate.max_p95_ms", "(0, 600000]"),
+            (r#"{"service":"a","gate":{"max_p99_ms":"1s"}}"#, "gate.max_p99_ms", "invalid type"),
+            (r#"{"service":"a","gate":{"consecutive":0}}"#, "gate.consecutive", "1..=600"),
+            (r#"{"service":"a","gate":{"window_s":601}}"#, "gate.window_s", "1..=600"),
+            (r#"{"service":"a","gate":{"min_requests":0}}"#, "gate.min_requests", "1..="),
+            (r#"{"service":"a","gate":{"dry_run":1}}"#, "gate.dry_run", "invalid type"),
+            (r#"{"service":"a","gate":{"max_error_rate":0.1}}"#, "gate.max_error_rate", "unknown field"),
         ];
         for (json, field, reason) in cases {
             let e = err(json);

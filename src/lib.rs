@@ -8,6 +8,7 @@
 pub mod bucket;
 pub mod config;
 pub mod cookie;
+pub mod gate;
 pub mod histogram;
 pub mod leader;
 pub mod route;

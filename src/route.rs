@@ -29,12 +29,14 @@ pub enum Reason {
     Mesh,
     /// Mesh mode: the sticky cookie pinned the version the mesh chose earlier.
     Pin,
+    /// The SLO gate tripped: traffic that is not an override goes to stable.
+    Gate,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 6] =
-        [Reason::Override, Reason::Hash, Reason::Cookie, Reason::Random, Reason::Mesh, Reason::Pin];
+    pub const ALL: [Reason; 7] =
+        [Reason::Override, Reason::Hash, Reason::Cookie, Reason::Random, Reason::Mesh, Reason::Pin, Reason::Gate];
 
     /// The lower-case label.
     pub fn as_str(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Reason {
             Reason::Random => "random",
             Reason::Mesh => "mesh",
             Reason::Pin => "pin",
+            Reason::Gate => "gate",
         }
     }
 }
@@ -101,10 +104,14 @@ impl Router {
         &self.config
     }
 
-    /// Decides the version of a request from its headers.
-    pub fn decide<R: RequestHeaders>(&self, headers: &R, rng: &mut BucketRng) -> Decision {
+    /// Decides the version of a request from its headers; with the gate tripped, everything
+    /// but an override goes to stable.
+    pub fn decide<R: RequestHeaders>(&self, headers: &R, rng: &mut BucketRng, gate_tripped: bool) -> Decision {
         if let Some(version) = self.override_version(headers) {
             return Decision { version: Some(version), reason: Reason::Override, new_bucket: None };
+        }
+        if gate_tripped {
+            return Decision { version: Some(Version::Stable), reason: Reason::Gate, new_bucket: None };
         }
         let mut cookies = CookieHeader { headers, value: None };
         match self.config.mode {
@@ -223,9 +230,9 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn override_wins_over_everything() {
         let r = router(r#","split":{"canary_percent":0}"#);
-        let d = r.decide(&headers(&[("x-canary", b"canary"), ("x-user-id", b"u1")]), &mut rng());
+        let d = r.decide(&headers(&[("x-canary", b"canary"), ("x-user-id", b"u1")]), &mut rng(), false);
         assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Override));
-        let d = r.decide(&headers(&[("x-canary", b"stable"), ("cookie", b"canary_bucket=0")]), &mut rng());
+        let d = r.decide(&headers(&[("x-canary", b"stable"), ("cookie", b"canary_bucket=0")]), &mut rng(), false);
         assert_eq!((d.version, d.reason), (Some(Version::Stable), Reason::Override));
     }
 
@@ -233,7 +240,7 @@ mod tests {
     fn unknown_override_values_are_ignored() {
         let r = router("");
         for bad in [&b"CANARY"[..], b"", b"canary ", b"\xff\x00", b"prod"] {
-            let d = r.decide(&headers(&[("x-canary", bad), ("x-user-id", b"u1")]), &mut rng());
+            let d = r.decide(&headers(&[("x-canary", bad), ("x-user-id", b"u1")]), &mut rng(), false);
             assert_eq!(d.reason, Reason::Hash, "{bad:?}");
         }
     }
@@ -242,18 +249,19 @@ mod tests {
     fn hash_key_sources_apply_in_order() {
         let r = router("");
         let b = Bucketer::new("checkout");
-        let d = r.decide(&headers(&[("x-user-id", b"alice"), ("cookie", b"session=bob")]), &mut rng());
+        let d = r.decide(&headers(&[("x-user-id", b"alice"), ("cookie", b"session=bob")]), &mut rng(), false);
         assert_eq!((d.reason, d.version), (Reason::Hash, Some(r.version_of_bucket(b.bucket(b"alice")))));
-        let d = r.decide(&headers(&[("cookie", b"session=bob; canary_bucket=1")]), &mut rng());
+        let d = r.decide(&headers(&[("cookie", b"session=bob; canary_bucket=1")]), &mut rng(), false);
         assert_eq!((d.reason, d.version), (Reason::Hash, Some(r.version_of_bucket(b.bucket(b"bob")))));
-        let d = r.decide(&headers(&[("x-user-id", b""), ("cookie", b"canary_bucket=5")]), &mut rng());
+        let d = r.decide(&headers(&[("x-user-id", b""), ("cookie", b"canary_bucket=5")]), &mut rng(), false);
         assert_eq!((d.reason, d.version), (Reason::Cookie, Some(Version::Canary)));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn sticky_cookie_compares_against_the_weight() {
         let r = router(r#","split":{"canary_percent":12.5}"#);
-        let at = |b: &str| r.decide(&headers(&[("cookie", format!("canary_bucket={b}").as_bytes())]), &mut rng());
+        let at =
+            |b: &str| r.decide(&headers(&[("cookie", format!("canary_bucket={b}").as_bytes())]), &mut rng(), false);
         assert_eq!(at("1249").version, Some(Version::Canary));
         assert_eq!(at("1250").version, Some(Version::Stable));
         assert_eq!(at("0").reason, Reason::Cookie);
@@ -264,7 +272,7 @@ mod tests {
     fn malformed_cookies_get_a_fresh_bucket() {
         let r = router("");
         for bad in ["canary_bucket=abc", "canary_bucket=10000", "canary_bucket=", "canary_bucket", "canary_bucket=-3"] {
-            let d = r.decide(&headers(&[("cookie", bad.as_bytes())]), &mut rng());
+            let d = r.decide(&headers(&[("cookie", bad.as_bytes())]), &mut rng(), false);
             assert_eq!(d.reason, Reason::Random, "{bad}");
             let b = d.new_bucket.unwrap();
             assert_eq!(d.version, Some(r.version_of_bucket(b)));
@@ -282,7 +290,7 @@ mod tests {
             steps.iter().map(|p| router(&format!(r#","split":{{"canary_percent":{p}}}"#))).collect();
         for i in 0..5000 {
             let h = headers(&[("x-user-id", format!("user-{i}").as_bytes())]);
-            let versions: Vec<_> = routers.iter().map(|r| r.decide(&h, &mut rng()).version.unwrap()).collect();
+            let versions: Vec<_> = routers.iter().map(|r| r.decide(&h, &mut rng(), false).version.unwrap()).collect();
             let first_canary = versions.iter().position(|&v| v == Version::Canary).unwrap_or(versions.len());
             assert!(versions[first_canary..].iter().all(|&v| v == Version::Canary), "user-{i}: {versions:?}");
         }
@@ -292,29 +300,43 @@ mod tests {
     fn zero_percent_sends_everyone_to_stable() {
         let r = router(r#","split":{"canary_percent":0}"#);
         for cookie in ["canary_bucket=0", "canary_bucket=9999", ""] {
-            let d = r.decide(&headers(&[("cookie", cookie.as_bytes()), ("x-user-id", b"u")]), &mut rng());
+            let d = r.decide(&headers(&[("cookie", cookie.as_bytes()), ("x-user-id", b"u")]), &mut rng(), false);
             assert_eq!(d.version, Some(Version::Stable));
         }
         let mut g = rng();
-        assert!((0..1000).all(|_| r.decide(&headers(&[]), &mut g).version == Some(Version::Stable)));
+        assert!((0..1000).all(|_| r.decide(&headers(&[]), &mut g, false).version == Some(Version::Stable)));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn mesh_mode_pins_what_the_mesh_chose() {
         let r = router(r#","split":{"mode":"mesh"}"#);
-        let d = r.decide(&headers(&[("x-user-id", b"u")]), &mut rng());
+        let d = r.decide(&headers(&[("x-user-id", b"u")]), &mut rng(), false);
         assert_eq!((d.version, d.reason), (None, Reason::Mesh));
         let served = r.version_of_cluster(b"outbound|8080|canary|checkout.shop.svc.cluster.local");
         assert_eq!(served, Some(Version::Canary));
         assert_eq!(r.sticky_cookie_for(&d, served).unwrap().split(';').next(), Some("canary_bucket=canary"));
 
-        let d = r.decide(&headers(&[("cookie", b"canary_bucket=canary")]), &mut rng());
+        let d = r.decide(&headers(&[("cookie", b"canary_bucket=canary")]), &mut rng(), false);
         assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Pin));
         assert_eq!(r.sticky_cookie_for(&d, Some(Version::Canary)), None);
         assert!(r.sticky_cookie_for(&d, Some(Version::Stable)).unwrap().starts_with("canary_bucket=stable;"));
 
-        let d = r.decide(&headers(&[("cookie", b"canary_bucket=v9")]), &mut rng());
+        let d = r.decide(&headers(&[("cookie", b"canary_bucket=v9")]), &mut rng(), false);
         assert_eq!(d.reason, Reason::Mesh);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_tripped_gate_sends_all_but_overrides_to_stable() {
+        for mode in ["filter", "mesh"] {
+            let r = router(&format!(r#","split":{{"mode":"{mode}","canary_percent":100}}"#));
+            for h in [headers(&[("x-user-id", b"u")]), headers(&[("cookie", b"canary_bucket=canary")]), headers(&[])] {
+                let d = r.decide(&h, &mut rng(), true);
+                assert_eq!((d.version, d.reason, d.new_bucket), (Some(Version::Stable), Reason::Gate, None), "{mode}");
+                assert_eq!(r.sticky_cookie_for(&d, d.version), None);
+            }
+            let d = r.decide(&headers(&[("x-canary", b"canary")]), &mut rng(), true);
+            assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Override));
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -25,12 +25,24 @@ pub const WINDOW_P95: &str = "canary_window_latency_p95_microseconds";
 /// 99th percentile.
 pub const WINDOW_P99: &str = "canary_window_latency_p99_microseconds";
 
+/// 1 while the gate is tripped (gauge, label `service` only).
+pub const GATE_TRIPPED: &str = "canary_gate_tripped";
+/// Times the gate tripped (counter, label `service` only).
+pub const GATE_TRIPS: &str = "canary_gate_trips_total";
+/// 0 ok, 1 inconclusive, 2 breaching, 3 tripped (gauge, label `service` only).
+pub const GATE_STATE: &str = "canary_gate_state";
+
 /// Values of the `code_class` label, indexed by `status / 100 - 1`.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The index into [`CODE_CLASSES`] of an HTTP status, if it is one.
 pub fn code_class(status: u64) -> Option<usize> {
     (100..600).contains(&status).then(|| (status / 100 - 1) as usize)
+}
+
+/// `metric.service.S`, for per-service metrics.
+pub fn service_series(metric: &str, service: &str) -> String {
+    format!("{metric}.service.{service}")
 }
 
 /// `metric.service.S.version.V`.

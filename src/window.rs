@@ -145,6 +145,8 @@ pub struct WindowStats {
 #[derive(Debug, Clone)]
 pub struct Window {
     versions: [VersionWindow; 2],
+    /// Reused by [`Window::recent_stats`].
+    scratch: Histogram,
     window_s: usize,
     /// The second the head slot stands for; `None` before the first advance.
     head: Option<u64>,
@@ -154,7 +156,12 @@ impl Window {
     /// A window of `window_s` one-second slots (at least one).
     pub fn new(window_s: usize) -> Self {
         let window_s = window_s.max(1);
-        Window { versions: [VersionWindow::new(window_s), VersionWindow::new(window_s)], window_s, head: None }
+        Window {
+            versions: [VersionWindow::new(window_s), VersionWindow::new(window_s)],
+            scratch: Histogram::default(),
+            window_s,
+            head: None,
+        }
     }
 
     /// Its length in seconds.
@@ -194,20 +201,47 @@ impl Window {
         }
     }
 
-    /// The figures of `version` over the window.
+    /// The figures of `version` over the whole window.
     pub fn stats(&self, version: Version) -> WindowStats {
         let Some(v) = self.versions.get(slot_of(version)) else { return WindowStats::default() };
-        let q = |p: f64| v.latency.quantile(p).unwrap_or(0);
-        WindowStats {
-            requests: v.requests,
-            errors: v.errors,
-            error_ratio_ppm: v.errors.saturating_mul(1_000_000).checked_div(v.requests).unwrap_or(0),
-            p50_us: q(0.50),
-            p95_us: q(0.95),
-            p99_us: q(0.99),
+        summarize(v.requests, v.errors, &v.latency)
+    }
+
+    /// The figures of `version` over its last `seconds` seconds (the whole window if longer).
+    pub fn recent_stats(&mut self, version: Version, seconds: usize) -> WindowStats {
+        if seconds >= self.window_s {
+            return self.stats(version);
         }
+        let head = self.head.unwrap_or(0);
+        let slots: Vec<usize> =
+            (0..seconds as u64).filter_map(|back| head.checked_sub(back)).map(|s| self.slot(s)).collect();
+        let Some(v) = self.versions.get(slot_of(version)) else { return WindowStats::default() };
+        self.scratch.clear();
+        let (mut requests, mut errors) = (0, 0);
+        for second in slots.iter().filter_map(|&slot| v.seconds.get(slot)) {
+            requests += second.requests;
+            errors += second.errors;
+            for &(i, c) in &second.buckets {
+                self.scratch.add(usize::from(i), c);
+            }
+        }
+        summarize(requests, errors, &self.scratch)
     }
 }
+
+fn summarize(requests: u64, errors: u64, latency: &Histogram) -> WindowStats {
+    let q = |p: f64| latency.quantile(p).unwrap_or(0);
+    WindowStats {
+        requests,
+        errors,
+        error_ratio_ppm: errors.saturating_mul(1_000_000).checked_div(requests).unwrap_or(0),
+        p50_us: q(0.50),
+        p95_us: q(0.95),
+        p99_us: q(0.99),
+    }
+}
+
+impl Window {}
 
 #[cfg(test)]
 mod tests {
@@ -270,6 +304,24 @@ mod tests {
         w.advance_to(2);
         assert_eq!(w.stats(Version::Canary).requests, 0);
         assert_eq!(w.versions[1].latency.total(), 0);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn recent_stats_cover_the_last_seconds_only() {
+        let mut w = Window::new(60);
+        for s in 1..=20u64 {
+            w.advance_to(s);
+            let micros = if s > 17 { 500_000 } else { 1_000 };
+            w.add(Version::Canary, &tally(10, u64::from(s > 17) * 5, micros));
+        }
+        let recent = w.recent_stats(Version::Canary, 3);
+        assert_eq!((recent.requests, recent.errors), (30, 15));
+        assert!(recent.p50_us > 490_000, "{recent:?}");
+        assert_eq!(w.recent_stats(Version::Canary, 60), w.stats(Version::Canary));
+        assert_eq!(w.stats(Version::Canary).requests, 200);
+        let mut fresh = Window::new(10);
+        fresh.advance_to(2);
+        assert_eq!(fresh.recent_stats(Version::Stable, 5), WindowStats::default());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -447,3 +447,16 @@ impl Envoy {
         }
     }
 }
+
+/// A filter-mode configuration at `percent` with the `gate` object given as JSON.
+pub fn gated_config(percent: f64, gate: &str) -> String {
+    format!(r#"{{"service": "checkout", "split": {{"mode": "filter", "canary_percent": {percent}}}, "gate": {gate}}}"#)
+}
+
+impl Envoy {
+    /// `canary_gate_tripped`, `canary_gate_trips_total`, `canary_gate_state` of `service`.
+    pub fn gate_stats(&self, service: &str) -> (u64, u64, u64) {
+        let stat = |m: &str| self.stat(&format!("wasmcustom.{m}.service.{service}"));
+        (stat("canary_gate_tripped"), stat("canary_gate_trips_total"), stat("canary_gate_state"))
+    }
+}

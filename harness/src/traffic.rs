@@ -207,3 +207,100 @@ impl Steady {
         (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 }
+
+/// One answered request of a [`Recorder`].
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// When the request was sent, since the recorder started.
+    pub sent: std::time::Duration,
+    /// Whether it carried the tester override `x-canary: canary`.
+    pub overridden: bool,
+    /// HTTP status (0: transport error).
+    pub status: u16,
+    /// `x-canary-version`.
+    pub version: Option<String>,
+    /// `x-canary-reason`.
+    pub reason: Option<String>,
+    /// `x-served-by`.
+    pub served_by: Option<String>,
+}
+
+/// Steady load from many keyed users that records every answer with its send time.
+pub struct Recorder {
+    start: std::time::Instant,
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<Vec<Event>>>,
+}
+
+impl Recorder {
+    /// `threads` clients, each cycling over 1,000 users; every `override_every`-th request
+    /// (0: none) is a tester's override to canary; `pause` between a client's requests.
+    /// Each client stops after `max_requests` or when [`Recorder::finish`] is called.
+    pub fn start(
+        url: &str,
+        threads: usize,
+        override_every: u64,
+        pause: std::time::Duration,
+        max_requests: u64,
+    ) -> Recorder {
+        let start = std::time::Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, url) = (stop.clone(), url.to_string());
+                thread::spawn(move || {
+                    let client = Client::new();
+                    let mut events = Vec::new();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) && n < max_requests {
+                        let key = format!("load-{t}-{}", n % 1_000);
+                        let overridden = override_every > 0 && n.is_multiple_of(override_every);
+                        let mut headers: Vec<(&str, &[u8])> = vec![("x-user-id", key.as_bytes())];
+                        if overridden {
+                            headers.push(("x-canary", b"canary"));
+                        }
+                        let sent = start.elapsed();
+                        let reply = client.get(&url, &headers);
+                        events.push(Event {
+                            sent,
+                            overridden,
+                            status: reply.status,
+                            version: reply.version,
+                            reason: reply.reason,
+                            served_by: reply.served_by,
+                        });
+                        n += 1;
+                        if !pause.is_zero() {
+                            thread::sleep(pause);
+                        }
+                    }
+                    events
+                })
+            })
+            .collect();
+        Recorder { start, stop, threads }
+    }
+
+    /// Time since the recorder started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+
+    /// Stops the clients and returns every event, in send order.
+    pub fn finish(self) -> Vec<Event> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut events: Vec<Event> = self.threads.into_iter().filter_map(|t| t.join().ok()).flatten().collect();
+        events.sort_by_key(|e| e.sent);
+        events
+    }
+}
+
+/// Time from `fault` to the last non-override request served by canary (zero if none was).
+pub fn fallback_time(events: &[Event], fault: std::time::Duration) -> std::time::Duration {
+    events
+        .iter()
+        .filter(|e| !e.overridden && e.sent >= fault && e.served_by.as_deref() == Some("canary"))
+        .map(|e| e.sent - fault)
+        .max()
+        .unwrap_or_default()
+}

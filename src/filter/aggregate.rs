@@ -7,9 +7,10 @@
 use super::host;
 use super::metrics::MetricIds;
 use crate::config::Config;
+use crate::gate::{identity, Gate, SharedVerdict};
 use crate::leader::{should_claim, Lease};
 use crate::route::Version;
-use crate::window::{slot_of, Tally, Window};
+use crate::window::{slot_of, Tally, Window, WindowStats};
 use crate::wire;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -48,6 +49,10 @@ pub struct ServiceState {
     last_tick_s: Cell<u64>,
     /// The merged window and the canary it measures, while this VM holds the lease.
     merged: RefCell<Option<(String, Window)>>,
+    /// The gate's evaluation state and the identity it belongs to, while this VM holds the lease.
+    gate: RefCell<Option<(u64, Gate)>>,
+    /// Whether the published verdict reroutes this service's traffic (read per request).
+    gate_tripped: Cell<bool>,
 }
 
 impl ServiceState {
@@ -59,7 +64,14 @@ impl ServiceState {
             queue: Cell::new(None),
             last_tick_s: Cell::new(0),
             merged: RefCell::new(None),
+            gate: RefCell::new(None),
+            gate_tripped: Cell::new(false),
         }
+    }
+
+    /// Whether canary traffic currently goes to stable (request path: one cell read).
+    pub fn gate_tripped(&self) -> bool {
+        self.gate_tripped.get()
     }
 
     /// Records one completed request in this VM's tally (request path: no host call).
@@ -71,7 +83,8 @@ impl ServiceState {
         }
     }
 
-    /// Once a second per VM: ship, renew or take the lease, and if held, merge and publish.
+    /// Once a second per VM: ship, renew or take the lease, and if held, merge, evaluate the
+    /// gate and publish; then adopt the published verdict.
     pub fn tick(&self, now_s: u64, config: &Config, ids: &MetricIds) {
         if now_s == self.last_tick_s.get() {
             return;
@@ -86,9 +99,21 @@ impl ServiceState {
         self.ship(queue);
         if self.hold_lease(now_s) {
             self.merge(queue, now_s, config, ids);
-        } else if let Ok(mut merged) = self.merged.try_borrow_mut() {
-            *merged = None;
+        } else {
+            if let Ok(mut merged) = self.merged.try_borrow_mut() {
+                *merged = None;
+            }
+            if let Ok(mut gate) = self.gate.try_borrow_mut() {
+                *gate = None;
+            }
         }
+        let verdict = host::shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
+        let id = identity(&config.canary, config.gate.rearm);
+        self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
+    }
+
+    fn verdict_key(&self) -> String {
+        format!("canary-gate/{}/verdict", self.service)
     }
 
     fn ship(&self, queue: u32) {
@@ -124,7 +149,7 @@ impl ServiceState {
             return;
         };
         // A new canary or a new window length starts a new window.
-        let window_s = config.window_s as usize;
+        let window_s = config.window_s.max(config.gate.window_s) as usize;
         let window = match merged.as_mut() {
             Some((canary, w)) if w.len_s() == window_s && *canary == config.canary => w,
             _ => &mut merged.insert((config.canary.clone(), Window::new(window_s))).1,
@@ -142,7 +167,47 @@ impl ServiceState {
             }
         }
         for version in [Version::Stable, Version::Canary] {
-            ids.set_window(version, &window.stats(version));
+            ids.set_window(version, &window.recent_stats(version, config.window_s as usize));
+        }
+        let gate_s = config.gate.window_s as usize;
+        let (canary, stable) =
+            (window.recent_stats(Version::Canary, gate_s), window.recent_stats(Version::Stable, gate_s));
+        self.evaluate_gate(config, ids, &canary, &stable);
+    }
+
+    /// Evaluates the gate on the merged window and publishes the verdict.
+    fn evaluate_gate(&self, config: &Config, ids: &MetricIds, canary: &WindowStats, stable: &WindowStats) {
+        let Ok(mut slot) = self.gate.try_borrow_mut() else { return };
+        let id = identity(&config.canary, config.gate.rearm);
+        let key = self.verdict_key();
+        let gate = match slot.as_mut() {
+            Some((held, gate)) if *held == id => gate,
+            _ => {
+                // Taking over (or a new canary, or a re-arm): a trip already published for this
+                // identity stays latched.
+                let published = host::shared_data(&key).0.as_deref().and_then(SharedVerdict::decode);
+                let gate = if published.is_some_and(|v| v.trips(id)) { Gate::latched() } else { Gate::default() };
+                &mut slot.insert((id, gate)).1
+            }
+        };
+        let evaluation = gate.evaluate(&config.gate, canary, stable);
+        if evaluation.tripped_now {
+            let g = &config.gate;
+            let action = if g.dry_run { "dry run, routing unchanged" } else { "routing canary traffic to stable" };
+            log::warn!(
+                "gate tripped for {} canary `{}`: {} in the last {} s ({} requests), {} evaluations in a row; {action}",
+                config.service,
+                config.canary,
+                evaluation.breaches,
+                g.window_s,
+                canary.requests,
+                g.consecutive
+            );
+        }
+        ids.set_gate(evaluation.state, evaluation.tripped_now);
+        let verdict = SharedVerdict { state: evaluation.state, identity: id };
+        if !host::set_shared_data(&key, &verdict.encode(), None) {
+            log::warn!("cannot publish the gate verdict for {}", config.service);
         }
     }
 }

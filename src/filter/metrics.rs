@@ -3,8 +3,9 @@
 
 use super::host;
 use crate::config::Config;
+use crate::gate::GateState;
 use crate::route::{Reason, Version};
-use crate::stats::{self, code_class, series, series_with, CODE_CLASSES};
+use crate::stats::{self, code_class, series, series_with, service_series, CODE_CLASSES};
 use crate::window::{slot_of, WindowStats};
 use proxy_wasm::types::MetricType;
 
@@ -12,13 +13,16 @@ struct VersionIds {
     requests: Option<u32>,
     responses: [Option<u32>; 5],
     duration: Option<u32>,
-    decisions: [Option<u32>; 6],
+    decisions: [Option<u32>; 7],
     window: [Option<u32>; 5],
 }
 
-/// Stat ids of both versions of one service.
+/// Stat ids of both versions of one service, and of its gate.
 pub struct MetricIds {
     versions: [VersionIds; 2],
+    gate_tripped: Option<u32>,
+    gate_trips: Option<u32>,
+    gate_state: Option<u32>,
 }
 
 impl MetricIds {
@@ -45,7 +49,13 @@ impl MetricIds {
                 .map(|m| gauge(series(m, svc, version))),
             }
         };
-        MetricIds { versions: [for_version(&config.stable), for_version(&config.canary)] }
+        let svc = config.service.as_str();
+        MetricIds {
+            versions: [for_version(&config.stable), for_version(&config.canary)],
+            gate_tripped: host::define_metric(MetricType::Gauge, &service_series(stats::GATE_TRIPPED, svc)),
+            gate_trips: host::define_metric(MetricType::Counter, &service_series(stats::GATE_TRIPS, svc)),
+            gate_state: host::define_metric(MetricType::Gauge, &service_series(stats::GATE_STATE, svc)),
+        }
     }
 
     fn of(&self, version: Version) -> Option<&VersionIds> {
@@ -63,6 +73,15 @@ impl MetricIds {
         if let Some(reason) = reason {
             let index = Reason::ALL.iter().position(|&r| r == reason);
             host::increment(index.and_then(|i| ids.decisions.get(i).copied().flatten()));
+        }
+    }
+
+    /// Publishes the gate's state; `tripped_now` also counts a trip.
+    pub fn set_gate(&self, state: GateState, tripped_now: bool) {
+        host::record(self.gate_state, state.value());
+        host::record(self.gate_tripped, u64::from(state == GateState::Tripped));
+        if tripped_now {
+            host::increment(self.gate_trips);
         }
     }
 

@@ -7,7 +7,7 @@ mod metrics;
 
 use crate::bucket::BucketRng;
 use crate::config::{Config, Role, SplitMode};
-use crate::route::{Decision, Reason, RequestHeaders, Router, Version};
+use crate::route::{Decision, RequestHeaders, Router, Version};
 use aggregate::ServiceState;
 use metrics::MetricIds;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -78,13 +78,14 @@ impl RootContext for Root {
             }
         };
         log::info!(
-            "service={} role={:?} mode={:?} canary_percent={}.{:02} window_s={}",
+            "service={} role={:?} mode={:?} canary_percent={}.{:02} window_s={} gate={:?}",
             config.service,
             config.role,
             config.mode,
             config.canary_bp / 100,
             config.canary_bp % 100,
-            config.window_s
+            config.window_s,
+            config.gate
         );
         let metrics = MetricIds::define(&config);
         let service = aggregate::service_state(&config.service);
@@ -146,7 +147,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let mut rng = self.rng.get();
-        let decision = self.plugin.router.decide(&HostRequestHeaders, &mut rng);
+        let decision = self.plugin.router.decide(&HostRequestHeaders, &mut rng, self.plugin.service.gate_tripped());
         self.rng.set(rng);
         let version = decision.version.map(|v| config.version_name(v));
         // Replaces (or, in mesh mode, removes) whatever the client sent.
@@ -200,6 +201,3 @@ impl Stream {
         }
     }
 }
-
-/// Exhaustiveness guard: every reason has a decision counter.
-const _: () = assert!(Reason::ALL.len() == 6);
