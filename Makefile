@@ -23,7 +23,7 @@ export ENVOY_BIN := $(abspath $(ENVOY))
 export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
-.PHONY: build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo size clean
+.PHONY: build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo bench bench-gate size clean
 
 ## Build the filter (.wasm, then shrunk by binaryen's wasm-opt) and the test backend.
 build: toolchain apt-deps
@@ -80,6 +80,13 @@ e2e: build envoy
 	cargo test --tests -p canary-gate -- --test-threads 2
 
 test: deps lint unit wasm-unit e2e
+
+## Benchmarks (not part of `make test`).
+bench: bench-gate
+
+## Fault-to-fallback time of the SLO gate, median over several runs.
+bench-gate: build envoy
+	cargo run --quiet --release -p canary-harness --bin bench_gate
 
 demo: build envoy
 	cargo run --quiet --release -p canary-harness --bin demo

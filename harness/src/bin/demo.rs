@@ -1,20 +1,26 @@
 //! `make demo`: a real Envoy with canary-gate, two backend versions, a few thousand synthetic
 //! users, and the canary ramp 10 → 30 → 50 → 100 → 0 applied live through ECDS.
 
-use canary_harness::traffic::{Population, Steady, StepReport};
-use canary_harness::{filter_config, start_envoy, Backend, Client, Envoy, Layout, VersionStats};
+use canary_harness::traffic::{fallback_time, Population, Recorder, Steady, StepReport};
+use canary_harness::{gated_config, start_envoy, Backend, Client, Envoy, Layout, VersionStats};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
 const USERS: usize = 3_000;
 const REQUESTS_PER_USER: usize = 3;
+/// The SLO gate of the demo, with re-arm generation `{}`.
+const GATE: &str = r#"{"max_error_ratio": 0.02, "max_p95_ms": 250, "rearm": REARM}"#;
+
+fn config(percent: f64, rearm: u32) -> String {
+    gated_config(percent, &GATE.replace("REARM", &rearm.to_string()))
+}
 
 fn main() {
     println!("canary-gate demo: Envoy {} + canary-gate, stable and canary backends on 127.0.0.1", envoy_version());
     let stable = Backend::start("stable", &["--latency-ms", "2", "--latency-spread-ms", "4"]);
     let canary = Backend::start("canary", &["--latency-ms", "3", "--latency-spread-ms", "8", "--error-ratio", "0.005"]);
-    let envoy = start_envoy(Layout::FilterMode, &filter_config(10.0), &stable, &canary);
+    let envoy = start_envoy(Layout::FilterMode, &config(10.0, 0), &stable, &canary);
     println!("  listener http://127.0.0.1:{}   admin http://127.0.0.1:{}", envoy.port, envoy.admin_port);
     println!("  backends: stable :{}  canary :{}", stable.port, canary.port);
     println!("  {USERS} users ({} keyed by x-user-id, {} keyless with the sticky cookie), {REQUESTS_PER_USER} requests each per step\n", USERS - USERS / 4, USERS / 4);
@@ -31,7 +37,7 @@ fn main() {
     println!("{}", "-".repeat(105));
     let mut moved_back_while_rising = 0;
     for (i, percent) in [10.0, 30.0, 50.0, 100.0, 0.0].into_iter().enumerate() {
-        if i > 0 && !envoy.reconfigure(&filter_config(percent)) {
+        if i > 0 && !envoy.reconfigure(&config(percent, 0)) {
             eprintln!("Envoy rejected the update to {percent}%");
             std::process::exit(1);
         }
@@ -45,6 +51,8 @@ fn main() {
     let (sent, failed) = steady.finish();
     println!("\nbackground traffic during the live weight changes: {sent} requests, {failed} not served by the version chosen");
     println!("users moved from canary back to stable while the weight rose: {moved_back_while_rising}");
+    bad_release(&envoy, &canary);
+
     println!("\nlast access-log lines (version and reason from filter state):");
     for line in envoy.access_log().lines().rev().take(3).collect::<Vec<_>>().into_iter().rev() {
         println!("  {line}");
@@ -76,6 +84,46 @@ fn print_step(r: &StepReport) {
     );
 }
 
+/// Act two: a new canary at 30% turns bad; the gate sends its users back to stable.
+fn bad_release(envoy: &Envoy, canary: &Backend) {
+    println!(
+        "\n--- a bad release: new rollout at 30% (gate re-armed), then the canary starts failing 30% of requests ---"
+    );
+    if !envoy.reconfigure(&config(30.0, 1)) {
+        eprintln!("Envoy rejected the update");
+        std::process::exit(1);
+    }
+    let recorder = Recorder::start(&envoy.url("/"), 2, 20, Duration::from_millis(1), 1_000_000);
+    let fault = with_live_stats(envoy, || {
+        thread::sleep(Duration::from_secs(4));
+        let fault = recorder.elapsed();
+        println!("    >>> fault injected: canary answers 30% 5xx");
+        canary.configure("error_ratio=0.3");
+        thread::sleep(Duration::from_secs(8));
+        fault
+    });
+    let events = recorder.finish();
+    let reaction = fallback_time(&events, fault);
+    let (tripped, trips, state) = envoy.gate_stats("checkout");
+    let last_second =
+        events.iter().filter(|e| e.sent + Duration::from_secs(1) > events.last().map_or(Duration::ZERO, |l| l.sent));
+    let (mut to_stable, mut overrides) = (0, 0);
+    for e in last_second {
+        if e.overridden {
+            overrides += 1;
+        } else if e.served_by.as_deref() == Some("stable") && e.reason.as_deref() == Some("gate") {
+            to_stable += 1;
+        }
+    }
+    println!("  every non-override request back on stable {:.2} s after the fault", reaction.as_secs_f64());
+    println!("  canary_gate_tripped={tripped} canary_gate_trips_total={trips} canary_gate_state={state} (3 = tripped)");
+    println!("  last second: {to_stable} requests rerouted to stable (reason=gate), {overrides} tester overrides still reaching the canary");
+    println!("  an Argo Rollouts AnalysisTemplate on canary_gate_tripped aborts the rollout at its next measurement");
+    for line in envoy.log().lines().filter(|l| l.contains("gate tripped")) {
+        println!("  envoy log: {}", line.split("canary-gate: ").last().unwrap_or(line));
+    }
+}
+
 /// Runs `work` while printing one line per second of per-version stats.
 fn with_live_stats<T: Send>(envoy: &Envoy, work: impl FnOnce() -> T + Send) -> T {
     let done = AtomicBool::new(false);
@@ -85,7 +133,15 @@ fn with_live_stats<T: Send>(envoy: &Envoy, work: impl FnOnce() -> T + Send) -> T
             while !done.load(Ordering::Relaxed) {
                 thread::sleep(Duration::from_secs(1));
                 let now = [envoy.version_stats("checkout", "stable"), envoy.version_stats("checkout", "canary")];
-                println!("    {}   {}", live_line("stable", &last[0], &now[0]), live_line("canary", &last[1], &now[1]));
+                let gate = ["ok", "inconclusive", "breaching", "TRIPPED"]
+                    .get(envoy.gate_stats("checkout").2 as usize)
+                    .copied();
+                println!(
+                    "    {}   {}   gate {}",
+                    live_line("stable", &last[0], &now[0]),
+                    live_line("canary", &last[1], &now[1]),
+                    gate.unwrap_or("?")
+                );
                 last = now;
             }
         });
