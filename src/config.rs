@@ -16,6 +16,8 @@ pub const MAX_COOKIE_AGE_S: u32 = 400 * 24 * 3600;
 pub const MAX_HASH_KEYS: usize = 8;
 /// Longest rolling window, in one-second slots: bounds the window's memory.
 pub const MAX_WINDOW_S: u32 = 600;
+/// Upper bound on `hosts` entries.
+pub const MAX_HOSTS: usize = 32;
 
 /// A refused configuration: which field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,16 @@ pub enum Role {
     Router,
     /// Records metrics for inbound traffic only; never touches routing.
     Observer,
+}
+
+impl Role {
+    /// The `reporter` metric label of this role.
+    pub fn reporter(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+            Role::Observer => "observer",
+        }
+    }
 }
 
 /// Who chooses the version of a request that carries no override.
@@ -102,6 +114,27 @@ pub struct Config {
     pub version_label: String,
     /// The SLO gate.
     pub gate: GateConfig,
+    /// Request authorities this instance handles (empty: all).
+    pub hosts: Vec<HostPattern>,
+}
+
+/// One entry of `hosts`: an exact host name or a `*.suffix` wildcard, lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Matches this host exactly.
+    Exact(String),
+    /// Matches any host ending in this suffix (which starts with `.`).
+    Suffix(String),
+}
+
+impl HostPattern {
+    /// Whether `host` (lower case, without port) matches.
+    pub fn matches(&self, host: &[u8]) -> bool {
+        match self {
+            HostPattern::Exact(h) => host == h.as_bytes(),
+            HostPattern::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_bytes()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -130,6 +163,8 @@ struct RawConfig {
     version_label: String,
     #[serde(default)]
     gate: RawGate,
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 /// Thresholds stay text until validated: ratios and milliseconds are parsed exactly.
@@ -315,6 +350,10 @@ impl RawConfig {
         }
         check_label_name("version_label", &self.version_label)?;
         let gate = self.gate.validate()?;
+        if self.role == Role::Observer && gate.has_thresholds() {
+            return Err(refuse("gate", "thresholds apply to the router role only (an observer never reroutes)"));
+        }
+        let hosts = check_hosts(self.hosts)?;
         Ok(Config {
             service: self.service,
             role: self.role,
@@ -332,6 +371,7 @@ impl RawConfig {
             window_s: self.metrics.window_s,
             version_label: self.version_label,
             gate,
+            hosts,
         })
     }
 }
@@ -493,6 +533,53 @@ fn check_label_name(field: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+fn check_hosts(raw: Vec<String>) -> Result<Vec<HostPattern>, ConfigError> {
+    if raw.len() > MAX_HOSTS {
+        return Err(refuse("hosts", format!("at most {MAX_HOSTS} entries, got {}", raw.len())));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let (pattern, name) = match host.strip_prefix('*') {
+                Some(suffix) => (HostPattern::Suffix(suffix.to_string()), suffix.strip_prefix('.').unwrap_or("")),
+                None => (HostPattern::Exact(host.clone()), host.as_str()),
+            };
+            let ok = (1..=253).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+            if ok {
+                Ok(pattern)
+            } else {
+                Err(refuse(
+                    &format!("hosts[{i}]"),
+                    format!("must be a lower-case host name or `*.suffix`, got {host:?}"),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// The host of an `:authority` value: lower-cased, without port or IPv6 brackets.
+pub fn authority_host(authority: &[u8]) -> Vec<u8> {
+    let host = match authority.first() {
+        Some(b'[') => {
+            authority.split(|&b| b == b']').next().map(|h| h.get(1..).unwrap_or_default()).unwrap_or_default()
+        }
+        _ => authority.split(|&b| b == b':').next().unwrap_or_default(),
+    };
+    host.to_ascii_lowercase()
+}
+
+impl Config {
+    /// Whether this instance handles a request to `authority` (all when `hosts` is empty).
+    pub fn handles(&self, authority: Option<&[u8]>) -> bool {
+        if self.hosts.is_empty() {
+            return true;
+        }
+        let host = authority_host(authority.unwrap_or_default());
+        self.hosts.iter().any(|p| p.matches(&host))
+    }
+}
+
 fn check_token(field: &str, name: &str) -> Result<(), ConfigError> {
     if (1..=128).contains(&name.len()) && name.bytes().all(is_token_byte) {
         Ok(())
@@ -633,6 +720,10 @@ mod tests {
             (r#"{"service":"a","gate":{"min_requests":0}}"#, "gate.min_requests", "1..="),
             (r#"{"service":"a","gate":{"dry_run":1}}"#, "gate.dry_run", "invalid type"),
             (r#"{"service":"a","gate":{"max_error_rate":0.1}}"#, "gate.max_error_rate", "unknown field"),
+            (r#"{"service":"a","role":"observer","gate":{"max_p95_ms":100}}"#, "gate", "router role only"),
+            (r#"{"service":"a","hosts":["Shop.example.com"]}"#, "hosts[0]", "lower-case host"),
+            (r#"{"service":"a","hosts":["a.b","*"]}"#, "hosts[1]", "lower-case host"),
+            (r#"{"service":"a","hosts":"a.b"}"#, "hosts", "invalid type"),
         ];
         for (json, field, reason) in cases {
             let e = err(json);
@@ -640,6 +731,22 @@ mod tests {
             assert!(e.reason.contains(reason), "{json} -> {e}");
             assert!(e.to_string().contains(field), "{e}");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn hosts_match_authorities_without_port_and_case() {
+        let c = Config::parse(br#"{"service":"a","hosts":["shop.example.com","*.svc.cluster.local"]}"#).unwrap();
+        assert!(c.handles(Some(b"shop.example.com")));
+        assert!(c.handles(Some(b"Shop.Example.COM:8443")));
+        assert!(c.handles(Some(b"a.teei.svc.cluster.local:80")));
+        assert!(!c.handles(Some(b"svc.cluster.local")));
+        assert!(!c.handles(Some(b"shop.example.com.evil")));
+        assert!(!c.handles(Some(b"other.example.com")));
+        assert!(!c.handles(None));
+        assert!(!c.handles(Some(b"\xff\xfe")));
+        let all = Config::parse(br#"{"service":"a"}"#).unwrap();
+        assert!(all.handles(None));
+        assert_eq!(authority_host(b"[::1]:80"), b"::1");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -1,7 +1,7 @@
 //! Names of the host stats canary-gate defines. The proxy-wasm ABI has no labels, so labels
 //! are encoded in the stat name as `.label.value` pairs after the metric name:
 //!
-//! `canary_responses_total.service.checkout.version.stable.code_class.5xx`
+//! `canary_responses_total.service.checkout.version.stable.reporter.router.code_class.5xx`
 //!
 //! Envoy's `stats_config.stats_tags` (see `envoy/*.yaml`) turn each pair into a Prometheus
 //! label. Service and version names never contain `.`, so a pair cannot be misread.
@@ -45,14 +45,25 @@ pub fn service_series(metric: &str, service: &str) -> String {
     format!("{metric}.service.{service}")
 }
 
-/// `metric.service.S.version.V`.
-pub fn series(metric: &str, service: &str, version: &str) -> String {
-    format!("{metric}.service.{service}.version.{version}")
+/// Which filter role recorded a series: the `reporter` label.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesKey<'a> {
+    /// The `service` label.
+    pub service: &'a str,
+    /// The `version` label.
+    pub version: &'a str,
+    /// The `reporter` label: `router` or `observer`.
+    pub reporter: &'a str,
+}
+
+/// `metric.service.S.version.V.reporter.R`.
+pub fn series(metric: &str, key: SeriesKey<'_>) -> String {
+    format!("{metric}.service.{}.version.{}.reporter.{}", key.service, key.version, key.reporter)
 }
 
 /// `series(...)` plus one more `.label.value` pair.
-pub fn series_with(metric: &str, service: &str, version: &str, label: &str, value: &str) -> String {
-    format!("{}.{label}.{value}", series(metric, service, version))
+pub fn series_with(metric: &str, key: SeriesKey<'_>, label: &str, value: &str) -> String {
+    format!("{}.{label}.{value}", series(metric, key))
 }
 
 #[cfg(test)]
@@ -62,13 +73,13 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn names_carry_labels_as_pairs() {
+        let key = SeriesKey { service: "corp-cockpit", version: "canary", reporter: "router" };
+        assert_eq!(series(REQUESTS, key), "canary_requests_total.service.corp-cockpit.version.canary.reporter.router");
+        assert_eq!(service_series(GATE_TRIPPED, "impact-in"), "canary_gate_tripped.service.impact-in");
+        let key = SeriesKey { service: "a-b", version: "v-2", reporter: "observer" };
         assert_eq!(
-            series(REQUESTS, "corp-cockpit", "canary"),
-            "canary_requests_total.service.corp-cockpit.version.canary"
-        );
-        assert_eq!(
-            series_with(RESPONSES, "a-b", "v-2", "code_class", "5xx"),
-            "canary_responses_total.service.a-b.version.v-2.code_class.5xx"
+            series_with(RESPONSES, key, "code_class", "5xx"),
+            "canary_responses_total.service.a-b.version.v-2.reporter.observer.code_class.5xx"
         );
     }
 

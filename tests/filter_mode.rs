@@ -152,3 +152,25 @@ fn access_log_records_version_and_reason() {
         thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn only_listed_hosts_are_routed_and_measured() {
+    let config = r#"{"service": "checkout", "hosts": ["shop.example.com", "*.checkout.svc.cluster.local"], "split": {"canary_percent": 100}}"#;
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, config, &|s| s);
+    let client = Client::new();
+    for host in [&b"shop.example.com"[..], b"SHOP.example.com:10000", b"api.checkout.svc.cluster.local"] {
+        let reply = client.get(&envoy.url("/"), &[("host", host), ("x-user-id", b"u1")]);
+        assert_eq!(
+            (reply.version.as_deref(), reply.served_by.as_deref()),
+            (Some("canary"), Some("canary")),
+            "{host:?}"
+        );
+    }
+    for host in [&b"other.example.com"[..], b"checkout.svc.cluster.local", b"127.0.0.1"] {
+        let reply = client.get(&envoy.url("/"), &[("host", host), ("x-user-id", b"u1")]);
+        assert_eq!((reply.version.as_deref(), reply.served_by.as_deref()), (None, Some("stable")), "{host:?}");
+        assert_eq!(reply.upstream_header("x-canary-reason"), None);
+    }
+    let stats = envoy.version_stats("checkout", "canary");
+    assert_eq!(stats.requests_total, 3, "only the listed hosts are measured");
+}

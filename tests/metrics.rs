@@ -77,11 +77,14 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
     assert!(observed.iter().all(|o| o.status == 200 || o.status == 500));
 
     // Exact counts in Envoy's own Prometheus output, per version, across both workers.
-    let stat = |name: &str, version: &str| envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.{version}"));
+    let labelled = |name: &str, version: &str, pair: &str| {
+        envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.{version}.reporter.router{pair}"))
+    };
+    let stat = |name: &str, version: &str| labelled(name, version, "");
     for v in ["stable", "canary"] {
         assert_eq!(stat("canary_requests_total", v), count(v), "{v} requests");
-        assert_eq!(stat("canary_responses_total", &format!("{v}.code_class.5xx")), errors(v), "{v} 5xx");
-        assert_eq!(stat("canary_route_decisions_total", &format!("{v}.reason.hash")), count(v));
+        assert_eq!(labelled("canary_responses_total", v, ".code_class.5xx"), errors(v), "{v} 5xx");
+        assert_eq!(labelled("canary_route_decisions_total", v, ".reason.hash"), count(v));
     }
     let scraped = prometheus.wait_for("canary_requests_total", Duration::from_secs(10), |s| {
         let v = by_version(s);
@@ -159,17 +162,18 @@ fn observer_records_under_its_own_version_from_node_metadata_and_never_routes() 
         assert_eq!(reply.served_by.as_deref(), Some("canary"));
         assert_eq!(reply.upstream_header("x-canary-reason"), None);
     }
-    let stat = |name: &str| envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.canary"));
+    let stat = |name: &str| envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.canary.reporter.observer"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while stat("canary_window_requests") != 50 {
         assert!(Instant::now() < deadline, "window requests {}", stat("canary_window_requests"));
         thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(stat("canary_requests_total"), 50);
-    let labelled =
-        |name: &str, pair: &str| envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.canary.{pair}"));
+    let labelled = |name: &str, pair: &str| {
+        envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.canary.reporter.observer.{pair}"))
+    };
     assert_eq!(labelled("canary_responses_total", "code_class.2xx"), 50);
-    assert_eq!(envoy.stat("wasmcustom.canary_requests_total.service.checkout.version.stable"), 0);
+    assert_eq!(envoy.stat("wasmcustom.canary_requests_total.service.checkout.version.stable.reporter.observer"), 0);
     for reason in ["hash", "override", "random"] {
         assert_eq!(labelled("canary_route_decisions_total", &format!("reason.{reason}")), 0);
     }
@@ -185,7 +189,10 @@ fn observer_without_its_version_label_records_nothing_and_says_why() {
     }
     thread::sleep(Duration::from_millis(300));
     for v in ["stable", "canary"] {
-        assert_eq!(envoy.stat(&format!("wasmcustom.canary_requests_total.service.checkout.version.{v}")), 0);
+        assert_eq!(
+            envoy.stat(&format!("wasmcustom.canary_requests_total.service.checkout.version.{v}.reporter.observer")),
+            0
+        );
     }
     assert!(envoy.log().contains("node label `version` is None"), "{}", envoy.log());
 }

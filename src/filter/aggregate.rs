@@ -6,7 +6,7 @@
 
 use super::host;
 use super::metrics::MetricIds;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::gate::{identity, Gate, SharedVerdict};
 use crate::leader::{should_claim, Lease};
 use crate::route::Version;
@@ -27,21 +27,24 @@ pub fn set_vm_id(id: u64) {
     VM_ID.with(|v| v.set(id));
 }
 
-/// The state of `service` in this VM, created on first use.
-pub fn service_state(service: &str) -> Rc<ServiceState> {
+/// The state of `service` as seen by `role` (its `reporter` label) in this VM, created on
+/// first use.
+pub fn service_state(service: &str, reporter: &str) -> Rc<ServiceState> {
+    let name = format!("{service}/{reporter}");
     SERVICES.with(|services| {
         let mut services = services.borrow_mut();
-        if let Some(existing) = services.iter().find(|s| s.service == service) {
+        if let Some(existing) = services.iter().find(|s| s.service == name) {
             return existing.clone();
         }
-        let state = Rc::new(ServiceState::new(service));
+        let state = Rc::new(ServiceState::new(&name));
         services.push(state.clone());
         state
     })
 }
 
-/// What one VM keeps for one service.
+/// What one VM keeps for one service and role.
 pub struct ServiceState {
+    /// `service/reporter`: names its queue and shared-data keys.
     service: String,
     tallies: RefCell<[Tally; 2]>,
     scratch: RefCell<[Tally; 2]>,
@@ -168,6 +171,9 @@ impl ServiceState {
         }
         for version in [Version::Stable, Version::Canary] {
             ids.set_window(version, &window.recent_stats(version, config.window_s as usize));
+        }
+        if config.role == Role::Observer {
+            return;
         }
         let gate_s = config.gate.window_s as usize;
         let (canary, stable) =

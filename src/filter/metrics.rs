@@ -5,7 +5,7 @@ use super::host;
 use crate::config::Config;
 use crate::gate::GateState;
 use crate::route::{Reason, Version};
-use crate::stats::{self, code_class, series, series_with, service_series, CODE_CLASSES};
+use crate::stats::{self, code_class, series, series_with, service_series, SeriesKey, CODE_CLASSES};
 use crate::window::{slot_of, WindowStats};
 use proxy_wasm::types::MetricType;
 
@@ -29,16 +29,14 @@ impl MetricIds {
     /// Defines every series of `config`'s service and versions.
     pub fn define(config: &Config) -> Self {
         let for_version = |version: &str| {
-            let svc = config.service.as_str();
+            let key = SeriesKey { service: &config.service, version, reporter: config.role.reporter() };
             let counter = |name: String| host::define_metric(MetricType::Counter, &name);
             let gauge = |name: String| host::define_metric(MetricType::Gauge, &name);
             VersionIds {
-                requests: counter(series(stats::REQUESTS, svc, version)),
-                responses: CODE_CLASSES
-                    .map(|class| counter(series_with(stats::RESPONSES, svc, version, "code_class", class))),
-                duration: host::define_metric(MetricType::Histogram, &series(stats::DURATION, svc, version)),
-                decisions: Reason::ALL
-                    .map(|r| counter(series_with(stats::DECISIONS, svc, version, "reason", r.as_str()))),
+                requests: counter(series(stats::REQUESTS, key)),
+                responses: CODE_CLASSES.map(|class| counter(series_with(stats::RESPONSES, key, "code_class", class))),
+                duration: host::define_metric(MetricType::Histogram, &series(stats::DURATION, key)),
+                decisions: Reason::ALL.map(|r| counter(series_with(stats::DECISIONS, key, "reason", r.as_str()))),
                 window: [
                     stats::WINDOW_REQUESTS,
                     stats::WINDOW_ERROR_RATIO,
@@ -46,7 +44,7 @@ impl MetricIds {
                     stats::WINDOW_P95,
                     stats::WINDOW_P99,
                 ]
-                .map(|m| gauge(series(m, svc, version))),
+                .map(|m| gauge(series(m, key))),
             }
         };
         let svc = config.service.as_str();

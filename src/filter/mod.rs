@@ -88,7 +88,7 @@ impl RootContext for Root {
             config.gate
         );
         let metrics = MetricIds::define(&config);
-        let service = aggregate::service_state(&config.service);
+        let service = aggregate::service_state(&config.service, config.role.reporter());
         self.plugin = Some(Rc::new(Plugin { router: Router::new(config), metrics, service, own_version }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
             log::warn!("cannot set tick period: {status:?}");
@@ -104,7 +104,14 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plugin = self.plugin.clone()?;
-        Some(Box::new(Stream { plugin, rng: self.rng.clone(), decision: None, served: None, started_us: 0 }))
+        Some(Box::new(Stream {
+            plugin,
+            rng: self.rng.clone(),
+            decision: None,
+            served: None,
+            started_us: 0,
+            skipped: false,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -127,6 +134,8 @@ struct Stream {
     decision: Option<Decision>,
     served: Option<Version>,
     started_us: u64,
+    /// The request's authority is not in `hosts`: leave it alone.
+    skipped: bool,
 }
 
 struct HostRequestHeaders;
@@ -141,8 +150,12 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.started_us = host::now_micros();
         let config = self.plugin.router.config();
+        if !config.hosts.is_empty() && !config.handles(host::request_header(":authority").as_deref()) {
+            self.skipped = true;
+            return Action::Continue;
+        }
+        self.started_us = host::now_micros();
         if config.role == Role::Observer {
             return Action::Continue;
         }
@@ -176,6 +189,9 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
+        if self.skipped {
+            return;
+        }
         let (version, reason) = match (self.plugin.own_version, self.decision) {
             (Some(own), _) => (Some(own), None),
             (None, Some(decision)) => (self.served.or_else(|| self.served_version(&decision)), Some(decision.reason)),
