@@ -14,7 +14,7 @@ BACKEND := target/release/canary-backend
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 PYTHON ?= python3
-APT_PACKAGES := nodejs binaryen prometheus
+APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo
 # Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
@@ -23,7 +23,8 @@ export ENVOY_BIN := $(abspath $(ENVOY))
 export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
-.PHONY: build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo bench bench-gate size clean
+.PHONY: build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo bench bench-gate size \
+	image image-test clean
 
 ## Build the filter (.wasm, then shrunk by binaryen's wasm-opt) and the test backend.
 build: toolchain apt-deps
@@ -80,6 +81,14 @@ e2e: build envoy
 	cargo test --tests -p canary-gate -- --test-threads 2
 
 test: deps lint unit wasm-unit e2e
+
+## The filter as an OCI image (Istio WasmPlugin, compat variant) in target/oci/canary-gate.
+image: build
+	$(PYTHON) istio/image/build.py --wasm $(WASM) --out target/oci/canary-gate
+
+## Push/pull round trip of the image through a local docker-registry on 127.0.0.1.
+image-test: build apt-deps
+	PYTHON=$(PYTHON) bash istio/image/roundtrip.sh $(WASM)
 
 ## Benchmarks (not part of `make test`).
 bench: bench-gate
