@@ -32,6 +32,9 @@ pub const GATE_TRIPS: &str = "canary_gate_trips_total";
 /// 0 ok, 1 inconclusive, 2 breaching, 3 tripped (gauge, label `service` only).
 pub const GATE_STATE: &str = "canary_gate_state";
 
+/// Largest linear memory of any canary-gate VM in the proxy, bytes (gauge, no labels).
+pub const VM_MEMORY: &str = "canary_vm_memory_bytes";
+
 /// Values of the `code_class` label, indexed by `status / 100 - 1`.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 

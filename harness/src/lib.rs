@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+pub mod analysis;
 pub mod client;
 pub mod prometheus;
 pub mod traffic;
@@ -224,6 +225,16 @@ pub struct EnvoyOptions<'a> {
 impl Envoy {
     /// Starts Envoy with `options`, routing `stable`/`canary` to the given backends.
     pub fn start(options: EnvoyOptions<'_>, stable: &Backend, canary: &Backend) -> Envoy {
+        Self::start_with(options, stable, canary, None)
+    }
+
+    /// Like [`Envoy::start`], with one inline filter per configuration in `filters` instead
+    /// of the ECDS-delivered one (no live reconfiguration then).
+    pub fn start_inline(options: EnvoyOptions<'_>, stable: &Backend, canary: &Backend, filters: &[&str]) -> Envoy {
+        Self::start_with(options, stable, canary, Some(filters))
+    }
+
+    fn start_with(options: EnvoyOptions<'_>, stable: &Backend, canary: &Backend, inline: Option<&[&str]>) -> Envoy {
         let dir = TempDir::new("envoy");
         let (admin_port, port) = (free_port(), free_port());
         let (bootstrap, ecds_file, ecds_template) = render(
@@ -233,6 +244,10 @@ impl Envoy {
             options.filter_json,
             options.edit,
         );
+        if let Some(filters) = inline {
+            let text = inline_filters(&read_to_string(&bootstrap), filters);
+            fs::write(&bootstrap, text).unwrap_or_else(|e| panic!("write bootstrap: {e}"));
+        }
         let log = fs::File::create(dir.path().join("envoy.log")).unwrap_or_else(|e| panic!("create envoy.log: {e}"));
         let mut child = Command::new(envoy_bin())
             .arg("-c")
@@ -331,7 +346,7 @@ impl Drop for Envoy {
 pub fn validate(layout: Layout, filter_json: &str) -> (bool, String) {
     let dir = TempDir::new("validate");
     let (bootstrap, _, _) = render(layout, dir.path(), [9901, 10000, 18001, 18002], filter_json, &|s| s);
-    let inlined = inline_filter(&read_to_string(&bootstrap), filter_json);
+    let inlined = inline_filters(&read_to_string(&bootstrap), &[filter_json]);
     fs::write(&bootstrap, inlined).unwrap_or_else(|e| panic!("write bootstrap: {e}"));
     let output = Command::new(envoy_bin())
         .arg("--mode")
@@ -347,26 +362,36 @@ pub fn validate(layout: Layout, filter_json: &str) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// The bootstrap with its `config_discovery` filter replaced by the same Wasm filter inline.
-fn inline_filter(bootstrap: &str, filter_json: &str) -> String {
-    let start = bootstrap.find("config_discovery:").unwrap_or_else(|| panic!("bootstrap lacks config_discovery"));
-    let end_marker = "type_urls:";
-    let end = bootstrap[start..].find(end_marker).map(|i| start + i).unwrap_or_else(|| panic!("no type_urls"));
+/// The bootstrap with its `config_discovery` filter replaced by one inline Wasm filter per
+/// configuration in `filters` (all in the same VM, each with its own root context).
+fn inline_filters(bootstrap: &str, filters: &[&str]) -> String {
+    let discovery = bootstrap.find("config_discovery:").unwrap_or_else(|| panic!("bootstrap lacks config_discovery"));
+    let item = bootstrap[..discovery].rfind("- name: canary-gate").unwrap_or_else(|| panic!("no canary-gate filter"));
+    let indent = bootstrap[..item].rsplit('\n').next().unwrap_or_default();
+    let end =
+        bootstrap[discovery..].find("type_urls:").map(|i| discovery + i).unwrap_or_else(|| panic!("no type_urls"));
     let end = bootstrap[end..].find('\n').map_or(bootstrap.len(), |i| end + i);
-    let typed_config = serde_json::json!({
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {
-            "name": "canary-gate",
-            "root_id": "canary-gate",
-            "vm_config": {
-                "vm_id": "canary-gate",
-                "runtime": "envoy.wasm.runtime.v8",
-                "code": {"local": {"filename": wasm_file().display().to_string()}}
-            },
-            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json}
-        }
-    });
-    format!("{}typed_config: {typed_config}{}", &bootstrap[..start], &bootstrap[end..])
+    let items: Vec<String> = filters
+        .iter()
+        .enumerate()
+        .map(|(i, json)| {
+            let typed_config = serde_json::json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": format!("canary-gate-{i}"),
+                    "root_id": "canary-gate",
+                    "vm_config": {
+                        "vm_id": "canary-gate",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": wasm_file().display().to_string()}}
+                    },
+                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json}
+                }
+            });
+            format!("- name: canary-gate-{i}\n{indent}  typed_config: {typed_config}")
+        })
+        .collect();
+    format!("{}{}{}", &bootstrap[..item], items.join(&format!("\n{indent}")), &bootstrap[end..])
 }
 
 /// Reads a whole file as a string for assertions, empty if absent.

@@ -93,6 +93,7 @@ impl ServiceState {
             return;
         }
         self.last_tick_s.set(now_s);
+        ids.note_vm_memory();
         let queue = self.queue.get().or_else(|| {
             let q = host::register_queue(&format!("canary-gate/{}/tallies", self.service));
             self.queue.set(q);

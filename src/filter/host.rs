@@ -9,6 +9,12 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
 }
 
+/// The response's `:status`, if it is a number.
+pub fn response_status() -> Option<u64> {
+    let value = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status").ok().flatten()?;
+    std::str::from_utf8(&value).ok()?.parse().ok()
+}
+
 /// Sets (or, with `None`, removes) a header of `map`.
 pub fn set_header(map: MapType, name: &str, value: Option<&str>) {
     if let Err(status) = hostcalls::set_map_value(map, name, value) {
@@ -77,6 +83,16 @@ pub fn record(id: Option<u32>, value: u64) {
     if let Some(id) = id {
         let _ = hostcalls::record_metric(id, value);
     }
+}
+
+/// The current value of a stat.
+pub fn metric_value(id: Option<u32>) -> u64 {
+    id.and_then(|id| hostcalls::get_metric(id).ok()).unwrap_or(0)
+}
+
+/// This VM's linear memory in bytes.
+pub fn vm_memory_bytes() -> u64 {
+    core::arch::wasm32::memory_size(0) as u64 * 65_536
 }
 
 /// A shared-data value and its compare-and-swap token.

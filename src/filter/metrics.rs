@@ -23,6 +23,7 @@ pub struct MetricIds {
     gate_tripped: Option<u32>,
     gate_trips: Option<u32>,
     gate_state: Option<u32>,
+    vm_memory: Option<u32>,
 }
 
 impl MetricIds {
@@ -53,6 +54,7 @@ impl MetricIds {
             gate_tripped: host::define_metric(MetricType::Gauge, &service_series(stats::GATE_TRIPPED, svc)),
             gate_trips: host::define_metric(MetricType::Counter, &service_series(stats::GATE_TRIPS, svc)),
             gate_state: host::define_metric(MetricType::Gauge, &service_series(stats::GATE_STATE, svc)),
+            vm_memory: host::define_metric(MetricType::Gauge, stats::VM_MEMORY),
         }
     }
 
@@ -71,6 +73,15 @@ impl MetricIds {
         if let Some(reason) = reason {
             let index = Reason::ALL.iter().position(|&r| r == reason);
             host::increment(index.and_then(|i| ids.decisions.get(i).copied().flatten()));
+        }
+    }
+
+    /// Raises the VM memory gauge to this VM's memory if larger (each VM, once a second; a
+    /// lost race between VMs only delays the maximum by a tick).
+    pub fn note_vm_memory(&self) {
+        let mine = host::vm_memory_bytes();
+        if mine > host::metric_value(self.vm_memory) {
+            host::record(self.vm_memory, mine);
         }
     }
 

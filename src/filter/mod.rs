@@ -109,6 +109,7 @@ impl RootContext for Root {
             rng: self.rng.clone(),
             decision: None,
             served: None,
+            status: 0,
             started_us: 0,
             skipped: false,
         }))
@@ -133,6 +134,8 @@ struct Stream {
     rng: Rc<Cell<BucketRng>>,
     decision: Option<Decision>,
     served: Option<Version>,
+    /// `:status` of the response headers, 0 until they pass.
+    status: u64,
     started_us: u64,
     /// The request's authority is not in `hosts`: leave it alone.
     skipped: bool,
@@ -171,6 +174,10 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.skipped {
+            return Action::Continue;
+        }
+        self.status = host::response_status().unwrap_or(0);
         let Some(decision) = self.decision else {
             return Action::Continue;
         };
@@ -198,7 +205,11 @@ impl HttpContext for Stream {
             (None, None) => (None, None),
         };
         let Some(version) = version else { return };
-        let status = host::property_u64(&["response", "code"]).unwrap_or(0);
+        // Without response headers (a reset), ask Envoy what it answered.
+        let status = match self.status {
+            0 => host::property_u64(&["response", "code"]).unwrap_or(0),
+            status => status,
+        };
         let micros = host::now_micros().saturating_sub(self.started_us);
         self.plugin.metrics.record_request(version, reason, status, micros / 1_000);
         self.plugin.service.record(version, micros, status >= 500);
