@@ -78,14 +78,20 @@ impl RootContext for Root {
             }
         };
         log::info!(
-            "service={} role={:?} mode={:?} canary_percent={}.{:02} window_s={} gate={:?}",
+            "service={} role={} mode={} canary_percent={}.{:02} window_s={} gate={}",
             config.service,
-            config.role,
-            config.mode,
+            config.role.reporter(),
+            if config.mode == SplitMode::Mesh { "mesh" } else { "filter" },
             config.canary_bp / 100,
             config.canary_bp % 100,
             config.window_s,
-            config.gate
+            if !config.gate.has_thresholds() {
+                "off"
+            } else if config.gate.dry_run {
+                "dry-run"
+            } else {
+                "on"
+            }
         );
         let metrics = MetricIds::define(&config);
         let service = aggregate::service_state(&config.service, config.role.reporter());

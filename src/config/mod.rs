@@ -3,9 +3,10 @@
 //!
 //! Every refusal is a [`ConfigError`] naming the field (as a dotted path) and the reason.
 
+mod json;
+
 use crate::gate::GateConfig;
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use json::Fields;
 use std::fmt;
 
 /// Basis points in 100%: weights are kept as integers in `0..=10_000`.
@@ -41,8 +42,7 @@ fn refuse(field: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// What the filter does with a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Chooses (or pins) the version and tags the request.
     Router,
@@ -61,8 +61,7 @@ impl Role {
 }
 
 /// Who chooses the version of a request that carries no override.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitMode {
     /// canary-gate buckets the request and sets the version header.
     Filter,
@@ -137,166 +136,121 @@ impl HostPattern {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    service: String,
-    #[serde(default = "default_role")]
-    role: Role,
-    #[serde(default = "default_version_header")]
-    version_header: String,
-    #[serde(default = "default_reason_header")]
-    reason_header: String,
-    #[serde(default = "default_stable")]
-    stable: String,
-    #[serde(default = "default_canary")]
-    canary: String,
-    #[serde(default)]
-    split: RawSplit,
-    #[serde(default, rename = "override")]
-    override_: RawOverride,
-    #[serde(default)]
-    sticky: RawSticky,
-    #[serde(default)]
-    metrics: RawMetrics,
-    #[serde(default = "default_version_label")]
-    version_label: String,
-    #[serde(default)]
-    gate: RawGate,
-    #[serde(default)]
-    hosts: Vec<String>,
-}
-
-/// Thresholds stay text until validated: ratios and milliseconds are parsed exactly.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGate {
-    window_s: Option<u32>,
-    min_requests: Option<u64>,
-    max_error_ratio: Option<Box<RawValue>>,
-    max_p95_ms: Option<Box<RawValue>>,
-    max_p99_ms: Option<Box<RawValue>>,
-    max_error_ratio_over_stable: Option<Box<RawValue>>,
-    consecutive: Option<u32>,
-    dry_run: Option<bool>,
-    rearm: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    #[serde(default = "default_window_s")]
-    window_s: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSplit {
-    #[serde(default = "default_mode")]
-    mode: SplitMode,
-    /// Kept as text and parsed exactly: no binary floating point anywhere.
-    #[serde(default)]
-    canary_percent: Option<Box<RawValue>>,
-    #[serde(default = "default_hash_key")]
-    hash_key: Vec<RawKeySource>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKeySource {
-    header: Option<String>,
-    cookie: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOverride {
-    #[serde(default = "default_override_header")]
-    header: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSticky {
-    #[serde(default = "default_sticky_cookie")]
-    cookie: String,
-    #[serde(default = "default_max_age")]
-    max_age_s: u32,
-    #[serde(default)]
-    secure: bool,
-}
-
-fn default_role() -> Role {
-    Role::Router
-}
-fn default_version_header() -> String {
-    "x-canary-version".into()
-}
-fn default_reason_header() -> String {
-    "x-canary-reason".into()
-}
-fn default_stable() -> String {
-    "stable".into()
-}
-fn default_canary() -> String {
-    "canary".into()
-}
-fn default_mode() -> SplitMode {
-    SplitMode::Filter
-}
-fn default_hash_key() -> Vec<RawKeySource> {
-    vec![
-        RawKeySource { header: Some("x-user-id".into()), cookie: None },
-        RawKeySource { header: None, cookie: Some("session".into()) },
-    ]
-}
-fn default_override_header() -> String {
-    "x-canary".into()
-}
-fn default_sticky_cookie() -> String {
-    "canary_bucket".into()
-}
-fn default_max_age() -> u32 {
-    86_400
-}
-fn default_window_s() -> u32 {
-    60
-}
-fn default_version_label() -> String {
-    "version".into()
-}
-
-impl Default for RawSplit {
-    fn default() -> Self {
-        RawSplit { mode: default_mode(), canary_percent: None, hash_key: default_hash_key() }
-    }
-}
-impl Default for RawOverride {
-    fn default() -> Self {
-        RawOverride { header: default_override_header() }
-    }
-}
-impl Default for RawMetrics {
-    fn default() -> Self {
-        RawMetrics { window_s: default_window_s() }
-    }
-}
-impl Default for RawSticky {
-    fn default() -> Self {
-        RawSticky { cookie: default_sticky_cookie(), max_age_s: default_max_age(), secure: false }
-    }
-}
-
 impl Config {
     /// Parses and validates the plugin configuration bytes.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." || path == "?" { "(root)".to_string() } else { path };
-            refuse(&field, strip_position(&e.into_inner().to_string()))
-        })?;
-        raw.validate()
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| refuse("(root)", strip_position(&e.to_string())))?;
+        let root = Fields::root(&value, TOP_LEVEL_FIELDS)?;
+        Self::from_fields(&root)
+    }
+
+    fn from_fields(root: &Fields<'_>) -> Result<Config, ConfigError> {
+        let text = |fields: &Fields<'_>, name: &str, default: &str| -> Result<String, ConfigError> {
+            Ok(fields.string(name)?.unwrap_or(default).to_string())
+        };
+        let service =
+            root.string("service")?.ok_or_else(|| refuse(root.path(), "missing field `service`"))?.to_string();
+        check_service(&service)?;
+        let role = match root.variant("role", &["router", "observer"])? {
+            Some("observer") => Role::Observer,
+            _ => Role::Router,
+        };
+        let version_header = text(root, "version_header", "x-canary-version")?;
+        let reason_header = text(root, "reason_header", "x-canary-reason")?;
+        check_header_name("version_header", &version_header)?;
+        check_header_name("reason_header", &reason_header)?;
+        if version_header == reason_header {
+            return Err(refuse("reason_header", "must differ from version_header"));
+        }
+        let stable = text(root, "stable", "stable")?;
+        let canary = text(root, "canary", "canary")?;
+        check_version_name("stable", &stable)?;
+        check_version_name("canary", &canary)?;
+        if stable == canary {
+            return Err(refuse("canary", "must differ from stable"));
+        }
+
+        let split = root.object("split", &["mode", "canary_percent", "hash_key"])?;
+        let (mode, canary_bp, hash_key) = match &split {
+            Some(split) => (
+                match split.variant("mode", &["filter", "mesh"])? {
+                    Some("mesh") => SplitMode::Mesh,
+                    _ => SplitMode::Filter,
+                },
+                split.number_text("canary_percent")?.map(percent_to_bp).transpose()?.unwrap_or(DEFAULT_CANARY_BP),
+                match split.array("hash_key")? {
+                    Some(items) => check_hash_keys(&split.path_of("hash_key"), items)?,
+                    None => default_hash_key(),
+                },
+            ),
+            None => (SplitMode::Filter, DEFAULT_CANARY_BP, default_hash_key()),
+        };
+
+        let override_header = match root.object("override", &["header"])? {
+            Some(o) => text(&o, "header", "x-canary")?,
+            None => "x-canary".to_string(),
+        };
+        check_header_name("override.header", &override_header)?;
+
+        let sticky = root.object("sticky", &["cookie", "max_age_s", "secure"])?;
+        let (sticky_cookie, sticky_max_age_s, sticky_secure) = match &sticky {
+            Some(s) => (
+                text(s, "cookie", "canary_bucket")?,
+                s.integer("max_age_s", u64::from(u32::MAX))?.unwrap_or(86_400),
+                s.boolean("secure")?.unwrap_or(false),
+            ),
+            None => ("canary_bucket".to_string(), 86_400, false),
+        };
+        check_token("sticky.cookie", &sticky_cookie)?;
+        if sticky_max_age_s == 0 || sticky_max_age_s > u64::from(MAX_COOKIE_AGE_S) {
+            return Err(refuse(
+                "sticky.max_age_s",
+                format!("must be in 1..={MAX_COOKIE_AGE_S} seconds, got {sticky_max_age_s}"),
+            ));
+        }
+
+        let window_s = match root.object("metrics", &["window_s"])? {
+            Some(m) => m.integer("window_s", u64::from(u32::MAX))?.unwrap_or(60),
+            None => 60,
+        };
+        if !(1..=u64::from(MAX_WINDOW_S)).contains(&window_s) {
+            return Err(refuse("metrics.window_s", format!("must be in 1..={MAX_WINDOW_S} seconds, got {window_s}")));
+        }
+        let version_label = text(root, "version_label", "version")?;
+        check_label_name("version_label", &version_label)?;
+
+        let gate = match root.object("gate", GATE_FIELDS)? {
+            Some(g) => gate_config(&g)?,
+            None => GateConfig::default(),
+        };
+        if role == Role::Observer && gate.has_thresholds() {
+            return Err(refuse("gate", "thresholds apply to the router role only (an observer never reroutes)"));
+        }
+        let hosts = match root.array("hosts")? {
+            Some(items) => check_hosts(items)?,
+            None => Vec::new(),
+        };
+        Ok(Config {
+            service,
+            role,
+            version_header,
+            reason_header,
+            stable,
+            canary,
+            mode,
+            canary_bp,
+            hash_key,
+            override_header,
+            sticky_cookie,
+            // In range by the check above.
+            sticky_max_age_s: sticky_max_age_s as u32,
+            sticky_secure,
+            window_s: window_s as u32,
+            version_label,
+            gate,
+            hosts,
+        })
     }
 
     /// The name of `version`.
@@ -316,125 +270,78 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-impl RawConfig {
-    fn validate(self) -> Result<Config, ConfigError> {
-        check_service(&self.service)?;
-        check_header_name("version_header", &self.version_header)?;
-        check_header_name("reason_header", &self.reason_header)?;
-        check_header_name("override.header", &self.override_.header)?;
-        if self.version_header == self.reason_header {
-            return Err(refuse("reason_header", "must differ from version_header"));
-        }
-        check_version_name("stable", &self.stable)?;
-        check_version_name("canary", &self.canary)?;
-        if self.stable == self.canary {
-            return Err(refuse("canary", "must differ from stable"));
-        }
-        let canary_bp = match &self.split.canary_percent {
-            Some(raw) => percent_to_bp(raw.get())?,
-            None => DEFAULT_CANARY_BP,
-        };
-        let hash_key = check_hash_keys(self.split.hash_key)?;
-        check_token("sticky.cookie", &self.sticky.cookie)?;
-        if self.sticky.max_age_s == 0 || self.sticky.max_age_s > MAX_COOKIE_AGE_S {
-            return Err(refuse(
-                "sticky.max_age_s",
-                format!("must be in 1..={MAX_COOKIE_AGE_S} seconds, got {}", self.sticky.max_age_s),
-            ));
-        }
-        if !(1..=MAX_WINDOW_S).contains(&self.metrics.window_s) {
-            return Err(refuse(
-                "metrics.window_s",
-                format!("must be in 1..={MAX_WINDOW_S} seconds, got {}", self.metrics.window_s),
-            ));
-        }
-        check_label_name("version_label", &self.version_label)?;
-        let gate = self.gate.validate()?;
-        if self.role == Role::Observer && gate.has_thresholds() {
-            return Err(refuse("gate", "thresholds apply to the router role only (an observer never reroutes)"));
-        }
-        let hosts = check_hosts(self.hosts)?;
-        Ok(Config {
-            service: self.service,
-            role: self.role,
-            version_header: self.version_header,
-            reason_header: self.reason_header,
-            stable: self.stable,
-            canary: self.canary,
-            mode: self.split.mode,
-            canary_bp,
-            hash_key,
-            override_header: self.override_.header,
-            sticky_cookie: self.sticky.cookie,
-            sticky_max_age_s: self.sticky.max_age_s,
-            sticky_secure: self.sticky.secure,
-            window_s: self.metrics.window_s,
-            version_label: self.version_label,
-            gate,
-            hosts,
-        })
-    }
-}
+const TOP_LEVEL_FIELDS: &[&str] = &[
+    "service",
+    "role",
+    "version_header",
+    "reason_header",
+    "stable",
+    "canary",
+    "split",
+    "override",
+    "sticky",
+    "metrics",
+    "version_label",
+    "gate",
+    "hosts",
+];
+
+const GATE_FIELDS: &[&str] = &[
+    "window_s",
+    "min_requests",
+    "max_error_ratio",
+    "max_p95_ms",
+    "max_p99_ms",
+    "max_error_ratio_over_stable",
+    "consecutive",
+    "dry_run",
+    "rearm",
+];
 
 /// Longest latency threshold: 10 minutes.
 const MAX_LATENCY_MS: u64 = 600_000;
 
-impl RawGate {
-    fn validate(self) -> Result<GateConfig, ConfigError> {
-        let d = GateConfig::default();
-        let in_range = |field: &str, value: u64, low: u64, high: u64| {
-            if (low..=high).contains(&value) {
-                Ok(value)
-            } else {
-                Err(refuse(field, format!("must be in {low}..={high}, got {value}")))
-            }
-        };
-        let ratio = |field: &str, raw: &Option<Box<RawValue>>| -> Result<Option<u64>, ConfigError> {
-            raw.as_ref()
-                .map(|r| {
-                    let ppm = parse_decimal(r.get(), 6).map_err(|reason| refuse(field, reason))?;
-                    if ppm > 1_000_000 {
-                        return Err(refuse(field, format!("must be between 0 and 1, got {}", r.get().trim())));
-                    }
-                    Ok(ppm)
-                })
-                .transpose()
-        };
-        let millis = |field: &str, raw: &Option<Box<RawValue>>| -> Result<Option<u64>, ConfigError> {
-            raw.as_ref()
-                .map(|r| {
-                    let us = parse_decimal(r.get(), 3).map_err(|reason| refuse(field, reason))?;
-                    if us == 0 || us > MAX_LATENCY_MS * 1000 {
-                        return Err(refuse(
-                            field,
-                            format!("must be in (0, {MAX_LATENCY_MS}] ms, got {}", r.get().trim()),
-                        ));
-                    }
-                    Ok(us)
-                })
-                .transpose()
-        };
-        Ok(GateConfig {
-            window_s: in_range(
-                "gate.window_s",
-                u64::from(self.window_s.unwrap_or(d.window_s)),
-                1,
-                u64::from(MAX_WINDOW_S),
-            )? as u32,
-            min_requests: in_range("gate.min_requests", self.min_requests.unwrap_or(d.min_requests), 1, 1_000_000_000)?,
-            max_error_ratio_ppm: ratio("gate.max_error_ratio", &self.max_error_ratio)?,
-            max_p95_us: millis("gate.max_p95_ms", &self.max_p95_ms)?,
-            max_p99_us: millis("gate.max_p99_ms", &self.max_p99_ms)?,
-            max_error_ratio_over_stable_ppm: ratio(
-                "gate.max_error_ratio_over_stable",
-                &self.max_error_ratio_over_stable,
-            )?,
-            consecutive: in_range("gate.consecutive", u64::from(self.consecutive.unwrap_or(d.consecutive)), 1, 600)?
-                as u32,
-            dry_run: self.dry_run.unwrap_or(d.dry_run),
-            rearm: self.rearm.unwrap_or(d.rearm),
-        })
-    }
+fn default_hash_key() -> Vec<KeySource> {
+    vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("session".into())]
+}
+
+fn gate_config(g: &Fields<'_>) -> Result<GateConfig, ConfigError> {
+    let d = GateConfig::default();
+    let in_range = |name: &str, default: u64, low: u64, high: u64| -> Result<u64, ConfigError> {
+        let value = g.integer(name, u64::MAX)?.unwrap_or(default);
+        if (low..=high).contains(&value) {
+            Ok(value)
+        } else {
+            Err(refuse(&g.path_of(name), format!("must be in {low}..={high}, got {value}")))
+        }
+    };
+    let ratio = |name: &str| -> Result<Option<u64>, ConfigError> {
+        let Some(text) = g.number_text(name)? else { return Ok(None) };
+        let ppm = parse_decimal(text, 6).map_err(|reason| refuse(&g.path_of(name), reason))?;
+        if ppm > 1_000_000 {
+            return Err(refuse(&g.path_of(name), format!("must be between 0 and 1, got {text}")));
+        }
+        Ok(Some(ppm))
+    };
+    let millis = |name: &str| -> Result<Option<u64>, ConfigError> {
+        let Some(text) = g.number_text(name)? else { return Ok(None) };
+        let us = parse_decimal(text, 3).map_err(|reason| refuse(&g.path_of(name), reason))?;
+        if us == 0 || us > MAX_LATENCY_MS * 1000 {
+            return Err(refuse(&g.path_of(name), format!("must be in (0, {MAX_LATENCY_MS}] ms, got {text}")));
+        }
+        Ok(Some(us))
+    };
+    Ok(GateConfig {
+        window_s: in_range("window_s", u64::from(d.window_s), 1, u64::from(MAX_WINDOW_S))? as u32,
+        min_requests: in_range("min_requests", d.min_requests, 1, 1_000_000_000)?,
+        max_error_ratio_ppm: ratio("max_error_ratio")?,
+        max_p95_us: millis("max_p95_ms")?,
+        max_p99_us: millis("max_p99_ms")?,
+        max_error_ratio_over_stable_ppm: ratio("max_error_ratio_over_stable")?,
+        consecutive: in_range("consecutive", u64::from(d.consecutive), 1, 600)? as u32,
+        dry_run: g.boolean("dry_run")?.unwrap_or(d.dry_run),
+        rearm: g.integer("rearm", u64::MAX)?.unwrap_or(d.rearm),
+    })
 }
 
 /// Default canary weight: 10%.
@@ -533,13 +440,14 @@ fn check_label_name(field: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_hosts(raw: Vec<String>) -> Result<Vec<HostPattern>, ConfigError> {
-    if raw.len() > MAX_HOSTS {
-        return Err(refuse("hosts", format!("at most {MAX_HOSTS} entries, got {}", raw.len())));
+fn check_hosts(items: Vec<(String, &serde_json::Value)>) -> Result<Vec<HostPattern>, ConfigError> {
+    if items.len() > MAX_HOSTS {
+        return Err(refuse("hosts", format!("at most {MAX_HOSTS} entries, got {}", items.len())));
     }
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, host)| {
+    items
+        .into_iter()
+        .map(|(path, value)| {
+            let host = Fields::item_string(&path, value)?.to_string();
             let (pattern, name) = match host.strip_prefix('*') {
                 Some(suffix) => (HostPattern::Suffix(suffix.to_string()), suffix.strip_prefix('.').unwrap_or("")),
                 None => (HostPattern::Exact(host.clone()), host.as_str()),
@@ -549,10 +457,7 @@ fn check_hosts(raw: Vec<String>) -> Result<Vec<HostPattern>, ConfigError> {
             if ok {
                 Ok(pattern)
             } else {
-                Err(refuse(
-                    &format!("hosts[{i}]"),
-                    format!("must be a lower-case host name or `*.suffix`, got {host:?}"),
-                ))
+                Err(refuse(&path, format!("must be a lower-case host name or `*.suffix`, got {host:?}")))
             }
         })
         .collect()
@@ -593,18 +498,20 @@ pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn check_hash_keys(raw: Vec<RawKeySource>) -> Result<Vec<KeySource>, ConfigError> {
-    if raw.len() > MAX_HASH_KEYS {
-        return Err(refuse("split.hash_key", format!("at most {MAX_HASH_KEYS} entries, got {}", raw.len())));
+fn check_hash_keys(path: &str, items: Vec<(String, &serde_json::Value)>) -> Result<Vec<KeySource>, ConfigError> {
+    if items.len() > MAX_HASH_KEYS {
+        return Err(refuse(path, format!("at most {MAX_HASH_KEYS} entries, got {}", items.len())));
     }
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, source)| {
-            let field = format!("split.hash_key[{i}]");
-            match (source.header, source.cookie) {
-                (Some(h), None) => check_header_name(&format!("{field}.header"), &h).map(|_| KeySource::Header(h)),
-                (None, Some(c)) => check_token(&format!("{field}.cookie"), &c).map(|_| KeySource::Cookie(c)),
-                _ => Err(refuse(&field, "needs exactly one of `header` or `cookie`")),
+    items
+        .into_iter()
+        .map(|(path, value)| {
+            let source = Fields::item(path, value, &["header", "cookie"])?;
+            match (source.string("header")?, source.string("cookie")?) {
+                (Some(h), None) => {
+                    check_header_name(&source.path_of("header"), h).map(|_| KeySource::Header(h.to_string()))
+                }
+                (None, Some(c)) => check_token(&source.path_of("cookie"), c).map(|_| KeySource::Cookie(c.to_string())),
+                _ => Err(refuse(source.path(), "needs exactly one of `header` or `cookie`")),
             }
         })
         .collect()
