@@ -14,7 +14,7 @@ BACKEND := target/release/canary-backend
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 PYTHON ?= python3
-APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo
+APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose
 # Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
@@ -24,7 +24,7 @@ export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
 .PHONY: build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo bench bench-gate size \
-	image image-test clean
+	image image-test manifests node-deps rules clean
 
 ## Build the filter (.wasm, then shrunk by binaryen's wasm-opt) and the test backend.
 build: toolchain apt-deps
@@ -50,7 +50,8 @@ $(ENVOY):
 apt-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 		else echo "missing packages: $$missing (install them or run as root)"; exit 1; fi; \
 	fi
 
@@ -60,7 +61,13 @@ wasm-test-runner:
 		cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
 	fi
 
-deps: toolchain envoy apt-deps wasm-test-runner
+## Kubernetes schema packages for the manifest checks.
+node-deps: tests/manifests/node_modules
+tests/manifests/node_modules: tests/manifests/package-lock.json
+	npm ci --prefix tests/manifests --no-audit --no-fund
+	@touch $@
+
+deps: toolchain envoy apt-deps wasm-test-runner node-deps
 
 lint: toolchain
 	cargo fmt --all -- --check
@@ -80,7 +87,19 @@ wasm-unit: wasm-test-runner
 e2e: build envoy
 	cargo test --tests -p canary-gate -- --test-threads 2
 
-test: deps lint unit wasm-unit e2e
+## Every Istio/Argo manifest against the real schemas, plus the cross-references between them.
+manifests: node-deps apt-deps
+	node tests/manifests/validate.mjs
+
+## Prometheus rules (check + unit tests), dashboard queries, compose file.
+rules: apt-deps
+	promtool check rules istio/prometheus/canary-gate-rules.yaml
+	promtool test rules istio/prometheus/tests/canary-gate-rules.test.yaml
+	promtool check config envoy/prometheus.yml
+	$(PYTHON) istio/grafana/check_dashboard.py
+	bash envoy/check_compose.sh
+
+test: deps lint unit wasm-unit manifests rules image-test e2e
 
 ## The filter as an OCI image (Istio WasmPlugin, compat variant) in target/oci/canary-gate.
 image: build

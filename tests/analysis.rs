@@ -1,0 +1,137 @@
+//! Every PromQL query of every AnalysisTemplate in `istio/`, with the arguments its Rollout
+//! passes substituted as Argo does, run against a real Prometheus scraping a real Envoy whose
+//! canary-gate routers are configured from the shipped WasmPlugins: a healthy canary passes
+//! every canary-gate gate; a canary answering 5% 5xx fails the error-rate gates.
+
+use canary_harness::analysis::{
+    documents, evaluate, load_rollouts, load_templates, substitute, to_json, Metric, Phase,
+};
+use canary_harness::prometheus::Prometheus;
+use canary_harness::{root, Backend, Envoy, EnvoyOptions, Layout};
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::Duration;
+
+const PROMETHEUS: &str = "http://prometheus.monitoring.svc.cluster.local:9090";
+
+/// The routers' pluginConfig per service, from the shipped gateway WasmPlugins.
+fn router_configs() -> BTreeMap<String, String> {
+    documents(&root().join("istio/wasmplugin"), "WasmPlugin")
+        .iter()
+        .map(|doc| to_json(&doc["spec"]["pluginConfig"]))
+        .filter(|c| c["role"].as_str().unwrap_or("router") == "router" && c["hosts"].is_array())
+        .map(|c| (c["service"].as_str().unwrap_or_default().to_string(), c.to_string()))
+        .collect()
+}
+
+/// Every (rollout service, metric, substituted query).
+fn measurements() -> Vec<(String, Metric, String)> {
+    let templates = load_templates(&root().join("istio"));
+    let rollouts = load_rollouts(&root().join("istio"));
+    assert!(rollouts.len() >= 6, "six tier-1 Rollouts, found {}", rollouts.len());
+    let mut out = Vec::new();
+    for rollout in &rollouts {
+        let args: Vec<(&str, &str)> = rollout.args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let service = rollout.args.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone()).unwrap();
+        for name in &rollout.templates {
+            let metrics: Vec<&Metric> = templates.iter().filter(|m| &m.template == name).collect();
+            assert!(!metrics.is_empty(), "{}: template {name} not found", rollout.rollout);
+            for m in metrics {
+                assert_eq!(m.address, PROMETHEUS, "{}/{}", m.template, m.name);
+                out.push((service.clone(), m.clone(), substitute(&m.query, &args)));
+            }
+        }
+    }
+    out
+}
+
+fn measure(prometheus: &Prometheus, query: &str) -> Vec<f64> {
+    prometheus.query(query).iter().map(|s| s.value).collect()
+}
+
+#[test]
+fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
+    let configs = router_configs();
+    let services: Vec<String> = configs.keys().cloned().collect();
+    assert_eq!(services.len(), 6, "{services:?}");
+    let measurements = measurements();
+    let stable = Backend::start("stable", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
+    let canary = Backend::start("canary", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
+    let weights = |s: String| s.replace("weight: 90\n", "weight: 50\n").replace("weight: 10\n", "weight: 50\n");
+    let filters: Vec<&str> = configs.values().map(String::as_str).collect();
+    let options = EnvoyOptions { layout: Layout::MeshMode, filter_json: filters[0], workers: 2, edit: &weights };
+    let envoy = Envoy::start_inline(options, &stable, &canary, &filters);
+    let prometheus = Prometheus::start(&[envoy.admin_port], &[]);
+
+    // Steady traffic to every service (by Host) from wrk, bounded in time. The queries take
+    // `rate(...[5m])`, which over a series younger than 5 minutes divides by the whole 5
+    // minutes: the volume gates need a few hundred requests per second per service here.
+    let dir = canary_harness::TempDir::new("wrk");
+    let script = dir.path().join("hosts.lua");
+    let hosts: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
+    std::fs::write(
+        &script,
+        format!(
+            "local hosts = {{{}}}\nlocal n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(\"GET\", \"/\", {{[\"Host\"] = hosts[(n % #hosts) + 1], [\"x-user-id\"] = \"u\" .. n}})\nend\n",
+            hosts.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut wrk = std::process::Command::new("wrk")
+        .args(["-t1", "-c8", "-d90s", "-s"])
+        .arg(&script)
+        .arg(envoy.url("/"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("wrk (Debian package `wrk`)");
+
+    let verdicts = |scenario: &str| -> Vec<(String, String, Phase, Vec<f64>)> {
+        measurements
+            .iter()
+            .map(|(service, m, query)| {
+                let result = measure(&prometheus, query);
+                let phase = evaluate(m, &result);
+                println!("{scenario:>8} {service:<16} {:<28} {phase:?} {result:?}", m.name);
+                (service.clone(), format!("{}/{}", m.template, m.name), phase, result)
+            })
+            .collect()
+    };
+
+    thread::sleep(Duration::from_secs(30));
+    for (service, name, phase, result) in verdicts("healthy") {
+        let m = &measurements
+            .iter()
+            .find(|(s, m, _)| s == &service && format!("{}/{}", m.template, m.name) == name)
+            .unwrap()
+            .1;
+        let expected = if m.from_canary_gate() { Phase::Successful } else { Phase::Inconclusive };
+        assert_eq!(phase, expected, "healthy {service} {name}: {result:?}");
+    }
+
+    canary.configure("error_ratio=0.05");
+    thread::sleep(Duration::from_secs(15));
+    for (service, name, phase, result) in verdicts("failing") {
+        let m = &measurements
+            .iter()
+            .find(|(s, m, _)| s == &service && format!("{}/{}", m.template, m.name) == name)
+            .unwrap()
+            .1;
+        let expected = if !m.from_canary_gate() {
+            Phase::Inconclusive
+        } else if m.query.contains("code_class=\"5xx\"") {
+            Phase::Failed
+        } else if m.query.contains("canary_gate_tripped") {
+            // Whatever the in-proxy gate decided, the abort metric must report it.
+            if envoy.gate_stats(&service).0 == 1 {
+                Phase::Failed
+            } else {
+                Phase::Successful
+            }
+        } else {
+            Phase::Successful
+        };
+        assert_eq!(phase, expected, "failing {service} {name}: {result:?}");
+    }
+    let _ = wrk.kill();
+    let _ = wrk.wait();
+}

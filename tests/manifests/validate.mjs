@@ -1,0 +1,780 @@
+// Validates every Kubernetes manifest under istio/ against the real schemas of the npm packages
+// @kubernetes-models/istio, @kubernetes-models/argo-rollouts and kubernetes-models, then checks
+// what the schemas cannot: unknown fields, references between objects, route order, canary-gate's
+// plugin configuration, the stats settings, PromQL syntax (promtool, from Debian's `prometheus`
+// package), and that the generated files are up to date (python3 istio/generate.py --check).
+//
+//   node tests/manifests/validate.mjs                 run every check; last line "N passed, M failed"
+//   node tests/manifests/validate.mjs --list-queries  print every AnalysisTemplate metric as a JSON line
+//
+// Skips istio/prometheus, istio/grafana, istio/image and documents without apiVersion/kind
+// (except the gateway patch, validated as a Deployment's pod template).
+
+import { readFileSync, readdirSync, statSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
+import { isDeepStrictEqual } from "node:util";
+import { loadAll, load, YAML11_SCHEMA } from "js-yaml";
+import { WasmPlugin } from "@kubernetes-models/istio/extensions.istio.io/v1alpha1/WasmPlugin";
+import * as NetV1 from "@kubernetes-models/istio/networking.istio.io/v1";
+import * as NetV1beta1 from "@kubernetes-models/istio/networking.istio.io/v1beta1";
+import * as NetV1alpha3 from "@kubernetes-models/istio/networking.istio.io/v1alpha3";
+import {
+  Rollout,
+  AnalysisTemplate,
+  ClusterAnalysisTemplate,
+} from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1";
+import { Service } from "kubernetes-models/v1/Service";
+import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
+import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const ISTIO = path.join(REPO, "istio");
+const SKIP_DIRS = new Set(["prometheus", "grafana", "image"]);
+const PROMETHEUS = "http://prometheus.monitoring.svc.cluster.local:9090";
+const GATEWAY_PATCH = "istio/stats/gateway-proxy-config.yaml";
+const APP_COMMENT = "# application metric (not from canary-gate)";
+
+const KINDS = {
+  "extensions.istio.io/v1alpha1/WasmPlugin": WasmPlugin,
+  "argoproj.io/v1alpha1/Rollout": Rollout,
+  "argoproj.io/v1alpha1/AnalysisTemplate": AnalysisTemplate,
+  "argoproj.io/v1alpha1/ClusterAnalysisTemplate": ClusterAnalysisTemplate,
+  "v1/Service": Service,
+  "v1/ConfigMap": ConfigMap,
+  "apps/v1/Deployment": Deployment,
+};
+for (const [version, mod] of [["v1", NetV1], ["v1beta1", NetV1beta1], ["v1alpha3", NetV1alpha3]]) {
+  KINDS[`networking.istio.io/${version}/VirtualService`] = mod.VirtualService;
+  KINDS[`networking.istio.io/${version}/DestinationRule`] = mod.DestinationRule;
+}
+
+// Paths (JSON pointers, `*` = any key or index) whose contents the schemas leave open.
+const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"] };
+
+// canary-gate's configuration (src/config.rs): top-level keys and the keys of nested objects.
+const PLUGIN_KEYS = {
+  "": ["service", "role", "version_header", "reason_header", "stable", "canary", "split", "override",
+    "sticky", "metrics", "version_label", "gate", "hosts"],
+  split: ["mode", "canary_percent", "hash_key"],
+  override: ["header"],
+  sticky: ["cookie", "max_age_s", "secure"],
+  metrics: ["window_s"],
+  gate: ["window_s", "min_requests", "max_error_ratio", "max_p95_ms", "max_p99_ms",
+    "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm"],
+};
+
+// The tier-1 plan: replicas, container port, canary steps (weight, then pause or null).
+const PLAN = {
+  "corp-cockpit": { replicas: 4, port: 4321, steps: [[10, "5m"], [30, "10m"], [50, "15m"], [100, null]] },
+  "impact-in": { replicas: 4, port: 3002, steps: [[10, "10m"], [40, "20m"], [100, null]] },
+  "unified-profile": { replicas: 5, port: 3003, steps: [[20, "5m"], [50, "15m"], [100, null]] },
+  "api-gateway": { replicas: 3, port: 3000, steps: [[5, "10m"], [25, "10m"], [50, "10m"], [100, null]] },
+  reporting: { replicas: 3, port: 3004, steps: [[10, "10m"], [30, "10m"], [100, null]] },
+  "q2q-ai": { replicas: 3, port: 3005, steps: [[5, "10m"], [20, "10m"], [50, "10m"], [100, null]] },
+};
+
+// Every AnalysisTemplate metric: [comparison, threshold, failureLimit, application metric?].
+// "volume" = request volume: success above the threshold, never a failure.
+const SLO = {
+  "canary-gate-abort": { "canary-gate-tripped": ["<", 1, 0, false] },
+  "corp-cockpit-slo": {
+    "error-rate": ["<", 0.001, 3, false], "latency-p95": ["<", 1000, 3, false],
+    "request-volume": ["volume", 5, 3, false],
+    "web-vitals-lcp-p75": ["<", 2.5, 3, true], "web-vitals-inp-p75": ["<", 200, 3, true],
+    "web-vitals-cls-p75": ["<", 0.1, 3, true], "js-error-rate": ["<", 0.001, 3, true],
+    "resource-load-error-rate": ["<", 0.01, 3, true],
+  },
+  "impact-in-slo": {
+    "error-rate": ["<", 0.001, 3, false], "request-volume": ["volume", 2, 3, false],
+    "delivery-success-rate": [">", 0.99, 3, true], "delivery-latency-p95": ["<", 10, 3, true],
+    "delivery-latency-p99": ["<", 30, 5, true], "retry-rate": ["<", 0.05, 3, true],
+    "partner-api-latency-p95": ["<", 5, 5, true], "queue-depth": ["<", 1000, 3, true],
+    "db-pool-utilization": ["<", 0.75, 3, true],
+  },
+  "unified-profile-slo": {
+    "error-rate": ["<", 0.002, 3, false], "latency-p95": ["<", 500, 3, false],
+    "latency-p99": ["<", 1000, 5, false], "request-volume": ["volume", 10, 3, false],
+    "aggregation-success-rate": [">", 0.995, 3, true], "cache-hit-rate": [">", 0.8, 5, true],
+    "db-query-latency-p95": ["<", 0.1, 3, true], "db-pool-utilization": ["<", 0.8, 3, true],
+    "external-fetch-success-rate": [">", 0.98, 3, true], "memory-utilization": ["<", 0.85, 3, true],
+  },
+  "api-gateway-slo": { "error-rate": ["<", 0.001, 3, false] },
+  "reporting-slo": { "error-rate": ["<", 0.001, 3, false] },
+  "q2q-ai-slo": { "error-rate": ["<", 0.001, 3, false] },
+};
+
+// ------------------------------------------------------------------------------------------------
+// Loading
+
+function yamlFiles(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const full = path.join(dir, name);
+    if (statSync(full).isDirectory()) {
+      if (dir === ISTIO && SKIP_DIRS.has(name)) continue;
+      out.push(...yamlFiles(full));
+    } else if (/\.ya?ml$/.test(name)) {
+      out.push(full);
+    }
+  }
+  return out;
+}
+
+const parseYaml = (text) => loadAll(text, { schema: YAML11_SCHEMA });
+const rel = (full) => path.relative(REPO, full).split(path.sep).join("/");
+const clone = (v) => JSON.parse(JSON.stringify(v));
+
+// ------------------------------------------------------------------------------------------------
+// Schema checks
+
+function modelFor(doc) {
+  return KINDS[`${doc?.apiVersion}/${doc?.kind}`];
+}
+
+/** Errors of the package's schema for `doc` ([] when valid); an unknown kind is an error. */
+function schemaErrors(doc) {
+  const Model = modelFor(doc);
+  if (!Model) return [`no schema for apiVersion ${doc?.apiVersion} kind ${doc?.kind}`];
+  try {
+    new Model(doc).validate();
+    return [];
+  } catch (e) {
+    if (!Array.isArray(e.errors)) throw e;
+    return e.errors.map((err) => `${err.instancePath || "/"} ${err.message}`);
+  }
+}
+
+function rawSchemaErrors(Model, data) {
+  try {
+    new Model(data).validate();
+    return [];
+  } catch (e) {
+    if (!Array.isArray(e.errors)) throw e;
+    return e.errors;
+  }
+}
+
+const pointer = (keys) => keys.map((k) => "/" + String(k).replace(/~/g, "~0").replace(/\//g, "~1")).join("");
+
+/**
+ * Fields the schema does not declare. The packages' schemas accept unknown fields, so each field
+ * is probed: its value is replaced by a function, which no JSON type matches. A declared field
+ * then fails the schema at its own path; an undeclared one passes unnoticed.
+ */
+function unknownFields(doc, open = OPEN_PATHS[doc?.kind] ?? []) {
+  const Model = modelFor(doc);
+  if (!Model) return [];
+  const unknown = [];
+  const visit = (value, keys) => {
+    if (Array.isArray(value)) {
+      value.forEach((item, i) => visit(item, [...keys, i]));
+      return;
+    }
+    if (!value || typeof value !== "object") return;
+    for (const key of Object.keys(value)) {
+      const at = [...keys, key];
+      const probe = clone(doc);
+      let parent = probe;
+      for (const k of keys) parent = parent[k];
+      parent[key] = () => {};
+      const p = pointer(at);
+      const hit = rawSchemaErrors(Model, probe).some(
+        (e) => e.instancePath === p || e.instancePath.startsWith(p + "/"));
+      if (!hit) unknown.push(p);
+      else if (!open.includes(p)) visit(value[key], at);
+    }
+  };
+  visit(doc, []);
+  return unknown;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Checks beyond the schemas. Each returns a list of problems ([] = fine).
+
+const byKind = (docs, kind) => docs.filter((d) => d.doc.kind === kind);
+const find = (docs, kind, ns, name) =>
+  docs.find((d) => d.doc.kind === kind && d.doc.metadata?.name === name && d.doc.metadata?.namespace === ns);
+const subset = (small, big) => Object.entries(small ?? {}).every(([k, v]) => big?.[k] === v);
+
+let envoyStats;
+function loadEnvoyStats() {
+  if (envoyStats) return envoyStats;
+  const out = {};
+  for (const file of ["envoy/mesh-mode.yaml", "envoy/filter-mode.yaml"]) {
+    const cfg = load(readFileSync(path.join(REPO, file), "utf8"), { schema: YAML11_SCHEMA });
+    out[file] = {
+      tags: cfg.stats_config.stats_tags,
+      buckets: cfg.stats_config.histogram_bucket_settings.find(
+        (b) => b.match.prefix === "wasmcustom.canary_request_duration_milliseconds").buckets,
+    };
+  }
+  envoyStats = out;
+  return out;
+}
+
+function canaryGateMetricNames() {
+  const text = readFileSync(path.join(REPO, "src/stats.rs"), "utf8");
+  return new Set([...text.matchAll(/pub const \w+: &str = "(canary_[a-z0-9_]+)"/g)].map((m) => m[1]));
+}
+
+function rolloutProblems(ro, docs) {
+  const p = [];
+  const { name, namespace: ns } = ro.metadata;
+  const spec = ro.spec ?? {};
+  const canary = spec.strategy?.canary;
+  if (!canary) return ["no strategy.canary"];
+  if (canary.canaryService || canary.stableService) p.push("canaryService/stableService must not be used");
+  const plan = PLAN[name];
+  if (!plan) p.push(`${name} is not a tier-1 service`);
+  else {
+    if (spec.replicas !== plan.replicas) p.push(`replicas ${spec.replicas}, plan ${plan.replicas}`);
+    const steps = [];
+    for (const [w, pause] of plan.steps) {
+      steps.push({ setWeight: w });
+      if (pause) steps.push({ pause: { duration: pause } });
+    }
+    if (!isDeepStrictEqual(canary.steps, steps)) p.push(`steps ${JSON.stringify(canary.steps)}, plan ${JSON.stringify(steps)}`);
+    const ports = spec.template?.spec?.containers?.flatMap((c) => c.ports ?? []) ?? [];
+    if (!ports.some((pt) => pt.containerPort === plan.port && pt.name === "http")) p.push(`no container port http ${plan.port}`);
+  }
+  if (spec.revisionHistoryLimit !== 5) p.push("revisionHistoryLimit must be 5");
+  if (spec.analysis?.successfulRunHistoryLimit !== 5 || spec.analysis?.unsuccessfulRunHistoryLimit !== 5)
+    p.push("spec.analysis.{successful,unsuccessful}RunHistoryLimit must be 5");
+  if (canary.abortScaleDownDelaySeconds !== 30) p.push("abortScaleDownDelaySeconds must be 30");
+  if (canary.canaryMetadata?.labels?.role !== "canary") p.push("canaryMetadata.labels.role must be canary");
+  if (canary.stableMetadata?.labels?.role !== "stable") p.push("stableMetadata.labels.role must be stable");
+  if (spec.template?.spec?.containers?.[0]?.image !== `registry.example.com/teei/${name}:1.0.0`) p.push("image");
+  const podLabels = spec.template?.metadata?.labels ?? {};
+  if (!subset(spec.selector?.matchLabels, podLabels) || !spec.selector?.matchLabels)
+    p.push("selector.matchLabels must match the pod template labels");
+
+  // Traffic routing: the VirtualService, its routes and the DestinationRule exist and agree.
+  const istio = canary.trafficRouting?.istio ?? {};
+  const vsRef = istio.virtualService;
+  const vs = vsRef && find(docs, "VirtualService", ns, vsRef.name);
+  if (!vs) p.push(`VirtualService ${ns}/${vsRef?.name} not found`);
+  else {
+    const routeNames = (vs.doc.spec.http ?? []).map((r) => r.name);
+    for (const r of vsRef.routes ?? []) if (!routeNames.includes(r)) p.push(`route ${r} not in ${vsRef.name}`);
+    if (!isDeepStrictEqual(vsRef.routes, ["primary"])) p.push("virtualService.routes must be [primary]");
+  }
+  const drRef = istio.destinationRule;
+  const dr = drRef && find(docs, "DestinationRule", ns, drRef.name);
+  if (!dr) p.push(`DestinationRule ${ns}/${drRef?.name} not found`);
+  else {
+    const subsets = dr.doc.spec.subsets ?? [];
+    for (const s of [drRef.canarySubsetName, drRef.stableSubsetName]) {
+      const sub = subsets.find((x) => x.name === s);
+      if (!sub) p.push(`subset ${s} not in ${drRef.name}`);
+      else if (!subset(sub.labels, podLabels)) p.push(`subset ${s} labels do not select the pods`);
+    }
+    if (drRef.canarySubsetName !== "canary" || drRef.stableSubsetName !== "stable") p.push("subset names");
+    if (dr.doc.spec.host !== name) p.push(`DestinationRule host ${dr.doc.spec.host}, expected ${name}`);
+  }
+  if (vs && dr) {
+    for (const r of vs.doc.spec.http ?? [])
+      for (const d of r.route ?? [])
+        if (d.destination.host !== dr.doc.spec.host) p.push(`route ${r.name} host ${d.destination.host}`);
+  }
+
+  // The Service in front of the pods.
+  const svc = find(docs, "Service", ns, name);
+  if (!svc) p.push(`Service ${ns}/${name} not found`);
+  else {
+    if (!subset(svc.doc.spec.selector, podLabels) || !svc.doc.spec.selector) p.push("Service selector does not select the pods");
+    const names = spec.template?.spec?.containers?.flatMap((c) => (c.ports ?? []).map((pt) => pt.name)) ?? [];
+    for (const sp of svc.doc.spec.ports ?? []) {
+      if (!names.includes(sp.targetPort)) p.push(`Service targetPort ${sp.targetPort} is no container port name`);
+      if (plan && sp.port !== plan.port) p.push(`Service port ${sp.port}, plan ${plan.port}`);
+    }
+  }
+
+  // Background analysis: templates exist, every argument they need is given.
+  const analysis = canary.analysis;
+  if (!analysis) p.push("no strategy.canary.analysis");
+  else {
+    if (analysis.startingStep !== 1) p.push("analysis.startingStep must be 1");
+    const given = new Map((analysis.args ?? []).map((a) => [a.name, a]));
+    if (given.get("service")?.value !== name) p.push("arg service must be the Rollout's name");
+    const declared = new Set();
+    for (const t of analysis.templates ?? []) {
+      const kind = t.clusterScope ? "ClusterAnalysisTemplate" : "AnalysisTemplate";
+      const tpl = docs.find((d) => d.doc.kind === kind && d.doc.metadata?.name === t.templateName &&
+        (t.clusterScope || d.doc.metadata?.namespace === ns));
+      if (!tpl) { p.push(`${kind} ${t.templateName} not found in ${ns}`); continue; }
+      for (const a of tpl.doc.spec.args ?? []) {
+        declared.add(a.name);
+        if (a.value === undefined && !a.valueFrom && !given.has(a.name))
+          p.push(`${t.templateName} needs arg ${a.name}`);
+      }
+    }
+    for (const a of given.keys()) if (!declared.has(a)) p.push(`arg ${a} is declared by no template`);
+    const names = (analysis.templates ?? []).map((t) => t.templateName);
+    if (!isDeepStrictEqual(names, [`${name}-slo`, "canary-gate-abort"])) p.push(`templates ${names}, expected ${name}-slo, canary-gate-abort`);
+  }
+
+  // Stats annotations on the pods.
+  p.push(...statsAnnotationProblems(spec.template?.metadata?.annotations ?? {}, true));
+  const cmName = spec.template?.metadata?.annotations?.["sidecar.istio.io/bootstrapOverride"];
+  const cm = find(docs, "ConfigMap", ns, cmName);
+  if (!cm || !cm.doc.data?.["custom_bootstrap.json"]) p.push(`ConfigMap ${ns}/${cmName} with custom_bootstrap.json not found`);
+  return p;
+}
+
+const SAMPLE_STAT = "wasmcustom.canary_requests_total.service.corp-cockpit.version.canary.reporter.router";
+
+function statsAnnotationProblems(ann, sidecar) {
+  const p = [];
+  let proxyConfig;
+  try {
+    proxyConfig = load(ann["proxy.istio.io/config"] ?? "", { schema: YAML11_SCHEMA });
+  } catch (e) {
+    return [`proxy.istio.io/config is not YAML: ${e.message}`];
+  }
+  const keys = Object.keys(proxyConfig ?? {});
+  if (!isDeepStrictEqual(keys, ["proxyStatsMatcher"])) p.push(`proxy.istio.io/config keys ${keys}`);
+  const regexps = proxyConfig?.proxyStatsMatcher?.inclusionRegexps ?? [];
+  if (!isDeepStrictEqual(regexps, ["wasmcustom\\.canary_.*"])) p.push(`inclusionRegexps ${JSON.stringify(regexps)}`);
+  else if (!new RegExp(`^(?:${regexps[0]})$`).test(SAMPLE_STAT) || new RegExp(`^(?:${regexps[0]})$`).test("wasmcustomXcanary_x"))
+    p.push("inclusionRegexps does not match canary-gate's stats exactly");
+  let buckets;
+  try {
+    buckets = JSON.parse(ann["sidecar.istio.io/statsHistogramBuckets"] ?? "");
+  } catch (e) {
+    return [...p, `sidecar.istio.io/statsHistogramBuckets is not JSON: ${e.message}`];
+  }
+  const envoy = loadEnvoyStats()["envoy/mesh-mode.yaml"].buckets;
+  if (!isDeepStrictEqual(buckets, { "wasmcustom.canary_request_duration_milliseconds": envoy }))
+    p.push("statsHistogramBuckets differ from envoy/mesh-mode.yaml's histogram_bucket_settings");
+  if (sidecar && ann["sidecar.istio.io/bootstrapOverride"] !== "canary-gate-stats")
+    p.push("sidecar.istio.io/bootstrapOverride must be canary-gate-stats");
+  return p;
+}
+
+function virtualServiceProblems(vs) {
+  const p = [];
+  const http = vs.spec?.http ?? [];
+  const svc = vs.metadata.name.replace(/-vsvc$/, "");
+  if (!isDeepStrictEqual(vs.spec?.hosts, [svc, `${svc}.teei-platform.svc.cluster.local`])) p.push(`hosts ${vs.spec?.hosts}`);
+  if (!isDeepStrictEqual(vs.spec?.gateways, ["istio-system/teei-gateway", "mesh"])) p.push(`gateways ${vs.spec?.gateways}`);
+  if (!isDeepStrictEqual(http.map((r) => r.name), ["canary-pinned", "stable-pinned", "primary"]))
+    p.push(`http routes ${http.map((r) => r.name)}, expected canary-pinned, stable-pinned, primary`);
+  const primaryAt = http.findIndex((r) => r.name === "primary");
+  if (primaryAt !== http.length - 1) p.push("route primary must be last");
+  const primary = http[primaryAt];
+  if (primary) {
+    const dests = primary.route ?? [];
+    if (dests.length !== 2) p.push(`primary has ${dests.length} destinations, expected 2`);
+    const subsets = dests.map((d) => d.destination.subset);
+    if (!isDeepStrictEqual(subsets, ["stable", "canary"])) p.push(`primary subsets ${subsets}`);
+    if (!isDeepStrictEqual(dests.map((d) => d.weight), [100, 0])) p.push("primary weights must start at stable 100, canary 0");
+    if (primary.match) p.push("primary must match everything (no match)");
+  }
+  http.slice(0, Math.max(primaryAt, 0)).forEach((r) => {
+    const version = r.name.replace(/-pinned$/, "");
+    const header = r.match?.[0]?.headers?.["x-canary-version"];
+    if (r.match?.length !== 1 || !isDeepStrictEqual(header, { exact: version }))
+      p.push(`route ${r.name} must match x-canary-version exact ${version}`);
+    if (r.route?.length !== 1 || r.route[0].destination.subset !== version || r.route[0].weight !== undefined)
+      p.push(`route ${r.name} must go to subset ${version} only`);
+  });
+  return p;
+}
+
+const HOST = /^(\*\.)?[a-z0-9.-]{1,253}$/;
+const LABEL_VALUE = /^[a-z0-9-]{1,63}$/;
+
+function pluginConfigProblems(wp, docs) {
+  const p = [];
+  const cfg = wp.spec?.pluginConfig;
+  if (!cfg || typeof cfg !== "object") return ["no pluginConfig"];
+  for (const [parent, keys] of Object.entries(PLUGIN_KEYS)) {
+    const obj = parent ? cfg[parent] : cfg;
+    if (obj === undefined) continue;
+    if (!obj || typeof obj !== "object" || Array.isArray(obj)) { p.push(`pluginConfig.${parent} must be an object`); continue; }
+    for (const k of Object.keys(obj)) if (!keys.includes(k)) p.push(`unknown pluginConfig key ${parent ? parent + "." : ""}${k}`);
+  }
+  if (!LABEL_VALUE.test(cfg.service ?? "")) p.push(`service ${cfg.service}`);
+  const ro = find(docs, "Rollout", "teei-platform", cfg.service);
+  if (!ro) p.push(`no Rollout for service ${cfg.service}`);
+  if (wp.spec.failStrategy !== "FAIL_OPEN") p.push("failStrategy must be FAIL_OPEN");
+  if (wp.spec.phase !== "STATS") p.push("phase must be STATS");
+  if (!/^(oci|file):\/\//.test(wp.spec.url ?? "")) p.push(`url ${wp.spec.url}`);
+  const role = cfg.role ?? "router";
+  if (role === "observer") {
+    if (cfg.gate) p.push("an observer takes no gate");
+    if (wp.metadata.namespace !== "teei-platform") p.push("observers run in teei-platform");
+    if (!isDeepStrictEqual(wp.spec.match, [{ mode: "SERVER" }])) p.push("observer match must be [{mode: SERVER}]");
+    if (wp.spec.selector?.matchLabels?.app !== cfg.service) p.push("observer selector must be app: <service>");
+    const canary = ro?.doc.spec.strategy?.canary;
+    const label = cfg.version_label ?? "version";
+    if (ro && (canary?.canaryMetadata?.labels?.[label] !== (cfg.canary ?? "canary") ||
+      canary?.stableMetadata?.labels?.[label] !== (cfg.stable ?? "stable")))
+      p.push(`version_label ${label} is not set to the version names by canaryMetadata/stableMetadata`);
+  } else if (role === "router") {
+    if (cfg.split?.mode !== "mesh") p.push("router split.mode must be mesh");
+    if (cfg.version_header !== "x-canary-version") p.push("version_header must be x-canary-version (the header routes match it)");
+    const hosts = cfg.hosts ?? [];
+    for (const h of hosts) if (!HOST.test(h)) p.push(`host ${h}`);
+    const vs = find(docs, "VirtualService", "teei-platform", `${cfg.service}-vsvc`);
+    for (const h of vs?.doc.spec.hosts ?? []) if (!hosts.includes(h)) p.push(`router hosts lack the VirtualService host ${h}`);
+    if (cfg.sticky?.cookie !== `canary-${cfg.service}` || cfg.sticky?.secure !== true || cfg.sticky?.max_age_s !== 86400)
+      p.push("sticky must be {cookie: canary-<service>, max_age_s: 86400, secure: true}");
+    const g = cfg.gate ?? {};
+    for (const [k, v] of Object.entries({ window_s: 10, min_requests: 50, consecutive: 3, max_error_ratio: 0.05 }))
+      if (g[k] !== v) p.push(`gate.${k} must be ${v}`);
+    const latency = { "unified-profile": { max_p95_ms: 1000, max_p99_ms: 2000 }, "corp-cockpit": { max_p95_ms: 2000 } }[cfg.service] ?? {};
+    for (const k of ["max_p95_ms", "max_p99_ms"]) if (g[k] !== latency[k]) p.push(`gate.${k} must be ${latency[k]}`);
+    if (wp.spec.priority !== 10) p.push("router priority must be 10");
+    const client = isDeepStrictEqual(wp.spec.match, [{ mode: "CLIENT" }]);
+    if (client) {
+      if (wp.metadata.namespace !== "teei-platform") p.push("client routers run in teei-platform");
+    } else if (wp.metadata.namespace !== "istio-system" || wp.spec.selector?.matchLabels?.istio !== "ingressgateway" || wp.spec.match)
+      p.push("a gateway router runs in istio-system with selector istio: ingressgateway and no match");
+  } else p.push(`role ${role}`);
+  return p;
+}
+
+function argsUsed(text) {
+  return new Set([...text.matchAll(/\{\{\s*args\.([A-Za-z0-9_-]+)\s*\}\}/g)].map((m) => m[1]));
+}
+
+function analysisTemplateProblems(entry, gateMetrics) {
+  const p = [];
+  const at = entry.doc;
+  const expected = SLO[at.metadata.name];
+  if (!expected) return [`no SLO table entry for ${at.metadata.name}`];
+  const metrics = at.spec.metrics ?? [];
+  const names = metrics.map((m) => m.name);
+  if (!isDeepStrictEqual([...names].sort(), Object.keys(expected).sort()))
+    p.push(`metrics ${names}, expected ${Object.keys(expected)}`);
+  const declared = new Set((at.spec.args ?? []).map((a) => a.name));
+  const lines = entry.text.split("\n");
+  for (const m of metrics) {
+    const want = expected[m.name];
+    const prom = m.provider?.prometheus;
+    if (!prom) { p.push(`${m.name}: no prometheus provider`); continue; }
+    if (prom.address !== PROMETHEUS) p.push(`${m.name}: address ${prom.address}`);
+    for (const a of argsUsed(JSON.stringify(m))) if (!declared.has(a)) p.push(`${m.name}: uses undeclared arg ${a}`);
+    const wantInterval = at.metadata.name === "canary-gate-abort" ? "15s" : "1m";
+    if (m.interval !== wantInterval) p.push(`${m.name}: interval ${m.interval}`);
+    // canary-gate's series, or an application metric (marked by a comment right above it).
+    const series = [...prom.query.matchAll(/\b(canary_[a-z0-9_]+?)(_bucket)?\{/g)].map((x) => x[1]);
+    for (const s of series) if (!gateMetrics.has(s)) p.push(`${m.name}: ${s} is no canary-gate metric (src/stats.rs)`);
+    const app = series.length === 0;
+    const at_ = lines.findIndex((l) => new RegExp(`^\\s*- name: ${m.name}$`).test(l));
+    const marked = at_ > 0 && lines[at_ - 1].trim() === APP_COMMENT;
+    if (app !== marked) p.push(`${m.name}: ${app ? "application metric without" : "canary-gate metric with"} the comment "${APP_COMMENT}" right above it`);
+    if (!app && at.metadata.name !== "canary-gate-abort") {
+      for (const needle of ['service="{{args.service}}"', 'version="canary"', 'reporter="router"', "[5m]"])
+        if (!prom.query.includes(needle)) p.push(`${m.name}: query lacks ${needle}`);
+    }
+    if (!want) continue;
+    const [op, threshold, failureLimit, wantApp] = want;
+    if (wantApp !== app) p.push(`${m.name}: expected ${wantApp ? "an application" : "a canary-gate"} metric`);
+    if (m.failureLimit !== failureLimit) p.push(`${m.name}: failureLimit ${m.failureLimit}, expected ${failureLimit}`);
+    const guard = "len(result) > 0 && !isNaN(result[0])";
+    let success, failure;
+    if (op === "volume") [success, failure] = [`len(result) > 0 && result[0] > ${threshold}`, "false"];
+    else if (op === "<") [success, failure] = [`${guard} && result[0] < ${threshold}`, `${guard} && result[0] >= ${threshold}`];
+    else[success, failure] = [`${guard} && result[0] > ${threshold}`, `${guard} && result[0] <= ${threshold}`];
+    if (m.successCondition !== success) p.push(`${m.name}: successCondition ${m.successCondition}, expected ${success}`);
+    if (m.failureCondition !== failure) p.push(`${m.name}: failureCondition ${m.failureCondition}, expected ${failure}`);
+  }
+  return p;
+}
+
+/** Tag values Envoy extracts from `name` (first capture group removed, second is the value). */
+function extractTags(tags, name) {
+  const values = {};
+  let stripped = name;
+  for (const t of tags) {
+    const m = new RegExp(t.regex).exec(name);
+    if (!m) continue;
+    values[t.tag_name] = m[2];
+    stripped = stripped.replace(m[1], "");
+  }
+  return { values, stripped };
+}
+
+const TAG_SAMPLES = [
+  ["wasmcustom.canary_responses_total.service.corp-cockpit.version.canary.reporter.router.code_class.5xx",
+    { service: "corp-cockpit", version: "canary", reporter: "router", code_class: "5xx" }, "wasmcustom.canary_responses_total"],
+  ["wasmcustom.canary_request_duration_milliseconds.service.q2q-ai.version.stable.reporter.observer",
+    { service: "q2q-ai", version: "stable", reporter: "observer" }, "wasmcustom.canary_request_duration_milliseconds"],
+  ["wasmcustom.canary_route_decisions_total.service.unified-profile.version.canary.reporter.router.reason.pin",
+    { service: "unified-profile", version: "canary", reporter: "router", reason: "pin" }, "wasmcustom.canary_route_decisions_total"],
+  ["wasmcustom.canary_gate_tripped.service.impact-in", { service: "impact-in" }, "wasmcustom.canary_gate_tripped"],
+];
+
+function configMapProblems(cm, envoy) {
+  const p = [];
+  let boot;
+  try {
+    boot = JSON.parse(cm.data?.["custom_bootstrap.json"] ?? "");
+  } catch (e) {
+    return [`custom_bootstrap.json is not JSON: ${e.message}`];
+  }
+  if (!isDeepStrictEqual(Object.keys(boot), ["stats_config"]) || !isDeepStrictEqual(Object.keys(boot.stats_config), ["stats_tags"]))
+    p.push("custom_bootstrap.json must hold stats_config.stats_tags only");
+  const tags = boot.stats_config?.stats_tags ?? [];
+  for (const [file, e] of Object.entries(envoy))
+    if (!isDeepStrictEqual(tags, e.tags)) p.push(`stats_tags differ from ${file}`);
+  for (const [name, want, stripped] of TAG_SAMPLES) {
+    const got = extractTags(tags, name);
+    if (!isDeepStrictEqual(got.values, want)) p.push(`${name}: tags ${JSON.stringify(got.values)}`);
+    if (got.stripped !== stripped) p.push(`${name}: tag-extracted name ${got.stripped}`);
+  }
+  return p;
+}
+
+function gatewayPatchProblems(patch, docs) {
+  const p = [];
+  const template = patch?.spec?.template;
+  if (!template) return ["no spec.template"];
+  const extra = Object.keys(patch).filter((k) => k !== "spec").concat(Object.keys(patch.spec).filter((k) => k !== "template"));
+  if (extra.length) p.push(`the patch touches more than spec.template: ${extra}`);
+  const wrapped = {
+    apiVersion: "apps/v1", kind: "Deployment",
+    metadata: { name: "istio-ingressgateway", namespace: "istio-system" },
+    spec: { selector: { matchLabels: { istio: "ingressgateway" } }, template },
+  };
+  p.push(...schemaErrors(wrapped).map((e) => `schema: ${e}`));
+  p.push(...unknownFields(wrapped).map((f) => `unknown field ${f}`));
+  p.push(...statsAnnotationProblems(template.metadata?.annotations ?? {}, false));
+  const proxy = template.spec?.containers?.find((c) => c.name === "istio-proxy");
+  const mount = proxy?.volumeMounts?.find((m) => m.mountPath === "/etc/istio/custom-bootstrap");
+  const env = proxy?.env?.find((e) => e.name === "ISTIO_BOOTSTRAP_OVERRIDE");
+  if (!mount || env?.value !== `${mount.mountPath}/custom_bootstrap.json`)
+    p.push("istio-proxy must mount the bootstrap and point ISTIO_BOOTSTRAP_OVERRIDE at custom_bootstrap.json");
+  const vol = template.spec?.volumes?.find((v) => v.name === mount?.name);
+  const cm = vol?.configMap && find(docs, "ConfigMap", "istio-system", vol.configMap.name);
+  if (!cm || !cm.doc.data?.["custom_bootstrap.json"]) p.push("the mounted ConfigMap is not an istio-system ConfigMap with custom_bootstrap.json");
+  return p;
+}
+
+/**
+ * PromQL syntax of every query, arguments substituted, checked by promtool (Debian's
+ * `prometheus` package) as the expressions of recording rules.
+ */
+function promqlProblems(templates) {
+  const rules = [];
+  for (const d of templates) {
+    const service = d.doc.metadata.name === "canary-gate-abort" ? "corp-cockpit" : d.doc.metadata.name.replace(/-slo$/, "");
+    const args = { service, "canary-hash": "5d8f9c7b6" };
+    for (const m of d.doc.spec.metrics ?? []) {
+      const expr = (m.provider?.prometheus?.query ?? "").replace(/\{\{\s*args\.([A-Za-z0-9_-]+)\s*\}\}/g, (_, a) => args[a] ?? "");
+      rules.push({ record: `check:${d.doc.metadata.name}:${m.name}`.replace(/-/g, "_"), expr });
+    }
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), "canary-gate-promql-"));
+  try {
+    const file = path.join(dir, "rules.yaml");
+    writeFileSync(file, JSON.stringify({ groups: [{ name: "analysis", rules }] }));
+    const r = spawnSync("promtool", ["check", "rules", file], { encoding: "utf8" });
+    if (r.error) return [`promtool: ${r.error.message} (Debian package prometheus)`];
+    return r.status === 0 ? [] : [(r.stdout + r.stderr).trim()];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Runner
+
+let passed = 0;
+let failed = 0;
+function check(name, fn, detail = () => "") {
+  let problems;
+  try {
+    problems = fn();
+  } catch (e) {
+    problems = [`threw: ${e.stack ?? e}`];
+  }
+  if (problems.length === 0) {
+    passed++;
+    console.log(`ok   ${name}${detail()}`);
+  } else {
+    failed++;
+    console.log(`FAIL ${name}`);
+    for (const pr of problems) console.log(`       ${pr}`);
+  }
+}
+
+/** A negative check: `problems` of a broken copy must not be empty. */
+function rejects(name, problems) {
+  let got = [];
+  check(`rejects ${name}`, () => {
+    got = problems();
+    return got.length ? [] : ["accepted"];
+  }, () => `: ${String(got[0]).replace(/\s+/g, " ").slice(0, 300)}`);
+}
+
+function loadAllDocs() {
+  const docs = [];
+  const files = [];
+  for (const full of yamlFiles(ISTIO)) {
+    const file = rel(full);
+    const text = readFileSync(full, "utf8");
+    let parsed;
+    try {
+      parsed = parseYaml(text);
+    } catch (e) {
+      files.push({ file, text, error: e.message });
+      continue;
+    }
+    files.push({ file, text, docs: parsed });
+    parsed.forEach((doc, index) => {
+      if (doc && typeof doc === "object" && doc.apiVersion && doc.kind) docs.push({ file, index, doc, text });
+    });
+  }
+  return { docs, files };
+}
+
+function listQueries(docs) {
+  for (const d of byKind(docs, "AnalysisTemplate"))
+    for (const m of d.doc.spec.metrics ?? [])
+      console.log(JSON.stringify({
+        template: d.doc.metadata.name, metric: m.name, file: d.file,
+        application: !/\bcanary_[a-z0-9_]+\{/.test(m.provider?.prometheus?.query ?? ""),
+        query: m.provider?.prometheus?.query, successCondition: m.successCondition,
+        failureCondition: m.failureCondition, args: (d.doc.spec.args ?? []).map((a) => a.name),
+      }));
+}
+
+function main() {
+  const { docs, files } = loadAllDocs();
+  if (process.argv.includes("--list-queries")) return listQueries(docs);
+
+  // Generated files: up to date, and each parses to exactly the generator's data.
+  check("istio/generate.py --check: the committed files are the generator's output", () => {
+    const r = spawnSync("python3", [path.join(ISTIO, "generate.py"), "--check"], { encoding: "utf8" });
+    return r.status === 0 ? [] : [(r.stderr || r.error?.message || `exit ${r.status}`).trim()];
+  });
+  check("generated YAML parses to exactly the generator's data", () => {
+    const r = spawnSync("python3", [path.join(ISTIO, "generate.py"), "--json"], { encoding: "utf8", maxBuffer: 1 << 26 });
+    if (r.status !== 0) return [(r.stderr || r.error?.message || `exit ${r.status}`).trim()];
+    const want = JSON.parse(r.stdout);
+    const p = [];
+    for (const [file, wantDocs] of Object.entries(want)) {
+      const f = files.find((x) => x.file === file);
+      if (!f?.docs) { p.push(`${file}: missing or unparsable`); continue; }
+      if (!isDeepStrictEqual(JSON.parse(JSON.stringify(f.docs.filter((d) => d != null))), wantDocs)) p.push(`${file}: parses differently`);
+    }
+    return p;
+  });
+
+  for (const f of files) if (f.error) check(`parse ${f.file}`, () => [f.error]);
+
+  // Every document: the package's schema, then unknown fields.
+  for (const d of docs) {
+    const id = `${d.file}#${d.index} ${d.doc.kind} ${d.doc.metadata?.namespace}/${d.doc.metadata?.name}`;
+    check(`schema ${id}`, () => schemaErrors(d.doc));
+    check(`known fields ${id}`, () => unknownFields(d.doc).map((f) => `field ${f} is not in the schema`));
+    check(`namespace ${id}`, () => (["teei-platform", "istio-system"].includes(d.doc.metadata?.namespace) ? [] : ["metadata.namespace"]));
+  }
+
+  check("no duplicate objects (except the corp-cockpit router variant, a replacement)", () => {
+    const seen = new Map();
+    const p = [];
+    for (const d of docs) {
+      const key = `${d.doc.kind} ${d.doc.metadata?.namespace}/${d.doc.metadata?.name}`;
+      const variant = [d.file, seen.get(key)].includes("istio/wasmplugin/router-file-and-sidecar.yaml");
+      if (seen.has(key) && !(d.doc.kind === "WasmPlugin" && variant))
+        p.push(`${key} in ${seen.get(key)} and ${d.file}`);
+      seen.set(key, d.file);
+    }
+    return p;
+  });
+
+  check("every tier-1 service has its Rollout, Service, DestinationRule, VirtualService, AnalysisTemplate, router and observer", () => {
+    const p = [];
+    for (const svc of Object.keys(PLAN)) {
+      const dir = `istio/services/${svc}/`;
+      for (const [kind, name, file] of [["Rollout", svc, "rollout.yaml"], ["Service", svc, "service.yaml"],
+        ["DestinationRule", `${svc}-destrule`, "destinationrule.yaml"], ["VirtualService", `${svc}-vsvc`, "virtualservice.yaml"],
+        ["AnalysisTemplate", `${svc}-slo`, "analysistemplate.yaml"]]) {
+        const d = find(docs, kind, "teei-platform", name);
+        if (!d || d.file !== dir + file) p.push(`${kind} ${name} not in ${dir}${file}`);
+      }
+      const wp = (ns, name, file) => docs.find((d) => d.doc.kind === "WasmPlugin" && d.doc.metadata.name === name && d.doc.metadata.namespace === ns && d.file === file);
+      if (!wp("istio-system", `canary-gate-router-${svc}`, "istio/wasmplugin/router-gateway.yaml")) p.push(`gateway router for ${svc}`);
+      if (!wp("teei-platform", `canary-gate-observer-${svc}`, "istio/wasmplugin/observer.yaml")) p.push(`observer for ${svc}`);
+    }
+    if (!find(docs, "AnalysisTemplate", "teei-platform", "canary-gate-abort")) p.push("AnalysisTemplate canary-gate-abort");
+    for (const ns of ["teei-platform", "istio-system"]) if (!find(docs, "ConfigMap", ns, "canary-gate-stats")) p.push(`ConfigMap ${ns}/canary-gate-stats`);
+    return p;
+  });
+
+  for (const d of byKind(docs, "Rollout")) check(`Rollout ${d.doc.metadata.name}: plan, references, analysis, stats annotations`, () => rolloutProblems(d.doc, docs));
+  for (const d of byKind(docs, "VirtualService")) check(`VirtualService ${d.doc.metadata.name}: header routes, then primary last with 2 destinations`, () => virtualServiceProblems(d.doc));
+  const gateMetrics = canaryGateMetricNames();
+  for (const d of byKind(docs, "AnalysisTemplate")) check(`AnalysisTemplate ${d.doc.metadata.name}: thresholds, NaN-safe conditions, markers`, () => analysisTemplateProblems(d, gateMetrics));
+  check("PromQL syntax of every AnalysisTemplate query (promtool check rules)", () => promqlProblems(byKind(docs, "AnalysisTemplate")));
+  for (const d of byKind(docs, "WasmPlugin")) check(`WasmPlugin ${d.doc.metadata.namespace}/${d.doc.metadata.name} (${d.file}): pluginConfig`, () => pluginConfigProblems(d.doc, docs));
+  const envoy = loadEnvoyStats();
+  for (const d of byKind(docs, "ConfigMap")) check(`ConfigMap ${d.doc.metadata.namespace}/${d.doc.metadata.name}: stats_tags`, () => configMapProblems(d.doc, envoy));
+  check(`${GATEWAY_PATCH}: Deployment pod template, stats settings, mounted bootstrap`, () => {
+    const f = files.find((x) => x.file === GATEWAY_PATCH);
+    if (!f?.docs) return ["missing or unparsable"];
+    if (f.docs.length !== 1) return ["expected one document"];
+    return gatewayPatchProblems(f.docs[0], docs);
+  });
+
+  // The checks reject broken manifests.
+  const pick = (kind, name) => clone(docs.find((d) => d.doc.kind === kind && d.doc.metadata.name === name).doc);
+  const rollout = () => pick("Rollout", "corp-cockpit");
+  const vsvc = () => pick("VirtualService", "corp-cockpit-vsvc");
+  const router = () => pick("WasmPlugin", "canary-gate-router-unified-profile");
+  const tplEntry = () => { const d = docs.find((x) => x.doc.metadata.name === "unified-profile-slo"); return { ...d, doc: clone(d.doc) }; };
+  const mutate = (doc, fn) => { fn(doc); return doc; };
+
+  rejects("a WasmPlugin with failStrategy FAIL_OPN (schema: enum)", () => schemaErrors(mutate(router(), (w) => { w.spec.failStrategy = "FAIL_OPN"; })));
+  rejects("a WasmPlugin with priority \"10\" (schema: type)", () => schemaErrors(mutate(router(), (w) => { w.spec.priority = "10"; })));
+  rejects("a WasmPlugin with match mode INBOUND (schema: enum)", () => schemaErrors(mutate(router(), (w) => { w.spec.match = [{ mode: "INBOUND" }]; })));
+  rejects("a Rollout with replicas \"4\" (schema: type)", () => schemaErrors(mutate(rollout(), (r) => { r.spec.replicas = "4"; })));
+  rejects("a Rollout without destinationRule.canarySubsetName (schema: required)", () => schemaErrors(mutate(rollout(), (r) => { delete r.spec.strategy.canary.trafficRouting.istio.destinationRule.canarySubsetName; })));
+  rejects("a VirtualService with weight \"100\" (schema: type)", () => schemaErrors(mutate(vsvc(), (v) => { v.spec.http[2].route[0].weight = "100"; })));
+  rejects("a Service with port \"4321\" (schema: type)", () => schemaErrors(mutate(pick("Service", "corp-cockpit"), (s) => { s.spec.ports[0].port = "4321"; })));
+  rejects("an AnalysisTemplate metric without provider (schema: required)", () => schemaErrors(mutate(tplEntry().doc, (t) => { delete t.spec.metrics[0].provider; })));
+  rejects("a ConfigMap with a number as data value (schema: type)", () => schemaErrors(mutate(pick("ConfigMap", "canary-gate-stats"), (c) => { c.data.x = 1; })));
+  rejects("an unknown kind", () => schemaErrors({ apiVersion: "networking.istio.io/v1", kind: "VirtualServise", metadata: { name: "x" } }));
+  check("schema alone accepts the typo spec.phsae (the packages allow unknown fields); the known-field check does not", () => {
+    const typo = mutate(router(), (w) => { w.spec.phsae = "STATS"; });
+    const p = [];
+    if (schemaErrors(typo).length) console.log("       note: the schema now rejects unknown fields itself");
+    if (!isDeepStrictEqual(unknownFields(typo), ["/spec/phsae"])) p.push(`known-field check found ${unknownFields(typo)}`);
+    return p;
+  });
+  rejects("a Rollout with successfulRunHistoryLimit under strategy.canary.analysis (known fields)",
+    () => unknownFields(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.successfulRunHistoryLimit = 5; })));
+  rejects("a typo in a VirtualService header match (known fields)",
+    () => unknownFields(mutate(vsvc(), (v) => { v.spec.http[0].match[0].headers["x-canary-version"] = { exakt: "canary" }; })));
+  rejects("a typo in metadata (known fields)", () => unknownFields(mutate(rollout(), (r) => { r.metadata.namepsace = "x"; })));
+  rejects("a VirtualService with primary first", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.http.unshift(v.spec.http.pop()); })));
+  rejects("a VirtualService whose primary has 3 destinations", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.http[2].route.push(clone(v.spec.http[2].route[0])); })));
+  rejects("a pluginConfig with gate.max_error_rate", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.gate.max_error_rate = 0.1; }), docs));
+  rejects("a pluginConfig with a top-level typo", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.versionHeader = "x"; }), docs));
+  rejects("an observer with a gate", () => pluginConfigProblems(mutate(pick("WasmPlugin", "canary-gate-observer-impact-in"), (w) => { w.spec.pluginConfig.gate = { max_p95_ms: 100 }; }), docs));
+  rejects("a Rollout naming a missing AnalysisTemplate", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.templates[0].templateName = "corp-cockpit-slos"; }), docs));
+  rejects("a Rollout naming a missing VirtualService route", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.trafficRouting.istio.virtualService.routes = ["primari"]; }), docs));
+  rejects("a Rollout not giving an argument its template needs", () => rolloutProblems(mutate(pick("Rollout", "unified-profile"), (r) => { r.spec.strategy.canary.analysis.args.pop(); }), docs));
+  rejects("a metric whose failure on NaN would fail the rollout", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.doc.spec.metrics[0].failureCondition = "result[0] >= 0.002"; }), gateMetrics));
+  rejects("a canary-gate query on a misspelt series", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.doc.spec.metrics[0].provider.prometheus.query = e.doc.spec.metrics[0].provider.prometheus.query.replace("canary_requests_total", "canary_request_total"); }), gateMetrics));
+  rejects("an application metric without its marker comment", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.text = e.text.replaceAll(APP_COMMENT, "#"); }), gateMetrics));
+  rejects("a query with an unbalanced parenthesis (promtool)", () => promqlProblems([mutate(tplEntry(), (e) => { e.doc.spec.metrics[1].provider.prometheus.query += ")"; })]));
+  rejects("a stats tag regex that no longer captures the version", () => configMapProblems(mutate(pick("ConfigMap", "canary-gate-stats"), (c) => { c.data["custom_bootstrap.json"] = c.data["custom_bootstrap.json"].replace("(\\\\.version\\\\.([A-Za-z0-9_-]+))", "\\\\.version\\\\.[A-Za-z0-9_-]+"); }), envoy));
+  rejects("a gateway patch mounting a missing ConfigMap", () => {
+    const patch = clone(files.find((x) => x.file === GATEWAY_PATCH).docs[0]);
+    patch.spec.template.spec.volumes[0].configMap.name = "canary-gate-stat";
+    return gatewayPatchProblems(patch, docs);
+  });
+
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+main();
