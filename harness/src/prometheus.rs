@@ -38,11 +38,23 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
+    /// Starts Prometheus with the shipped `envoy/prometheus.yml` (the configuration
+    /// docker-compose runs) and its rules, scraping the Envoy admin on `admin_port`.
+    pub fn start_shipped(admin_port: u16) -> Prometheus {
+        let dir = TempDir::new("prometheus");
+        let shipped = fs::read_to_string(crate::root().join("envoy/prometheus.yml"))
+            .unwrap_or_else(|e| panic!("read envoy/prometheus.yml: {e}"));
+        let rules = crate::root().join("istio/prometheus/canary-gate-rules.yaml");
+        let config = shipped
+            .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin_port}"))
+            .replace("../istio/prometheus/canary-gate-rules.yaml", &rules.display().to_string());
+        Self::launch(dir, &config)
+    }
+
     /// Starts Prometheus scraping each `admin_ports` Envoy admin, with the rule files given
     /// (copied next to its configuration).
     pub fn start(admin_ports: &[u16], rule_files: &[PathBuf]) -> Prometheus {
         let dir = TempDir::new("prometheus");
-        let port = free_port();
         let targets: Vec<String> = admin_ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
         let mut rules = String::new();
         for (i, file) in rule_files.iter().enumerate() {
@@ -54,6 +66,11 @@ impl Prometheus {
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}scrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  static_configs:\n  - targets: [{}]\n",
             targets.join(", ")
         );
+        Self::launch(dir, &config)
+    }
+
+    fn launch(dir: TempDir, config: &str) -> Prometheus {
+        let port = free_port();
         let config_path = dir.path().join("prometheus.yml");
         fs::write(&config_path, config).unwrap_or_else(|e| panic!("write prometheus.yml: {e}"));
         let log = fs::File::create(dir.path().join("prometheus.log")).unwrap_or_else(|e| panic!("log: {e}"));

@@ -1,6 +1,7 @@
 //! `make demo`: a real Envoy with canary-gate, two backend versions, a few thousand synthetic
 //! users, and the canary ramp 10 → 30 → 50 → 100 → 0 applied live through ECDS.
 
+use canary_harness::prometheus::Prometheus;
 use canary_harness::traffic::{fallback_time, Population, Recorder, Steady, StepReport};
 use canary_harness::{gated_config, start_envoy, Backend, Client, Envoy, Layout, VersionStats};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ fn main() {
     let envoy = start_envoy(Layout::FilterMode, &config(10.0, 0), &stable, &canary);
     println!("  listener http://127.0.0.1:{}   admin http://127.0.0.1:{}", envoy.port, envoy.admin_port);
     println!("  backends: stable :{}  canary :{}", stable.port, canary.port);
+    let prometheus = Prometheus::start_shipped(envoy.admin_port);
+    println!("  prometheus http://127.0.0.1:{} (envoy/prometheus.yml with the canary-gate rules)", prometheus.port);
     println!("  {USERS} users ({} keyed by x-user-id, {} keyless with the sticky cookie), {REQUESTS_PER_USER} requests each per step\n", USERS - USERS / 4, USERS / 4);
 
     tagging_examples(&envoy.url("/"));
@@ -52,6 +55,7 @@ fn main() {
     println!("\nbackground traffic during the live weight changes: {sent} requests, {failed} not served by the version chosen");
     println!("users moved from canary back to stable while the weight rose: {moved_back_while_rising}");
     bad_release(&envoy, &canary);
+    prometheus_view(&prometheus);
 
     println!("\nlast access-log lines (version and reason from filter state):");
     for line in envoy.access_log().lines().rev().take(3).collect::<Vec<_>>().into_iter().rev() {
@@ -122,6 +126,26 @@ fn bad_release(envoy: &Envoy, canary: &Backend) {
     for line in envoy.log().lines().filter(|l| l.contains("gate tripped")) {
         println!("  envoy log: {}", line.split("canary-gate: ").last().unwrap_or(line));
     }
+}
+
+/// What Prometheus, with the shipped rules, says now.
+fn prometheus_view(prometheus: &Prometheus) {
+    println!("\nPrometheus (recording rules from istio/prometheus/canary-gate-rules.yaml):");
+    for (label, query) in [
+        ("requests/s (1m)", "canary:requests:rate1m{service=\"checkout\"}"),
+        ("5xx ratio (1m)", "canary:request_error_ratio:rate1m{service=\"checkout\"}"),
+        ("p95 ms (1m)", "canary:request_duration_milliseconds:p95_1m{service=\"checkout\"}"),
+    ] {
+        let values: Vec<String> =
+            prometheus.query(query).iter().map(|s| format!("{}={:.4}", s.label("version"), s.value)).collect();
+        println!("  {label:<16} {}", values.join("  "));
+    }
+    let alerts: Vec<String> = prometheus
+        .query("ALERTS{alertname=\"CanaryGateTripped\"}")
+        .iter()
+        .map(|s| format!("{} ({}, service={})", s.label("alertname"), s.label("alertstate"), s.label("service")))
+        .collect();
+    println!("  alerts           {}", if alerts.is_empty() { "none".to_string() } else { alerts.join(", ") });
 }
 
 /// Runs `work` while printing one line per second of per-version stats.
