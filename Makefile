@@ -14,7 +14,7 @@ BACKEND := target/release/canary-backend
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 PYTHON ?= python3
-APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose
+APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose valgrind
 # Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
@@ -109,8 +109,21 @@ image: build
 image-test: build apt-deps
 	PYTHON=$(PYTHON) bash istio/image/roundtrip.sh $(WASM)
 
-## Benchmarks (not part of `make test`).
-bench: bench-gate
+## Benchmarks (not part of `make test`): throughput and latency side by side, instructions per
+## request of the core, gate reaction time. Results: BENCHMARKS.md.
+bench: bench-throughput bench-instructions bench-gate
+
+## wrk against one Envoy with a listener per variant, alternating rounds, medians and ratios.
+bench-throughput: build envoy apt-deps
+	cargo build --quiet --release -p canary-harness --bin bench
+	./target/release/bench
+
+## Instructions per request of the core decision + record path (callgrind, host build).
+bench-instructions: apt-deps
+	cargo build --quiet --release -p canary-harness --bin hotpath
+	@small=$$(valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/hotpath 1000 2>&1 | awk '/Collected/ {print $$4}'); \
+	large=$$(valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/hotpath 101000 2>&1 | awk '/Collected/ {print $$4}'); \
+	echo "core decision + record: $$(( (large - small) / 100000 )) instructions per request (callgrind, 100,000 requests)"
 
 ## Fault-to-fallback time of the SLO gate, median over several runs.
 bench-gate: build envoy

@@ -1,0 +1,213 @@
+//! `make bench`: side-by-side throughput and latency of Envoy 1.40 with and without
+//! canary-gate, in one run, alternating rounds, from `wrk` on loopback.
+//!
+//! Variants, one listener each in `envoy/bench.yaml`, same Envoy process:
+//! - a-direct / a-backend: header routing, no filter;
+//! - b-native: header route, weighted clusters and a stateful_session cookie;
+//! - c-filter / c-direct: canary-gate (filter mode, metrics and gate);
+//! - c-skip: canary-gate configured for another host, the fixed cost of any Wasm filter.
+//!
+//! Envoy runs one worker pinned to CPU 0; wrk and the backends run on CPU 1.
+
+use canary_harness::{backend_bin, envoy_bin, free_port, root, wasm_file, Client, TempDir};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::Duration;
+
+const VARIANTS: [(&str, u16); 6] = [
+    ("a-direct", 10001),
+    ("c-skip", 10006),
+    ("c-direct", 10005),
+    ("a-backend", 10002),
+    ("b-native", 10003),
+    ("c-filter", 10004),
+];
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pinned(cpu: &str, program: &std::path::Path) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["-c", cpu]).arg(program);
+    c
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn wrk(url: &str, script: &std::path::Path, connections: u32, seconds: u32) -> Run {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("wrk (Debian package `wrk`)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()));
+    let micros = |v: Option<String>| {
+        let v = v.unwrap_or_default();
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = num.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => n,
+            "ms" => n * 1e3,
+            "s" => n * 1e6,
+            _ => f64::NAN,
+        }
+    };
+    Run {
+        rps: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        p50_us: micros(field("50%")),
+        p99_us: micros(field("99%")),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let seconds: u32 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let dir = TempDir::new("bench");
+    let (stable_port, canary_port, admin_port) = (free_port(), free_port(), free_port());
+    let mut ports = Vec::new();
+    let mut config = std::fs::read_to_string(root().join("envoy/bench.yaml"))
+        .expect("envoy/bench.yaml")
+        .replace("port_value: 18001", &format!("port_value: {stable_port}"))
+        .replace("port_value: 18002", &format!("port_value: {canary_port}"))
+        .replace("port_value: 9901", &format!("port_value: {admin_port}"))
+        .replace("target/wasm32-wasip1/release/canary_gate.wasm", &wasm_file().display().to_string());
+    for (_, port) in VARIANTS {
+        let free = free_port();
+        config = config.replace(&format!("port_value: {port}"), &format!("port_value: {free}"));
+        ports.push(free);
+    }
+    let bootstrap = dir.path().join("bench.yaml");
+    std::fs::write(&bootstrap, config).expect("write bench.yaml");
+    let script = dir.path().join("users.lua");
+    std::fs::write(
+        &script,
+        "local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(\"GET\", \"/\", {[\"x-user-id\"] = \"user-\" .. (n % 100000)})\nend\n",
+    )
+    .expect("write users.lua");
+
+    let backend = |version: &str, port: u16| {
+        Proc(
+            pinned("1", &backend_bin())
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--version", version])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("canary-backend"),
+        )
+    };
+    let _backends = [backend("stable", stable_port), backend("canary", canary_port)];
+    let _envoy = Proc(
+        pinned("0", &envoy_bin())
+            .arg("-c")
+            .arg(&bootstrap)
+            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "warning"])
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("envoy"),
+    );
+    let admin = |path: &str| Client::new().get(&format!("http://127.0.0.1:{admin_port}{path}"), &[]);
+    for _ in 0..200 {
+        if admin("/ready").status == 200 {
+            break;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    let url = |i: usize| format!("http://127.0.0.1:{}/", ports[i]);
+    let memory = || {
+        let body = admin("/stats?filter=^wasmcustom.canary_vm_memory_bytes$").body;
+        body.split(": ").nth(1).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let requests = || {
+        let body = admin("/stats?filter=^wasmcustom.canary_requests_total").body;
+        body.lines().filter_map(|l| l.split(": ").nth(1)?.trim().parse::<u64>().ok()).sum::<u64>()
+    };
+
+    println!("# canary-gate benchmark\n");
+    println!("wasm: {} bytes; Envoy 1 worker on CPU 0, wrk (1 thread) and backends on CPU 1; {rounds} rounds x {seconds} s per variant, order alternating\n", std::fs::metadata(wasm_file()).map(|m| m.len()).unwrap_or(0));
+    for i in 0..VARIANTS.len() {
+        wrk(&url(i), &script, 16, 2);
+    }
+
+    let mut saturated: Vec<Vec<Run>> = vec![Vec::new(); VARIANTS.len()];
+    let mut moderate: Vec<Vec<Run>> = vec![Vec::new(); VARIANTS.len()];
+    for round in 0..rounds {
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..VARIANTS.len()).collect() } else { (0..VARIANTS.len()).rev().collect() };
+        for &i in &order {
+            saturated[i].push(wrk(&url(i), &script, 16, seconds));
+        }
+        for &i in &order {
+            moderate[i].push(wrk(&url(i), &script, 2, seconds));
+        }
+        eprintln!(
+            "round {}: {:?}",
+            round + 1,
+            order.iter().map(|&i| (VARIANTS[i].0, saturated[i].last().map(|r| r.rps as u64))).collect::<Vec<_>>()
+        );
+    }
+
+    println!("| variant | throughput rps (median, 16 conn) | p50 µs | p99 µs | p99 µs at moderate load (2 conn) |");
+    println!("|---|---|---|---|---|");
+    for (i, (name, _)) in VARIANTS.iter().enumerate() {
+        let m = |v: &Vec<Run>, f: fn(&Run) -> f64| median(v.iter().map(f).collect());
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            m(&saturated[i], |r| r.rps),
+            m(&saturated[i], |r| r.p50_us),
+            m(&saturated[i], |r| r.p99_us),
+            m(&moderate[i], |r| r.p99_us)
+        );
+    }
+    let index = |name: &str| VARIANTS.iter().position(|(n, _)| *n == name).unwrap_or(0);
+    let ratio = |a: &str, b: &str| {
+        median(saturated[index(a)].iter().zip(&saturated[index(b)]).map(|(x, y)| x.rps / y.rps).collect())
+    };
+    let added = |a: &str, b: &str| {
+        median(moderate[index(a)].iter().zip(&moderate[index(b)]).map(|(x, y)| x.p99_us - y.p99_us).collect())
+    };
+    println!("\n| pair (same round) | median throughput ratio | median p99 added at moderate load |");
+    println!("|---|---|---|");
+    for (a, b) in [
+        ("c-filter", "b-native"),
+        ("c-filter", "a-backend"),
+        ("b-native", "a-backend"),
+        ("c-direct", "a-direct"),
+        ("c-skip", "a-direct"),
+        ("c-direct", "c-skip"),
+    ] {
+        println!("| {a} / {b} | {:.3} | {:+.0} µs |", ratio(a, b), added(a, b));
+    }
+
+    // Memory: after the rounds (minutes of traffic: every window slot used), and after one
+    // million more requests through canary-gate.
+    sleep(Duration::from_secs(2));
+    let (memory_warm, requests_warm) = (memory(), requests());
+    while requests() < requests_warm + 1_000_000 {
+        wrk(&url(index("c-direct")), &script, 16, 10);
+    }
+    sleep(Duration::from_secs(2));
+    println!(
+        "\nVM linear memory (largest VM, canary_vm_memory_bytes): {memory_warm} bytes after warm-up ({requests_warm} requests), {} bytes after {} more",
+        memory(),
+        requests() - requests_warm
+    );
+}
