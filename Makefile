@@ -13,6 +13,7 @@ WASM := target/wasm32-wasip1/release/canary_gate.wasm
 BACKEND := target/release/canary-backend
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
+FUZZ_TOOL := $(TOOLS)/bin/cargo-fuzz
 PYTHON ?= python3
 APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose valgrind
 # Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
@@ -24,7 +25,7 @@ export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
 .PHONY: build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo bench bench-gate size \
-	image image-test manifests node-deps rules clean
+	image image-test manifests node-deps rules fuzz fuzz-smoke soak clean
 
 ## Build the filter (.wasm, then shrunk by binaryen's wasm-opt) and the test backend.
 build: toolchain apt-deps
@@ -67,6 +68,19 @@ tests/manifests/node_modules: tests/manifests/package-lock.json
 	npm ci --prefix tests/manifests --no-audit --no-fund
 	@touch $@
 
+## cargo-fuzz for the nightly toolchain.
+$(FUZZ_TOOL):
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	cargo +nightly install --locked --root $(TOOLS) cargo-fuzz --version 0.13.2
+
+## Every fuzz target for 12 s (part of `make test`).
+fuzz-smoke: $(FUZZ_TOOL)
+	PATH=$(abspath $(TOOLS))/bin:$$PATH bash fuzz/run.sh 12
+
+## Every fuzz target for 5 minutes.
+fuzz: $(FUZZ_TOOL)
+	PATH=$(abspath $(TOOLS))/bin:$$PATH bash fuzz/run.sh 300
+
 deps: toolchain envoy apt-deps wasm-test-runner node-deps
 
 lint: toolchain
@@ -99,7 +113,7 @@ rules: apt-deps
 	$(PYTHON) istio/grafana/check_dashboard.py
 	bash envoy/check_compose.sh
 
-test: deps lint unit wasm-unit manifests rules image-test e2e
+test: deps lint unit wasm-unit fuzz-smoke manifests rules image-test e2e
 
 ## The filter as an OCI image (Istio WasmPlugin, compat variant) in target/oci/canary-gate.
 image: build

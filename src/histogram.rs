@@ -65,11 +65,13 @@ impl Histogram {
         self.add(bucket_of(micros), 1);
     }
 
-    /// Adds `count` to bucket `index` (ignored if out of range).
+    /// Adds `count` to bucket `index` (ignored if out of range). A bucket saturates at
+    /// `u32::MAX`; the total only counts what the buckets hold, so they never disagree.
     pub fn add(&mut self, index: usize, count: u32) {
         if let Some(c) = self.counts.get_mut(index) {
-            *c = c.saturating_add(count);
-            self.total += u64::from(count);
+            let added = count.min(u32::MAX - *c);
+            *c += added;
+            self.total += u64::from(added);
         }
     }
 
@@ -168,6 +170,17 @@ mod tests {
             assert!((got - exact).abs() / exact <= 0.02, "q{q}: {got} vs {exact}");
         }
         assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_saturated_bucket_keeps_total_and_counts_in_step() {
+        let mut h = Histogram::default();
+        h.add(5, u32::MAX);
+        h.add(5, 7);
+        assert_eq!(h.total(), u64::from(u32::MAX));
+        assert_eq!(h.quantile(1.0), Some(5));
+        h.remove(5, u32::MAX);
+        assert_eq!((h.total(), h.quantile(0.5)), (0, None));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -25,12 +25,17 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// A LEB128 value; `None` for truncated or over-long encodings (bits past 64).
     fn varint(&mut self) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let (&byte, rest) = self.bytes.split_first()?;
             self.bytes = rest;
-            v |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return None;
+            }
+            v |= bits << shift;
             if byte & 0x80 == 0 {
                 return Some(v);
             }
@@ -121,6 +126,17 @@ mod tests {
             t[(i % 2) as usize].record(i * 1_009 % 3_000_000, i % 7 == 0);
         }
         t
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn varints_cover_u64_and_refuse_overlong_encodings() {
+        for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(Reader { bytes: &out }.varint(), Some(v));
+        }
+        let overlong = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert_eq!(Reader { bytes: &overlong }.varint(), None);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

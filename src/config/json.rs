@@ -50,6 +50,7 @@ impl<'a> Fields<'a> {
 
     /// The dotted path of field `name` of this object.
     pub fn path_of(&self, name: &str) -> String {
+        let name = if name.is_empty() { "\"\"" } else { name };
         if self.path.is_empty() {
             name.to_string()
         } else {

@@ -374,16 +374,16 @@ pub fn parse_decimal(text: &str, decimals: u32) -> Result<u64, String> {
         return Err(format!("at most {decimals} decimals allowed, got {text}"));
     }
     let scale = 10u64.pow(decimals);
-    let whole: u64 = whole
-        .parse()
-        .ok()
-        .filter(|w: &u64| w.checked_mul(scale).is_some())
-        .ok_or_else(|| format!("out of range, got {text}"))?;
     let mut frac_value: u64 = 0;
     for (i, b) in fraction.bytes().enumerate() {
         frac_value += u64::from(b - b'0') * 10u64.pow(decimals - 1 - i as u32);
     }
-    Ok(whole * scale + frac_value)
+    whole
+        .parse::<u64>()
+        .ok()
+        .and_then(|w| w.checked_mul(scale))
+        .and_then(|w| w.checked_add(frac_value))
+        .ok_or_else(|| format!("out of range, got {text}"))
 }
 
 /// `0..=100` with at most two decimals, as basis points.
@@ -579,7 +579,11 @@ mod tests {
         assert_eq!(percent_to_bp("100").unwrap(), 10_000);
         assert_eq!(percent_to_bp("100.00").unwrap(), 10_000);
         assert_eq!(parse_decimal("0.001", 6).unwrap(), 1_000);
-        for bad in ["1e1", "1.", ".5", "+1", "0x10", "", "1.2.3", "100.001", "99999999999999999999"] {
+        assert_eq!(parse_decimal("18446744073709.551615", 6).unwrap(), u64::MAX);
+        assert!(parse_decimal("18446744073709.551616", 6).is_err());
+        for bad in
+            ["1e1", "1.", ".5", "+1", "0x10", "", "1.2.3", "100.001", "99999999999999999999", "184467440737095516.17"]
+        {
             assert!(percent_to_bp(bad).is_err(), "{bad}");
         }
     }

@@ -1,0 +1,307 @@
+//! Arbitrary request header values (anything a client may send, including invalid UTF-8)
+//! against the cookie parser, the bucket parser, and routers of a fixed filter-mode and a fixed
+//! mesh-mode configuration. Every decision is checked against a model of the documented rules.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+use canary_gate::bucket::{BucketRng, Bucketer, BUCKETS};
+use canary_gate::config::{authority_host, Config};
+use canary_gate::cookie::{self, SetCookie};
+use canary_gate::route::{Decision, Reason, Router, Version};
+use common::{Cursor, Headers};
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+
+const FILTER: &str = r#"{"service": "checkout",
+    "split": {"mode": "filter", "canary_percent": 12.34,
+              "hash_key": [{"header": "x-user-id"}, {"cookie": "session"}]},
+    "override": {"header": "x-canary"},
+    "sticky": {"cookie": "canary_bucket", "max_age_s": 86400, "secure": true},
+    "hosts": ["shop.example.com", "*.svc.cluster.local"]}"#;
+
+const MESH: &str = r#"{"service": "checkout", "stable": "v1", "canary": "v2",
+    "split": {"mode": "mesh"},
+    "override": {"header": "x-canary"},
+    "sticky": {"cookie": "canary_bucket", "max_age_s": 60}}"#;
+
+/// Canary weight of `FILTER`, in basis points.
+const FILTER_BP: u16 = 1234;
+const STICKY: &str = "canary_bucket";
+const SUFFIX: &[u8] = b".svc.cluster.local";
+
+fn routers() -> &'static (Router, Router) {
+    static ROUTERS: OnceLock<(Router, Router)> = OnceLock::new();
+    ROUTERS.get_or_init(|| {
+        let filter = Config::parse(FILTER.as_bytes()).expect("FILTER is valid");
+        let mesh = Config::parse(MESH.as_bytes()).expect("MESH is valid");
+        (Router::new(filter), Router::new(mesh))
+    })
+}
+
+/// The input, read as
+///   [flags] bit 0: gate tripped; bits 1, 2, 3: the request has `x-canary`, `x-user-id`, `cookie`
+///   [seed: u64 LE] [bucket: u16 LE] [max_age_s: u32 LE]
+///   then six fields, each a u16 LE length and that many bytes: the `x-canary` value, the
+///   `x-user-id` value, the `cookie` value, an upstream cluster name, an `:authority`, a free value.
+#[derive(Debug)]
+struct Input<'a> {
+    gate: bool,
+    seed: u64,
+    bucket: u16,
+    max_age_s: u32,
+    override_value: Option<&'a [u8]>,
+    user: Option<&'a [u8]>,
+    cookie: Option<&'a [u8]>,
+    cluster: &'a [u8],
+    authority: &'a [u8],
+    value: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn read(data: &'a [u8]) -> Self {
+        let mut c = Cursor(data);
+        let flags = c.byte().unwrap_or(0);
+        let (seed, bucket, max_age_s) = (c.u64(), c.u16(), c.u32());
+        let (override_value, user, cookie) = (c.field(), c.field(), c.field());
+        Input {
+            gate: flags & 1 != 0,
+            seed,
+            bucket,
+            max_age_s,
+            override_value: (flags & 2 != 0).then_some(override_value),
+            user: (flags & 4 != 0).then_some(user),
+            cookie: (flags & 8 != 0).then_some(cookie),
+            cluster: c.field(),
+            authority: c.field(),
+            value: c.field(),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let input = Input::read(data);
+    check_cookies(&input);
+    check_buckets(&input);
+    let (filter, mesh) = routers();
+    let mut h = Headers::default();
+    if let Some(v) = input.override_value {
+        h = h.with("x-canary", v);
+    }
+    if let Some(v) = input.user {
+        h = h.with("x-user-id", v);
+    }
+    if let Some(v) = input.cookie {
+        h = h.with("cookie", v);
+    }
+    h = h.with(":authority", input.authority);
+    check_filter(filter, &h, &input);
+    check_mesh(mesh, &h, &input);
+    check_clusters(filter, &input);
+    check_clusters(mesh, &input);
+    check_authority(filter.config(), input.authority);
+});
+
+/// `find`'s answer is a piece of the header, never spans pairs, and a clean pair put first wins.
+fn check_cookies(input: &Input<'_>) {
+    for header in [input.cookie.unwrap_or_default(), input.value] {
+        for name in [STICKY, "session", ""] {
+            if let Some(v) = cookie::find(header, name) {
+                let range = header.as_ptr_range();
+                assert!(range.start <= v.as_ptr() && v.as_ptr_range().end <= range.end, "not a subslice");
+                assert!(!v.contains(&b';'), "{v:?}");
+            }
+        }
+    }
+    let v = input.value;
+    if v.contains(&b';') {
+        return;
+    }
+    let rest = input.cookie.unwrap_or_default();
+    // Quoted: the quotes go, everything between them stays.
+    let quoted = [&b"canary_bucket=\""[..], v, b"\"; ", rest].concat();
+    assert_eq!(cookie::find(&quoted, STICKY), Some(v), "{quoted:?}");
+    // Unquoted: surrounding whitespace goes.
+    let plain = [&b" canary_bucket = "[..], v, b" ;", rest].concat();
+    let trimmed = v.trim_ascii();
+    let expected = match trimmed {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => trimmed,
+    };
+    assert_eq!(cookie::find(&plain, STICKY), Some(expected), "{plain:?}");
+    // A pair of another name before it changes nothing.
+    let other = [&b"canary_bucket_x=1; xcanary_bucket=2; "[..], &plain].concat();
+    assert_eq!(cookie::find(&other, STICKY), Some(expected));
+}
+
+fn is_canonical_bucket(v: &[u8]) -> bool {
+    (1..=4).contains(&v.len()) && v.iter().all(u8::is_ascii_digit) && (v.len() == 1 || v[0] != b'0')
+}
+
+/// A bucket parses exactly when it is in canonical form, and then renders back to the same text.
+fn check_buckets(input: &Input<'_>) {
+    let mut values = vec![input.value];
+    if let Some(v) = input.cookie.and_then(|c| cookie::find(c, STICKY)) {
+        values.push(v);
+    }
+    for v in values {
+        match cookie::parse_bucket(v) {
+            Some(b) => {
+                assert!(b < BUCKETS, "{v:?} -> {b}");
+                assert_eq!(b.to_string().as_bytes(), v, "re-rendered bucket differs");
+            }
+            None => assert!(!is_canonical_bucket(v), "{v:?} refused"),
+        }
+    }
+    let b = input.bucket;
+    assert_eq!(cookie::parse_bucket(b.to_string().as_bytes()), (b < BUCKETS).then_some(b));
+    let b = b % BUCKETS;
+    for secure in [false, true] {
+        let set = SetCookie::new(STICKY, input.max_age_s, secure).bucket(b);
+        let pair = set.split(';').next().unwrap_or_default();
+        assert_eq!(cookie::find(pair.as_bytes(), STICKY).and_then(cookie::parse_bucket), Some(b), "{set}");
+        assert_eq!(cookie::find(set.as_bytes(), STICKY).and_then(cookie::parse_bucket), Some(b), "{set}");
+        assert!(set.contains(&format!("; Max-Age={};", input.max_age_s)), "{set}");
+    }
+}
+
+fn check_filter(router: &Router, h: &Headers, input: &Input<'_>) {
+    let mut rng = BucketRng::new(input.seed);
+    let d = router.decide(h, &mut rng, input.gate);
+    let expected = filter_model(router, input);
+    assert_eq!(d, expected, "{h:?}");
+    let v = d.version.expect("filter mode always has a version");
+    if let Some(b) = d.new_bucket {
+        assert_eq!(d.reason, Reason::Random);
+        assert!(b < BUCKETS);
+        assert_eq!(v, router.version_of_bucket(b));
+        let set = router.sticky_cookie_for(&d, Some(v)).expect("a new bucket is stored");
+        assert!(set.starts_with(&format!("{STICKY}={b}; Max-Age=86400;")) && set.ends_with("; Secure"), "{set}");
+    } else {
+        assert_ne!(d.reason, Reason::Random);
+        assert_eq!(router.sticky_cookie_for(&d, Some(v)), None);
+    }
+    for b in [0, FILTER_BP - 1, FILTER_BP, BUCKETS - 1, input.bucket % BUCKETS] {
+        let want = if b < FILTER_BP { Version::Canary } else { Version::Stable };
+        assert_eq!(router.version_of_bucket(b), want);
+    }
+}
+
+/// The documented precedence: override, gate, hash key (x-user-id, then the `session` cookie),
+/// sticky bucket cookie, fresh random bucket.
+fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
+    let named = |v: &[u8]| match v {
+        b"stable" => Some(Version::Stable),
+        b"canary" => Some(Version::Canary),
+        _ => None,
+    };
+    if let Some(v) = input.override_value.and_then(named) {
+        return Decision { version: Some(v), reason: Reason::Override, new_bucket: None };
+    }
+    if input.gate {
+        return Decision { version: Some(Version::Stable), reason: Reason::Gate, new_bucket: None };
+    }
+    let bucketer = Bucketer::new("checkout");
+    let cookie = input.cookie;
+    let key = input
+        .user
+        .filter(|u| !u.is_empty())
+        .or_else(|| cookie.and_then(|c| cookie::find(c, "session")).filter(|s| !s.is_empty()));
+    let (bucket, reason, new_bucket) = if let Some(key) = key {
+        (bucketer.bucket(key), Reason::Hash, None)
+    } else if let Some(b) = cookie.and_then(|c| cookie::find(c, STICKY)).and_then(cookie::parse_bucket) {
+        (b, Reason::Cookie, None)
+    } else {
+        let b = BucketRng::new(input.seed).next_bucket();
+        (b, Reason::Random, Some(b))
+    };
+    assert!(bucket < BUCKETS);
+    Decision { version: Some(router.version_of_bucket(bucket)), reason, new_bucket }
+}
+
+fn check_mesh(router: &Router, h: &Headers, input: &Input<'_>) {
+    let named = |v: &[u8]| match v {
+        b"v1" => Some(Version::Stable),
+        b"v2" => Some(Version::Canary),
+        _ => None,
+    };
+    let d = router.decide(h, &mut BucketRng::new(input.seed), input.gate);
+    assert_eq!(d.new_bucket, None, "mesh mode never buckets");
+    let pinned = input.cookie.and_then(|c| cookie::find(c, STICKY)).and_then(named);
+    let expected = if let Some(v) = input.override_value.and_then(named) {
+        (Some(v), Reason::Override)
+    } else if input.gate {
+        (Some(Version::Stable), Reason::Gate)
+    } else if let Some(v) = pinned {
+        (Some(v), Reason::Pin)
+    } else {
+        (None, Reason::Mesh)
+    };
+    assert_eq!((d.version, d.reason), expected, "{h:?}");
+
+    let served = router.version_of_cluster(input.cluster);
+    let set = router.sticky_cookie_for(&d, served);
+    let pin_to = match (d.reason, served) {
+        (Reason::Mesh, Some(v)) => Some(v),
+        (Reason::Pin, Some(v)) if d.version != Some(v) => Some(v),
+        _ => None,
+    };
+    match (pin_to, set) {
+        (None, None) => {}
+        (Some(v), Some(set)) => {
+            let name = if v == Version::Stable { "v1" } else { "v2" };
+            assert!(set.starts_with(&format!("{STICKY}={name}; Max-Age=60;")), "{set}");
+            assert!(!set.ends_with("Secure"), "{set}");
+            // The next request carrying it is pinned there.
+            let pair = set.split(';').next().unwrap_or_default();
+            let next = router.decide(&Headers::default().with("cookie", pair), &mut BucketRng::new(0), false);
+            assert_eq!((next.version, next.reason), (Some(v), Reason::Pin));
+        }
+        (want, got) => panic!("sticky cookie: want pin to {want:?}, got {got:?} for {d:?}"),
+    }
+}
+
+/// A cluster is a version when named like one, or when it is an Istio `outbound|PORT|SUBSET|HOST`
+/// (or `inbound|…`) name whose subset is one.
+fn check_clusters(router: &Router, input: &Input<'_>) {
+    let cluster = input.cluster;
+    let parts: Vec<&[u8]> = cluster.split(|&b| b == b'|').collect();
+    let expected = router.version_named(cluster).or_else(|| match parts.as_slice() {
+        [b"outbound" | b"inbound", _, subset, _] => router.version_named(subset),
+        _ => None,
+    });
+    assert_eq!(router.version_of_cluster(cluster), expected, "{cluster:?}");
+    if !input.value.contains(&b'|') {
+        let c = router.config();
+        for (name, v) in [(&c.stable, Version::Stable), (&c.canary, Version::Canary)] {
+            let istio = [&b"outbound|"[..], input.value, b"|", name.as_bytes(), b"|", input.value].concat();
+            assert_eq!(router.version_of_cluster(&istio), Some(v), "{istio:?}");
+            let longer = [&istio[..], b"|", input.value].concat();
+            assert_eq!(router.version_of_cluster(&longer), None, "{longer:?}");
+        }
+    }
+}
+
+fn check_authority(config: &Config, authority: &[u8]) {
+    let host = authority_host(authority);
+    let expected: &[u8] = match authority.first() {
+        Some(b'[') => {
+            let inner = &authority[1..];
+            &inner[..inner.iter().position(|&b| b == b']').unwrap_or(inner.len())]
+        }
+        _ => &authority[..authority.iter().position(|&b| b == b':').unwrap_or(authority.len())],
+    };
+    assert_eq!(host, expected.to_ascii_lowercase(), "{authority:?}");
+    assert!(!host.iter().any(u8::is_ascii_uppercase));
+
+    let handles = config.handles(Some(authority));
+    let model = host == b"shop.example.com" || (host.len() > SUFFIX.len() && host.ends_with(SUFFIX));
+    assert_eq!(handles, model, "{authority:?}");
+    assert_eq!(config.handles(Some(&authority.to_ascii_uppercase())), handles, "{authority:?}");
+    if !authority.starts_with(b"[") && !authority.contains(&b':') {
+        let with_port = [authority, b":8443"].concat();
+        assert_eq!(config.handles(Some(&with_port)), handles, "{authority:?}");
+    }
+    assert!(!config.handles(None));
+}
