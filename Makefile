@@ -143,6 +143,10 @@ bench-instructions: apt-deps
 bench-gate: build envoy
 	cargo run --quiet --release -p canary-harness --bin bench_gate
 
+## Soak: 10 minutes of steady load with a live change every 30 s (`make test` runs it for 60 s).
+soak: build envoy
+	CANARY_GATE_SOAK_S=600 cargo test --test soak -p canary-gate -- --nocapture
+
 demo: build envoy
 	cargo run --quiet --release -p canary-harness --bin demo
 

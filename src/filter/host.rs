@@ -15,6 +15,15 @@ pub fn response_status() -> Option<u64> {
     std::str::from_utf8(&value).ok()?.parse().ok()
 }
 
+/// Every `cookie` line of the request joined with `; ` (Envoy keeps repeated lines apart
+/// for HTTP/1.1, and a single-value read would see only the first).
+pub fn request_cookies() -> Option<Vec<u8>> {
+    let first = request_header("cookie")?;
+    let Ok(all) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else { return Some(first) };
+    let lines: Vec<&[u8]> = all.iter().filter(|(k, _)| k == "cookie").map(|(_, v)| v.as_slice()).collect();
+    Some(if lines.len() > 1 { lines.join(&b"; "[..]) } else { first })
+}
+
 /// Sets (or, with `None`, removes) a header of `map`.
 pub fn set_header(map: MapType, name: &str, value: Option<&str>) {
     if let Err(status) = hostcalls::set_map_value(map, name, value) {

@@ -151,6 +151,10 @@ struct HostRequestHeaders;
 
 impl RequestHeaders for HostRequestHeaders {
     fn get(&self, name: &str) -> Option<Vec<u8>> {
+        // HTTP/1.1 clients may split cookies over several lines; HTTP/2 ones always do.
+        if name == "cookie" {
+            return host::request_cookies();
+        }
         host::request_header(name)
     }
 }
