@@ -85,37 +85,28 @@ fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
         .spawn()
         .expect("wrk (Debian package `wrk`)");
 
-    let verdicts = |scenario: &str| -> Vec<(String, String, Phase, Vec<f64>)> {
+    // (service, metric, `template/metric`, phase, result) for every measurement.
+    let verdicts = |scenario: &str| -> Vec<(String, &Metric, String, Phase, Vec<f64>)> {
         measurements
             .iter()
             .map(|(service, m, query)| {
                 let result = measure(&prometheus, query);
                 let phase = evaluate(m, &result);
                 println!("{scenario:>8} {service:<16} {:<28} {phase:?} {result:?}", m.name);
-                (service.clone(), format!("{}/{}", m.template, m.name), phase, result)
+                (service.clone(), m, format!("{}/{}", m.template, m.name), phase, result)
             })
             .collect()
     };
 
     thread::sleep(Duration::from_secs(30));
-    for (service, name, phase, result) in verdicts("healthy") {
-        let m = &measurements
-            .iter()
-            .find(|(s, m, _)| s == &service && format!("{}/{}", m.template, m.name) == name)
-            .unwrap()
-            .1;
+    for (service, m, name, phase, result) in verdicts("healthy") {
         let expected = if m.from_canary_gate() { Phase::Successful } else { Phase::Inconclusive };
         assert_eq!(phase, expected, "healthy {service} {name}: {result:?}");
     }
 
     canary.configure("error_ratio=0.05");
     thread::sleep(Duration::from_secs(15));
-    for (service, name, phase, result) in verdicts("failing") {
-        let m = &measurements
-            .iter()
-            .find(|(s, m, _)| s == &service && format!("{}/{}", m.template, m.name) == name)
-            .unwrap()
-            .1;
+    for (service, m, name, phase, result) in verdicts("failing") {
         let expected = if !m.from_canary_gate() {
             Phase::Inconclusive
         } else if m.query.contains("code_class=\"5xx\"") {
