@@ -8,7 +8,9 @@
 use canary_gate::bucket::Bucketer;
 use canary_gate::config::Config;
 use canary_gate::route::{Router, Version};
-use canary_harness::chaos::{bucket_of_pair, expected_decision, log_lines, raw_get, wasm_log_lines, RawReply};
+use canary_harness::chaos::{
+    assert_no_wasm_errors, bucket_of_pair, expected_decision, log_lines, raw_get, wasm_log_lines, RawReply,
+};
 use canary_harness::{filter_config, start_stack, Client, Layout};
 use std::collections::BTreeMap;
 use std::thread;
@@ -613,10 +615,7 @@ fn hostile_headers_are_answered_by_a_backend_and_never_hurt_the_vm() {
 
     // Nothing at error or critical from Wasm; warnings bounded (none per request).
     let log = envoy.log();
-    for level in ["error", "critical"] {
-        let lines = wasm_log_lines(&log, level);
-        assert!(lines.is_empty(), "{level} lines from wasm:\n{}", lines.join("\n"));
-    }
+    assert_no_wasm_errors(&log);
     let warnings = log_lines(&log, "warning");
     println!("warning lines in Envoy's log: {}", warnings.len());
     for (_, line) in &warnings {

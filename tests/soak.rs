@@ -14,7 +14,7 @@
 //! falls); `canary_vm_memory_bytes` flat after the first 20% of the run; no VM reload, no error
 //! from Wasm, no trip; `canary_requests_total` over both versions equals the requests sent.
 
-use canary_harness::chaos::{log_lines, wasm_log_lines, PhasedLoad, PhasedOptions};
+use canary_harness::chaos::{assert_no_wasm_errors, log_lines, wasm_log_lines, PhasedLoad, PhasedOptions};
 use canary_harness::{start_stack, Layout};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -185,10 +185,7 @@ fn soak() {
     assert_eq!(health.reloads(), 0, "{health:?}");
     assert!(envoy.is_running(), "envoy exited\n{}", envoy.log());
     let log = envoy.log();
-    for level in ["error", "critical"] {
-        let lines = wasm_log_lines(&log, level);
-        assert!(lines.is_empty(), "{level} lines from wasm:\n{}", lines.join("\n"));
-    }
+    assert_no_wasm_errors(&log);
     let warnings = log_lines(&log, "warning");
     for (_, line) in &warnings {
         println!("  {line}");

@@ -236,6 +236,14 @@ pub fn wasm_log_lines<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Panics if Envoy's log has any line at error or critical level from Wasm.
+pub fn assert_no_wasm_errors(log: &str) {
+    for level in ["error", "critical"] {
+        let lines = wasm_log_lines(log, level);
+        assert!(lines.is_empty(), "{level} lines from wasm:\n{}", lines.join("\n"));
+    }
+}
+
 /// Marker of [`PhasedLoad`]'s phase while a change is being applied.
 pub const TRANSITION: u64 = u64::MAX;
 
