@@ -136,20 +136,34 @@ fn malformed_sticky_cookies_are_replaced_not_errors() {
 
 #[test]
 fn access_log_records_version_and_reason() {
-    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &filter_config(10.0), &|s| s);
-    let client = Client::new();
-    client.get(&envoy.url("/logged"), &[("x-canary", b"canary")]);
-    client.get(&envoy.url("/logged"), &[("x-user-id", b"u-stable-check"), ("x-canary", b"stable")]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let log = envoy.access_log();
-        if log.lines().filter(|l| l.contains("/logged")).count() == 2 {
-            assert!(log.contains("cluster=canary canary_version=canary canary_reason=override"), "{log}");
-            assert!(log.contains("cluster=stable canary_version=stable canary_reason=override"), "{log}");
-            break;
+    // The log format reads the response headers; filter state is written only on request.
+    let with_state = |s: String| {
+        s.replace(
+            "user=%REQ(X-USER-ID)%",
+            "state=%FILTER_STATE(wasm.canary_gate_version:PLAIN)%/%FILTER_STATE(wasm.canary_gate_reason:PLAIN)%",
+        )
+    };
+    let opted_in = filter_config(10.0).replacen('{', r#"{"filter_state": true, "#, 1);
+    for (config, state_canary, state_stable) in
+        [(filter_config(10.0), "state=-/-", "state=-/-"), (opted_in, "state=canary/override", "state=stable/override")]
+    {
+        let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &config, &with_state);
+        let client = Client::new();
+        client.get(&envoy.url("/logged"), &[("x-canary", b"canary")]);
+        client.get(&envoy.url("/logged"), &[("x-user-id", b"u-stable-check"), ("x-canary", b"stable")]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = envoy.access_log();
+            if log.lines().filter(|l| l.contains("/logged")).count() == 2 {
+                let canary = format!("cluster=canary canary_version=canary canary_reason=override {state_canary}");
+                let stable = format!("cluster=stable canary_version=stable canary_reason=override {state_stable}");
+                assert!(log.contains(&canary), "{config}: {log}");
+                assert!(log.contains(&stable), "{config}: {log}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "access log lines missing: {log}");
+            thread::sleep(std::time::Duration::from_millis(100));
         }
-        assert!(std::time::Instant::now() < deadline, "access log lines missing: {log}");
-        thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

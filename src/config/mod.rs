@@ -115,6 +115,9 @@ pub struct Config {
     pub gate: GateConfig,
     /// Request authorities this instance handles (empty: all).
     pub hosts: Vec<HostPattern>,
+    /// Also write version and reason to filter state for the access log (two host calls per
+    /// request; the response headers carry the same values at no extra cost).
+    pub filter_state: bool,
 }
 
 /// One entry of `hosts`: an exact host name or a `*.suffix` wildcard, lower case.
@@ -231,6 +234,7 @@ impl Config {
             Some(items) => check_hosts(items)?,
             None => Vec::new(),
         };
+        let filter_state = root.boolean("filter_state")?.unwrap_or(false);
         Ok(Config {
             service,
             role,
@@ -250,6 +254,7 @@ impl Config {
             version_label,
             gate,
             hosts,
+            filter_state,
         })
     }
 
@@ -284,6 +289,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "version_label",
     "gate",
     "hosts",
+    "filter_state",
 ];
 
 const GATE_FIELDS: &[&str] = &[
@@ -540,6 +546,8 @@ mod tests {
         assert_eq!((c.sticky_cookie.as_str(), c.sticky_max_age_s), ("canary_bucket", 86_400));
         assert_eq!((c.window_s, c.version_label.as_str()), (60, "version"));
         assert_eq!(c.gate, GateConfig::default());
+        assert!(!c.filter_state);
+        assert!(Config::parse(br#"{"service":"a","filter_state":true}"#).unwrap().filter_state);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -617,6 +625,7 @@ mod tests {
             (r#"{"service":"a","sticky":{"max_age_s":-5}}"#, "sticky.max_age_s", "invalid value"),
             (r#"{"service":"a","sticky":{"cookie":"a;b"}}"#, "sticky.cookie", "token"),
             (r#"{"service":"a","sticky":{"secure":"yes"}}"#, "sticky.secure", "invalid type"),
+            (r#"{"service":"a","filter_state":1}"#, "filter_state", "invalid type"),
             (r#"not json"#, "(root)", "expected"),
             (r#"{"service":"a","metrics":{"window_s":0}}"#, "metrics.window_s", "1..="),
             (r#"{"service":"a","metrics":{"window_s":601}}"#, "metrics.window_s", "1..="),

@@ -21,7 +21,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Filter-state keys (`wasm.` prefixed by Envoy) that the access log reads.
+/// Filter-state keys (`wasm.` prefixed by Envoy) for the access log, with `filter_state` on.
 const STATE_VERSION: &str = "canary_gate_version";
 const STATE_REASON: &str = "canary_gate_reason";
 
@@ -161,6 +161,8 @@ impl RequestHeaders for HostRequestHeaders {
 
 impl Context for Stream {}
 
+// The Makefile's WASM_EXPORTS keeps only the callbacks implemented here (Envoy skips the
+// others): a new callback needs its export added there.
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let config = self.plugin.router.config();
@@ -200,8 +202,10 @@ impl HttpContext for Stream {
         if let Some(cookie) = router.sticky_cookie_for(&decision, self.served) {
             host::add_response_header("set-cookie", &cookie);
         }
-        host::set_state(STATE_VERSION, version);
-        host::set_state(STATE_REASON, decision.reason.as_str());
+        if config.filter_state {
+            host::set_state(STATE_VERSION, version);
+            host::set_state(STATE_REASON, decision.reason.as_str());
+        }
         Action::Continue
     }
 

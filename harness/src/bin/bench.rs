@@ -5,7 +5,8 @@
 //! - a-direct / a-backend: header routing, no filter;
 //! - b-native: header route, weighted clusters and a stateful_session cookie;
 //! - c-filter / c-direct: canary-gate (filter mode, metrics and gate);
-//! - c-skip: canary-gate configured for another host, the fixed cost of any Wasm filter.
+//! - c-skip / c-skip-backend: canary-gate configured for another host, so it only reads
+//!   `:authority`: the fixed cost of any Wasm filter in V8, to a `direct_response` / to the backends.
 //!
 //! Envoy runs one worker pinned to CPU 0; wrk and the backends run on CPU 1.
 
@@ -14,12 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
-const VARIANTS: [(&str, u16); 6] = [
+const VARIANTS: [(&str, u16); 7] = [
     ("a-direct", 10001),
     ("c-skip", 10006),
     ("c-direct", 10005),
     ("a-backend", 10002),
     ("b-native", 10003),
+    ("c-skip-backend", 10007),
     ("c-filter", 10004),
 ];
 
@@ -42,16 +44,35 @@ struct Run {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// Envoy's CPU time (all threads) per request: the cost, whether or not Envoy saturates.
+    envoy_cpu_us: f64,
 }
 
-fn wrk(url: &str, script: &std::path::Path, connections: u32, seconds: u32) -> Run {
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is the 1st, utime the 12th, stime the 13th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // Clock ticks of USER_HZ, which Linux fixes at 100.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn wrk(url: &str, script: &std::path::Path, connections: u32, seconds: u32, envoy_pid: u32) -> Run {
+    let cpu_before = cpu_seconds(envoy_pid);
     let out = Command::new("taskset")
         .args(["-c", "1", "wrk", "-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-s"])
         .arg(script)
         .arg(url)
         .output()
         .expect("wrk (Debian package `wrk`)");
+    let cpu = cpu_seconds(envoy_pid) - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in").and_then(|(n, _)| n.trim().parse().ok()))
+        .unwrap_or(f64::NAN);
     let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()));
     let micros = |v: Option<String>| {
         let v = v.unwrap_or_default();
@@ -68,6 +89,7 @@ fn wrk(url: &str, script: &std::path::Path, connections: u32, seconds: u32) -> R
         rps: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
         p50_us: micros(field("50%")),
         p99_us: micros(field("99%")),
+        envoy_cpu_us: cpu * 1e6 / requests,
     }
 }
 
@@ -113,7 +135,7 @@ fn main() {
         )
     };
     let _backends = [backend("stable", stable_port), backend("canary", canary_port)];
-    let _envoy = Proc(
+    let envoy = Proc(
         pinned("0", &envoy_bin())
             .arg("-c")
             .arg(&bootstrap)
@@ -124,6 +146,8 @@ fn main() {
             .spawn()
             .expect("envoy"),
     );
+    // taskset and the venv's launcher exec Envoy: the child's pid is Envoy's.
+    let pid = envoy.0.id();
     let admin = |path: &str| Client::new().get(&format!("http://127.0.0.1:{admin_port}{path}"), &[]);
     for _ in 0..200 {
         if admin("/ready").status == 200 {
@@ -132,6 +156,11 @@ fn main() {
         sleep(Duration::from_millis(100));
     }
     let url = |i: usize| format!("http://127.0.0.1:{}/", ports[i]);
+    // BENCH_VARIANTS=a-direct,c-direct narrows a run to some variants (and skips the memory run).
+    let only = std::env::var("BENCH_VARIANTS").ok();
+    let chosen: Vec<usize> = (0..VARIANTS.len())
+        .filter(|&i| only.as_deref().is_none_or(|list| list.split(',').any(|v| v.trim() == VARIANTS[i].0)))
+        .collect();
     let memory = || {
         let body = admin("/stats?filter=^wasmcustom.canary_vm_memory_bytes$").body;
         body.split(": ").nth(1).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
@@ -143,20 +172,19 @@ fn main() {
 
     println!("# canary-gate benchmark\n");
     println!("wasm: {} bytes; Envoy 1 worker on CPU 0, wrk (1 thread) and backends on CPU 1; {rounds} rounds x {seconds} s per variant, order alternating\n", std::fs::metadata(wasm_file()).map(|m| m.len()).unwrap_or(0));
-    for i in 0..VARIANTS.len() {
-        wrk(&url(i), &script, 16, 2);
+    for &i in &chosen {
+        wrk(&url(i), &script, 16, 2, pid);
     }
 
     let mut saturated: Vec<Vec<Run>> = vec![Vec::new(); VARIANTS.len()];
     let mut moderate: Vec<Vec<Run>> = vec![Vec::new(); VARIANTS.len()];
     for round in 0..rounds {
-        let order: Vec<usize> =
-            if round % 2 == 0 { (0..VARIANTS.len()).collect() } else { (0..VARIANTS.len()).rev().collect() };
+        let order: Vec<usize> = if round % 2 == 0 { chosen.clone() } else { chosen.iter().rev().copied().collect() };
         for &i in &order {
-            saturated[i].push(wrk(&url(i), &script, 16, seconds));
+            saturated[i].push(wrk(&url(i), &script, 16, seconds, pid));
         }
         for &i in &order {
-            moderate[i].push(wrk(&url(i), &script, 2, seconds));
+            moderate[i].push(wrk(&url(i), &script, 2, seconds, pid));
         }
         eprintln!(
             "round {}: {:?}",
@@ -165,13 +193,15 @@ fn main() {
         );
     }
 
-    println!("| variant | throughput rps (median, 16 conn) | p50 µs | p99 µs | p99 µs at moderate load (2 conn) |");
-    println!("|---|---|---|---|---|");
-    for (i, (name, _)) in VARIANTS.iter().enumerate() {
+    println!("| variant | throughput rps (median, 16 conn) | Envoy CPU µs per request | p50 µs | p99 µs | p99 µs at moderate load (2 conn) |");
+    println!("|---|---|---|---|---|---|");
+    for &i in &chosen {
+        let name = VARIANTS[i].0;
         let m = |v: &Vec<Run>, f: fn(&Run) -> f64| median(v.iter().map(f).collect());
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {name} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} |",
             m(&saturated[i], |r| r.rps),
+            m(&saturated[i], |r| r.envoy_cpu_us),
             m(&saturated[i], |r| r.p50_us),
             m(&saturated[i], |r| r.p99_us),
             m(&moderate[i], |r| r.p99_us)
@@ -184,17 +214,32 @@ fn main() {
     let added = |a: &str, b: &str| {
         median(moderate[index(a)].iter().zip(&moderate[index(b)]).map(|(x, y)| x.p99_us - y.p99_us).collect())
     };
-    println!("\n| pair (same round) | median throughput ratio | median p99 added at moderate load |");
-    println!("|---|---|---|");
+    let cpu_added = |a: &str, b: &str| {
+        median(
+            saturated[index(a)]
+                .iter()
+                .zip(&saturated[index(b)])
+                .map(|(x, y)| x.envoy_cpu_us - y.envoy_cpu_us)
+                .collect(),
+        )
+    };
+    println!("\n| pair (same round) | median throughput ratio | median Envoy CPU added per request | median p99 added at moderate load |");
+    println!("|---|---|---|---|");
     for (a, b) in [
         ("c-filter", "b-native"),
+        ("c-skip-backend", "b-native"),
         ("c-filter", "a-backend"),
         ("b-native", "a-backend"),
         ("c-direct", "a-direct"),
         ("c-skip", "a-direct"),
         ("c-direct", "c-skip"),
     ] {
-        println!("| {a} / {b} | {:.3} | {:+.0} µs |", ratio(a, b), added(a, b));
+        if [a, b].iter().all(|v| chosen.contains(&index(v))) {
+            println!("| {a} / {b} | {:.3} | {:+.1} µs | {:+.0} µs |", ratio(a, b), cpu_added(a, b), added(a, b));
+        }
+    }
+    if only.is_some() {
+        return;
     }
 
     // Memory: after the rounds (minutes of traffic: every window slot used), and after one
@@ -202,7 +247,7 @@ fn main() {
     sleep(Duration::from_secs(2));
     let (memory_warm, requests_warm) = (memory(), requests());
     while requests() < requests_warm + 1_000_000 {
-        wrk(&url(index("c-direct")), &script, 16, 10);
+        wrk(&url(index("c-direct")), &script, 16, 10, pid);
     }
     sleep(Duration::from_secs(2));
     println!(

@@ -57,7 +57,7 @@ fn main() {
     bad_release(&envoy, &canary);
     prometheus_view(&prometheus);
 
-    println!("\nlast access-log lines (version and reason from filter state):");
+    println!("\nlast access-log lines (version and reason from the response headers):");
     for line in envoy.access_log().lines().rev().take(3).collect::<Vec<_>>().into_iter().rev() {
         println!("  {line}");
     }
