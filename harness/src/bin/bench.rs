@@ -208,21 +208,13 @@ fn main() {
         );
     }
     let index = |name: &str| VARIANTS.iter().position(|(n, _)| *n == name).unwrap_or(0);
-    let ratio = |a: &str, b: &str| {
-        median(saturated[index(a)].iter().zip(&saturated[index(b)]).map(|(x, y)| x.rps / y.rps).collect())
+    // Median over the rounds of `f` applied to variant `a`'s and `b`'s runs of the same round.
+    let paired = |runs: &[Vec<Run>], a: &str, b: &str, f: fn(&Run, &Run) -> f64| {
+        median(runs[index(a)].iter().zip(&runs[index(b)]).map(|(x, y)| f(x, y)).collect())
     };
-    let added = |a: &str, b: &str| {
-        median(moderate[index(a)].iter().zip(&moderate[index(b)]).map(|(x, y)| x.p99_us - y.p99_us).collect())
-    };
-    let cpu_added = |a: &str, b: &str| {
-        median(
-            saturated[index(a)]
-                .iter()
-                .zip(&saturated[index(b)])
-                .map(|(x, y)| x.envoy_cpu_us - y.envoy_cpu_us)
-                .collect(),
-        )
-    };
+    let ratio = |a: &str, b: &str| paired(&saturated, a, b, |x, y| x.rps / y.rps);
+    let cpu_added = |a: &str, b: &str| paired(&saturated, a, b, |x, y| x.envoy_cpu_us - y.envoy_cpu_us);
+    let added = |a: &str, b: &str| paired(&moderate, a, b, |x, y| x.p99_us - y.p99_us);
     println!("\n| pair (same round) | median throughput ratio | median Envoy CPU added per request | median p99 added at moderate load |");
     println!("|---|---|---|---|");
     for (a, b) in [
