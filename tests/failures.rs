@@ -7,20 +7,11 @@ use canary_gate::bucket::Bucketer;
 use canary_gate::config::Config;
 use canary_gate::route::{Router, Version};
 use canary_harness::traffic::{Event, Population, Recorder, Steady};
-use canary_harness::{filter_config, gated_config, start_envoy, start_stack, Backend, Client, Layout};
+use canary_harness::{filter_config, gated_config, start_envoy, start_stack, wait_until, Backend, Client, Layout};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 const GATE: &str = r#"{"max_error_ratio": 0.05}"#;
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
 
 fn router(percent: f64) -> Router {
     Router::new(Config::parse(filter_config(percent).as_bytes()).unwrap())

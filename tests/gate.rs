@@ -1,20 +1,11 @@
 //! The in-proxy SLO gate in real Envoy (2 workers) under steady load from many users.
 
 use canary_harness::traffic::{fallback_time, Event, Recorder};
-use canary_harness::{gated_config, start_envoy, Backend, Client, Envoy, Layout};
+use canary_harness::{gated_config, start_envoy, wait_until, Backend, Client, Envoy, Layout};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 const ERROR_GATE: &str = r#"{"max_error_ratio": 0.05, "max_p95_ms": 200}"#;
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
-}
 
 /// Non-override events sent at or after `from`.
 fn routed_after(events: &[Event], from: Duration) -> impl Iterator<Item = &Event> {
