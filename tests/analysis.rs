@@ -7,10 +7,10 @@ use canary_harness::analysis::{
     documents, evaluate, load_rollouts, load_templates, substitute, to_json, Metric, Phase,
 };
 use canary_harness::prometheus::Prometheus;
-use canary_harness::{root, Backend, Envoy, EnvoyOptions, Layout};
+use canary_harness::{root, wait_until, Backend, Envoy, EnvoyOptions, Layout};
 use std::collections::BTreeMap;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PROMETHEUS: &str = "http://prometheus.monitoring.svc.cluster.local:9090";
 
@@ -63,24 +63,20 @@ fn measure(prometheus: &Prometheus, query: &str) -> Vec<f64> {
 /// trip between Prometheus's last scrape and the admin read: the gate latches, so the two agree
 /// within a few 1 s scrapes.
 fn abort_metric_reports_the_gate(envoy: &Envoy, prometheus: &Prometheus, service: &str, m: &Metric, query: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut seen = String::new();
+    let what = format!("failing {service} {}/{}: the abort metric reports the gate", m.template, m.name);
+    wait_until(&what, Duration::from_secs(10), || {
         let tripped = envoy.gate_stats(service).0 == 1;
         let result = measure(prometheus, query);
         let phase = evaluate(m, &result);
         let expected = if tripped { Phase::Failed } else { Phase::Successful };
-        let settled = (envoy.gate_stats(service).0 == 1) == tripped;
-        if settled && phase == expected {
-            return;
+        let now = format!("{phase:?} {result:?}, gate tripped: {tripped}");
+        if now != seen {
+            println!("   {service} {}: {now}", m.name);
+            seen = now;
         }
-        assert!(
-            Instant::now() < deadline,
-            "failing {service} {}/{}: {phase:?} {result:?}, gate tripped: {tripped}",
-            m.template,
-            m.name
-        );
-        thread::sleep(Duration::from_millis(250));
-    }
+        phase == expected && (envoy.gate_stats(service).0 == 1) == tripped
+    });
 }
 
 #[test]
