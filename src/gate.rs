@@ -2,120 +2,9 @@
 //! `consecutive` breached evaluations in a row. A trip is latched until the canary changes
 //! (another version name) or the configuration's `rearm` value changes.
 
-use crate::window::WindowStats;
-
-/// Validated gate thresholds. Absent thresholds are not checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GateConfig {
-    /// Evaluation window in seconds.
-    pub window_s: u32,
-    /// Below this many canary requests in the window the verdict is inconclusive.
-    pub min_requests: u64,
-    /// Canary 5xx ratio limit, parts per million.
-    pub max_error_ratio_ppm: Option<u64>,
-    /// Canary p95 limit, microseconds.
-    pub max_p95_us: Option<u64>,
-    /// Canary p99 limit, microseconds.
-    pub max_p99_us: Option<u64>,
-    /// Limit on canary minus stable 5xx ratio, parts per million.
-    pub max_error_ratio_over_stable_ppm: Option<u64>,
-    /// Breached evaluations in a row that trip the gate.
-    pub consecutive: u32,
-    /// Evaluate, export and log, but never reroute.
-    pub dry_run: bool,
-    /// Changing this value clears a latched trip.
-    pub rearm: u64,
-}
-
-impl Default for GateConfig {
-    fn default() -> Self {
-        GateConfig {
-            window_s: 5,
-            min_requests: 20,
-            max_error_ratio_ppm: None,
-            max_p95_us: None,
-            max_p99_us: None,
-            max_error_ratio_over_stable_ppm: None,
-            consecutive: 2,
-            dry_run: false,
-            rearm: 0,
-        }
-    }
-}
-
-impl GateConfig {
-    /// Whether any threshold is set.
-    pub fn has_thresholds(&self) -> bool {
-        self.max_error_ratio_ppm.is_some()
-            || self.max_p95_us.is_some()
-            || self.max_p99_us.is_some()
-            || self.max_error_ratio_over_stable_ppm.is_some()
-    }
-}
-
-/// Exported as `canary_gate_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GateState {
-    /// Enough traffic, every threshold met.
-    Ok = 0,
-    /// Too little traffic to judge (never a breach).
-    Inconclusive = 1,
-    /// A threshold is breached, not yet `consecutive` times.
-    Breaching = 2,
-    /// Latched: canary traffic goes to stable.
-    Tripped = 3,
-}
-
-impl GateState {
-    /// The gauge value.
-    pub fn value(self) -> u64 {
-        self as u64
-    }
-
-    fn from_value(v: u8) -> Option<GateState> {
-        [GateState::Ok, GateState::Inconclusive, GateState::Breaching, GateState::Tripped]
-            .into_iter()
-            .find(|s| *s as u8 == v)
-    }
-}
-
-/// What a trip is latched to: the canary's name and the `rearm` value. A verdict for another
-/// identity does not apply.
-pub fn identity(canary: &str, rearm: u64) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(canary.as_bytes(), rearm)
-}
-
-/// The verdict the evaluating VM publishes in shared data for every VM to act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SharedVerdict {
-    /// The gate's state.
-    pub state: GateState,
-    /// The [`identity`] it was computed for.
-    pub identity: u64,
-}
-
-impl SharedVerdict {
-    /// 9 bytes: state, then identity little-endian.
-    pub fn encode(&self) -> [u8; 9] {
-        let mut out = [0u8; 9];
-        let (state, id) = out.split_at_mut(1);
-        state.copy_from_slice(&[self.state as u8]);
-        id.copy_from_slice(&self.identity.to_le_bytes());
-        out
-    }
-
-    /// The verdict in `bytes`, if well formed.
-    pub fn decode(bytes: &[u8]) -> Option<SharedVerdict> {
-        let (&state, id) = bytes.split_first()?;
-        let id: [u8; 8] = id.try_into().ok()?;
-        Some(SharedVerdict { state: GateState::from_value(state)?, identity: u64::from_le_bytes(id) })
-    }
-
-    /// Whether this verdict reroutes traffic of a gate with `identity`.
-    pub fn trips(&self, identity: u64) -> bool {
-        self.state == GateState::Tripped && self.identity == identity
-    }
-}
+use crate::config::GateConfig;
+use crate::measure::window::WindowStats;
+use crate::model::GateState;
 
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,20 +181,6 @@ mod tests {
         let c = GateConfig { max_p95_us: Some(200_000), max_p99_us: Some(1_000_000), ..GateConfig::default() };
         let e = Gate::default().evaluate(&c, &stats(50, 0, 612_345), &stats(0, 0, 0));
         assert_eq!(e.breaches, "p95 612.345ms > 200.000ms");
-    }
-
-    #[wasm_bindgen_test(unsupported = test)]
-    fn shared_verdicts_round_trip_and_bind_to_the_canary() {
-        let id = identity("canary", 0);
-        let v = SharedVerdict { state: GateState::Tripped, identity: id };
-        assert_eq!(SharedVerdict::decode(&v.encode()), Some(v));
-        assert!(v.trips(id));
-        assert!(!v.trips(identity("canary-v2", 0)));
-        assert!(!v.trips(identity("canary", 1)));
-        assert!(!SharedVerdict { state: GateState::Breaching, identity: id }.trips(id));
-        assert_eq!(SharedVerdict::decode(&[4, 0, 0, 0, 0, 0, 0, 0, 0]), None);
-        assert_eq!(SharedVerdict::decode(&[3, 0]), None);
-        assert_eq!(SharedVerdict::decode(&[]), None);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -1,20 +1,28 @@
-//! canary-gate: a proxy-wasm filter that routes canary traffic in Envoy.
+//! canary-gate: a proxy-wasm filter that routes, tags, measures and gates canary traffic in
+//! Envoy. The data path of a request, and the module that owns each step:
 //!
-//! The decision logic lives in host-testable modules with no host calls
-//! ([`config`], [`bucket`], [`cookie`], [`route`]); the proxy-wasm glue in `filter`
-//! is compiled for the proxy (wasm32-wasip1) only and stays thin.
+//! ```text
+//! plugin JSON ──► config ──────────────► (validated once, at on_configure)
+//! request ──────► route   decide: override, sticky bucket, hash key, mesh pin, gate
+//!           └───► proxy   tag: version and reason headers, Set-Cookie, filter state
+//! response end ─► measure record: host counters and histogram; this VM's tally
+//! every second ─► coord   ship tallies, lease, merge into the window (measure),
+//!                         evaluate the gate (gate), publish and adopt the verdict
+//! ```
+//!
+//! [`model`] is the shared vocabulary; [`host`] the narrow traits through which [`measure`]
+//! and [`coord`] reach Envoy. Everything but the glue in `proxy` (wasm32-wasip1 only) is plain
+//! Rust with no host calls, tested on the host. Dependencies point one way:
+//! `model ← config ← route, measure ← gate ← coord ← proxy`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
-pub mod bucket;
 pub mod config;
-pub mod cookie;
+pub mod coord;
 pub mod gate;
-pub mod histogram;
-pub mod leader;
+pub mod host;
+pub mod measure;
+pub mod model;
 pub mod route;
-pub mod stats;
-pub mod window;
-pub mod wire;
 
 #[cfg(target_os = "wasi")]
-mod filter;
+mod proxy;

@@ -6,13 +6,14 @@
 #[path = "common.rs"]
 mod common;
 
-use canary_gate::bucket::{BucketRng, BUCKETS};
 use canary_gate::config::{
-    self, Config, HostPattern, KeySource, Role, SplitMode, FULL_WEIGHT_BP, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS,
-    MAX_WINDOW_S,
+    self, Config, KeySource, Role, SplitMode, FULL_WEIGHT_BP, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_WINDOW_S,
 };
-use canary_gate::cookie;
-use canary_gate::route::{Decision, Reason, Router, Version};
+use canary_gate::model::{Reason, Version};
+use canary_gate::route::bucket::{BucketRng, BUCKETS};
+use canary_gate::route::cookie;
+use canary_gate::route::hosts::HostPattern;
+use canary_gate::route::{Decision, Router};
 use common::{reference_decimal, Headers};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -57,21 +58,21 @@ fn is_host(s: &str) -> bool {
 
 /// The limits every accepted configuration obeys.
 fn check_config(c: &Config) {
-    assert!(c.canary_bp <= FULL_WEIGHT_BP, "canary_bp {}", c.canary_bp);
+    assert!(c.split.canary_bp <= FULL_WEIGHT_BP, "canary_bp {}", c.split.canary_bp);
     assert!((1..=63).contains(&c.service.len()), "{c:?}");
     assert!(c.service.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'), "{c:?}");
     assert!(is_version_name(&c.stable) && is_version_name(&c.canary), "{c:?}");
     assert_ne!(c.stable, c.canary);
     assert!(is_header_name(&c.version_header) && is_header_name(&c.reason_header), "{c:?}");
     assert_ne!(c.version_header, c.reason_header);
-    assert!(is_header_name(&c.override_header), "{c:?}");
-    assert!(is_token(&c.sticky_cookie), "{c:?}");
-    assert!((1..=MAX_COOKIE_AGE_S).contains(&c.sticky_max_age_s), "{c:?}");
-    assert!((1..=MAX_WINDOW_S).contains(&c.window_s), "{c:?}");
+    assert!(is_header_name(&c.r#override.header), "{c:?}");
+    assert!(is_token(&c.sticky.cookie), "{c:?}");
+    assert!((1..=MAX_COOKIE_AGE_S).contains(&c.sticky.max_age_s), "{c:?}");
+    assert!((1..=MAX_WINDOW_S).contains(&c.metrics.window_s), "{c:?}");
     assert!((1..=253).contains(&c.version_label.len()), "{c:?}");
     assert!(c.version_label.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)), "{c:?}");
-    assert!(c.hash_key.len() <= MAX_HASH_KEYS, "{c:?}");
-    for source in &c.hash_key {
+    assert!(c.split.hash_key.len() <= MAX_HASH_KEYS, "{c:?}");
+    for source in &c.split.hash_key {
         match source {
             KeySource::Header(h) => assert!(is_header_name(h), "{c:?}"),
             KeySource::Cookie(k) => assert!(is_token(k), "{c:?}"),
@@ -79,8 +80,8 @@ fn check_config(c: &Config) {
     }
     assert!(c.hosts.len() <= MAX_HOSTS, "{c:?}");
     for host in &c.hosts {
-        match host {
-            HostPattern::Exact(h) => assert!(is_host(h), "{c:?}"),
+        match HostPattern::new(host) {
+            HostPattern::Exact(h) => assert!(is_host(&h), "{c:?}"),
             HostPattern::Suffix(s) => {
                 assert!(s.starts_with('.') && is_host(&s[1..]), "{c:?}");
             }
@@ -116,17 +117,17 @@ fn check_numbers(c: &Config, tree: &Value) {
     let exact = |path: &[&str], decimals: u32| -> Option<u128> {
         text(path).map(|t| reference_decimal(t, decimals).expect("accepted number is a plain decimal").1)
     };
-    assert_eq!(exact(&["split", "canary_percent"], 2).unwrap_or(1_000), u128::from(c.canary_bp), "{c:?}");
+    assert_eq!(exact(&["split", "canary_percent"], 2).unwrap_or(1_000), u128::from(c.split.canary_bp), "{c:?}");
     let g = &c.gate;
     assert_eq!(exact(&["gate", "max_error_ratio"], 6), g.max_error_ratio_ppm.map(u128::from));
     assert_eq!(exact(&["gate", "max_error_ratio_over_stable"], 6), g.max_error_ratio_over_stable_ppm.map(u128::from));
     assert_eq!(exact(&["gate", "max_p95_ms"], 3), g.max_p95_us.map(u128::from));
     assert_eq!(exact(&["gate", "max_p99_ms"], 3), g.max_p99_us.map(u128::from));
     if let Some(t) = text(&["sticky", "max_age_s"]) {
-        assert_eq!(t.parse::<u32>().ok(), Some(c.sticky_max_age_s));
+        assert_eq!(t.parse::<u32>().ok(), Some(c.sticky.max_age_s));
     }
     if let Some(t) = text(&["metrics", "window_s"]) {
-        assert_eq!(t.parse::<u32>().ok(), Some(c.window_s));
+        assert_eq!(t.parse::<u32>().ok(), Some(c.metrics.window_s));
     }
 }
 
@@ -139,16 +140,16 @@ fn check_router(c: Config) {
     // sticky cookie holding a bucket and a version name.
     let mut requests = vec![
         Headers::default(),
-        Headers::default().with(&c.override_header, &stable),
-        Headers::default().with(&c.override_header, &canary),
-        Headers::default().with(&c.override_header, "no-such-version").with("x-user-id", "alice"),
+        Headers::default().with(&c.r#override.header, &stable),
+        Headers::default().with(&c.r#override.header, &canary),
+        Headers::default().with(&c.r#override.header, "no-such-version").with("x-user-id", "alice"),
         Headers::default().with("x-user-id", "alice"),
-        Headers::default().with("cookie", format!("{}=42", c.sticky_cookie)),
-        Headers::default().with("cookie", format!("{}={canary}", c.sticky_cookie)),
-        Headers::default().with("cookie", format!("{}=9999; session=s1", c.sticky_cookie)),
+        Headers::default().with("cookie", format!("{}=42", c.sticky.cookie)),
+        Headers::default().with("cookie", format!("{}={canary}", c.sticky.cookie)),
+        Headers::default().with("cookie", format!("{}=9999; session=s1", c.sticky.cookie)),
         Headers::default().with(":authority", "shop.example.com"),
     ];
-    for source in &c.hash_key {
+    for source in &c.split.hash_key {
         requests.push(match source {
             KeySource::Header(h) => Headers::default().with(h, "user-7"),
             KeySource::Cookie(k) => Headers::default().with("cookie", format!("{k}=user-7")),
@@ -182,27 +183,29 @@ fn check_router(c: Config) {
     assert_eq!(router.version_named(b""), None);
 
     // Hosts.
-    assert_eq!(c.handles(None), c.hosts.is_empty());
+    let handles = |authority: &[u8]| router.handles(|| Some(authority.to_vec()));
+    assert_eq!(router.handles(|| None), c.hosts.is_empty());
     for host in &c.hosts {
-        let name = match host {
+        let host = HostPattern::new(host);
+        let name = match &host {
             HostPattern::Exact(h) => h.clone(),
             HostPattern::Suffix(s) => format!("a{s}"),
         };
-        assert!(c.handles(Some(name.as_bytes())), "{name} in {:?}", c.hosts);
-        assert!(c.handles(Some(format!("{}:8443", name.to_ascii_uppercase()).as_bytes())), "{name}");
-        if let HostPattern::Suffix(s) = host {
+        assert!(handles(name.as_bytes()), "{name} in {:?}", c.hosts);
+        assert!(handles(format!("{}:8443", name.to_ascii_uppercase()).as_bytes()), "{name}");
+        if let HostPattern::Suffix(s) = &host {
             // A wildcard needs a label in front of its suffix.
             assert!(!host.matches(s.as_bytes()) && !host.matches(&s.as_bytes()[1..]), "{s}");
         }
     }
     if c.hosts.is_empty() {
-        assert!(c.handles(Some(b"\xff\xfe:1")));
+        assert!(handles(b"\xff\xfe:1"));
     }
 }
 
 fn check_decision(router: &Router, h: &Headers, d: &Decision, gate: bool) {
     let c = router.config();
-    let override_version = h.get_first(&c.override_header).and_then(|v| router.version_named(v));
+    let override_version = h.get_first(&c.r#override.header).and_then(|v| router.version_named(v));
     if let Some(v) = override_version {
         assert_eq!((d.version, d.reason, d.new_bucket), (Some(v), Reason::Override, None), "{h:?}");
         return;
@@ -214,14 +217,14 @@ fn check_decision(router: &Router, h: &Headers, d: &Decision, gate: bool) {
         return;
     }
     assert_eq!(d.new_bucket.is_some(), d.reason == Reason::Random, "{d:?}");
-    match c.mode {
+    match c.split.mode {
         SplitMode::Filter => {
             assert!(matches!(d.reason, Reason::Hash | Reason::Cookie | Reason::Random), "{d:?}");
             let v = d.version.expect("filter mode always chooses");
-            if c.canary_bp == 0 {
+            if c.split.canary_bp == 0 {
                 assert_eq!(v, Version::Stable);
             }
-            if c.canary_bp == FULL_WEIGHT_BP {
+            if c.split.canary_bp == FULL_WEIGHT_BP {
                 assert_eq!(v, Version::Canary);
             }
             if let Some(b) = d.new_bucket {
@@ -229,16 +232,16 @@ fn check_decision(router: &Router, h: &Headers, d: &Decision, gate: bool) {
                 assert_eq!(v, router.version_of_bucket(b));
                 let set = router.sticky_cookie_for(d, d.version).expect("a new bucket is stored");
                 let pair = set.split(';').next().unwrap_or_default();
-                assert_eq!(cookie::find(pair.as_bytes(), &c.sticky_cookie).and_then(cookie::parse_bucket), Some(b));
-                assert!(set.contains(&format!("; Max-Age={};", c.sticky_max_age_s)), "{set}");
-                assert_eq!(set.ends_with("; Secure"), c.sticky_secure, "{set}");
+                assert_eq!(cookie::find(pair.as_bytes(), &c.sticky.cookie).and_then(cookie::parse_bucket), Some(b));
+                assert!(set.contains(&format!("; Max-Age={};", c.sticky.max_age_s)), "{set}");
+                assert_eq!(set.ends_with("; Secure"), c.sticky.secure, "{set}");
             } else {
                 assert_eq!(router.sticky_cookie_for(d, d.version), None);
             }
             if d.reason == Reason::Cookie {
                 let stored = h
                     .get_first("cookie")
-                    .and_then(|v| cookie::find(v, &c.sticky_cookie).and_then(cookie::parse_bucket))
+                    .and_then(|v| cookie::find(v, &c.sticky.cookie).and_then(cookie::parse_bucket))
                     .expect("a cookie decision has a bucket cookie");
                 assert_eq!(v, router.version_of_bucket(stored));
             }
@@ -248,7 +251,7 @@ fn check_decision(router: &Router, h: &Headers, d: &Decision, gate: bool) {
             assert_eq!(d.version.is_some(), d.reason == Reason::Pin, "{d:?}");
             if d.reason == Reason::Mesh {
                 let set = router.sticky_cookie_for(d, Some(Version::Canary)).expect("mesh choice is pinned");
-                assert!(set.starts_with(&format!("{}={};", c.sticky_cookie, c.canary)), "{set}");
+                assert!(set.starts_with(&format!("{}={};", c.sticky.cookie, c.canary)), "{set}");
                 assert_eq!(router.sticky_cookie_for(d, None), None);
             }
         }

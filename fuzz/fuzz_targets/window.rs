@@ -20,10 +20,10 @@
 mod common;
 
 use canary_gate::config::MAX_WINDOW_S;
-use canary_gate::histogram::{self, Histogram, BUCKETS};
-use canary_gate::route::Version;
-use canary_gate::window::{Tally, Window, WindowStats};
-use canary_gate::wire;
+use canary_gate::coord::wire;
+use canary_gate::measure::histogram::{self, Histogram, BUCKETS};
+use canary_gate::measure::window::{Tally, Window, WindowStats};
+use canary_gate::model::Version;
 use common::Cursor;
 use libfuzzer_sys::fuzz_target;
 

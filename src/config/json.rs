@@ -1,8 +1,14 @@
 //! Typed reading of a parsed JSON tree, so every error names the exact field path
 //! (`split.hash_key[0].header`) and unknown fields are refused where they stand.
+//!
+//! Hand-written instead of `#[derive(Deserialize)]`: the derive's generated visitors and error
+//! paths made the filter 36 KB larger. Each object is read by a closure that asks for its
+//! fields by name; whatever field it did not ask for is refused afterwards, so the field names
+//! are written once, where they are read.
 
 use super::{refuse, ConfigError};
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 
 /// The JSON type of `v`, as error messages name it.
 fn type_name(v: &Value) -> &'static str {
@@ -24,28 +30,47 @@ fn invalid_type(path: &str, v: &Value, expected: &str) -> ConfigError {
 pub struct Fields<'a> {
     path: String,
     map: &'a Map<String, Value>,
+    /// The field names asked for so far, in order: the known fields.
+    asked: RefCell<Vec<&'static str>>,
 }
 
 impl<'a> Fields<'a> {
-    /// The top-level object, accepting only the `known` field names.
-    pub fn root(value: &'a Value, known: &[&str]) -> Result<Self, ConfigError> {
-        Self::new(String::new(), value, known)
+    /// Reads the object `value` at `path` (empty for the top level) with `read`, then refuses
+    /// any field `read` did not ask for.
+    pub fn read<T>(
+        path: String,
+        value: &'a Value,
+        read: impl FnOnce(&Fields<'a>) -> Result<T, ConfigError>,
+    ) -> Result<T, ConfigError> {
+        let fields = Self::new(path, value)?;
+        let out = read(&fields)?;
+        fields.refuse_unknown()?;
+        Ok(out)
     }
 
-    fn new(path: String, value: &'a Value, known: &[&str]) -> Result<Self, ConfigError> {
+    // Out of line: one copy serves every object (inlined, each object's reader grew by it).
+    #[inline(never)]
+    fn new(path: String, value: &'a Value) -> Result<Self, ConfigError> {
         let Value::Object(map) = value else {
             let at = if path.is_empty() { "(root)" } else { path.as_str() };
             return Err(invalid_type(at, value, "an object"));
         };
-        let fields = Fields { path, map };
-        if let Some(name) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
-            return Err(refuse(
-                &fields.path_of(name),
-                format!("unknown field `{name}`, expected one of {}", expected.join(", ")),
-            ));
+        Ok(Fields { path, map, asked: RefCell::default() })
+    }
+
+    #[inline(never)]
+    fn refuse_unknown(&self) -> Result<(), ConfigError> {
+        let asked = self.asked.borrow();
+        match self.map.keys().find(|k| !asked.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(name) => {
+                let expected: Vec<String> = asked.iter().map(|k| format!("`{k}`")).collect();
+                Err(refuse(
+                    &self.path_of(name),
+                    format!("unknown field `{name}`, expected one of {}", expected.join(", ")),
+                ))
+            }
         }
-        Ok(fields)
     }
 
     /// The dotted path of field `name` of this object.
@@ -67,17 +92,31 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&'a Value> {
+    // Out of line: called for every field of the configuration.
+    #[inline(never)]
+    fn get(&self, name: &'static str) -> Option<&'a Value> {
+        let mut asked = self.asked.borrow_mut();
+        if !asked.contains(&name) {
+            asked.push(name);
+        }
         self.map.get(name)
     }
 
-    /// A nested object, accepting only the `known` field names.
-    pub fn object(&self, name: &str, known: &[&str]) -> Result<Option<Fields<'a>>, ConfigError> {
-        self.get(name).map(|v| Self::new(self.path_of(name), v, known)).transpose()
+    /// Updates `into` from the nested object `name` with `read`, if present.
+    pub fn section<T>(
+        &self,
+        name: &'static str,
+        into: &mut T,
+        read: impl FnOnce(&Fields<'a>, &mut T) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        match self.get(name) {
+            None => Ok(()),
+            Some(value) => Self::read(self.path_of(name), value, |f| read(f, into)),
+        }
     }
 
     /// A string field.
-    pub fn string(&self, name: &str) -> Result<Option<&'a str>, ConfigError> {
+    pub fn string(&self, name: &'static str) -> Result<Option<&'a str>, ConfigError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -85,17 +124,28 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A boolean field.
-    pub fn boolean(&self, name: &str) -> Result<Option<bool>, ConfigError> {
+    /// Sets `into` to the string field `name`, if present.
+    pub fn set_string(&self, name: &'static str, into: &mut String) -> Result<(), ConfigError> {
+        if let Some(s) = self.string(name)? {
+            *into = s.to_string();
+        }
+        Ok(())
+    }
+
+    /// Sets `into` to the boolean field `name`, if present.
+    pub fn set_boolean(&self, name: &'static str, into: &mut bool) -> Result<(), ConfigError> {
         match self.get(name) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
+            None => Ok(()),
+            Some(Value::Bool(b)) => {
+                *into = *b;
+                Ok(())
+            }
             Some(v) => Err(invalid_type(&self.path_of(name), v, "a boolean")),
         }
     }
 
     /// The text of a number field, exactly as written.
-    pub fn number_text(&self, name: &str) -> Result<Option<&'a str>, ConfigError> {
+    pub fn number_text(&self, name: &'static str) -> Result<Option<&'a str>, ConfigError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(Some(n.as_str())),
@@ -104,41 +154,52 @@ impl<'a> Fields<'a> {
     }
 
     /// A non-negative integer field not above `max`.
-    pub fn integer(&self, name: &str, max: u64) -> Result<Option<u64>, ConfigError> {
+    pub fn integer(&self, name: &'static str, max: u64) -> Result<Option<u64>, ConfigError> {
         let Some(text) = self.number_text(name)? else { return Ok(None) };
         text.parse::<u64>().ok().filter(|&n| n <= max).map(Some).ok_or_else(|| {
             refuse(&self.path_of(name), format!("invalid value: {text}, expected an integer in 0..={max}"))
         })
     }
 
-    /// One of `variants`.
-    pub fn variant(&self, name: &str, variants: &[&'static str]) -> Result<Option<&'static str>, ConfigError> {
+    /// The index in `variants` of the string field `name`, if present.
+    pub fn variant(&self, name: &'static str, variants: &[&str]) -> Result<Option<usize>, ConfigError> {
         let Some(text) = self.string(name)? else { return Ok(None) };
-        variants.iter().find(|v| **v == text).copied().map(Some).ok_or_else(|| {
+        variants.iter().position(|v| *v == text).map(Some).ok_or_else(|| {
             let expected: Vec<String> = variants.iter().map(|v| format!("`{v}`")).collect();
             refuse(&self.path_of(name), format!("unknown variant `{text}`, expected one of {}", expected.join(", ")))
         })
     }
 
     /// An array field's items, each with its own path (`name[i]`).
-    pub fn array(&self, name: &str) -> Result<Option<Vec<(String, &'a Value)>>, ConfigError> {
+    pub fn array(&self, name: &'static str) -> Result<Option<Vec<Item<'a>>>, ConfigError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Array(items)) => {
                 let path = self.path_of(name);
-                Ok(Some(items.iter().enumerate().map(|(i, v)| (format!("{path}[{i}]"), v)).collect()))
+                Ok(Some(
+                    items.iter().enumerate().map(|(i, value)| Item { path: format!("{path}[{i}]"), value }).collect(),
+                ))
             }
             Some(v) => Err(invalid_type(&self.path_of(name), v, "an array")),
         }
     }
+}
 
-    /// An array item as an object with the `known` fields.
-    pub fn item(path: String, value: &'a Value, known: &[&str]) -> Result<Fields<'a>, ConfigError> {
-        Self::new(path, value, known)
+/// One item of an array field, with its path.
+pub struct Item<'a> {
+    /// `name[i]`.
+    pub path: String,
+    value: &'a Value,
+}
+
+impl<'a> Item<'a> {
+    /// The item as a string.
+    pub fn string(&self) -> Result<&'a str, ConfigError> {
+        self.value.as_str().ok_or_else(|| invalid_type(&self.path, self.value, "a string"))
     }
 
-    /// An array item as a string.
-    pub fn item_string(path: &str, value: &'a Value) -> Result<&'a str, ConfigError> {
-        value.as_str().ok_or_else(|| invalid_type(path, value, "a string"))
+    /// The item as an object read by `read`.
+    pub fn object<T>(self, read: impl FnOnce(&Fields<'a>) -> Result<T, ConfigError>) -> Result<T, ConfigError> {
+        Fields::read(self.path, self.value, read)
     }
 }

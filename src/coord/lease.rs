@@ -1,6 +1,6 @@
-//! Electing the one VM that merges windows (and, later, evaluates the gate): a lease in
-//! Envoy's shared data, renewed every tick by its holder and taken over by another VM once it
-//! is older than its time to live. Touched once a second per VM, never per request.
+//! Electing the one VM that merges windows and evaluates the gate: a lease in Envoy's shared
+//! data, renewed every tick by its holder and taken over by another VM once it is older than
+//! its time to live. Touched once a second per VM, never per request.
 
 /// How long a lease holds without renewal.
 pub const LEASE_TTL_S: u64 = 3;
@@ -14,20 +14,26 @@ pub struct Lease {
     pub renewed_s: u64,
 }
 
+/// Format tag of the encoding; bumped on any layout change.
+const FORMAT: u8 = 1;
+
 impl Lease {
-    /// 16 bytes, little-endian.
-    pub fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        let (a, b) = out.split_at_mut(8);
+    /// 17 bytes: the format tag, then holder and renewal, little-endian.
+    pub fn encode(&self) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        let (format, rest) = out.split_at_mut(1);
+        format.copy_from_slice(&[FORMAT]);
+        let (a, b) = rest.split_at_mut(8);
         a.copy_from_slice(&self.holder.to_le_bytes());
         b.copy_from_slice(&self.renewed_s.to_le_bytes());
         out
     }
 
-    /// The lease in `bytes`, if well formed.
+    /// The lease in `bytes`, if well formed and of this format.
     pub fn decode(bytes: &[u8]) -> Option<Lease> {
-        let bytes: &[u8; 16] = bytes.try_into().ok()?;
-        let (a, b) = bytes.split_at(8);
+        let (&FORMAT, rest) = bytes.split_first()? else { return None };
+        let rest: &[u8; 16] = rest.try_into().ok()?;
+        let (a, b) = rest.split_at(8);
         Some(Lease {
             holder: u64::from_le_bytes(a.try_into().ok()?),
             renewed_s: u64::from_le_bytes(b.try_into().ok()?),
@@ -61,10 +67,16 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn encodes_sixteen_bytes() {
+    fn encodes_a_format_tag_and_sixteen_bytes() {
         let lease = Lease { holder: u64::MAX - 3, renewed_s: 1_790_000_000 };
-        assert_eq!(Lease::decode(&lease.encode()), Some(lease));
+        let bytes = lease.encode();
+        assert_eq!(Lease::decode(&bytes), Some(lease));
+        assert_eq!(bytes[0], FORMAT);
+        let mut foreign = bytes;
+        foreign[0] = FORMAT + 1;
+        assert_eq!(Lease::decode(&foreign), None);
+        assert_eq!(Lease::decode(&bytes[1..]), None);
         assert_eq!(Lease::decode(&[1, 2, 3]), None);
-        assert_eq!(Lease::decode(&[0; 17]), None);
+        assert_eq!(Lease::decode(&[1; 18]), None);
     }
 }

@@ -1,6 +1,8 @@
 //! Host calls with every error handled: a failed call is logged at debug level and answered
-//! with a neutral value, never a trap.
+//! with a neutral value, never a trap. [`ProxyHost`] puts the calls the logic needs behind the
+//! traits of [`crate::host`].
 
+use crate::host::{Host, MetricKind, Stats};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType};
 
@@ -69,62 +71,66 @@ pub fn now_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Defines a host stat; `None` (logged) if the host refuses.
-pub fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
-    match hostcalls::define_metric(kind, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log::warn!("cannot define metric {name}: {status:?}");
-            None
-        }
-    }
-}
-
-/// Adds one to a counter.
-pub fn increment(id: Option<u32>) {
-    if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
-}
-
-/// Sets a gauge or records a histogram value.
-pub fn record(id: Option<u32>, value: u64) {
-    if let Some(id) = id {
-        let _ = hostcalls::record_metric(id, value);
-    }
-}
-
-/// The current value of a stat.
-pub fn metric_value(id: Option<u32>) -> u64 {
-    id.and_then(|id| hostcalls::get_metric(id).ok()).unwrap_or(0)
-}
-
 /// This VM's linear memory in bytes.
 pub fn vm_memory_bytes() -> u64 {
     core::arch::wasm32::memory_size(0) as u64 * 65_536
 }
 
-/// A shared-data value and its compare-and-swap token.
-pub fn shared_data(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    hostcalls::get_shared_data(key).unwrap_or((None, None))
+/// Envoy, as the logic's host traits see it.
+#[derive(Clone, Copy, Default)]
+pub struct ProxyHost;
+
+impl Stats for ProxyHost {
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        match hostcalls::define_metric(kind, name) {
+            Ok(id) => Some(id),
+            Err(status) => {
+                log::warn!("cannot define metric {name}: {status:?}");
+                None
+            }
+        }
+    }
+
+    fn increment(&self, id: u32) {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+
+    fn record(&self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
+
+    fn metric_value(&self, id: u32) -> u64 {
+        hostcalls::get_metric(id).unwrap_or(0)
+    }
 }
 
-/// Writes shared data if `cas` still matches; false if another VM wrote first.
-pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> bool {
-    hostcalls::set_shared_data(key, Some(value), cas).is_ok()
-}
+impl Host for ProxyHost {
+    fn now_micros(&self) -> u64 {
+        now_micros()
+    }
 
-/// This VM's handle of the shared queue `name` (the same queue in every VM).
-pub fn register_queue(name: &str) -> Option<u32> {
-    hostcalls::register_shared_queue(name).ok()
-}
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
 
-/// Appends a message to a shared queue.
-pub fn enqueue(queue: u32, message: &[u8]) -> bool {
-    hostcalls::enqueue_shared_queue(queue, Some(message)).is_ok()
-}
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
 
-/// Takes the oldest message of a shared queue.
-pub fn dequeue(queue: u32) -> Option<Vec<u8>> {
-    hostcalls::dequeue_shared_queue(queue).ok().flatten()
+    fn register_queue(&self, name: &str) -> Option<u32> {
+        hostcalls::register_shared_queue(name).ok()
+    }
+
+    fn enqueue(&self, queue: u32, message: &[u8]) -> bool {
+        hostcalls::enqueue_shared_queue(queue, Some(message)).is_ok()
+    }
+
+    fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
+        hostcalls::dequeue_shared_queue(queue).ok().flatten()
+    }
 }

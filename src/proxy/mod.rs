@@ -1,20 +1,42 @@
 //! proxy-wasm glue: reads headers and properties through [`host`], asks the pure modules, and
 //! applies the answer. Compiled for the proxy (wasm32-wasip1) only.
 
-mod aggregate;
 mod host;
-mod metrics;
 
-use crate::bucket::BucketRng;
 use crate::config::{Config, Role, SplitMode};
-use crate::route::{Decision, RequestHeaders, Router, Version};
-use aggregate::ServiceState;
-use metrics::MetricIds;
+use crate::coord::Coordinator;
+use crate::measure::metrics::MetricIds;
+use crate::model::Version;
+use crate::route::bucket::BucketRng;
+use crate::route::{Decision, RequestHeaders, Router};
+use host::ProxyHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
+
+thread_local! {
+    /// One coordinator per configured service and role in this VM: bounded by configuration.
+    static COORDINATORS: RefCell<Vec<Rc<Coordinator>>> = const { RefCell::new(Vec::new()) };
+    /// Random id of this VM for the lease.
+    static VM_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The coordinator of `service` as seen by `reporter` in this VM, created on first use: a
+/// configuration update of the same service keeps its window.
+fn coordinator(service: &str, reporter: &str) -> Rc<Coordinator> {
+    COORDINATORS.with(|all| {
+        let mut all = all.borrow_mut();
+        let name = format!("{service}/{reporter}");
+        if let Some(existing) = all.iter().find(|c| c.name() == name) {
+            return existing.clone();
+        }
+        let created = Rc::new(Coordinator::new(service, reporter, VM_ID.with(Cell::get)));
+        all.push(created.clone());
+        created
+    })
+}
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -29,7 +51,7 @@ const STATE_REASON: &str = "canary_gate_reason";
 struct Plugin {
     router: Router,
     metrics: MetricIds,
-    service: Rc<ServiceState>,
+    coordinator: Rc<Coordinator>,
     /// Observer role: this proxy's own version, from node metadata.
     own_version: Option<Version>,
 }
@@ -46,7 +68,7 @@ impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
         let seed = vm_seed();
         self.rng.set(BucketRng::new(seed));
-        aggregate::set_vm_id(seed.rotate_left(17) ^ 0x5bd1_e995);
+        VM_ID.with(|id| id.set(seed.rotate_left(17) ^ 0x5bd1_e995));
         true
     }
 
@@ -81,10 +103,10 @@ impl RootContext for Root {
             "service={} role={} mode={} canary_percent={}.{:02} window_s={} gate={}",
             config.service,
             config.role.reporter(),
-            if config.mode == SplitMode::Mesh { "mesh" } else { "filter" },
-            config.canary_bp / 100,
-            config.canary_bp % 100,
-            config.window_s,
+            if config.split.mode == SplitMode::Mesh { "mesh" } else { "filter" },
+            config.split.canary_bp / 100,
+            config.split.canary_bp % 100,
+            config.metrics.window_s,
             if !config.gate.has_thresholds() {
                 "off"
             } else if config.gate.dry_run {
@@ -93,9 +115,9 @@ impl RootContext for Root {
                 "on"
             }
         );
-        let metrics = MetricIds::define(&config);
-        let service = aggregate::service_state(&config.service, config.role.reporter());
-        self.plugin = Some(Rc::new(Plugin { router: Router::new(config), metrics, service, own_version }));
+        let metrics = MetricIds::define(&ProxyHost, &config);
+        let coordinator = coordinator(&config.service, config.role.reporter());
+        self.plugin = Some(Rc::new(Plugin { router: Router::new(config), metrics, coordinator, own_version }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
             log::warn!("cannot set tick period: {status:?}");
         }
@@ -104,7 +126,8 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(plugin) = &self.plugin {
-            plugin.service.tick(host::now_micros() / 1_000_000, plugin.router.config(), &plugin.metrics);
+            plugin.metrics.note_vm_memory(&ProxyHost, host::vm_memory_bytes());
+            plugin.coordinator.tick(&ProxyHost, plugin.router.config(), &plugin.metrics);
         }
     }
 
@@ -165,17 +188,18 @@ impl Context for Stream {}
 // others): a new callback needs its export added there.
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let config = self.plugin.router.config();
-        if !config.hosts.is_empty() && !config.handles(host::request_header(":authority").as_deref()) {
+        let router = &self.plugin.router;
+        if !router.handles(|| host::request_header(":authority")) {
             self.skipped = true;
             return Action::Continue;
         }
+        let config = router.config();
         self.started_us = host::now_micros();
         if config.role == Role::Observer {
             return Action::Continue;
         }
         let mut rng = self.rng.get();
-        let decision = self.plugin.router.decide(&HostRequestHeaders, &mut rng, self.plugin.service.gate_tripped());
+        let decision = router.decide(&HostRequestHeaders, &mut rng, self.plugin.coordinator.gate_tripped());
         self.rng.set(rng);
         let version = decision.version.map(|v| config.version_name(v));
         // Replaces (or, in mesh mode, removes) whatever the client sent.
@@ -225,8 +249,8 @@ impl HttpContext for Stream {
             status => status,
         };
         let micros = host::now_micros().saturating_sub(self.started_us);
-        self.plugin.metrics.record_request(version, reason, status, micros / 1_000);
-        self.plugin.service.record(version, micros, status >= 500);
+        self.plugin.metrics.record_request(&ProxyHost, version, reason, status, micros / 1_000);
+        self.plugin.coordinator.record(version, micros, status >= 500);
     }
 }
 
@@ -234,7 +258,7 @@ impl Stream {
     /// The version that served: the chosen one in filter mode; in mesh mode, the version of
     /// the upstream cluster the route chose, else the pinned or overridden one.
     fn served_version(&self, decision: &Decision) -> Option<Version> {
-        match self.plugin.router.config().mode {
+        match self.plugin.router.config().split.mode {
             SplitMode::Filter => decision.version,
             SplitMode::Mesh => host::property(&["xds", "cluster_name"])
                 .and_then(|cluster| self.plugin.router.version_of_cluster(&cluster))

@@ -2,8 +2,8 @@
 //! tallies, as LEB128 varints with sparse histogram buckets. Decoding validates every field and
 //! answers `None` to anything malformed; it never panics and allocates nothing unbounded.
 
-use crate::histogram::BUCKETS;
-use crate::window::Tally;
+use crate::measure::histogram::BUCKETS;
+use crate::measure::window::Tally;
 
 /// Format tag of the message; bumped on any layout change.
 const FORMAT: u8 = 1;

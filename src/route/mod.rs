@@ -1,56 +1,15 @@
 //! The routing decision: which version serves a request, and why. Pure logic over a
 //! [`RequestHeaders`] view, so it runs the same on the host and inside the proxy.
 
-use crate::bucket::{BucketRng, Bucketer};
+pub mod bucket;
+pub mod cookie;
+pub mod hosts;
+
 use crate::config::{Config, KeySource, SplitMode};
-use crate::cookie::{self, SetCookie};
-
-/// One of the two versions of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Version {
-    /// The version serving by default.
-    Stable,
-    /// The version being rolled out.
-    Canary,
-}
-
-/// Why a request got its version; exported as a header value, access-log field and metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// The override header named a version.
-    Override,
-    /// Bucket from the user's hash key.
-    Hash,
-    /// Bucket from the sticky cookie.
-    Cookie,
-    /// Fresh random bucket, stored in the sticky cookie by the response.
-    Random,
-    /// Mesh mode: the route's weighted clusters chose.
-    Mesh,
-    /// Mesh mode: the sticky cookie pinned the version the mesh chose earlier.
-    Pin,
-    /// The SLO gate tripped: traffic that is not an override goes to stable.
-    Gate,
-}
-
-impl Reason {
-    /// Every reason, in label order.
-    pub const ALL: [Reason; 7] =
-        [Reason::Override, Reason::Hash, Reason::Cookie, Reason::Random, Reason::Mesh, Reason::Pin, Reason::Gate];
-
-    /// The lower-case label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Override => "override",
-            Reason::Hash => "hash",
-            Reason::Cookie => "cookie",
-            Reason::Random => "random",
-            Reason::Mesh => "mesh",
-            Reason::Pin => "pin",
-            Reason::Gate => "gate",
-        }
-    }
-}
+use crate::model::{Reason, Version};
+use bucket::{BucketRng, Bucketer};
+use cookie::SetCookie;
+use hosts::HostMatcher;
 
 /// Read access to the request headers. Values are raw bytes: clients may send anything.
 pub trait RequestHeaders {
@@ -75,6 +34,7 @@ pub struct Router {
     config: Config,
     bucketer: Bucketer,
     set_cookie: SetCookie,
+    hosts: HostMatcher,
 }
 
 /// The `cookie` header, read at most once per request and only if needed.
@@ -95,8 +55,16 @@ impl Router {
     /// A router for `config`.
     pub fn new(config: Config) -> Self {
         let bucketer = Bucketer::new(&config.service);
-        let set_cookie = SetCookie::new(&config.sticky_cookie, config.sticky_max_age_s, config.sticky_secure);
-        Router { config, bucketer, set_cookie }
+        let sticky = &config.sticky;
+        let set_cookie = SetCookie::new(&sticky.cookie, sticky.max_age_s, sticky.secure);
+        let hosts = HostMatcher::new(&config.hosts);
+        Router { config, bucketer, set_cookie, hosts }
+    }
+
+    /// Whether this instance handles a request, given a way to read its `:authority` (read
+    /// only when `hosts` is configured: without it every request is handled).
+    pub fn handles(&self, authority: impl FnOnce() -> Option<Vec<u8>>) -> bool {
+        self.hosts.is_empty() || self.hosts.matches(authority().as_deref())
     }
 
     /// The configuration this router runs.
@@ -114,9 +82,9 @@ impl Router {
             return Decision { version: Some(Version::Stable), reason: Reason::Gate, new_bucket: None };
         }
         let mut cookies = CookieHeader { headers, value: None };
-        match self.config.mode {
+        match self.config.split.mode {
             SplitMode::Filter => self.decide_by_bucket(headers, &mut cookies, rng),
-            SplitMode::Mesh => match cookies.find(&self.config.sticky_cookie).and_then(|v| self.version_named(v)) {
+            SplitMode::Mesh => match cookies.find(&self.config.sticky.cookie).and_then(|v| self.version_named(v)) {
                 Some(pinned) => Decision { version: Some(pinned), reason: Reason::Pin, new_bucket: None },
                 None => Decision { version: None, reason: Reason::Mesh, new_bucket: None },
             },
@@ -131,7 +99,7 @@ impl Router {
     ) -> Decision {
         let (bucket, reason, new_bucket) = if let Some(bucket) = self.keyed_bucket(headers, cookies) {
             (bucket, Reason::Hash, None)
-        } else if let Some(bucket) = cookies.find(&self.config.sticky_cookie).and_then(cookie::parse_bucket) {
+        } else if let Some(bucket) = cookies.find(&self.config.sticky.cookie).and_then(cookie::parse_bucket) {
             (bucket, Reason::Cookie, None)
         } else {
             let bucket = rng.next_bucket();
@@ -142,7 +110,7 @@ impl Router {
 
     /// Canary iff the bucket lies below the canary weight.
     pub fn version_of_bucket(&self, bucket: u16) -> Version {
-        if bucket < self.config.canary_bp {
+        if bucket < self.config.split.canary_bp {
             Version::Canary
         } else {
             Version::Stable
@@ -150,11 +118,11 @@ impl Router {
     }
 
     fn override_version<R: RequestHeaders>(&self, headers: &R) -> Option<Version> {
-        headers.get(&self.config.override_header).and_then(|v| self.version_named(&v))
+        headers.get(&self.config.r#override.header).and_then(|v| self.version_named(&v))
     }
 
     fn keyed_bucket<R: RequestHeaders>(&self, headers: &R, cookies: &mut CookieHeader<'_, R>) -> Option<u16> {
-        self.config.hash_key.iter().find_map(|source| match source {
+        self.config.split.hash_key.iter().find_map(|source| match source {
             KeySource::Header(name) => headers.get(name).filter(|v| !v.is_empty()).map(|v| self.bucketer.bucket(&v)),
             KeySource::Cookie(name) => cookies.find(name).filter(|v| !v.is_empty()).map(|v| self.bucketer.bucket(v)),
         })

@@ -1,51 +1,39 @@
-//! Per-VM state of a service, shared by its root contexts (a configuration update creates a
-//! new root context in the same VM, and the window must survive it):
-//! the request path records into this VM's tallies; once a second each VM ships them through
-//! a shared queue, and the VM holding the lease merges everything into the rolling window and
-//! publishes the window gauges.
+//! Cross-VM coordination of one service. Envoy runs one VM per worker thread (plus one on the
+//! main thread); the request path records into its own VM's tallies with no host call, and
+//! once a second each VM:
+//! 1. ships its tallies through a shared queue ([`wire`]);
+//! 2. renews or takes the lease ([`lease`]); the holder merges every VM's tallies into the
+//!    rolling window, publishes the window gauges, evaluates the gate and publishes the
+//!    verdict in shared data ([`verdict`]);
+//! 3. adopts the published verdict for its own requests.
+//!
+//! Everything goes through the [`Host`] trait, so several fake VMs drive it in tests
+//! ([`fake`]).
 
-use super::host;
-use super::metrics::MetricIds;
+#[cfg(test)]
+pub mod fake;
+pub mod lease;
+pub mod verdict;
+pub mod wire;
+
 use crate::config::{Config, Role};
-use crate::gate::{identity, Gate, SharedVerdict};
-use crate::leader::{should_claim, Lease};
-use crate::route::Version;
-use crate::window::{slot_of, Tally, Window, WindowStats};
-use crate::wire;
+use crate::gate::Gate;
+use crate::host::Host;
+use crate::measure::metrics::MetricIds;
+use crate::measure::window::{Tally, Window, WindowStats};
+use crate::model::Version;
+use lease::{should_claim, Lease};
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use verdict::{identity, SharedVerdict};
 
-thread_local! {
-    /// One entry per configured service in this VM: bounded by configuration.
-    static SERVICES: RefCell<Vec<Rc<ServiceState>>> = const { RefCell::new(Vec::new()) };
-    /// Random id of this VM for the lease.
-    static VM_ID: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Sets this VM's lease id (once, at VM start).
-pub fn set_vm_id(id: u64) {
-    VM_ID.with(|v| v.set(id));
-}
-
-/// The state of `service` as seen by `role` (its `reporter` label) in this VM, created on
-/// first use.
-pub fn service_state(service: &str, reporter: &str) -> Rc<ServiceState> {
-    let name = format!("{service}/{reporter}");
-    SERVICES.with(|services| {
-        let mut services = services.borrow_mut();
-        if let Some(existing) = services.iter().find(|s| s.service == name) {
-            return existing.clone();
-        }
-        let state = Rc::new(ServiceState::new(&name));
-        services.push(state.clone());
-        state
-    })
-}
-
-/// What one VM keeps for one service and role.
-pub struct ServiceState {
+/// What one VM keeps for one service and role. Shared by the VM's root contexts (a
+/// configuration update creates a new root context in the same VM, and the window must survive
+/// it) and its streams.
+pub struct Coordinator {
     /// `service/reporter`: names its queue and shared-data keys.
-    service: String,
+    name: String,
+    /// Random id of this VM, for the lease.
+    vm_id: u64,
     tallies: RefCell<[Tally; 2]>,
     scratch: RefCell<[Tally; 2]>,
     queue: Cell<Option<u32>>,
@@ -58,10 +46,12 @@ pub struct ServiceState {
     gate_tripped: Cell<bool>,
 }
 
-impl ServiceState {
-    fn new(service: &str) -> Self {
-        ServiceState {
-            service: service.to_string(),
+impl Coordinator {
+    /// The state of `service` as seen by `reporter` (the role's metric label) in VM `vm_id`.
+    pub fn new(service: &str, reporter: &str, vm_id: u64) -> Self {
+        Coordinator {
+            name: format!("{service}/{reporter}"),
+            vm_id,
             tallies: RefCell::default(),
             scratch: RefCell::default(),
             queue: Cell::new(None),
@@ -72,6 +62,11 @@ impl ServiceState {
         }
     }
 
+    /// `service/reporter`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Whether canary traffic currently goes to stable (request path: one cell read).
     pub fn gate_tripped(&self) -> bool {
         self.gate_tripped.get()
@@ -80,29 +75,30 @@ impl ServiceState {
     /// Records one completed request in this VM's tally (request path: no host call).
     pub fn record(&self, version: Version, micros: u64, is_error: bool) {
         if let Ok(mut tallies) = self.tallies.try_borrow_mut() {
-            if let Some(t) = tallies.get_mut(slot_of(version)) {
+            if let Some(t) = tallies.get_mut(version.index()) {
                 t.record(micros, is_error);
             }
         }
     }
 
     /// Once a second per VM: ship, renew or take the lease, and if held, merge, evaluate the
-    /// gate and publish; then adopt the published verdict.
-    pub fn tick(&self, now_s: u64, config: &Config, ids: &MetricIds) {
+    /// gate and publish; then adopt the published verdict. More calls within the same second
+    /// do nothing.
+    pub fn tick<H: Host>(&self, host: &H, config: &Config, ids: &MetricIds) {
+        let now_s = host.now_micros() / 1_000_000;
         if now_s == self.last_tick_s.get() {
             return;
         }
         self.last_tick_s.set(now_s);
-        ids.note_vm_memory();
         let queue = self.queue.get().or_else(|| {
-            let q = host::register_queue(&format!("canary-gate/{}/tallies", self.service));
+            let q = host.register_queue(&format!("canary-gate/{}/tallies", self.name));
             self.queue.set(q);
             q
         });
         let Some(queue) = queue else { return };
-        self.ship(queue);
-        if self.hold_lease(now_s) {
-            self.merge(queue, now_s, config, ids);
+        self.ship(host, queue);
+        if self.hold_lease(host, now_s) {
+            self.merge(host, queue, now_s, config, ids);
         } else {
             if let Ok(mut merged) = self.merged.try_borrow_mut() {
                 *merged = None;
@@ -111,67 +107,71 @@ impl ServiceState {
                 *gate = None;
             }
         }
-        let verdict = host::shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
+        let verdict = host.shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
         let id = identity(&config.canary, config.gate.rearm);
         self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
     }
 
     fn verdict_key(&self) -> String {
-        format!("canary-gate/{}/verdict", self.service)
+        format!("canary-gate/{}/verdict", self.name)
     }
 
-    fn ship(&self, queue: u32) {
+    fn ship(&self, host: &impl Host, queue: u32) {
         let Ok(mut tallies) = self.tallies.try_borrow_mut() else { return };
         if tallies.iter().all(Tally::is_empty) {
             return;
         }
-        if !host::enqueue(queue, &wire::encode(&tallies)) {
-            log::warn!("cannot ship window data for {}", self.service);
+        if !host.enqueue(queue, &wire::encode(&tallies)) {
+            log::warn!("cannot ship window data for {}", self.name);
         }
         for t in tallies.iter_mut() {
             t.clear();
         }
     }
 
-    fn hold_lease(&self, now_s: u64) -> bool {
-        let key = format!("canary-gate/{}/leader", self.service);
-        let me = VM_ID.with(Cell::get);
-        let (value, cas) = host::shared_data(&key);
-        if !should_claim(value.as_deref().and_then(Lease::decode), me, now_s) {
+    fn hold_lease(&self, host: &impl Host, now_s: u64) -> bool {
+        let key = format!("canary-gate/{}/leader", self.name);
+        let (value, cas) = host.shared_data(&key);
+        let current = value.as_deref().and_then(Lease::decode);
+        if !should_claim(current, self.vm_id, now_s) {
             return false;
         }
-        if !host::set_shared_data(&key, &Lease { holder: me, renewed_s: now_s }.encode(), cas) {
+        if !host.set_shared_data(&key, &Lease { holder: self.vm_id, renewed_s: now_s }.encode(), cas) {
             return false;
         }
         // Two VMs that found no lease at all may both have written: the last write wins.
-        let (value, _) = host::shared_data(&key);
-        value.as_deref().and_then(Lease::decode).is_some_and(|l| l.holder == me)
+        let (value, _) = host.shared_data(&key);
+        let held = value.as_deref().and_then(Lease::decode).is_some_and(|l| l.holder == self.vm_id);
+        if held && current.is_none_or(|l| l.holder != self.vm_id) {
+            log::info!("this VM ({}) takes the window lease of {}", self.vm_id, self.name);
+        }
+        held
     }
 
-    fn merge(&self, queue: u32, now_s: u64, config: &Config, ids: &MetricIds) {
+    fn merge(&self, host: &impl Host, queue: u32, now_s: u64, config: &Config, ids: &MetricIds) {
         let (Ok(mut merged), Ok(mut scratch)) = (self.merged.try_borrow_mut(), self.scratch.try_borrow_mut()) else {
             return;
         };
         // A new canary or a new window length starts a new window.
-        let window_s = config.window_s.max(config.gate.window_s) as usize;
+        let window_s = config.merged_window_s() as usize;
         let window = match merged.as_mut() {
             Some((canary, w)) if w.len_s() == window_s && *canary == config.canary => w,
             _ => &mut merged.insert((config.canary.clone(), Window::new(window_s))).1,
         };
         window.advance_to(now_s);
-        while let Some(message) = host::dequeue(queue) {
+        while let Some(message) = host.dequeue(queue) {
             if wire::decode_into(&message, &mut scratch) {
-                for version in [Version::Stable, Version::Canary] {
-                    if let Some(t) = scratch.get(slot_of(version)) {
+                for version in Version::BOTH {
+                    if let Some(t) = scratch.get(version.index()) {
                         window.add(version, t);
                     }
                 }
             } else {
-                log::warn!("dropped a malformed window message for {}", self.service);
+                log::warn!("dropped a malformed window message for {}", self.name);
             }
         }
-        for version in [Version::Stable, Version::Canary] {
-            ids.set_window(version, &window.recent_stats(version, config.window_s as usize));
+        for version in Version::BOTH {
+            ids.set_window(host, version, &window.recent_stats(version, config.metrics.window_s as usize));
         }
         if config.role == Role::Observer {
             return;
@@ -179,11 +179,18 @@ impl ServiceState {
         let gate_s = config.gate.window_s as usize;
         let (canary, stable) =
             (window.recent_stats(Version::Canary, gate_s), window.recent_stats(Version::Stable, gate_s));
-        self.evaluate_gate(config, ids, &canary, &stable);
+        self.evaluate_gate(host, config, ids, &canary, &stable);
     }
 
     /// Evaluates the gate on the merged window and publishes the verdict.
-    fn evaluate_gate(&self, config: &Config, ids: &MetricIds, canary: &WindowStats, stable: &WindowStats) {
+    fn evaluate_gate(
+        &self,
+        host: &impl Host,
+        config: &Config,
+        ids: &MetricIds,
+        canary: &WindowStats,
+        stable: &WindowStats,
+    ) {
         let Ok(mut slot) = self.gate.try_borrow_mut() else { return };
         let id = identity(&config.canary, config.gate.rearm);
         let key = self.verdict_key();
@@ -192,7 +199,7 @@ impl ServiceState {
             _ => {
                 // Taking over (or a new canary, or a re-arm): a trip already published for this
                 // identity stays latched.
-                let published = host::shared_data(&key).0.as_deref().and_then(SharedVerdict::decode);
+                let published = host.shared_data(&key).0.as_deref().and_then(SharedVerdict::decode);
                 let gate = if published.is_some_and(|v| v.trips(id)) { Gate::latched() } else { Gate::default() };
                 &mut slot.insert((id, gate)).1
             }
@@ -211,10 +218,13 @@ impl ServiceState {
                 g.consecutive
             );
         }
-        ids.set_gate(evaluation.state, evaluation.tripped_now);
+        ids.set_gate(host, evaluation.state, evaluation.tripped_now);
         let verdict = SharedVerdict { state: evaluation.state, identity: id };
-        if !host::set_shared_data(&key, &verdict.encode(), None) {
+        if !host.set_shared_data(&key, &verdict.encode(), None) {
             log::warn!("cannot publish the gate verdict for {}", config.service);
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,8 +5,8 @@
 //! window's requests, errors and quantiles cover exactly the last `window_s` seconds. Memory is
 //! fixed by `window_s` and the histogram size, never by traffic.
 
-use crate::histogram::{Histogram, BUCKETS};
-use crate::route::Version;
+use super::histogram::{Histogram, BUCKETS};
+use crate::model::Version;
 
 /// What one VM saw for one version since its last shipment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,14 +37,6 @@ impl Tally {
         self.requests = 0;
         self.errors = 0;
         self.latency.clear();
-    }
-}
-
-/// Index of a version in per-version arrays.
-pub fn slot_of(version: Version) -> usize {
-    match version {
-        Version::Stable => 0,
-        Version::Canary => 1,
     }
 }
 
@@ -196,14 +188,14 @@ impl Window {
     /// Adds a tally of `version` to the current second.
     pub fn add(&mut self, version: Version, tally: &Tally) {
         let slot = self.slot(self.head.unwrap_or(0));
-        if let Some(v) = self.versions.get_mut(slot_of(version)) {
+        if let Some(v) = self.versions.get_mut(version.index()) {
             v.add(slot, tally);
         }
     }
 
     /// The figures of `version` over the whole window.
     pub fn stats(&self, version: Version) -> WindowStats {
-        let Some(v) = self.versions.get(slot_of(version)) else { return WindowStats::default() };
+        let Some(v) = self.versions.get(version.index()) else { return WindowStats::default() };
         summarize(v.requests, v.errors, &v.latency)
     }
 
@@ -215,7 +207,7 @@ impl Window {
         let head = self.head.unwrap_or(0);
         let slots: Vec<usize> =
             (0..seconds as u64).filter_map(|back| head.checked_sub(back)).map(|s| self.slot(s)).collect();
-        let Some(v) = self.versions.get(slot_of(version)) else { return WindowStats::default() };
+        let Some(v) = self.versions.get(version.index()) else { return WindowStats::default() };
         self.scratch.clear();
         let (mut requests, mut errors) = (0, 0);
         for second in slots.iter().filter_map(|&slot| v.seconds.get(slot)) {
@@ -240,8 +232,6 @@ fn summarize(requests: u64, errors: u64, latency: &Histogram) -> WindowStats {
         p99_us: q(0.99),
     }
 }
-
-impl Window {}
 
 #[cfg(test)]
 mod tests {

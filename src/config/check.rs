@@ -1,0 +1,86 @@
+//! Validators of single values: each answers `Err` naming `field` and what was expected.
+
+use super::{refuse, ConfigError};
+
+/// `[a-z0-9-]{1,63}`: service names become metric labels and shared-data keys.
+pub fn service(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must match [a-z0-9-]{{1,63}}, got {name:?}")))
+    }
+}
+
+/// Version names become header values, cookie values and metric labels: keep them to
+/// characters that are safe in all three and never split a stat name (no `.`).
+pub fn version_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok =
+        (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must match [A-Za-z0-9_-]{{1,63}}, got {name:?}")))
+    }
+}
+
+/// HTTP/2 and Envoy want lower-case header names made of token characters.
+pub fn header_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=128).contains(&name.len())
+        && !name.starts_with(':')
+        && name.bytes().all(|b| is_token_byte(b) && !b.is_ascii_uppercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must be a lower-case HTTP header name, got {name:?}")))
+    }
+}
+
+/// Kubernetes label keys: an optional DNS prefix and a name of `[A-Za-z0-9._-]`.
+pub fn label_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=253).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must be a label name, got {name:?}")))
+    }
+}
+
+/// A cookie name: an HTTP token.
+pub fn token(field: &str, name: &str) -> Result<(), ConfigError> {
+    if (1..=128).contains(&name.len()) && name.bytes().all(is_token_byte) {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must be an HTTP token (cookie name), got {name:?}")))
+    }
+}
+
+/// A `hosts` entry: a lower-case host name, or `*.` and one.
+pub fn host_pattern(field: &str, host: &str) -> Result<(), ConfigError> {
+    let name = match host.strip_prefix('*') {
+        Some(suffix) => suffix.strip_prefix('.').unwrap_or(""),
+        None => host,
+    };
+    let ok = (1..=253).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must be a lower-case host name or `*.suffix`, got {host:?}")))
+    }
+}
+
+/// RFC 9110 `tchar`.
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `value` within `low..=high`.
+pub fn in_range(field: &str, value: u64, low: u64, high: u64, unit: &str) -> Result<u64, ConfigError> {
+    if (low..=high).contains(&value) {
+        Ok(value)
+    } else {
+        Err(refuse(field, format!("must be in {low}..={high}{unit}, got {value}")))
+    }
+}

@@ -1,0 +1,180 @@
+//! Reading the JSON into [`Config`]: the configuration starts as its `Default` and each object
+//! updates its part in place with what the JSON sets, validated field by field.
+
+use super::json::{Fields, Item};
+use super::{check, decimal, refuse, ConfigError};
+use super::{
+    Config, GateConfig, KeySource, MetricsConfig, OverrideConfig, Role, SplitConfig, SplitMode, StickyConfig,
+    MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS, MAX_WINDOW_S,
+};
+
+/// Parses and validates the plugin configuration bytes.
+pub fn config(bytes: &[u8]) -> Result<Config, ConfigError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| refuse("(root)", strip_position(&e.to_string())))?;
+    let mut config = Config::default();
+    Fields::read(String::new(), &value, |f| top_level(f, &mut config))?;
+    if config.role == Role::Observer && config.gate.has_thresholds() {
+        return Err(refuse("gate", "thresholds apply to the router role only (an observer never reroutes)"));
+    }
+    Ok(config)
+}
+
+/// serde_json appends " at line L column C"; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn top_level(f: &Fields<'_>, c: &mut Config) -> Result<(), ConfigError> {
+    c.service = f.string("service")?.ok_or_else(|| refuse(f.path(), "missing field `service`"))?.to_string();
+    check::service("service", &c.service)?;
+    if let Some(i) = f.variant("role", &["router", "observer"])? {
+        c.role = if i == 0 { Role::Router } else { Role::Observer };
+    }
+    f.set_string("version_header", &mut c.version_header)?;
+    f.set_string("reason_header", &mut c.reason_header)?;
+    check::header_name("version_header", &c.version_header)?;
+    check::header_name("reason_header", &c.reason_header)?;
+    if c.version_header == c.reason_header {
+        return Err(refuse("reason_header", "must differ from version_header"));
+    }
+    f.set_string("stable", &mut c.stable)?;
+    f.set_string("canary", &mut c.canary)?;
+    check::version_name("stable", &c.stable)?;
+    check::version_name("canary", &c.canary)?;
+    if c.stable == c.canary {
+        return Err(refuse("canary", "must differ from stable"));
+    }
+    f.section("split", &mut c.split, split)?;
+    f.section("override", &mut c.r#override, override_header)?;
+    f.section("sticky", &mut c.sticky, sticky)?;
+    f.section("metrics", &mut c.metrics, metrics)?;
+    f.set_string("version_label", &mut c.version_label)?;
+    check::label_name("version_label", &c.version_label)?;
+    f.section("gate", &mut c.gate, gate)?;
+    if let Some(items) = f.array("hosts")? {
+        c.hosts = hosts(items)?;
+    }
+    f.set_boolean("filter_state", &mut c.filter_state)
+}
+
+fn split(f: &Fields<'_>, s: &mut SplitConfig) -> Result<(), ConfigError> {
+    if let Some(i) = f.variant("mode", &["filter", "mesh"])? {
+        s.mode = if i == 0 { SplitMode::Filter } else { SplitMode::Mesh };
+    }
+    if let Some(text) = f.number_text("canary_percent")? {
+        s.canary_bp = decimal::percent_to_bp(text)?;
+    }
+    if let Some(items) = f.array("hash_key")? {
+        s.hash_key = hash_keys(&f.path_of("hash_key"), items)?;
+    }
+    Ok(())
+}
+
+fn hash_keys(path: &str, items: Vec<Item<'_>>) -> Result<Vec<KeySource>, ConfigError> {
+    if items.len() > MAX_HASH_KEYS {
+        return Err(refuse(path, format!("at most {MAX_HASH_KEYS} entries, got {}", items.len())));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let path = item.path.clone();
+            let (mut header, mut cookie) = (None, None);
+            item.object(|source| {
+                header = source.string("header")?;
+                cookie = source.string("cookie")?;
+                if let Some(h) = header {
+                    check::header_name(&source.path_of("header"), h)?;
+                }
+                if let Some(c) = cookie {
+                    check::token(&source.path_of("cookie"), c)?;
+                }
+                Ok(())
+            })?;
+            match (header, cookie) {
+                (Some(h), None) => Ok(KeySource::Header(h.to_string())),
+                (None, Some(c)) => Ok(KeySource::Cookie(c.to_string())),
+                _ => Err(refuse(&path, "needs exactly one of `header` or `cookie`")),
+            }
+        })
+        .collect()
+}
+
+fn override_header(f: &Fields<'_>, o: &mut OverrideConfig) -> Result<(), ConfigError> {
+    f.set_string("header", &mut o.header)?;
+    check::header_name(&f.path_of("header"), &o.header)
+}
+
+fn sticky(f: &Fields<'_>, s: &mut StickyConfig) -> Result<(), ConfigError> {
+    f.set_string("cookie", &mut s.cookie)?;
+    check::token(&f.path_of("cookie"), &s.cookie)?;
+    if let Some(age) = f.integer("max_age_s", u64::from(u32::MAX))? {
+        s.max_age_s = check::in_range(&f.path_of("max_age_s"), age, 1, u64::from(MAX_COOKIE_AGE_S), " seconds")? as u32;
+    }
+    f.set_boolean("secure", &mut s.secure)
+}
+
+fn metrics(f: &Fields<'_>, m: &mut MetricsConfig) -> Result<(), ConfigError> {
+    if let Some(s) = f.integer("window_s", u64::from(u32::MAX))? {
+        m.window_s = check::in_range(&f.path_of("window_s"), s, 1, u64::from(MAX_WINDOW_S), " seconds")? as u32;
+    }
+    Ok(())
+}
+
+fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
+    let in_range = |name: &'static str, into: &mut u64, low: u64, high: u64| -> Result<(), ConfigError> {
+        if let Some(value) = f.integer(name, u64::MAX)? {
+            *into = check::in_range(&f.path_of(name), value, low, high, "")?;
+        }
+        Ok(())
+    };
+    let ratio = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+        let Some(text) = f.number_text(name)? else { return Ok(None) };
+        let ppm = decimal::parse_decimal(text, 6).map_err(|reason| refuse(&f.path_of(name), reason))?;
+        if ppm > 1_000_000 {
+            return Err(refuse(&f.path_of(name), format!("must be between 0 and 1, got {text}")));
+        }
+        Ok(Some(ppm))
+    };
+    let millis = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+        let Some(text) = f.number_text(name)? else { return Ok(None) };
+        let us = decimal::parse_decimal(text, 3).map_err(|reason| refuse(&f.path_of(name), reason))?;
+        if us == 0 || us > MAX_LATENCY_MS * 1000 {
+            return Err(refuse(&f.path_of(name), format!("must be in (0, {MAX_LATENCY_MS}] ms, got {text}")));
+        }
+        Ok(Some(us))
+    };
+    let mut window_s = u64::from(g.window_s);
+    in_range("window_s", &mut window_s, 1, u64::from(MAX_WINDOW_S))?;
+    g.window_s = window_s as u32;
+    in_range("min_requests", &mut g.min_requests, 1, 1_000_000_000)?;
+    g.max_error_ratio_ppm = ratio("max_error_ratio")?;
+    g.max_p95_us = millis("max_p95_ms")?;
+    g.max_p99_us = millis("max_p99_ms")?;
+    g.max_error_ratio_over_stable_ppm = ratio("max_error_ratio_over_stable")?;
+    let mut consecutive = u64::from(g.consecutive);
+    in_range("consecutive", &mut consecutive, 1, 600)?;
+    g.consecutive = consecutive as u32;
+    f.set_boolean("dry_run", &mut g.dry_run)?;
+    if let Some(rearm) = f.integer("rearm", u64::MAX)? {
+        g.rearm = rearm;
+    }
+    Ok(())
+}
+
+fn hosts(items: Vec<Item<'_>>) -> Result<Vec<String>, ConfigError> {
+    if items.len() > MAX_HOSTS {
+        return Err(refuse("hosts", format!("at most {MAX_HOSTS} entries, got {}", items.len())));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let host = item.string()?;
+            check::host_pattern(&item.path, host)?;
+            Ok(host.to_string())
+        })
+        .collect()
+}

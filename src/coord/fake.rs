@@ -1,0 +1,184 @@
+//! A fake proxy for tests: one process's shared data, shared queues, stats and clock, seen by
+//! any number of fake VMs. It follows Envoy's semantics where the logic depends on them:
+//! a compare-and-swap token of 0 (`None`) or a missing key writes unconditionally, every write
+//! takes a new token, a queue name maps to the same queue in every VM, and a stat name to the
+//! same process-wide stat.
+
+use crate::host::{Host, MetricKind, Stats};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+
+#[derive(Default)]
+struct Process {
+    now_us: u64,
+    data: HashMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+    queue_names: Vec<String>,
+    queues: Vec<VecDeque<Vec<u8>>>,
+    stats: Vec<(String, MetricKind, u64)>,
+    histograms: HashMap<u32, Vec<u64>>,
+}
+
+/// The shared half of a proxy process.
+#[derive(Default)]
+pub struct FakeProxy {
+    process: RefCell<Process>,
+}
+
+impl FakeProxy {
+    /// A proxy whose clock reads `now_s` seconds.
+    pub fn at(now_s: u64) -> Self {
+        let proxy = FakeProxy::default();
+        proxy.set_time_ms(now_s * 1000);
+        proxy
+    }
+
+    /// A VM of this proxy.
+    pub fn vm(&self) -> FakeVm<'_> {
+        FakeVm { proxy: self }
+    }
+
+    /// Sets the clock, in milliseconds since the epoch.
+    pub fn set_time_ms(&self, ms: u64) {
+        self.process.borrow_mut().now_us = ms * 1000;
+    }
+
+    /// The clock, in milliseconds.
+    pub fn time_ms(&self) -> u64 {
+        self.process.borrow().now_us / 1000
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance_ms(&self, ms: u64) {
+        self.set_time_ms(self.time_ms() + ms);
+    }
+
+    /// The value of the stat `name`, if defined.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        self.process.borrow().stats.iter().find(|(n, _, _)| n == name).map(|(_, _, v)| *v)
+    }
+
+    /// Values recorded into the histogram `name`.
+    pub fn histogram(&self, name: &str) -> Vec<u64> {
+        let process = self.process.borrow();
+        let id = process.stats.iter().position(|(n, _, _)| n == name);
+        id.and_then(|id| process.histograms.get(&(id as u32)).cloned()).unwrap_or_default()
+    }
+
+    /// Writes shared data as another party would (any format), unconditionally.
+    pub fn put_shared(&self, key: &str, value: &[u8]) {
+        let vm = self.vm();
+        assert!(vm.set_shared_data(key, value, None));
+    }
+
+    /// Appends a message to the queue `name`, as another VM would.
+    pub fn push_queue(&self, name: &str, message: &[u8]) {
+        let vm = self.vm();
+        let queue = vm.register_queue(name).unwrap();
+        assert!(vm.enqueue(queue, message));
+    }
+
+    /// Messages waiting in the queue `name`.
+    pub fn queued(&self, name: &str) -> usize {
+        let process = self.process.borrow();
+        process.queue_names.iter().position(|n| n == name).map_or(0, |i| process.queues[i].len())
+    }
+}
+
+/// One VM's view of a [`FakeProxy`].
+#[derive(Clone, Copy)]
+pub struct FakeVm<'p> {
+    proxy: &'p FakeProxy,
+}
+
+impl Stats for FakeVm<'_> {
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let mut process = self.proxy.process.borrow_mut();
+        let id = match process.stats.iter().position(|(n, _, _)| n == name) {
+            Some(id) => id,
+            None => {
+                process.stats.push((name.to_string(), kind, 0));
+                process.stats.len() - 1
+            }
+        };
+        u32::try_from(id).ok()
+    }
+
+    fn increment(&self, id: u32) {
+        if let Some(stat) = self.proxy.process.borrow_mut().stats.get_mut(id as usize) {
+            assert_eq!(stat.1, MetricKind::Counter, "{}", stat.0);
+            stat.2 += 1;
+        }
+    }
+
+    fn record(&self, id: u32, value: u64) {
+        let mut process = self.proxy.process.borrow_mut();
+        let Some(stat) = process.stats.get_mut(id as usize) else { return };
+        match stat.1 {
+            MetricKind::Gauge => stat.2 = value,
+            MetricKind::Histogram => process.histograms.entry(id).or_default().push(value),
+            MetricKind::Counter => panic!("record on counter {}", stat.0),
+        }
+    }
+
+    fn metric_value(&self, id: u32) -> u64 {
+        self.proxy.process.borrow().stats.get(id as usize).map_or(0, |s| s.2)
+    }
+}
+
+impl Host for FakeVm<'_> {
+    fn now_micros(&self) -> u64 {
+        self.proxy.process.borrow().now_us
+    }
+
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.proxy.process.borrow().data.get(key) {
+            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut process = self.proxy.process.borrow_mut();
+        process.next_cas += 1;
+        let next = process.next_cas;
+        match process.data.get_mut(key) {
+            Some((_, current)) if cas.is_some_and(|c| c != 0 && c != *current) => false,
+            Some(entry) => {
+                *entry = (value.to_vec(), next);
+                true
+            }
+            None => {
+                process.data.insert(key.to_string(), (value.to_vec(), next));
+                true
+            }
+        }
+    }
+
+    fn register_queue(&self, name: &str) -> Option<u32> {
+        let mut process = self.proxy.process.borrow_mut();
+        let id = match process.queue_names.iter().position(|n| n == name) {
+            Some(id) => id,
+            None => {
+                process.queue_names.push(name.to_string());
+                process.queues.push(VecDeque::new());
+                process.queues.len() - 1
+            }
+        };
+        u32::try_from(id).ok()
+    }
+
+    fn enqueue(&self, queue: u32, message: &[u8]) -> bool {
+        match self.proxy.process.borrow_mut().queues.get_mut(queue as usize) {
+            Some(q) => {
+                q.push_back(message.to_vec());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
+        self.proxy.process.borrow_mut().queues.get_mut(queue as usize)?.pop_front()
+    }
+}

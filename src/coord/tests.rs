@@ -1,0 +1,279 @@
+//! Several VMs of one fake proxy, driven tick by tick: shipping, lease hand-over, the latched
+//! verdict, bad messages and clock jumps, in milliseconds and without Envoy.
+
+use super::fake::{FakeProxy, FakeVm};
+use super::lease::{Lease, LEASE_TTL_S};
+use super::verdict::{identity, SharedVerdict};
+use super::{wire, Coordinator};
+use crate::config::Config;
+use crate::host::Host;
+use crate::measure::metrics::MetricIds;
+use crate::measure::window::Tally;
+use crate::model::{GateState, Version};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const START_S: u64 = 1_800_000_000;
+const GATED: &str =
+    r#"{"service":"checkout","gate":{"max_error_ratio":0.05,"window_s":5,"min_requests":20,"consecutive":2}}"#;
+
+/// One VM: its coordinator, configuration and stat ids.
+struct Vm<'p> {
+    host: FakeVm<'p>,
+    coord: Coordinator,
+    config: Config,
+    ids: MetricIds,
+}
+
+impl<'p> Vm<'p> {
+    fn new(proxy: &'p FakeProxy, vm_id: u64, json: &str) -> Self {
+        let host = proxy.vm();
+        let config = Config::parse(json.as_bytes()).unwrap();
+        let ids = MetricIds::define(&host, &config);
+        Vm { host, coord: Coordinator::new(&config.service, config.role.reporter(), vm_id), config, ids }
+    }
+
+    fn reconfigure(&mut self, json: &str) {
+        self.config = Config::parse(json.as_bytes()).unwrap();
+        self.ids = MetricIds::define(&self.host, &self.config);
+    }
+
+    fn serve(&self, version: Version, requests: u64, errors: u64) {
+        for i in 0..requests {
+            self.coord.record(version, 10_000, i < errors);
+        }
+    }
+
+    fn tick(&self) {
+        self.coord.tick(&self.host, &self.config, &self.ids);
+    }
+}
+
+fn gauge(proxy: &FakeProxy, name: &str) -> u64 {
+    proxy.stat(name).unwrap_or_else(|| panic!("no stat {name}"))
+}
+
+fn window_requests(proxy: &FakeProxy, version: &str) -> u64 {
+    gauge(proxy, &format!("canary_window_requests.service.checkout.version.{version}.reporter.router"))
+}
+
+fn gate_state(proxy: &FakeProxy) -> u64 {
+    gauge(proxy, "canary_gate_state.service.checkout")
+}
+
+/// Every VM ticks once, in order, then the clock moves one second.
+fn second(proxy: &FakeProxy, vms: &[&Vm<'_>]) {
+    for vm in vms {
+        vm.tick();
+    }
+    proxy.advance_ms(1000);
+}
+
+fn lease_holder(proxy: &FakeProxy) -> Option<u64> {
+    let (value, _) = proxy.vm().shared_data("canary-gate/checkout/router/leader");
+    value.as_deref().and_then(Lease::decode).map(|l| l.holder)
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn one_vm_holds_the_lease_and_merges_every_vms_tallies() {
+    let proxy = FakeProxy::at(START_S);
+    let vms = [Vm::new(&proxy, 1, GATED), Vm::new(&proxy, 2, GATED), Vm::new(&proxy, 3, GATED)];
+    for (i, vm) in vms.iter().enumerate() {
+        vm.serve(Version::Stable, 10 * (i as u64 + 1), 0);
+        vm.serve(Version::Canary, i as u64 + 1, 0);
+    }
+    let all: Vec<&Vm<'_>> = vms.iter().collect();
+    second(&proxy, &all);
+    assert_eq!(lease_holder(&proxy), Some(1));
+    // VM 1 merged its own tally at once; the others' arrive at its next tick.
+    assert_eq!(window_requests(&proxy, "stable"), 10);
+    second(&proxy, &all);
+    assert_eq!(window_requests(&proxy, "stable"), 60);
+    assert_eq!(window_requests(&proxy, "canary"), 6);
+    assert_eq!(proxy.queued("canary-gate/checkout/router/tallies"), 0);
+    assert_eq!(lease_holder(&proxy), Some(1), "the holder renews; nobody else takes over");
+    // The window keeps what was merged until it slides out (60 s for the gauges).
+    for _ in 0..59 {
+        second(&proxy, &all);
+    }
+    assert_eq!(window_requests(&proxy, "stable"), 50);
+    second(&proxy, &all);
+    assert_eq!(window_requests(&proxy, "stable"), 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_lease_passes_on_when_its_holder_stops_and_the_window_goes_on() {
+    let proxy = FakeProxy::at(START_S);
+    let (a, b) = (Vm::new(&proxy, 1, GATED), Vm::new(&proxy, 2, GATED));
+    second(&proxy, &[&a, &b]);
+    assert_eq!(lease_holder(&proxy), Some(1));
+    // VM 1 stops ticking (its worker is stuck or gone). VM 2 waits out the lease's time to live.
+    for s in 1..LEASE_TTL_S {
+        b.serve(Version::Canary, 5, 0);
+        second(&proxy, &[&b]);
+        assert_eq!(lease_holder(&proxy), Some(1), "second {s}: the lease has not expired");
+    }
+    b.serve(Version::Canary, 5, 0);
+    second(&proxy, &[&b]);
+    assert_eq!(lease_holder(&proxy), Some(2));
+    // Every tally VM 2 shipped while nobody merged is in the new holder's window.
+    assert_eq!(window_requests(&proxy, "canary"), 5 * LEASE_TTL_S);
+    // VM 1 comes back: it finds the lease held and fresh, and does not take it back.
+    second(&proxy, &[&a, &b]);
+    assert_eq!(lease_holder(&proxy), Some(2));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_trip_is_latched_adopted_by_every_vm_and_survives_a_lease_hand_over() {
+    let proxy = FakeProxy::at(START_S);
+    let (a, b) = (Vm::new(&proxy, 1, GATED), Vm::new(&proxy, 2, GATED));
+    // Healthy: 50 canary requests a second with 1 error.
+    for _ in 0..3 {
+        a.serve(Version::Canary, 25, 1);
+        b.serve(Version::Canary, 25, 0);
+        second(&proxy, &[&a, &b]);
+    }
+    assert_eq!(gate_state(&proxy), GateState::Ok.value());
+    // Failing: 30% errors. Two breached evaluations in a row trip the gate.
+    let mut trip_second = None;
+    for s in 0..10 {
+        a.serve(Version::Canary, 25, 8);
+        b.serve(Version::Canary, 25, 7);
+        second(&proxy, &[&a, &b]);
+        if gate_state(&proxy) == GateState::Tripped.value() {
+            trip_second = Some(s);
+            break;
+        }
+    }
+    let trip_second = trip_second.expect("the gate trips on 30% errors");
+    assert!(trip_second <= 3, "tripped after {trip_second} s");
+    assert_eq!(gauge(&proxy, "canary_gate_trips_total.service.checkout"), 1);
+    assert_eq!(gauge(&proxy, "canary_gate_tripped.service.checkout"), 1);
+    // Every VM adopts the verdict on its next tick; VM 2 ticked after VM 1 published.
+    assert!(b.coord.gate_tripped());
+    second(&proxy, &[&a, &b]);
+    assert!(a.coord.gate_tripped() && b.coord.gate_tripped());
+    // Healthy again: the trip stays latched.
+    for _ in 0..10 {
+        a.serve(Version::Canary, 25, 0);
+        second(&proxy, &[&a, &b]);
+    }
+    assert!(a.coord.gate_tripped() && b.coord.gate_tripped());
+    // The holder stops; the VM that takes over finds the trip published and keeps it latched.
+    for _ in 0..=LEASE_TTL_S {
+        b.serve(Version::Canary, 50, 0);
+        second(&proxy, &[&b]);
+    }
+    assert_eq!(lease_holder(&proxy), Some(2));
+    assert!(b.coord.gate_tripped());
+    assert_eq!(gate_state(&proxy), GateState::Tripped.value());
+    assert_eq!(gauge(&proxy, "canary_gate_trips_total.service.checkout"), 1, "a hand-over is not a new trip");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_new_canary_or_a_rearm_clears_the_latch_and_dry_run_never_reroutes() {
+    let proxy = FakeProxy::at(START_S);
+    let mut a = Vm::new(&proxy, 1, GATED);
+    let trip = |vm: &Vm<'_>| {
+        for _ in 0..4 {
+            vm.serve(Version::Canary, 50, 25);
+            second(&proxy, &[vm]);
+        }
+    };
+    trip(&a);
+    assert!(a.coord.gate_tripped());
+    let rearmed = GATED.replace(r#""consecutive":2"#, r#""consecutive":2,"rearm":1"#);
+    a.reconfigure(&rearmed);
+    second(&proxy, &[&a]);
+    assert!(!a.coord.gate_tripped(), "a new rearm value clears the latch");
+    trip(&a);
+    assert!(a.coord.gate_tripped());
+    a.reconfigure(&rearmed.replace(r#""service":"checkout""#, r#""service":"checkout","canary":"v2""#));
+    second(&proxy, &[&a]);
+    assert!(!a.coord.gate_tripped(), "a new canary clears the latch");
+    a.reconfigure(
+        &rearmed.replace(r#""consecutive":2"#, r#""consecutive":2,"dry_run":true"#).replace("rearm\":1", "rearm\":2"),
+    );
+    trip(&a);
+    assert_eq!(gate_state(&proxy), GateState::Tripped.value());
+    assert!(!a.coord.gate_tripped(), "a dry run reports the trip but never reroutes");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn malformed_and_foreign_format_data_is_dropped_not_trusted() {
+    let proxy = FakeProxy::at(START_S);
+    let a = Vm::new(&proxy, 1, GATED);
+    let queue = "canary-gate/checkout/router/tallies";
+    let mut good: [Tally; 2] = Default::default();
+    good[Version::Canary.index()].record(1_000, false);
+    let message = wire::encode(&good);
+    let mut foreign = message.clone();
+    foreign[0] = foreign[0].wrapping_add(1);
+    for bad in [&b""[..], b"\x01", b"\xff\xff\xff", &foreign, &message[..message.len() - 1]] {
+        proxy.push_queue(queue, bad);
+    }
+    proxy.push_queue(queue, &message);
+    second(&proxy, &[&a]);
+    assert_eq!(window_requests(&proxy, "canary"), 1, "only the valid message counts");
+    assert_eq!(proxy.queued(queue), 0);
+
+    // A verdict of another format, or for another canary, is not adopted.
+    let verdict_key = "canary-gate/checkout/router/verdict";
+    let tripped = SharedVerdict { state: GateState::Tripped, identity: identity("canary", 0) }.encode();
+    let mut foreign_verdict = tripped;
+    foreign_verdict[0] = foreign_verdict[0].wrapping_add(1);
+    let other_canary = SharedVerdict { state: GateState::Tripped, identity: identity("v9", 0) }.encode();
+    let b = Vm::new(&proxy, 2, GATED);
+    for bad in [&foreign_verdict[..], &other_canary, b"garbage"] {
+        proxy.put_shared(verdict_key, bad);
+        b.tick();
+        assert!(!b.coord.gate_tripped(), "{bad:?}");
+        proxy.advance_ms(1000);
+    }
+    // A lease of another format is taken over, not honoured forever.
+    proxy.put_shared("canary-gate/checkout/router/leader", b"\x09not a lease");
+    second(&proxy, &[&b]);
+    assert_eq!(lease_holder(&proxy), Some(2));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn clock_jumps_neither_lose_the_lease_nor_corrupt_the_window() {
+    let proxy = FakeProxy::at(START_S);
+    let (a, b) = (Vm::new(&proxy, 1, GATED), Vm::new(&proxy, 2, GATED));
+    for _ in 0..3 {
+        a.serve(Version::Canary, 30, 0);
+        second(&proxy, &[&a, &b]);
+    }
+    assert_eq!(window_requests(&proxy, "canary"), 90);
+    // Backwards by 10 s: the holder keeps the lease, the window keeps counting.
+    proxy.set_time_ms(proxy.time_ms() - 10_000);
+    a.serve(Version::Canary, 30, 0);
+    second(&proxy, &[&a, &b]);
+    assert_eq!(lease_holder(&proxy), Some(1));
+    assert_eq!(window_requests(&proxy, "canary"), 120);
+    // Forward by an hour: the window empties; the gate sees too little traffic to judge.
+    proxy.advance_ms(3_600_000);
+    second(&proxy, &[&a, &b]);
+    assert_eq!(lease_holder(&proxy), Some(1));
+    assert_eq!(window_requests(&proxy, "canary"), 0);
+    assert_eq!(gate_state(&proxy), GateState::Inconclusive.value());
+    // Several ticks in one second do the work once.
+    a.serve(Version::Canary, 7, 0);
+    a.tick();
+    a.serve(Version::Canary, 7, 0);
+    a.tick();
+    assert_eq!(window_requests(&proxy, "canary"), 7);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_configuration_update_keeps_the_window_of_the_same_canary() {
+    let proxy = FakeProxy::at(START_S);
+    let mut a = Vm::new(&proxy, 1, GATED);
+    a.serve(Version::Canary, 40, 0);
+    second(&proxy, &[&a]);
+    a.reconfigure(&GATED.replace(r#""service":"checkout""#, r#""service":"checkout","split":{"canary_percent":30}"#));
+    second(&proxy, &[&a]);
+    assert_eq!(window_requests(&proxy, "canary"), 40);
+    a.reconfigure(&GATED.replace(r#""service":"checkout""#, r#""service":"checkout","canary":"v2""#));
+    second(&proxy, &[&a]);
+    assert_eq!(gauge(&proxy, "canary_window_requests.service.checkout.version.v2.reporter.router"), 0);
+}

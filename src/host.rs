@@ -1,0 +1,44 @@
+//! The host boundary: the narrow traits through which the logic reaches Envoy. The proxy glue
+//! implements them with proxy-wasm host calls (`proxy::host`), the tests with a fake
+//! (`coord::fake`), so cross-VM coordination runs on the host in milliseconds.
+
+/// The kind of a host stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic counter.
+    Counter,
+    /// Settable gauge.
+    Gauge,
+    /// Histogram of recorded values.
+    Histogram,
+}
+
+/// Envoy's stats, process-wide: every VM that defines a name gets the same stat.
+pub trait Stats {
+    /// Defines (or finds) the stat `name`; `None` if the host refuses.
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
+    /// Adds one to a counter.
+    fn increment(&self, id: u32);
+    /// Sets a gauge or records a histogram value.
+    fn record(&self, id: u32, value: u64);
+    /// The current value of a counter or gauge (0 if unknown).
+    fn metric_value(&self, id: u32) -> u64;
+}
+
+/// What the cross-VM coordination needs besides stats: the clock, shared data and shared
+/// queues. Every VM of a proxy sees the same shared data and queues.
+pub trait Host: Stats {
+    /// Microseconds since the Unix epoch (0 if the host cannot tell).
+    fn now_micros(&self) -> u64;
+    /// A shared-data value and its compare-and-swap token.
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes shared data if `cas` still matches (`None`: unconditionally); false if another
+    /// VM wrote first or the host refused.
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+    /// This VM's handle of the shared queue `name` (the same queue in every VM).
+    fn register_queue(&self, name: &str) -> Option<u32>;
+    /// Appends a message to a shared queue.
+    fn enqueue(&self, queue: u32, message: &[u8]) -> bool;
+    /// Takes the oldest message of a shared queue.
+    fn dequeue(&self, queue: u32) -> Option<Vec<u8>>;
+}

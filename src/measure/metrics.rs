@@ -1,0 +1,122 @@
+//! Host stat ids of one configuration, defined once at configure time so every series exists
+//! (at zero) from the start and the request path only passes cached ids.
+
+use super::names::{self, code_class, series, series_with, service_series, SeriesKey, CODE_CLASSES};
+use super::window::WindowStats;
+use crate::config::Config;
+use crate::host::{MetricKind, Stats};
+use crate::model::{GateState, Reason, Version};
+
+struct VersionIds {
+    requests: Option<u32>,
+    responses: [Option<u32>; 5],
+    duration: Option<u32>,
+    decisions: [Option<u32>; 7],
+    window: [Option<u32>; 5],
+}
+
+/// Stat ids of both versions of one service, and of its gate.
+pub struct MetricIds {
+    versions: [VersionIds; 2],
+    gate_tripped: Option<u32>,
+    gate_trips: Option<u32>,
+    gate_state: Option<u32>,
+    vm_memory: Option<u32>,
+}
+
+fn increment(stats: &impl Stats, id: Option<u32>) {
+    if let Some(id) = id {
+        stats.increment(id);
+    }
+}
+
+fn record(stats: &impl Stats, id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        stats.record(id, value);
+    }
+}
+
+impl MetricIds {
+    /// Defines every series of `config`'s service and versions.
+    pub fn define(stats: &impl Stats, config: &Config) -> Self {
+        let for_version = |version: &str| {
+            let key = SeriesKey { service: &config.service, version, reporter: config.role.reporter() };
+            let counter = |name: String| stats.define_metric(MetricKind::Counter, &name);
+            let gauge = |name: String| stats.define_metric(MetricKind::Gauge, &name);
+            VersionIds {
+                requests: counter(series(names::REQUESTS, key)),
+                responses: CODE_CLASSES.map(|class| counter(series_with(names::RESPONSES, key, "code_class", class))),
+                duration: stats.define_metric(MetricKind::Histogram, &series(names::DURATION, key)),
+                decisions: Reason::ALL.map(|r| counter(series_with(names::DECISIONS, key, "reason", r.as_str()))),
+                window: [
+                    names::WINDOW_REQUESTS,
+                    names::WINDOW_ERROR_RATIO,
+                    names::WINDOW_P50,
+                    names::WINDOW_P95,
+                    names::WINDOW_P99,
+                ]
+                .map(|m| gauge(series(m, key))),
+            }
+        };
+        let svc = config.service.as_str();
+        MetricIds {
+            versions: [for_version(&config.stable), for_version(&config.canary)],
+            gate_tripped: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_TRIPPED, svc)),
+            gate_trips: stats.define_metric(MetricKind::Counter, &service_series(names::GATE_TRIPS, svc)),
+            gate_state: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_STATE, svc)),
+            vm_memory: stats.define_metric(MetricKind::Gauge, names::VM_MEMORY),
+        }
+    }
+
+    fn of(&self, version: Version) -> Option<&VersionIds> {
+        self.versions.get(version.index())
+    }
+
+    /// Counts one completed request.
+    pub fn record_request(
+        &self,
+        stats: &impl Stats,
+        version: Version,
+        reason: Option<Reason>,
+        status: u64,
+        millis: u64,
+    ) {
+        let Some(ids) = self.of(version) else { return };
+        increment(stats, ids.requests);
+        if let Some(class) = code_class(status) {
+            increment(stats, ids.responses.get(class).copied().flatten());
+        }
+        record(stats, ids.duration, millis);
+        if let Some(reason) = reason {
+            increment(stats, ids.decisions.get(reason.index()).copied().flatten());
+        }
+    }
+
+    /// Raises the VM memory gauge to `vm_bytes` (this VM's memory) if larger (each VM, once a
+    /// second; a lost race between VMs only delays the maximum by a tick).
+    pub fn note_vm_memory(&self, stats: &impl Stats, vm_bytes: u64) {
+        if let Some(id) = self.vm_memory {
+            if vm_bytes > stats.metric_value(id) {
+                stats.record(id, vm_bytes);
+            }
+        }
+    }
+
+    /// Publishes the gate's state; `tripped_now` also counts a trip.
+    pub fn set_gate(&self, stats: &impl Stats, state: GateState, tripped_now: bool) {
+        record(stats, self.gate_state, state.value());
+        record(stats, self.gate_tripped, u64::from(state == GateState::Tripped));
+        if tripped_now {
+            increment(stats, self.gate_trips);
+        }
+    }
+
+    /// Publishes the merged window of `version`.
+    pub fn set_window(&self, stats: &impl Stats, version: Version, window: &WindowStats) {
+        let Some(ids) = self.of(version) else { return };
+        let values = [window.requests, window.error_ratio_ppm, window.p50_us, window.p95_us, window.p99_us];
+        for (id, value) in ids.window.iter().zip(values) {
+            record(stats, *id, value);
+        }
+    }
+}

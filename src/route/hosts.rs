@@ -1,0 +1,96 @@
+//! Which requests a router instance handles: its `hosts` against the request's `:authority`,
+//! so one instance per service can sit on a shared gateway.
+
+/// One entry of `hosts`: an exact host name or a `*.suffix` wildcard, lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Matches this host exactly.
+    Exact(String),
+    /// Matches any host ending in this suffix (which starts with `.`).
+    Suffix(String),
+}
+
+impl HostPattern {
+    /// The pattern of a validated `hosts` entry.
+    pub fn new(entry: &str) -> Self {
+        match entry.strip_prefix('*') {
+            Some(suffix) => HostPattern::Suffix(suffix.to_string()),
+            None => HostPattern::Exact(entry.to_string()),
+        }
+    }
+
+    /// Whether `host` (lower case, without port) matches.
+    pub fn matches(&self, host: &[u8]) -> bool {
+        match self {
+            HostPattern::Exact(h) => host == h.as_bytes(),
+            HostPattern::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_bytes()),
+        }
+    }
+}
+
+/// The patterns of one configuration's `hosts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostMatcher {
+    patterns: Vec<HostPattern>,
+}
+
+impl HostMatcher {
+    /// A matcher for validated `hosts` entries.
+    pub fn new(hosts: &[String]) -> Self {
+        HostMatcher { patterns: hosts.iter().map(|h| HostPattern::new(h)).collect() }
+    }
+
+    /// Whether no host is configured (every request is handled).
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether a request to `authority` matches a pattern (never, without an authority).
+    pub fn matches(&self, authority: Option<&[u8]>) -> bool {
+        let host = authority_host(authority.unwrap_or_default());
+        self.patterns.iter().any(|p| p.matches(&host))
+    }
+}
+
+/// The host of an `:authority` value: lower-cased, without port or IPv6 brackets.
+pub fn authority_host(authority: &[u8]) -> Vec<u8> {
+    let host = match authority.first() {
+        Some(b'[') => {
+            authority.split(|&b| b == b']').next().map(|h| h.get(1..).unwrap_or_default()).unwrap_or_default()
+        }
+        _ => authority.split(|&b| b == b':').next().unwrap_or_default(),
+    };
+    host.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::route::Router;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn router(json: &str) -> Router {
+        Router::new(Config::parse(json.as_bytes()).unwrap())
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn hosts_match_authorities_without_port_and_case() {
+        let r = router(r#"{"service":"a","hosts":["shop.example.com","*.svc.cluster.local"]}"#);
+        let handles = |authority: Option<&[u8]>| r.handles(|| authority.map(<[u8]>::to_vec));
+        assert!(handles(Some(b"shop.example.com")));
+        assert!(handles(Some(b"Shop.Example.COM:8443")));
+        assert!(handles(Some(b"a.teei.svc.cluster.local:80")));
+        assert!(!handles(Some(b"svc.cluster.local")));
+        assert!(!handles(Some(b"shop.example.com.evil")));
+        assert!(!handles(Some(b"other.example.com")));
+        assert!(!handles(None));
+        assert!(!handles(Some(b"\xff\xfe")));
+        assert_eq!(super::authority_host(b"[::1]:80"), b"::1");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn without_hosts_every_request_is_handled_and_no_authority_read() {
+        let r = router(r#"{"service":"a"}"#);
+        assert!(r.handles(|| panic!("the authority must not be read")));
+    }
+}
