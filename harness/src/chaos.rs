@@ -6,8 +6,8 @@
 use crate::client::Client;
 use crate::traffic::served_as_routed;
 use crate::{Envoy, VersionStats};
-use canary_gate::bucket::{BucketRng, Bucketer};
-use canary_gate::cookie;
+use canary_gate::route::bucket::{BucketRng, Bucketer};
+use canary_gate::route::cookie;
 use canary_gate::route::{Decision, RequestHeaders, Router};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};

@@ -6,7 +6,9 @@
 //! - b-native: header route, weighted clusters and a stateful_session cookie;
 //! - c-filter / c-direct: canary-gate (filter mode, metrics and gate);
 //! - c-skip / c-skip-backend: canary-gate configured for another host, so it only reads
-//!   `:authority`: the fixed cost of any Wasm filter in V8, to a `direct_response` / to the backends.
+//!   `:authority`: the fixed cost of any Wasm filter in V8, to a `direct_response` / to the backends;
+//! - c-baseline, with `BENCH_BASELINE_WASM=FILE`: c-filter running another build of the filter
+//!   (an earlier commit's), so a change is measured side by side with what it changes.
 //!
 //! Envoy runs one worker pinned to CPU 0; wrk and the backends run on CPU 1.
 
@@ -15,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
-const VARIANTS: [(&str, u16); 7] = [
+const VARIANTS: [(&str, u16); 8] = [
     ("a-direct", 10001),
     ("c-skip", 10006),
     ("c-direct", 10005),
@@ -23,7 +25,20 @@ const VARIANTS: [(&str, u16); 7] = [
     ("b-native", 10003),
     ("c-skip-backend", 10007),
     ("c-filter", 10004),
+    ("c-baseline", 10008),
 ];
+
+/// Adds the c-baseline listener: a copy of c-filter's that loads `wasm` in a VM of its own.
+fn with_baseline(config: &str, wasm: &str) -> String {
+    let start = config.find("  - name: c-filter\n").expect("c-filter listener in envoy/bench.yaml");
+    let end = config[start + 1..].find("\n  - name: ").map_or(config.len(), |i| start + 1 + i + 1);
+    let listener = config[start..end]
+        .replace("c-filter", "c-baseline")
+        .replace("port_value: 10004", "port_value: 10008")
+        .replace("vm_id: canary-gate", "vm_id: canary-gate-baseline")
+        .replace("target/wasm32-wasip1/release/canary_gate.wasm", wasm);
+    format!("{}{listener}{}", &config[..end], &config[end..])
+}
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -104,8 +119,12 @@ fn main() {
     let dir = TempDir::new("bench");
     let (stable_port, canary_port, admin_port) = (free_port(), free_port(), free_port());
     let mut ports = Vec::new();
-    let mut config = std::fs::read_to_string(root().join("envoy/bench.yaml"))
-        .expect("envoy/bench.yaml")
+    let baseline = std::env::var("BENCH_BASELINE_WASM").ok().filter(|v| !v.is_empty());
+    let mut config = std::fs::read_to_string(root().join("envoy/bench.yaml")).expect("envoy/bench.yaml");
+    if let Some(wasm) = &baseline {
+        config = with_baseline(&config, wasm);
+    }
+    let mut config = config
         .replace("port_value: 18001", &format!("port_value: {stable_port}"))
         .replace("port_value: 18002", &format!("port_value: {canary_port}"))
         .replace("port_value: 9901", &format!("port_value: {admin_port}"))
@@ -159,6 +178,7 @@ fn main() {
     // BENCH_VARIANTS=a-direct,c-direct narrows a run to some variants (and skips the memory run).
     let only = std::env::var("BENCH_VARIANTS").ok();
     let chosen: Vec<usize> = (0..VARIANTS.len())
+        .filter(|&i| VARIANTS[i].0 != "c-baseline" || baseline.is_some())
         .filter(|&i| only.as_deref().is_none_or(|list| list.split(',').any(|v| v.trim() == VARIANTS[i].0)))
         .collect();
     let memory = || {
@@ -171,7 +191,11 @@ fn main() {
     };
 
     println!("# canary-gate benchmark\n");
-    println!("wasm: {} bytes; Envoy 1 worker on CPU 0, wrk (1 thread) and backends on CPU 1; {rounds} rounds x {seconds} s per variant, order alternating\n", std::fs::metadata(wasm_file()).map(|m| m.len()).unwrap_or(0));
+    let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    println!("wasm: {} bytes; Envoy 1 worker on CPU 0, wrk (1 thread) and backends on CPU 1; {rounds} rounds x {seconds} s per variant, order alternating\n", size(&wasm_file()));
+    if let Some(wasm) = &baseline {
+        println!("c-baseline: {wasm}, {} bytes\n", size(std::path::Path::new(wasm)));
+    }
     for &i in &chosen {
         wrk(&url(i), &script, 16, 2, pid);
     }
@@ -218,6 +242,9 @@ fn main() {
     println!("\n| pair (same round) | median throughput ratio | median Envoy CPU added per request | median p99 added at moderate load |");
     println!("|---|---|---|---|");
     for (a, b) in [
+        ("c-filter", "c-baseline"),
+        ("c-filter", "c-skip-backend"),
+        ("c-baseline", "c-skip-backend"),
         ("c-filter", "b-native"),
         ("c-skip-backend", "b-native"),
         ("c-filter", "a-backend"),

@@ -2,10 +2,11 @@
 //! callgrind: route decision from headers, then recording into the worker's tally.
 //! `hotpath N` runs N requests; the difference between two N gives the cost of one.
 
-use canary_gate::bucket::BucketRng;
 use canary_gate::config::Config;
-use canary_gate::route::{RequestHeaders, Router, Version};
-use canary_gate::window::Tally;
+use canary_gate::measure::window::Tally;
+use canary_gate::model::Version;
+use canary_gate::route::bucket::BucketRng;
+use canary_gate::route::{RequestHeaders, Router};
 use std::hint::black_box;
 
 /// Headers of a keyed user, as the host would hand them over (one allocation per read, as

@@ -5,9 +5,10 @@
 //! What Envoy refuses before any filter runs (header block over its 60 KiB limit: 431; control
 //! bytes in a header value: 400) is Envoy's own answer and is not counted.
 
-use canary_gate::bucket::Bucketer;
 use canary_gate::config::Config;
-use canary_gate::route::{Router, Version};
+use canary_gate::model::Version;
+use canary_gate::route::bucket::Bucketer;
+use canary_gate::route::Router;
 use canary_harness::chaos::{
     assert_no_wasm_errors, bucket_of_pair, expected_decision, log_lines, raw_get, wasm_log_lines, RawReply,
 };

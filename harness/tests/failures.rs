@@ -3,9 +3,10 @@
 //! configuration change. Envoy's own answers (503, 504) are counted under the version the
 //! filter chose, the gate trips once and stays latched, and users keep their version.
 
-use canary_gate::bucket::Bucketer;
 use canary_gate::config::Config;
-use canary_gate::route::{Router, Version};
+use canary_gate::model::Version;
+use canary_gate::route::bucket::Bucketer;
+use canary_gate::route::Router;
 use canary_harness::traffic::{Event, Population, Recorder, Steady};
 use canary_harness::{filter_config, gated_config, start_envoy, start_stack, wait_until, Backend, Client, Layout};
 use std::thread::{self, sleep};

@@ -1,8 +1,9 @@
 //! Filter mode through a real Envoy: canary-gate chooses, the route table follows the header.
 
-use canary_gate::bucket::Bucketer;
 use canary_gate::config::Config;
-use canary_gate::route::{Router, Version};
+use canary_gate::model::Version;
+use canary_gate::route::bucket::Bucketer;
+use canary_gate::route::Router;
 use canary_harness::{filter_config, start_stack, Client, Layout};
 use std::thread;
 
