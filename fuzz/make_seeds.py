@@ -117,8 +117,8 @@ def tally(latencies_us, errors=0):
     return out
 
 
-def message(stable, canary):
-    return b"\x01" + stable + canary
+def message(stable, canary, identity=0x0123456789ABCDEF):
+    return b"\x02" + struct.pack("<Q", identity) + stable + canary
 
 
 def add(version, msg):

@@ -24,7 +24,44 @@ use crate::measure::window::{Tally, Window, WindowStats};
 use crate::model::Version;
 use lease::{should_claim, Lease};
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use verdict::{identity, SharedVerdict};
+
+/// What one VM keeps across its root contexts. Envoy starts a new root context in the same VM
+/// for every configuration update (and calls its `on_vm_start` again): the VM's lease id and
+/// its coordinators must outlive them, or the lease holder would lose its own lease and its
+/// window with every update.
+#[derive(Default)]
+pub struct VmState {
+    vm_id: Cell<u64>,
+    /// One per configured service and role: bounded by configuration.
+    coordinators: RefCell<Vec<Rc<Coordinator>>>,
+}
+
+impl VmState {
+    /// A root context started with a random `seed`: the first one names the VM for good.
+    pub fn start(&self, seed: u64) {
+        if self.vm_id.get() == 0 {
+            self.vm_id.set(seed.max(1));
+        }
+    }
+
+    /// This VM's lease id (0 before the first start).
+    pub fn vm_id(&self) -> u64 {
+        self.vm_id.get()
+    }
+
+    /// The coordinator of `service` as seen by `reporter` in this VM, created on first use.
+    pub fn coordinator(&self, service: &str, reporter: &str) -> Rc<Coordinator> {
+        let mut all = self.coordinators.borrow_mut();
+        if let Some(existing) = all.iter().find(|c| c.is(service, reporter)) {
+            return existing.clone();
+        }
+        let created = Rc::new(Coordinator::new(service, reporter, self.vm_id.get()));
+        all.push(created.clone());
+        created
+    }
+}
 
 /// What one VM keeps for one service and role. Shared by the VM's root contexts (a
 /// configuration update creates a new root context in the same VM, and the window must survive
@@ -35,11 +72,14 @@ pub struct Coordinator {
     /// Random id of this VM, for the lease.
     vm_id: u64,
     tallies: RefCell<[Tally; 2]>,
+    /// The gate identity this VM's tallies are being recorded under (set at each tick).
+    recording_identity: Cell<Option<u64>>,
     scratch: RefCell<[Tally; 2]>,
     queue: Cell<Option<u32>>,
     last_tick_s: Cell<u64>,
-    /// The merged window and the canary it measures, while this VM holds the lease.
-    merged: RefCell<Option<(String, Window)>>,
+    /// The merged window and the canary it measures (name, and the identity of its gate),
+    /// while this VM holds the lease.
+    merged: RefCell<Option<Merged>>,
     /// The gate's evaluation state and the identity it belongs to, while this VM holds the lease.
     gate: RefCell<Option<(u64, Gate)>>,
     /// Whether the published verdict reroutes this service's traffic (read per request).
@@ -53,6 +93,7 @@ impl Coordinator {
             name: format!("{service}/{reporter}"),
             vm_id,
             tallies: RefCell::default(),
+            recording_identity: Cell::new(None),
             scratch: RefCell::default(),
             queue: Cell::new(None),
             last_tick_s: Cell::new(0),
@@ -62,9 +103,9 @@ impl Coordinator {
         }
     }
 
-    /// `service/reporter`.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// Whether this is the coordinator of `service` as seen by `reporter`.
+    pub fn is(&self, service: &str, reporter: &str) -> bool {
+        self.name.strip_prefix(service).and_then(|r| r.strip_prefix('/')) == Some(reporter)
     }
 
     /// Whether canary traffic currently goes to stable (request path: one cell read).
@@ -96,7 +137,9 @@ impl Coordinator {
             q
         });
         let Some(queue) = queue else { return };
-        self.ship(host, queue);
+        let id = identity(&config.canary, config.gate.rearm);
+        let recorded_under = self.recording_identity.replace(Some(id)).unwrap_or(id);
+        self.ship(host, queue, recorded_under);
         if self.hold_lease(host, now_s) {
             self.merge(host, queue, now_s, config, ids);
         } else {
@@ -108,7 +151,6 @@ impl Coordinator {
             }
         }
         let verdict = host.shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
-        let id = identity(&config.canary, config.gate.rearm);
         self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
     }
 
@@ -116,12 +158,12 @@ impl Coordinator {
         format!("canary-gate/{}/verdict", self.name)
     }
 
-    fn ship(&self, host: &impl Host, queue: u32) {
+    fn ship(&self, host: &impl Host, queue: u32, identity: u64) {
         let Ok(mut tallies) = self.tallies.try_borrow_mut() else { return };
         if tallies.iter().all(Tally::is_empty) {
             return;
         }
-        if !host.enqueue(queue, &wire::encode(&tallies)) {
+        if !host.enqueue(queue, &wire::encode(&tallies, identity)) {
             log::warn!("cannot ship window data for {}", self.name);
         }
         for t in tallies.iter_mut() {
@@ -152,22 +194,32 @@ impl Coordinator {
         let (Ok(mut merged), Ok(mut scratch)) = (self.merged.try_borrow_mut(), self.scratch.try_borrow_mut()) else {
             return;
         };
-        // A new canary or a new window length starts a new window.
+        // A new canary or a new window length starts a new window; a re-arm starts a clean
+        // canary side, so the re-armed gate never judges the errors that tripped it.
         let window_s = config.merged_window_s() as usize;
-        let window = match merged.as_mut() {
-            Some((canary, w)) if w.len_s() == window_s && *canary == config.canary => w,
-            _ => &mut merged.insert((config.canary.clone(), Window::new(window_s))).1,
+        let id = identity(&config.canary, config.gate.rearm);
+        let merged = match merged.as_mut() {
+            Some(m) if m.window.len_s() == window_s && m.canary == config.canary => m,
+            _ => merged.insert(Merged { canary: config.canary.clone(), identity: id, window: Window::new(window_s) }),
         };
+        if merged.identity != id {
+            merged.identity = id;
+            merged.window.clear(Version::Canary);
+        }
+        let window = &mut merged.window;
         window.advance_to(now_s);
         while let Some(message) = host.dequeue(queue) {
-            if wire::decode_into(&message, &mut scratch) {
-                for version in Version::BOTH {
-                    if let Some(t) = scratch.get(version.index()) {
-                        window.add(version, t);
-                    }
-                }
-            } else {
+            let Some(recorded_under) = wire::decode_into(&message, &mut scratch) else {
                 log::warn!("dropped a malformed window message for {}", self.name);
+                continue;
+            };
+            for version in Version::BOTH {
+                // Canary requests recorded before a re-arm or a new canary belong to the gate
+                // that judged them.
+                let current = version == Version::Stable || recorded_under == id;
+                if let Some(t) = scratch.get(version.index()).filter(|_| current) {
+                    window.add(version, t);
+                }
             }
         }
         for version in Version::BOTH {
@@ -224,6 +276,14 @@ impl Coordinator {
             log::warn!("cannot publish the gate verdict for {}", config.service);
         }
     }
+}
+
+/// The merged window of one canary.
+struct Merged {
+    canary: String,
+    /// The gate identity (canary and `rearm`) the canary side was recorded under.
+    identity: u64,
+    window: Window,
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@
 use super::fake::{FakeProxy, FakeVm};
 use super::lease::{Lease, LEASE_TTL_S};
 use super::verdict::{identity, SharedVerdict};
-use super::{wire, Coordinator};
+use super::{wire, Coordinator, VmState};
 use crate::config::Config;
 use crate::host::Host;
 use crate::measure::metrics::MetricIds;
 use crate::measure::window::Tally;
 use crate::model::{GateState, Version};
+use std::rc::Rc;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 const START_S: u64 = 1_800_000_000;
@@ -205,7 +206,7 @@ fn malformed_and_foreign_format_data_is_dropped_not_trusted() {
     let queue = "canary-gate/checkout/router/tallies";
     let mut good: [Tally; 2] = Default::default();
     good[Version::Canary.index()].record(1_000, false);
-    let message = wire::encode(&good);
+    let message = wire::encode(&good, identity("canary", 0));
     let mut foreign = message.clone();
     foreign[0] = foreign[0].wrapping_add(1);
     for bad in [&b""[..], b"\x01", b"\xff\xff\xff", &foreign, &message[..message.len() - 1]] {
@@ -276,4 +277,67 @@ fn a_configuration_update_keeps_the_window_of_the_same_canary() {
     a.reconfigure(&GATED.replace(r#""service":"checkout""#, r#""service":"checkout","canary":"v2""#));
     second(&proxy, &[&a]);
     assert_eq!(gauge(&proxy, "canary_window_requests.service.checkout.version.v2.reporter.router"), 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
+    let proxy = FakeProxy::at(START_S);
+    let vm_state = VmState::default();
+    vm_state.start(41);
+    let host = proxy.vm();
+    let config = Config::parse(GATED.as_bytes()).unwrap();
+    let ids = MetricIds::define(&host, &config);
+    let first = vm_state.coordinator("checkout", "router");
+    first.record(Version::Canary, 1_000, false);
+    first.tick(&host, &config, &ids);
+    proxy.advance_ms(1000);
+    // A configuration update: Envoy starts a new root context, whose start brings a new seed.
+    vm_state.start(42);
+    let updated = Config::parse(GATED.replace("0.05", "0.06").as_bytes()).unwrap();
+    let again = vm_state.coordinator("checkout", "router");
+    assert!(Rc::ptr_eq(&first, &again), "one coordinator per service and role in a VM");
+    assert_eq!(vm_state.vm_id(), 41);
+    let ids = MetricIds::define(&host, &updated);
+    again.record(Version::Canary, 1_000, false);
+    again.tick(&host, &updated, &ids);
+    assert_eq!(lease_holder(&proxy), Some(41), "the holder renews its own lease at once");
+    assert_eq!(window_requests(&proxy, "canary"), 2, "and keeps its window");
+    assert!(!Rc::ptr_eq(&again, &vm_state.coordinator("checkout", "observer")));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_rearmed_gate_never_judges_the_errors_that_tripped_it() {
+    let proxy = FakeProxy::at(START_S);
+    let mut a = Vm::new(&proxy, 1, GATED);
+    for _ in 0..3 {
+        a.serve(Version::Canary, 50, 20);
+        a.serve(Version::Stable, 50, 0);
+        second(&proxy, &[&a]);
+    }
+    assert!(a.coord.gate_tripped());
+    // Traffic stops at the trip, the canary heals and is re-armed: the last 5 s still hold
+    // its 40% errors, which must not count against the re-armed gate.
+    let rearmed = GATED.replace(r#""consecutive":2"#, r#""consecutive":2,"rearm":1"#);
+    a.reconfigure(&rearmed);
+    // Another VM served the failing canary until it adopted the trip, and ships that tally
+    // after the holder re-armed: recorded under the old gate, it is not the re-armed gate's.
+    let mut b = Vm::new(&proxy, 2, GATED);
+    b.serve(Version::Canary, 30, 12);
+    a.tick();
+    b.tick();
+    b.reconfigure(&rearmed);
+    proxy.advance_ms(1000);
+    for s in 0..10 {
+        second(&proxy, &[&a, &b]);
+        assert!(!a.coord.gate_tripped(), "second {s} after the re-arm");
+        assert_ne!(gate_state(&proxy), GateState::Breaching.value(), "second {s}");
+    }
+    assert_eq!(window_requests(&proxy, "canary"), 0);
+    assert_eq!(window_requests(&proxy, "stable"), 150, "the stable side is kept");
+    // The re-armed gate still trips on new errors.
+    for _ in 0..3 {
+        a.serve(Version::Canary, 50, 20);
+        second(&proxy, &[&a]);
+    }
+    assert!(a.coord.gate_tripped());
 }

@@ -1,12 +1,13 @@
-//! The message a worker VM ships once a second to the VM that merges windows: both versions'
-//! tallies, as LEB128 varints with sparse histogram buckets. Decoding validates every field and
-//! answers `None` to anything malformed; it never panics and allocates nothing unbounded.
+//! The message a worker VM ships once a second to the VM that merges windows: the gate identity
+//! the tallies were recorded under, then both versions' tallies as LEB128 varints with sparse
+//! histogram buckets. Decoding validates every field and answers `None` to anything malformed;
+//! it never panics and allocates nothing unbounded.
 
 use crate::measure::histogram::BUCKETS;
 use crate::measure::window::Tally;
 
 /// Format tag of the message; bumped on any layout change.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
@@ -42,18 +43,13 @@ impl Reader<'_> {
         }
         None
     }
-
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.bytes.split_first()?;
-        self.bytes = rest;
-        Some(b)
-    }
 }
 
-/// Encodes `[stable, canary]` tallies.
-pub fn encode(tallies: &[Tally; 2]) -> Vec<u8> {
+/// Encodes `[stable, canary]` tallies recorded under the gate `identity`.
+pub fn encode(tallies: &[Tally; 2], identity: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.push(FORMAT);
+    out.extend_from_slice(&identity.to_le_bytes());
     for t in tallies {
         put_varint(&mut out, t.requests);
         put_varint(&mut out, t.errors);
@@ -70,26 +66,26 @@ pub fn encode(tallies: &[Tally; 2]) -> Vec<u8> {
     out
 }
 
-/// Decodes a message made by [`encode`], adding it into `into` (which it clears first).
-/// Returns false, leaving `into` cleared, if the bytes are not a valid message.
-pub fn decode_into(bytes: &[u8], into: &mut [Tally; 2]) -> bool {
+/// Decodes a message made by [`encode`] into `into` (which it clears first) and answers the
+/// identity it was recorded under; `None`, leaving `into` cleared, if the bytes are not a
+/// valid message.
+pub fn decode_into(bytes: &[u8], into: &mut [Tally; 2]) -> Option<u64> {
     for t in into.iter_mut() {
         t.clear();
     }
-    let ok = decode(bytes, into).is_some();
-    if !ok {
+    let identity = decode(bytes, into);
+    if identity.is_none() {
         for t in into.iter_mut() {
             t.clear();
         }
     }
-    ok
+    identity
 }
 
-fn decode(bytes: &[u8], into: &mut [Tally; 2]) -> Option<()> {
-    let mut r = Reader { bytes };
-    if r.byte()? != FORMAT {
-        return None;
-    }
+fn decode(bytes: &[u8], into: &mut [Tally; 2]) -> Option<u64> {
+    let (&FORMAT, rest) = bytes.split_first()? else { return None };
+    let (identity, rest) = rest.split_first_chunk::<8>()?;
+    let mut r = Reader { bytes: rest };
     for t in into.iter_mut() {
         let requests = r.varint()?;
         let errors = r.varint()?;
@@ -112,7 +108,7 @@ fn decode(bytes: &[u8], into: &mut [Tally; 2]) -> Option<()> {
         t.requests = requests;
         t.errors = errors;
     }
-    r.bytes.is_empty().then_some(())
+    r.bytes.is_empty().then_some(u64::from_le_bytes(*identity))
 }
 
 #[cfg(test)]
@@ -143,36 +139,39 @@ mod tests {
     fn round_trips() {
         let t = sample();
         let mut back: [Tally; 2] = Default::default();
-        assert!(decode_into(&encode(&t), &mut back));
+        assert_eq!(decode_into(&encode(&t, 7), &mut back), Some(7));
         assert_eq!(back, t);
         let empty: [Tally; 2] = Default::default();
-        assert!(decode_into(&encode(&empty), &mut back));
+        assert_eq!(decode_into(&encode(&empty, u64::MAX), &mut back), Some(u64::MAX));
         assert_eq!(back, empty);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn rejects_every_truncation_and_corruption() {
-        let bytes = encode(&sample());
+        let bytes = encode(&sample(), 3);
         let mut back: [Tally; 2] = Default::default();
         for len in 0..bytes.len() {
-            assert!(!decode_into(&bytes[..len], &mut back), "truncated at {len}");
+            assert_eq!(decode_into(&bytes[..len], &mut back), None, "truncated at {len}");
             assert_eq!(back, <[Tally; 2]>::default());
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(!decode_into(&longer, &mut back));
-        for bad in
-            [&[2u8][..], &[1, 1, 2, 0, 0, 0, 0], &[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]]
-        {
-            assert!(!decode_into(bad, &mut back), "{bad:?}");
+        assert_eq!(decode_into(&longer, &mut back), None);
+        let mut foreign = bytes.clone();
+        foreign[0] = FORMAT - 1;
+        assert_eq!(decode_into(&foreign, &mut back), None, "another format");
+        let message = |body: &[u8]| [&[FORMAT][..], &[0; 8], body].concat();
+        for bad in [&[][..], &[1, 2, 0, 0, 0, 0], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]] {
+            assert_eq!(decode_into(&message(bad), &mut back), None, "{bad:?}");
         }
         // errors > requests; bucket index out of range; counts not matching requests.
-        assert!(!decode_into(&[1, 1, 2, 1, 0, 1, 0, 0, 0], &mut back));
-        let mut out = vec![1];
+        assert_eq!(decode_into(&message(&[1, 2, 1, 0, 1, 0, 0, 0]), &mut back), None);
+        let mut out = Vec::new();
         for v in [1u64, 0, 1, BUCKETS as u64, 1, 0, 0, 0] {
             put_varint(&mut out, v);
         }
-        assert!(!decode_into(&out, &mut back));
-        assert!(!decode_into(&[1, 2, 0, 1, 0, 1, 0, 0, 0], &mut back));
+        assert_eq!(decode_into(&message(&out), &mut back), None);
+        assert_eq!(decode_into(&message(&[2, 0, 1, 0, 1, 0, 0, 0]), &mut back), None);
+        assert_eq!(decode_into(&message(&[1, 0, 1, 0, 1, 0, 0, 0]), &mut back), Some(0), "the valid twin");
     }
 }

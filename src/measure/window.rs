@@ -185,6 +185,13 @@ impl Window {
         self.head = Some(now_s);
     }
 
+    /// Forgets everything recorded for `version`.
+    pub fn clear(&mut self, version: Version) {
+        if let Some(v) = self.versions.get_mut(version.index()) {
+            *v = VersionWindow::new(self.window_s);
+        }
+    }
+
     /// Adds a tally of `version` to the current second.
     pub fn add(&mut self, version: Version, tally: &Tally) {
         let slot = self.slot(self.head.unwrap_or(0));

@@ -4,7 +4,7 @@
 mod host;
 
 use crate::config::{Config, Role, SplitMode};
-use crate::coord::Coordinator;
+use crate::coord::{Coordinator, VmState};
 use crate::measure::metrics::MetricIds;
 use crate::model::Version;
 use crate::route::bucket::BucketRng;
@@ -12,30 +12,13 @@ use crate::route::{Decision, RequestHeaders, Router};
 use host::ProxyHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
 thread_local! {
-    /// One coordinator per configured service and role in this VM: bounded by configuration.
-    static COORDINATORS: RefCell<Vec<Rc<Coordinator>>> = const { RefCell::new(Vec::new()) };
-    /// Random id of this VM for the lease.
-    static VM_ID: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The coordinator of `service` as seen by `reporter` in this VM, created on first use: a
-/// configuration update of the same service keeps its window.
-fn coordinator(service: &str, reporter: &str) -> Rc<Coordinator> {
-    COORDINATORS.with(|all| {
-        let mut all = all.borrow_mut();
-        let name = format!("{service}/{reporter}");
-        if let Some(existing) = all.iter().find(|c| c.name() == name) {
-            return existing.clone();
-        }
-        let created = Rc::new(Coordinator::new(service, reporter, VM_ID.with(Cell::get)));
-        all.push(created.clone());
-        created
-    })
+    /// This VM's lease id and coordinators, kept across its root contexts.
+    static VM: VmState = VmState::default();
 }
 
 proxy_wasm::main! {{
@@ -68,7 +51,7 @@ impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
         let seed = vm_seed();
         self.rng.set(BucketRng::new(seed));
-        VM_ID.with(|id| id.set(seed.rotate_left(17) ^ 0x5bd1_e995));
+        VM.with(|vm| vm.start(seed.rotate_left(17) ^ 0x5bd1_e995));
         true
     }
 
@@ -116,7 +99,7 @@ impl RootContext for Root {
             }
         );
         let metrics = MetricIds::define(&ProxyHost, &config);
-        let coordinator = coordinator(&config.service, config.role.reporter());
+        let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.role.reporter()));
         self.plugin = Some(Rc::new(Plugin { router: Router::new(config), metrics, coordinator, own_version }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
             log::warn!("cannot set tick period: {status:?}");
