@@ -72,6 +72,9 @@ fn check_config(c: &Config) {
     assert!((1..=253).contains(&c.version_label.len()), "{c:?}");
     assert!(c.version_label.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)), "{c:?}");
     assert!(c.split.hash_key.len() <= MAX_HASH_KEYS, "{c:?}");
+    if c.split.mode == SplitMode::Filter {
+        assert!(!c.split.hash_key.contains(&KeySource::Cookie(c.sticky.cookie.clone())), "{c:?}");
+    }
     for source in &c.split.hash_key {
         match source {
             KeySource::Header(h) => assert!(is_header_name(h), "{c:?}"),

@@ -135,6 +135,16 @@ fn check_cookies(input: &Input<'_>) {
     // A pair of another name before it changes nothing.
     let other = [&b"canary_bucket_x=1; xcanary_bucket=2; "[..], &plain].concat();
     assert_eq!(cookie::find(&other, STICKY), Some(expected));
+    // Repeated: the first value a reader accepts wins.
+    for header in [input.cookie.unwrap_or_default(), input.value, &quoted, &plain] {
+        let bucket = cookie::find_valid(header, STICKY, cookie::parse_bucket);
+        assert_eq!(bucket, first_valid(header, STICKY, cookie::parse_bucket), "{header:?}");
+    }
+}
+
+/// Model of a repeated cookie: the first pair called `name` whose value `valid` accepts.
+fn first_valid<'a, T>(header: &'a [u8], name: &str, valid: impl Fn(&'a [u8]) -> Option<T>) -> Option<T> {
+    header.split(|&b| b == b';').find_map(|pair| cookie::find(pair, name).and_then(&valid))
 }
 
 fn is_canonical_bucket(v: &[u8]) -> bool {
@@ -209,10 +219,10 @@ fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
     let key = input
         .user
         .filter(|u| !u.is_empty())
-        .or_else(|| cookie.and_then(|c| cookie::find(c, "session")).filter(|s| !s.is_empty()));
+        .or_else(|| cookie.and_then(|c| first_valid(c, "session", |s| (!s.is_empty()).then_some(s))));
     let (bucket, reason, new_bucket) = if let Some(key) = key {
         (bucketer.bucket(key), Reason::Hash, None)
-    } else if let Some(b) = cookie.and_then(|c| cookie::find(c, STICKY)).and_then(cookie::parse_bucket) {
+    } else if let Some(b) = cookie.and_then(|c| first_valid(c, STICKY, cookie::parse_bucket)) {
         (b, Reason::Cookie, None)
     } else {
         let b = BucketRng::new(input.seed).next_bucket();
@@ -230,7 +240,7 @@ fn check_mesh(router: &Router, h: &Headers, input: &Input<'_>) {
     };
     let d = router.decide(h, &mut BucketRng::new(input.seed), input.gate);
     assert_eq!(d.new_bucket, None, "mesh mode never buckets");
-    let pinned = input.cookie.and_then(|c| cookie::find(c, STICKY)).and_then(named);
+    let pinned = input.cookie.and_then(|c| first_valid(c, STICKY, named));
     let expected = if let Some(v) = input.override_value.and_then(named) {
         (Some(v), Reason::Override)
     } else if input.gate {
@@ -295,6 +305,7 @@ fn check_authority(router: &Router, authority: &[u8]) {
         }
         _ => &authority[..authority.iter().position(|&b| b == b':').unwrap_or(authority.len())],
     };
+    let expected = expected.strip_suffix(b".").unwrap_or(expected);
     assert_eq!(host, expected.to_ascii_lowercase(), "{authority:?}");
     assert!(!host.iter().any(u8::is_ascii_uppercase));
 

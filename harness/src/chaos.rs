@@ -119,9 +119,9 @@ fn parse_response(raw: &[u8]) -> Option<RawReply> {
 }
 
 /// Request headers as the filter reads them through Envoy's header map on an HTTP/1.1
-/// listener: values without surrounding spaces or tabs, and of a repeated header only the first
-/// line (Envoy keeps repeated HTTP/1.1 lines apart, `cookie` included, and proxy-wasm's
-/// `get_header_map_value` returns the first; only the HTTP/2 codec joins cookie crumbs).
+/// listener: values without surrounding spaces or tabs; Envoy keeps repeated HTTP/1.1 lines
+/// apart (`cookie` included) and proxy-wasm's `get_header_map_value` returns the first, so the
+/// filter reads every line where the rule needs them (cookies, an override).
 pub struct EnvoyView(Vec<(String, Vec<u8>)>);
 
 impl EnvoyView {
@@ -138,7 +138,16 @@ impl EnvoyView {
 
 impl RequestHeaders for EnvoyView {
     fn get(&self, name: &str) -> Option<Vec<u8>> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        let lines = self.get_all(name);
+        if name == "cookie" && lines.len() > 1 {
+            // The filter reads every cookie line and joins them.
+            return Some(lines.join(&b"; "[..]));
+        }
+        lines.into_iter().next()
+    }
+
+    fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
     }
 }
 

@@ -138,7 +138,8 @@ fn malformed_cookies() -> Vec<Case> {
         ("canary_bucket = 42", "cookie", Some("canary")),
         ("canary_bucket=42 ; canary_bucket=9999", "cookie", Some("canary")),
         ("theme=dark; canary_bucket=9999", "cookie", Some("stable")),
-        ("canary_bucket=abc; canary_bucket=42", "random", None),
+        ("canary_bucket=abc; canary_bucket=42", "cookie", Some("canary")),
+        ("canary_bucket=9999; canary_bucket=42", "cookie", Some("stable")),
         ("CANARY_BUCKET=42", "random", None),
         ("canary_bucket42", "random", None),
         ("canary_bucket=42=42", "random", None),
@@ -183,9 +184,10 @@ fn malformed_cookies() -> Vec<Case> {
     cases
 }
 
-/// Repeated headers: the first `x-user-id`/`x-canary` line counts; client-sent version and
-/// reason headers never survive. (Repeated `cookie` lines whose later line carries the bucket
-/// or session: see `repeated_cookie_lines_are_one_cookie_list`.)
+/// Repeated headers: the first `x-user-id` line counts; `x-canary` overrides only when every
+/// line names the same version; of repeated cookies the first valid value wins; client-sent
+/// version and reason headers never survive. (Repeated `cookie` lines whose later line carries
+/// the bucket or session: see `repeated_cookie_lines_are_one_cookie_list`.)
 fn duplicates(bucketer: &Bucketer, router: &Router) -> Vec<Case> {
     // Two keys on different versions, so the test shows which one decides.
     let version_of = |k: &str| router.version_of_bucket(bucketer.bucket(k.as_bytes()));
@@ -215,7 +217,7 @@ fn duplicates(bucketer: &Bucketer, router: &Router) -> Vec<Case> {
         case(
             "two cookie headers, junk bucket first",
             &[(b"cookie", b"canary_bucket=abc"), (b"cookie", b"canary_bucket=42")],
-            routed("random"),
+            routed_to("cookie", "canary"),
         ),
         case(
             "two cookie headers, session first",
@@ -223,14 +225,24 @@ fn duplicates(bucketer: &Bucketer, router: &Router) -> Vec<Case> {
             routed_to("hash", "stable"),
         ),
         case(
-            "two x-canary, canary first",
-            &[(b"x-canary", b"canary"), (b"x-canary", b"stable")],
+            "two x-canary, both canary",
+            &[(b"x-canary", b"canary"), (b"x-canary", b"canary"), (b"x-user-id", stable_key.as_bytes())],
             routed_to("override", "canary"),
         ),
         case(
+            "two x-canary, canary first",
+            &[(b"x-canary", b"canary"), (b"x-canary", b"stable"), (b"x-user-id", stable_key.as_bytes())],
+            routed_to("hash", "stable"),
+        ),
+        case(
             "two x-canary, stable first",
-            &[(b"x-canary", b"stable"), (b"x-canary", b"canary")],
-            routed_to("override", "stable"),
+            &[(b"x-canary", b"stable"), (b"x-canary", b"canary"), (b"x-user-id", canary_key.as_bytes())],
+            routed_to("hash", "canary"),
+        ),
+        case(
+            "two x-canary, unknown second",
+            &[(b"x-canary", b"canary"), (b"x-canary", b"foo"), (b"x-user-id", stable_key.as_bytes())],
+            routed_to("hash", "stable"),
         ),
         case(
             "two x-canary, unknown first",

@@ -41,6 +41,11 @@ fn bad_configurations_are_refused_naming_the_field() {
         (r#"{"service":"checkout","sticky":{"max_age_s":99999999999}}"#, "`sticky.max_age_s`"),
         (r#"{"service":"checkout","weight":10}"#, "`weight`: unknown field"),
         (r#"{"service":"checkout""#, "`(root)`"),
+        (r#"{"service":"checkout","service":"other"}"#, "`service`: duplicate field `service`"),
+        (
+            r#"{"service":"checkout","sticky":{"cookie":"session"}}"#,
+            "`sticky.cookie`: `session` is also the hash key cookie `split.hash_key[1].cookie`",
+        ),
     ];
     for (json, expected) in cases {
         let (ok, output) = validate(Layout::FilterMode, json);

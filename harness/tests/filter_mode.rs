@@ -169,11 +169,34 @@ fn access_log_records_version_and_reason() {
 }
 
 #[test]
+fn a_client_cannot_reach_the_canary_through_a_fully_qualified_host_name() {
+    let config = r#"{"service": "checkout", "hosts": ["checkout.local"], "split": {"canary_percent": 0}}"#;
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, config, &|s| s);
+    let client = Client::new();
+    for host in [&b"checkout.local"[..], b"checkout.local.", b"Checkout.Local.:10000"] {
+        let reply = client.get(&envoy.url("/"), &[("host", host), ("x-canary-version", b"canary")]);
+        assert_eq!(
+            (reply.version.as_deref(), reply.served_by.as_deref()),
+            (Some("stable"), Some("stable")),
+            "{}",
+            host.escape_ascii()
+        );
+    }
+}
+
+#[test]
 fn only_listed_hosts_are_routed_and_measured() {
     let config = r#"{"service": "checkout", "hosts": ["shop.example.com", "*.checkout.svc.cluster.local"], "split": {"canary_percent": 100}}"#;
     let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, config, &|s| s);
     let client = Client::new();
-    for host in [&b"shop.example.com"[..], b"SHOP.example.com:10000", b"api.checkout.svc.cluster.local"] {
+    // A fully qualified name (trailing dot) is the same host.
+    for host in [
+        &b"shop.example.com"[..],
+        b"SHOP.example.com:10000",
+        b"api.checkout.svc.cluster.local",
+        b"shop.example.com.",
+        b"api.checkout.svc.cluster.local.:10000",
+    ] {
         let reply = client.get(&envoy.url("/"), &[("host", host), ("x-user-id", b"u1")]);
         assert_eq!(
             (reply.version.as_deref(), reply.served_by.as_deref()),
@@ -187,5 +210,5 @@ fn only_listed_hosts_are_routed_and_measured() {
         assert_eq!(reply.upstream_header("x-canary-reason"), None);
     }
     let stats = envoy.version_stats("checkout", "canary");
-    assert_eq!(stats.requests_total, 3, "only the listed hosts are measured");
+    assert_eq!(stats.requests_total, 5, "only the listed hosts are measured");
 }

@@ -56,14 +56,18 @@ pub fn token(field: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// A `hosts` entry: a lower-case host name, or `*.` and one.
+/// A `hosts` entry: a lower-case host name, or `*.` and one, optionally fully qualified
+/// (`name.`).
 pub fn host_pattern(field: &str, host: &str) -> Result<(), ConfigError> {
     let name = match host.strip_prefix('*') {
         Some(suffix) => suffix.strip_prefix('.').unwrap_or(""),
         None => host,
     };
-    let ok = (1..=253).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let ok = (1..=253).contains(&name.len()) && name.split('.').all(label_ok);
     if ok {
         Ok(())
     } else {

@@ -203,3 +203,107 @@ impl<'a> Item<'a> {
         Fields::read(self.path, self.value, read)
     }
 }
+
+/// Refuses an object with the same key twice, naming it: serde_json keeps the last one, so
+/// `{"service":"a","service":"b"}` would silently rename every series. `bytes` is JSON that
+/// already parsed, so the scan only has to find keys; escaped keys are decoded to compare.
+pub fn refuse_duplicate_keys(bytes: &[u8]) -> Result<(), ConfigError> {
+    Scan { bytes, at: 0 }.value(String::new())
+}
+
+/// A cursor over valid JSON.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(b) = self.bytes.get(self.at).copied() {
+            if !b.is_ascii_whitespace() {
+                return Some(b);
+            }
+            self.at += 1;
+        }
+        None
+    }
+
+    fn value(&mut self, path: String) -> Result<(), ConfigError> {
+        match self.peek() {
+            Some(b'{') => self.object(path),
+            Some(b'[') => self.array(path),
+            Some(b'"') => {
+                self.string();
+                Ok(())
+            }
+            _ => {
+                // A number or a literal: up to the next delimiter.
+                while self.bytes.get(self.at).is_some_and(|b| !b",]} \t\r\n".contains(b)) {
+                    self.at += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The raw text of a string, quotes included, with the cursor after it.
+    fn string(&mut self) -> &[u8] {
+        let start = self.at;
+        self.at += 1;
+        while let Some(&b) = self.bytes.get(self.at) {
+            self.at += if b == b'\\' { 2 } else { 1 };
+            if b == b'"' {
+                break;
+            }
+        }
+        self.bytes.get(start..self.at).unwrap_or_default()
+    }
+
+    fn object(&mut self, path: String) -> Result<(), ConfigError> {
+        self.at += 1;
+        let mut keys: Vec<String> = Vec::new();
+        while let Some(b) = self.peek() {
+            self.at += 1;
+            if b == b'}' {
+                break;
+            }
+            if b != b'"' {
+                continue; // `,`
+            }
+            self.at -= 1;
+            let raw = self.string();
+            let key = match serde_json::from_slice(raw) {
+                Ok(Value::String(key)) => key,
+                _ => String::from_utf8_lossy(raw).into_owned(),
+            };
+            let field = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            if keys.contains(&key) {
+                return Err(refuse(&field, format!("duplicate field `{key}`")));
+            }
+            keys.push(key);
+            self.peek(); // `:`
+            self.at += 1;
+            self.value(field)?;
+        }
+        Ok(())
+    }
+
+    fn array(&mut self, path: String) -> Result<(), ConfigError> {
+        self.at += 1;
+        let mut index = 0;
+        loop {
+            match self.peek() {
+                None => return Ok(()),
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                Some(b',') => {
+                    self.at += 1;
+                    index += 1;
+                }
+                Some(_) => self.value(format!("{path}[{index}]"))?,
+            }
+        }
+    }
+}

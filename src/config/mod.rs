@@ -384,7 +384,28 @@ mod tests {
             (r#"{"service":"a","role":"observer","gate":{"max_p95_ms":100}}"#, "gate", "router role only"),
             (r#"{"service":"a","hosts":["Shop.example.com"]}"#, "hosts[0]", "lower-case host"),
             (r#"{"service":"a","hosts":["a.b","*"]}"#, "hosts[1]", "lower-case host"),
+            (r#"{"service":"a","hosts":["."]}"#, "hosts[0]", "lower-case host"),
+            (r#"{"service":"a","hosts":["a..b"]}"#, "hosts[0]", "lower-case host"),
+            (r#"{"service":"a","hosts":["*.b.."]}"#, "hosts[0]", "lower-case host"),
             (r#"{"service":"a","hosts":"a.b"}"#, "hosts", "invalid type"),
+            (r#"{"service":"checkout","service":"other"}"#, "service", "duplicate field `service`"),
+            (r#"{"service":"a","split":{"mode":"mesh","mode":"filter"}}"#, "split.mode", "duplicate field `mode`"),
+            (
+                r#"{"service":"a","split":{"hash_key":[{"header":"x-a"},{"cookie":"s","cookie":"t"}]}}"#,
+                "split.hash_key[1].cookie",
+                "duplicate",
+            ),
+            (r#"{"service":"a","gate":{},"gate":{}}"#, "gate", "duplicate field `gate`"),
+            (
+                r#"{"service":"a","sticky":{"cookie":"session"}}"#,
+                "sticky.cookie",
+                "`split.hash_key[1].cookie` (by default)",
+            ),
+            (
+                r#"{"service":"a","split":{"hash_key":[{"cookie":"sid"}]},"sticky":{"cookie":"sid"}}"#,
+                "sticky.cookie",
+                "split.hash_key[0].cookie`: a stored",
+            ),
         ];
         for (json, field, reason) in cases {
             let e = err(json);
@@ -392,6 +413,22 @@ mod tests {
             assert!(e.reason.contains(reason), "{json} -> {e}");
             assert!(e.to_string().contains(field), "{e}");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn duplicates_are_found_at_any_depth_and_distinct_keys_pass() {
+        let ok = [
+            r#"{"service":"a","hosts":["a.b","a.b"],"split":{"hash_key":[{"header":"x"},{"header":"x"}]}}"#,
+            r#" { "service" : "a" , "gate" : { "window_s" : 5 , "rearm" : 1 } , "metrics" : { "window_s" : 60 } } "#,
+            r#"{"service":"a"b"}"#,
+        ];
+        for json in ok {
+            assert_eq!(json::refuse_duplicate_keys(json.as_bytes()), Ok(()), "{json}");
+        }
+        let e = json::refuse_duplicate_keys(br#"{"a":[{"b":{"c":1,"d":[1,{"e":2,"e":3}]}}]}"#).unwrap_err();
+        assert_eq!((e.field.as_str(), e.reason.as_str()), ("a[0].b.d[1].e", "duplicate field `e`"));
+        // Mesh mode never hashes a key: the pin cookie may share a hash-key cookie's name.
+        assert!(Config::parse(br#"{"service":"a","split":{"mode":"mesh"},"sticky":{"cookie":"session"}}"#).is_ok());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

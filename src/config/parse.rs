@@ -1,7 +1,7 @@
 //! Reading the JSON into [`Config`]: the configuration starts as its `Default` and each object
 //! updates its part in place with what the JSON sets, validated field by field.
 
-use super::json::{Fields, Item};
+use super::json::{self, Fields, Item};
 use super::{check, decimal, refuse, ConfigError};
 use super::{
     Config, GateConfig, KeySource, MetricsConfig, OverrideConfig, Role, SplitConfig, SplitMode, StickyConfig,
@@ -12,12 +12,34 @@ use super::{
 pub fn config(bytes: &[u8]) -> Result<Config, ConfigError> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| refuse("(root)", strip_position(&e.to_string())))?;
+    json::refuse_duplicate_keys(bytes)?;
     let mut config = Config::default();
     Fields::read(String::new(), &value, |f| top_level(f, &mut config))?;
     if config.role == Role::Observer && config.gate.has_thresholds() {
         return Err(refuse("gate", "thresholds apply to the router role only (an observer never reroutes)"));
     }
+    if config.split.mode == SplitMode::Filter {
+        sticky_cookie_is_no_hash_key(&config)?;
+    }
     Ok(config)
+}
+
+/// A keyless user's bucket is stored in the sticky cookie; were it also a hash-key cookie, the
+/// stored bucket would be hashed as a user key on the next request and move the user.
+fn sticky_cookie_is_no_hash_key(config: &Config) -> Result<(), ConfigError> {
+    let cookie = &config.sticky.cookie;
+    let clash = config.split.hash_key.iter().position(|k| matches!(k, KeySource::Cookie(c) if c == cookie));
+    match clash {
+        None => Ok(()),
+        Some(i) => Err(refuse(
+            "sticky.cookie",
+            format!(
+                "`{cookie}` is also the hash key cookie `split.hash_key[{i}].cookie`{}: a stored bucket would be read \
+                 as a user key and move keyless users between versions",
+                if config.split.hash_key == SplitConfig::default().hash_key { " (by default)" } else { "" }
+            ),
+        )),
+    }
 }
 
 /// serde_json appends " at line L column C"; the field path says more.

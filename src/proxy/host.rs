@@ -17,12 +17,17 @@ pub fn response_status() -> Option<u64> {
     std::str::from_utf8(&value).ok()?.parse().ok()
 }
 
-/// Every `cookie` line of the request joined with `; ` (Envoy keeps repeated lines apart
-/// for HTTP/1.1, and a single-value read would see only the first).
+/// Every line of request header `name`, in order (Envoy keeps repeated lines apart, and a
+/// single-value read sees only the first).
+pub fn request_header_lines(name: &str) -> Vec<Vec<u8>> {
+    let Ok(all) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else { return Vec::new() };
+    all.into_iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect()
+}
+
+/// Every `cookie` line of the request joined with `; `.
 pub fn request_cookies() -> Option<Vec<u8>> {
     let first = request_header("cookie")?;
-    let Ok(all) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else { return Some(first) };
-    let lines: Vec<&[u8]> = all.iter().filter(|(k, _)| k == "cookie").map(|(_, v)| v.as_slice()).collect();
+    let lines = request_header_lines("cookie");
     Some(if lines.len() > 1 { lines.join(&b"; "[..]) } else { first })
 }
 

@@ -163,6 +163,10 @@ impl RequestHeaders for HostRequestHeaders {
         }
         host::request_header(name)
     }
+
+    fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+        host::request_header_lines(name)
+    }
 }
 
 impl Context for Stream {}

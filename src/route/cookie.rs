@@ -4,6 +4,12 @@
 /// The value of the first cookie called `name` in a `Cookie` header, without surrounding quotes.
 /// Pairs without `=` and stray whitespace are skipped, never an error.
 pub fn find<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    find_valid(header, name, Some)
+}
+
+/// The first value of the cookies called `name` that `valid` accepts, as `valid` reads it: a
+/// repeated cookie (two paths, a stale copy) is read as its first valid value.
+pub fn find_valid<'a, T>(header: &'a [u8], name: &str, valid: impl Fn(&'a [u8]) -> Option<T>) -> Option<T> {
     header.split(|&b| b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|&b| b == b'=')?;
@@ -12,7 +18,7 @@ pub fn find<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
             return None;
         }
         let v = v.get(1..)?.trim_ascii();
-        Some(match v {
+        valid(match v {
             [b'"', inner @ .., b'"'] => inner,
             _ => v,
         })
@@ -93,6 +99,13 @@ mod tests {
         assert_eq!(find(b"x=", "x"), Some(&b""[..]));
         assert_eq!(find(b"", "x"), None);
         assert_eq!(find(b"x=\"", "x"), Some(&b"\""[..]));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_first_valid_value_of_a_repeated_cookie_wins() {
+        assert_eq!(find_valid(b"x=abc; x=5; x=7", "x", parse_bucket), Some(5));
+        assert_eq!(find_valid(b"x=; y=3; x=2", "x", |v: &[u8]| (!v.is_empty()).then_some(v)), Some(&b"2"[..]));
+        assert_eq!(find_valid(b"x=abc; x=10000", "x", parse_bucket), None);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

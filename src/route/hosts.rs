@@ -11,8 +11,9 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
-    /// The pattern of a validated `hosts` entry.
+    /// The pattern of a validated `hosts` entry (a fully qualified `name.` is `name`).
     pub fn new(entry: &str) -> Self {
+        let entry = entry.strip_suffix('.').unwrap_or(entry);
         match entry.strip_prefix('*') {
             Some(suffix) => HostPattern::Suffix(suffix.to_string()),
             None => HostPattern::Exact(entry.to_string()),
@@ -52,7 +53,8 @@ impl HostMatcher {
     }
 }
 
-/// The host of an `:authority` value: lower-cased, without port or IPv6 brackets.
+/// The host of an `:authority` value as DNS and Envoy's virtual hosts see it: lower-cased,
+/// without port, IPv6 brackets or the trailing dot of a fully qualified name.
 pub fn authority_host(authority: &[u8]) -> Vec<u8> {
     let host = match authority.first() {
         Some(b'[') => {
@@ -60,7 +62,7 @@ pub fn authority_host(authority: &[u8]) -> Vec<u8> {
         }
         _ => authority.split(|&b| b == b':').next().unwrap_or_default(),
     };
-    host.to_ascii_lowercase()
+    host.strip_suffix(b".").unwrap_or(host).to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -86,6 +88,25 @@ mod tests {
         assert!(!handles(None));
         assert!(!handles(Some(b"\xff\xfe")));
         assert_eq!(super::authority_host(b"[::1]:80"), b"::1");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_fully_qualified_name_is_the_same_host() {
+        let r = router(r#"{"service":"a","hosts":["checkout.local","*.svc.cluster.local."]}"#);
+        let handles = |authority: &[u8]| r.handles(|| Some(authority.to_vec()));
+        for same in [
+            &b"checkout.local."[..],
+            b"CHECKOUT.LOCAL.",
+            b"checkout.local.:8080",
+            b"a.b.svc.cluster.local.",
+            b"a.svc.cluster.local",
+        ] {
+            assert!(handles(same), "{}", String::from_utf8_lossy(same));
+        }
+        for other in [&b"checkout.local.."[..], b".checkout.local", b"checkout.local.evil", b"svc.cluster.local.", b"."]
+        {
+            assert!(!handles(other), "{}", String::from_utf8_lossy(other));
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]

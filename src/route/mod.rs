@@ -13,8 +13,14 @@ use hosts::HostMatcher;
 
 /// Read access to the request headers. Values are raw bytes: clients may send anything.
 pub trait RequestHeaders {
-    /// The value of header `name` (lower-case), if present.
+    /// The value of header `name` (lower-case), if present: the first one when the header is
+    /// repeated, except `cookie`, whose lines are joined with `; `.
     fn get(&self, name: &str) -> Option<Vec<u8>>;
+
+    /// Every value of header `name`, in order.
+    fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.get(name).into_iter().collect()
+    }
 }
 
 /// The outcome for one request.
@@ -44,10 +50,11 @@ struct CookieHeader<'r, R: RequestHeaders> {
 }
 
 impl<'r, R: RequestHeaders> CookieHeader<'r, R> {
-    fn find(&mut self, name: &str) -> Option<&[u8]> {
+    /// The first value of cookie `name` that `valid` accepts.
+    fn find_valid<'s, T>(&'s mut self, name: &str, valid: impl Fn(&'s [u8]) -> Option<T>) -> Option<T> {
         let headers = self.headers;
         let value = self.value.get_or_insert_with(|| headers.get("cookie"));
-        value.as_deref().and_then(|h| cookie::find(h, name))
+        value.as_deref().and_then(|h| cookie::find_valid(h, name, valid))
     }
 }
 
@@ -84,7 +91,7 @@ impl Router {
         let mut cookies = CookieHeader { headers, value: None };
         match self.config.split.mode {
             SplitMode::Filter => self.decide_by_bucket(headers, &mut cookies, rng),
-            SplitMode::Mesh => match cookies.find(&self.config.sticky.cookie).and_then(|v| self.version_named(v)) {
+            SplitMode::Mesh => match cookies.find_valid(&self.config.sticky.cookie, |v| self.version_named(v)) {
                 Some(pinned) => Decision { version: Some(pinned), reason: Reason::Pin, new_bucket: None },
                 None => Decision { version: None, reason: Reason::Mesh, new_bucket: None },
             },
@@ -99,7 +106,7 @@ impl Router {
     ) -> Decision {
         let (bucket, reason, new_bucket) = if let Some(bucket) = self.keyed_bucket(headers, cookies) {
             (bucket, Reason::Hash, None)
-        } else if let Some(bucket) = cookies.find(&self.config.sticky.cookie).and_then(cookie::parse_bucket) {
+        } else if let Some(bucket) = cookies.find_valid(&self.config.sticky.cookie, cookie::parse_bucket) {
             (bucket, Reason::Cookie, None)
         } else {
             let bucket = rng.next_bucket();
@@ -117,14 +124,22 @@ impl Router {
         }
     }
 
+    /// The version the override header names. A repeated header overrides only when every
+    /// value names the same version: conflicting values are no override.
     fn override_version<R: RequestHeaders>(&self, headers: &R) -> Option<Version> {
-        headers.get(&self.config.r#override.header).and_then(|v| self.version_named(&v))
+        let name = &self.config.r#override.header;
+        let version = headers.get(name).and_then(|v| self.version_named(&v))?;
+        // Read every line only for a valid override (testers' requests): one more host call.
+        let values = headers.get_all(name);
+        values.iter().all(|v| self.version_named(v) == Some(version)).then_some(version)
     }
 
     fn keyed_bucket<R: RequestHeaders>(&self, headers: &R, cookies: &mut CookieHeader<'_, R>) -> Option<u16> {
         self.config.split.hash_key.iter().find_map(|source| match source {
             KeySource::Header(name) => headers.get(name).filter(|v| !v.is_empty()).map(|v| self.bucketer.bucket(&v)),
-            KeySource::Cookie(name) => cookies.find(name).filter(|v| !v.is_empty()).map(|v| self.bucketer.bucket(v)),
+            KeySource::Cookie(name) => {
+                cookies.find_valid(name, |v| (!v.is_empty()).then_some(v)).map(|v| self.bucketer.bucket(v))
+            }
         })
     }
 
@@ -172,14 +187,22 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    struct Headers(HashMap<String, Vec<u8>>);
+    /// Header lines in order, as a client sent them.
+    struct Headers(Vec<(String, Vec<u8>)>);
 
     impl RequestHeaders for Headers {
         fn get(&self, name: &str) -> Option<Vec<u8>> {
-            self.0.get(name).cloned()
+            let values = self.get_all(name);
+            if name == "cookie" && !values.is_empty() {
+                return Some(values.join(&b"; "[..]));
+            }
+            values.into_iter().next()
+        }
+
+        fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+            self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
         }
     }
 
@@ -211,6 +234,40 @@ mod tests {
             let d = r.decide(&headers(&[("x-canary", bad), ("x-user-id", b"u1")]), &mut rng(), false);
             assert_eq!(d.reason, Reason::Hash, "{bad:?}");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn repeated_override_values_override_only_when_they_agree() {
+        let r = router(r#","split":{"canary_percent":0}"#);
+        let decide = |lines: &[&[u8]]| {
+            let mut pairs: Vec<(&str, &[u8])> = lines.iter().map(|v| ("x-canary", *v)).collect();
+            pairs.push(("x-user-id", b"u1"));
+            let d = r.decide(&headers(&pairs), &mut rng(), false);
+            (d.version, d.reason)
+        };
+        assert_eq!(decide(&[b"canary", b"canary"]), (Some(Version::Canary), Reason::Override));
+        assert_eq!(decide(&[b"canary", b"stable"]), (Some(Version::Stable), Reason::Hash));
+        assert_eq!(decide(&[b"stable", b"canary"]), (Some(Version::Stable), Reason::Hash));
+        assert_eq!(decide(&[b"canary", b"junk"]), (Some(Version::Stable), Reason::Hash));
+        assert_eq!(decide(&[b"junk", b"canary"]), (Some(Version::Stable), Reason::Hash));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_first_valid_value_of_a_repeated_cookie_wins() {
+        let r = router(r#","split":{"canary_percent":10}"#);
+        let d = r.decide(&headers(&[("cookie", b"canary_bucket=abc; canary_bucket=5")]), &mut rng(), false);
+        assert_eq!((d.version, d.reason, d.new_bucket), (Some(Version::Canary), Reason::Cookie, None));
+        let d =
+            r.decide(&headers(&[("cookie", b"canary_bucket=9999"), ("cookie", b"canary_bucket=5")]), &mut rng(), false);
+        assert_eq!((d.version, d.reason), (Some(Version::Stable), Reason::Cookie), "the first valid one");
+        let d = r.decide(&headers(&[("cookie", b"session=; session=bob")]), &mut rng(), false);
+        assert_eq!(
+            (d.reason, d.version),
+            (Reason::Hash, Some(r.version_of_bucket(Bucketer::new("checkout").bucket(b"bob"))))
+        );
+        let mesh = router(r#","split":{"mode":"mesh"}"#);
+        let d = mesh.decide(&headers(&[("cookie", b"canary_bucket=v9; canary_bucket=canary")]), &mut rng(), false);
+        assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Pin));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
