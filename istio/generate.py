@@ -40,7 +40,7 @@ STATS_TAGS = [
     ("version", r"^wasmcustom\.canary_[a-z0-9_]+\.service\.[a-z0-9-]+(\.version\.([A-Za-z0-9_-]+))"),
     ("reporter", r"^wasmcustom\.canary_[a-z0-9_]+\.service\.[a-z0-9-]+\.version\.[A-Za-z0-9_-]+"
                  r"(\.reporter\.(router|observer))"),
-    ("code_class", r"^wasmcustom\.canary_responses_total\..*(\.code_class\.([1-5]xx))$"),
+    ("code_class", r"^wasmcustom\.canary_responses_total\..*(\.code_class\.([1-5]xx|none))$"),
     ("reason", r"^wasmcustom\.canary_route_decisions_total\..*(\.reason\.([a-z]+))$"),
 ]
 

@@ -16,6 +16,9 @@ pub fn service(field: &str, name: &str) -> Result<(), ConfigError> {
 /// Version names become header values, cookie values and metric labels: keep them to
 /// characters that are safe in all three and never split a stat name (no `.`).
 pub fn version_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name == "unknown" {
+        return Err(refuse(field, "`unknown` is the version label of requests no version served"));
+    }
     let ok =
         (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {

@@ -360,6 +360,7 @@ mod tests {
             (r#"{"service":"a","split":{"hash_key":[{"query":"u"}]}}"#, "split.hash_key[0].query", "unknown field"),
             (r#"{"service":"a","stable":"v 1"}"#, "stable", "[A-Za-z0-9_-]"),
             (r#"{"service":"a","canary":"stable"}"#, "canary", "differ"),
+            (r#"{"service":"a","canary":"unknown"}"#, "canary", "no version served"),
             (r#"{"service":"a","version_header":":path"}"#, "version_header", "header name"),
             (r#"{"service":"a","override":{"header":""}}"#, "override.header", "header name"),
             (r#"{"service":"a","sticky":{"max_age_s":0}}"#, "sticky.max_age_s", "1..="),

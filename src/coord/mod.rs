@@ -8,10 +8,8 @@
 //! 3. adopts the published verdict for its own requests.
 //!
 //! Everything goes through the [`Host`] trait, so several fake VMs drive it in tests
-//! ([`fake`]).
+//! (`host::fake`).
 
-#[cfg(test)]
-pub mod fake;
 pub mod lease;
 pub mod verdict;
 pub mod wire;

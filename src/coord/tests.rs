@@ -1,11 +1,11 @@
 //! Several VMs of one fake proxy, driven tick by tick: shipping, lease hand-over, the latched
 //! verdict, bad messages and clock jumps, in milliseconds and without Envoy.
 
-use super::fake::{FakeProxy, FakeVm};
 use super::lease::{Lease, LEASE_TTL_S};
 use super::verdict::{identity, SharedVerdict};
 use super::{wire, Coordinator, VmState};
 use crate::config::Config;
+use crate::host::fake::{FakeProxy, FakeVm};
 use crate::host::Host;
 use crate::measure::metrics::MetricIds;
 use crate::measure::window::Tally;

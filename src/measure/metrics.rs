@@ -1,7 +1,7 @@
 //! Host stat ids of one configuration, defined once at configure time so every series exists
 //! (at zero) from the start and the request path only passes cached ids.
 
-use super::names::{self, code_class, series, series_with, service_series, SeriesKey, CODE_CLASSES};
+use super::names::{self, code_class, series, series_with, service_series, SeriesKey, CODE_CLASSES, UNKNOWN_VERSION};
 use super::window::WindowStats;
 use crate::config::Config;
 use crate::host::{MetricKind, Stats};
@@ -9,15 +9,17 @@ use crate::model::{GateState, Reason, Version};
 
 struct VersionIds {
     requests: Option<u32>,
-    responses: [Option<u32>; 5],
+    responses: [Option<u32>; 6],
     duration: Option<u32>,
     decisions: [Option<u32>; 7],
     window: [Option<u32>; 5],
 }
 
-/// Stat ids of both versions of one service, and of its gate.
+/// Stat ids of both versions of one service (and of requests no version served), and of its
+/// gate.
 pub struct MetricIds {
-    versions: [VersionIds; 2],
+    /// Stable, canary, unknown (no window gauges).
+    versions: [VersionIds; 3],
     gate_tripped: Option<u32>,
     gate_trips: Option<u32>,
     gate_state: Option<u32>,
@@ -39,7 +41,7 @@ fn record(stats: &impl Stats, id: Option<u32>, value: u64) {
 impl MetricIds {
     /// Defines every series of `config`'s service and versions.
     pub fn define(stats: &impl Stats, config: &Config) -> Self {
-        let for_version = |version: &str| {
+        let for_version = |version: &str, windowed: bool| {
             let key = SeriesKey { service: &config.service, version, reporter: config.role.reporter() };
             let counter = |name: String| stats.define_metric(MetricKind::Counter, &name);
             let gauge = |name: String| stats.define_metric(MetricKind::Gauge, &name);
@@ -55,12 +57,16 @@ impl MetricIds {
                     names::WINDOW_P95,
                     names::WINDOW_P99,
                 ]
-                .map(|m| gauge(series(m, key))),
+                .map(|m| if windowed { gauge(series(m, key)) } else { None }),
             }
         };
         let svc = config.service.as_str();
         MetricIds {
-            versions: [for_version(&config.stable), for_version(&config.canary)],
+            versions: [
+                for_version(&config.stable, true),
+                for_version(&config.canary, true),
+                for_version(UNKNOWN_VERSION, false),
+            ],
             gate_tripped: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_TRIPPED, svc)),
             gate_trips: stats.define_metric(MetricKind::Counter, &service_series(names::GATE_TRIPS, svc)),
             gate_state: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_STATE, svc)),
@@ -68,24 +74,23 @@ impl MetricIds {
         }
     }
 
-    fn of(&self, version: Version) -> Option<&VersionIds> {
-        self.versions.get(version.index())
+    fn of(&self, version: Option<Version>) -> Option<&VersionIds> {
+        self.versions.get(version.map_or(2, Version::index))
     }
 
-    /// Counts one completed request.
+    /// Counts one completed request of `version` (`None`: no version served it) with its
+    /// response `status` (0: none).
     pub fn record_request(
         &self,
         stats: &impl Stats,
-        version: Version,
+        version: Option<Version>,
         reason: Option<Reason>,
         status: u64,
         millis: u64,
     ) {
         let Some(ids) = self.of(version) else { return };
         increment(stats, ids.requests);
-        if let Some(class) = code_class(status) {
-            increment(stats, ids.responses.get(class).copied().flatten());
-        }
+        increment(stats, ids.responses.get(code_class(status)).copied().flatten());
         record(stats, ids.duration, millis);
         if let Some(reason) = reason {
             increment(stats, ids.decisions.get(reason.index()).copied().flatten());
@@ -113,10 +118,61 @@ impl MetricIds {
 
     /// Publishes the merged window of `version`.
     pub fn set_window(&self, stats: &impl Stats, version: Version, window: &WindowStats) {
-        let Some(ids) = self.of(version) else { return };
+        let Some(ids) = self.of(Some(version)) else { return };
         let values = [window.requests, window.error_ratio_ppm, window.p50_us, window.p95_us, window.p99_us];
         for (id, value) in ids.window.iter().zip(values) {
             record(stats, *id, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeProxy;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn every_request_is_counted_in_one_class_and_one_version() {
+        let proxy = FakeProxy::default();
+        let host = proxy.vm();
+        let config = Config::parse(br#"{"service":"checkout","split":{"mode":"mesh"}}"#).unwrap();
+        let ids = MetricIds::define(&host, &config);
+        let series = |metric: &str, version: &str, extra: &str| {
+            proxy.stat(&format!("{metric}.service.checkout.version.{version}.reporter.router{extra}"))
+        };
+        // Every series exists at zero from the start, the unknown version's too.
+        for version in ["stable", "canary", "unknown"] {
+            assert_eq!(series(names::REQUESTS, version, ""), Some(0), "{version}");
+            for class in CODE_CLASSES {
+                assert_eq!(series(names::RESPONSES, version, &format!(".code_class.{class}")), Some(0));
+            }
+        }
+        assert_eq!(series(names::WINDOW_REQUESTS, "unknown", ""), None, "no window for unknown");
+        let served = [
+            (Some(Version::Canary), Some(Reason::Mesh), 200),
+            (Some(Version::Canary), Some(Reason::Pin), 0),
+            (Some(Version::Stable), None, 503),
+            (None, Some(Reason::Mesh), 404),
+            (None, Some(Reason::Mesh), 0),
+        ];
+        for (version, reason, status) in served {
+            ids.record_request(&host, version, reason, status, 3);
+        }
+        let class = |version: &str, class: &str| series(names::RESPONSES, version, &format!(".code_class.{class}"));
+        assert_eq!(
+            (series(names::REQUESTS, "canary", ""), class("canary", "2xx"), class("canary", "none")),
+            (Some(2), Some(1), Some(1))
+        );
+        assert_eq!((series(names::REQUESTS, "stable", ""), class("stable", "5xx")), (Some(1), Some(1)));
+        assert_eq!(
+            (series(names::REQUESTS, "unknown", ""), class("unknown", "4xx"), class("unknown", "none")),
+            (Some(2), Some(1), Some(1))
+        );
+        assert_eq!(series(names::DECISIONS, "unknown", ".reason.mesh"), Some(2));
+        for version in ["stable", "canary", "unknown"] {
+            let classes: u64 = CODE_CLASSES.iter().filter_map(|c| class(version, c)).sum();
+            assert_eq!(Some(classes), series(names::REQUESTS, version, ""), "{version}: classes add up");
         }
     }
 }

@@ -35,13 +35,23 @@ pub const GATE_STATE: &str = "canary_gate_state";
 /// Largest linear memory of any canary-gate VM in the proxy, bytes (gauge, no labels).
 pub const VM_MEMORY: &str = "canary_vm_memory_bytes";
 
-/// Values of the `code_class` label, indexed by `status / 100 - 1`.
-pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Values of the `code_class` label: `status / 100 - 1` for an HTTP status, then `none` for a
+/// request that got no status (the client went away, or the stream was reset, before a
+/// response), so the classes always add up to the requests.
+pub const CODE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
-/// The index into [`CODE_CLASSES`] of an HTTP status, if it is one.
-pub fn code_class(status: u64) -> Option<usize> {
-    (100..600).contains(&status).then(|| (status / 100 - 1) as usize)
+/// The index into [`CODE_CLASSES`] of a response status (0: none).
+pub fn code_class(status: u64) -> usize {
+    if (100..600).contains(&status) {
+        (status / 100 - 1) as usize
+    } else {
+        CODE_CLASSES.len() - 1
+    }
 }
+
+/// The `version` label of requests no version served (mesh mode: the route sent them to no
+/// version subset, say a 404 for no route).
+pub const UNKNOWN_VERSION: &str = "unknown";
 
 /// `metric.service.S`, for per-service metrics.
 pub fn service_series(metric: &str, service: &str) -> String {
@@ -88,11 +98,13 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn status_classes() {
-        assert_eq!(code_class(200), Some(1));
-        assert_eq!(code_class(503), Some(4));
-        assert_eq!(code_class(101), Some(0));
-        assert_eq!(code_class(0), None);
-        assert_eq!(code_class(600), None);
-        assert_eq!(code_class(99), None);
+        let class = |status| CODE_CLASSES[code_class(status)];
+        assert_eq!(class(200), "2xx");
+        assert_eq!(class(503), "5xx");
+        assert_eq!(class(101), "1xx");
+        assert_eq!(class(599), "5xx");
+        assert_eq!(class(0), "none");
+        assert_eq!(class(600), "none");
+        assert_eq!(class(99), "none");
     }
 }

@@ -71,7 +71,7 @@ impl RootContext for Root {
                 let version = label.as_deref().and_then(|v| router.version_named(v));
                 if version.is_none() {
                     log::warn!(
-                        "observer for {}: node label `{}` is {:?}, neither `{}` nor `{}`; recording nothing",
+                        "observer for {}: node label `{}` is {:?}, neither `{}` nor `{}`; counting its requests as version `unknown`",
                         config.service,
                         config.version_label,
                         label.as_deref().map(String::from_utf8_lossy),
@@ -229,15 +229,18 @@ impl HttpContext for Stream {
             (None, Some(decision)) => (self.served.or_else(|| self.served_version(&decision)), Some(decision.reason)),
             (None, None) => (None, None),
         };
-        let Some(version) = version else { return };
+
         // Without response headers (a reset), ask Envoy what it answered.
         let status = match self.status {
             0 => host::property_u64(&["response", "code"]).unwrap_or(0),
             status => status,
         };
         let micros = host::now_micros().saturating_sub(self.started_us);
+        // Requests no version served are counted as `unknown`, so every request counts.
         self.plugin.metrics.record_request(&ProxyHost, version, reason, status, micros / 1_000);
-        self.plugin.coordinator.record(version, micros, status >= 500);
+        if let Some(version) = version {
+            self.plugin.coordinator.record(version, micros, status >= 500);
+        }
     }
 }
 

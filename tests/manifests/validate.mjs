@@ -503,6 +503,8 @@ function extractTags(tags, name) {
 const TAG_SAMPLES = [
   ["wasmcustom.canary_responses_total.service.corp-cockpit.version.canary.reporter.router.code_class.5xx",
     { service: "corp-cockpit", version: "canary", reporter: "router", code_class: "5xx" }, "wasmcustom.canary_responses_total"],
+  ["wasmcustom.canary_responses_total.service.impact-in.version.unknown.reporter.router.code_class.none",
+    { service: "impact-in", version: "unknown", reporter: "router", code_class: "none" }, "wasmcustom.canary_responses_total"],
   ["wasmcustom.canary_request_duration_milliseconds.service.q2q-ai.version.stable.reporter.observer",
     { service: "q2q-ai", version: "stable", reporter: "observer" }, "wasmcustom.canary_request_duration_milliseconds"],
   ["wasmcustom.canary_route_decisions_total.service.unified-profile.version.canary.reporter.router.reason.pin",

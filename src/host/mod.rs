@@ -1,6 +1,9 @@
 //! The host boundary: the narrow traits through which the logic reaches Envoy. The proxy glue
 //! implements them with proxy-wasm host calls (`proxy::host`), the tests with a fake
-//! (`coord::fake`), so cross-VM coordination runs on the host in milliseconds.
+//! ([`fake`]), so cross-VM coordination runs on the host in milliseconds.
+
+#[cfg(test)]
+pub mod fake;
 
 /// The kind of a host stat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

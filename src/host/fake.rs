@@ -4,7 +4,7 @@
 //! takes a new token, a queue name maps to the same queue in every VM, and a stat name to the
 //! same process-wide stat.
 
-use crate::host::{Host, MetricKind, Stats};
+use super::{Host, MetricKind, Stats};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
