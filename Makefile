@@ -27,7 +27,8 @@ export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
 .PHONY: help size-budget build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit check e2e test demo bench \
-	bench-throughput bench-instructions bench-gate size image image-test manifests node-deps rules fuzz fuzz-smoke soak clean
+	bench-throughput bench-instructions bench-gate size image image-test manifests node-deps rules fuzz fuzz-smoke soak \
+	flake-check clean
 
 # The exports canary-gate's glue uses. The proxy-wasm SDK exports every callback; Envoy skips
 # a callback the module does not export, so pruning the rest saves a call into the VM for
@@ -172,6 +173,10 @@ bench-instructions: apt-deps
 ## Fault-to-fallback time of the SLO gate, median over several runs.
 bench-gate: build envoy
 	cargo run --quiet --release -p canary-harness --bin bench_gate
+
+## Repeats what depends on timing: the rule tests 50 times, the Envoy end-to-end suites 3 times.
+flake-check: build envoy apt-deps
+	bash tests/flake_check.sh
 
 ## Soak: 10 minutes of steady load with a live change every 30 s (`make test` runs it for 60 s).
 soak: build envoy
