@@ -363,6 +363,8 @@ mod tests {
             (r#"{"service":"a","canary":"unknown"}"#, "canary", "no version served"),
             (r#"{"service":"a","version_header":":path"}"#, "version_header", "header name"),
             (r#"{"service":"a","override":{"header":""}}"#, "override.header", "header name"),
+            (r#"{"service":"a","override":{"header":"x-canary-version"}}"#, "override.header", "must differ"),
+            (r#"{"service":"a","reason_header":"x-r","override":{"header":"x-r"}}"#, "override.header", "must differ"),
             (r#"{"service":"a","sticky":{"max_age_s":0}}"#, "sticky.max_age_s", "1..="),
             (r#"{"service":"a","sticky":{"max_age_s":-5}}"#, "sticky.max_age_s", "invalid value"),
             (r#"{"service":"a","sticky":{"cookie":"a;b"}}"#, "sticky.cookie", "token"),

@@ -72,6 +72,11 @@ fn top_level(f: &Fields<'_>, c: &mut Config) -> Result<(), ConfigError> {
     }
     f.section("split", &mut c.split, split)?;
     f.section("override", &mut c.r#override, override_header)?;
+    // The filter replaces the version and reason headers a client sends; an override read
+    // from one of them would hand every client the version of its choice.
+    if [&c.version_header, &c.reason_header].contains(&&c.r#override.header) {
+        return Err(refuse("override.header", "must differ from version_header and reason_header"));
+    }
     f.section("sticky", &mut c.sticky, sticky)?;
     f.section("metrics", &mut c.metrics, metrics)?;
     f.set_string("version_label", &mut c.version_label)?;
