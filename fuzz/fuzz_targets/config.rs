@@ -1,6 +1,7 @@
-//! Arbitrary bytes as the plugin configuration. `Config::parse` must never panic; every
-//! configuration it accepts must satisfy the documented limits, and a `Router` built from it must
-//! decide consistently on a few fixed requests.
+//! Arbitrary bytes as the plugin configuration. `Config::parse` must never panic; it must refuse
+//! as invalid JSON exactly what serde_json refuses; every configuration it accepts must satisfy
+//! the documented limits, and a `Router` built from it must decide consistently on a few fixed
+//! requests.
 #![no_main]
 
 #[path = "common.rs"]
@@ -28,6 +29,12 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert!(!e.field.is_empty() && !e.reason.is_empty(), "{e:?}");
             assert!(e.to_string().contains(&format!("field `{}`", e.field)), "{e}");
+            // The hand-written JSON parser refuses as JSON exactly what serde_json refuses (a
+            // duplicate key found before a syntax error is reported first).
+            let refused_as_json = e.reason.starts_with("invalid JSON: ");
+            let duplicate = e.reason.starts_with("duplicate field");
+            assert!(!refused_as_json || tree.is_none(), "serde_json accepts what was refused: {e}");
+            assert!(tree.is_some() || refused_as_json || duplicate, "serde_json refuses what was not: {e}");
             return;
         }
     };

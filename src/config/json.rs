@@ -1,4 +1,4 @@
-//! Typed reading of a parsed JSON tree, so every error names the exact field path
+//! Typed reading of a parsed JSON tree ([`Value`]), so every error names the exact field path
 //! (`split.hash_key[0].header`) and unknown fields are refused where they stand.
 //!
 //! Hand-written instead of `#[derive(Deserialize)]`: the derive's generated visitors and error
@@ -6,8 +6,8 @@
 //! fields by name; whatever field it did not ask for is refused afterwards, so the field names
 //! are written once, where they are read.
 
+use super::value::Value;
 use super::{refuse, ConfigError};
-use serde_json::{Map, Value};
 use std::cell::RefCell;
 
 /// The JSON type of `v`, as error messages name it.
@@ -29,7 +29,7 @@ fn invalid_type(path: &str, v: &Value, expected: &str) -> ConfigError {
 /// The fields of one JSON object, at `path`.
 pub struct Fields<'a> {
     path: String,
-    map: &'a Map<String, Value>,
+    members: &'a [(String, Value)],
     /// The field names asked for so far, in order: the known fields.
     asked: RefCell<Vec<&'static str>>,
 }
@@ -51,17 +51,17 @@ impl<'a> Fields<'a> {
     // Out of line: one copy serves every object (inlined, each object's reader grew by it).
     #[inline(never)]
     fn new(path: String, value: &'a Value) -> Result<Self, ConfigError> {
-        let Value::Object(map) = value else {
+        let Value::Object(members) = value else {
             let at = if path.is_empty() { "(root)" } else { path.as_str() };
             return Err(invalid_type(at, value, "an object"));
         };
-        Ok(Fields { path, map, asked: RefCell::default() })
+        Ok(Fields { path, members, asked: RefCell::default() })
     }
 
     #[inline(never)]
     fn refuse_unknown(&self) -> Result<(), ConfigError> {
         let asked = self.asked.borrow();
-        match self.map.keys().find(|k| !asked.contains(&k.as_str())) {
+        match self.members.iter().map(|(k, _)| k).find(|k| !asked.contains(&k.as_str())) {
             None => Ok(()),
             Some(name) => {
                 let expected: Vec<String> = asked.iter().map(|k| format!("`{k}`")).collect();
@@ -99,7 +99,7 @@ impl<'a> Fields<'a> {
         if !asked.contains(&name) {
             asked.push(name);
         }
-        self.map.get(name)
+        self.members.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
     /// Updates `into` from the nested object `name` with `read`, if present.
@@ -148,7 +148,7 @@ impl<'a> Fields<'a> {
     pub fn number_text(&self, name: &'static str) -> Result<Option<&'a str>, ConfigError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => Ok(Some(n.as_str())),
+            Some(Value::Number(text)) => Ok(Some(text.as_str())),
             Some(v) => Err(invalid_type(&self.path_of(name), v, "a number")),
         }
     }
@@ -195,115 +195,14 @@ pub struct Item<'a> {
 impl<'a> Item<'a> {
     /// The item as a string.
     pub fn string(&self) -> Result<&'a str, ConfigError> {
-        self.value.as_str().ok_or_else(|| invalid_type(&self.path, self.value, "a string"))
+        match self.value {
+            Value::String(s) => Ok(s),
+            other => Err(invalid_type(&self.path, other, "a string")),
+        }
     }
 
     /// The item as an object read by `read`.
     pub fn object<T>(self, read: impl FnOnce(&Fields<'a>) -> Result<T, ConfigError>) -> Result<T, ConfigError> {
         Fields::read(self.path, self.value, read)
-    }
-}
-
-/// Refuses an object with the same key twice, naming it: serde_json keeps the last one, so
-/// `{"service":"a","service":"b"}` would silently rename every series. `bytes` is JSON that
-/// already parsed, so the scan only has to find keys; escaped keys are decoded to compare.
-pub fn refuse_duplicate_keys(bytes: &[u8]) -> Result<(), ConfigError> {
-    Scan { bytes, at: 0 }.value(String::new())
-}
-
-/// A cursor over valid JSON.
-struct Scan<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Scan<'_> {
-    fn peek(&mut self) -> Option<u8> {
-        while let Some(b) = self.bytes.get(self.at).copied() {
-            if !b.is_ascii_whitespace() {
-                return Some(b);
-            }
-            self.at += 1;
-        }
-        None
-    }
-
-    fn value(&mut self, path: String) -> Result<(), ConfigError> {
-        match self.peek() {
-            Some(b'{') => self.object(path),
-            Some(b'[') => self.array(path),
-            Some(b'"') => {
-                self.string();
-                Ok(())
-            }
-            _ => {
-                // A number or a literal: up to the next delimiter.
-                while self.bytes.get(self.at).is_some_and(|b| !b",]} \t\r\n".contains(b)) {
-                    self.at += 1;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// The raw text of a string, quotes included, with the cursor after it.
-    fn string(&mut self) -> &[u8] {
-        let start = self.at;
-        self.at += 1;
-        while let Some(&b) = self.bytes.get(self.at) {
-            self.at += if b == b'\\' { 2 } else { 1 };
-            if b == b'"' {
-                break;
-            }
-        }
-        self.bytes.get(start..self.at).unwrap_or_default()
-    }
-
-    fn object(&mut self, path: String) -> Result<(), ConfigError> {
-        self.at += 1;
-        let mut keys: Vec<String> = Vec::new();
-        while let Some(b) = self.peek() {
-            self.at += 1;
-            if b == b'}' {
-                break;
-            }
-            if b != b'"' {
-                continue; // `,`
-            }
-            self.at -= 1;
-            let raw = self.string();
-            let key = match serde_json::from_slice(raw) {
-                Ok(Value::String(key)) => key,
-                _ => String::from_utf8_lossy(raw).into_owned(),
-            };
-            let field = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            if keys.contains(&key) {
-                return Err(refuse(&field, format!("duplicate field `{key}`")));
-            }
-            keys.push(key);
-            self.peek(); // `:`
-            self.at += 1;
-            self.value(field)?;
-        }
-        Ok(())
-    }
-
-    fn array(&mut self, path: String) -> Result<(), ConfigError> {
-        self.at += 1;
-        let mut index = 0;
-        loop {
-            match self.peek() {
-                None => return Ok(()),
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                Some(b',') => {
-                    self.at += 1;
-                    index += 1;
-                }
-                Some(_) => self.value(format!("{path}[{index}]"))?,
-            }
-        }
     }
 }

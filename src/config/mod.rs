@@ -9,6 +9,7 @@ mod check;
 mod decimal;
 mod json;
 mod parse;
+mod value;
 
 use crate::model::Version;
 use std::fmt;
@@ -419,17 +420,7 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn duplicates_are_found_at_any_depth_and_distinct_keys_pass() {
-        let ok = [
-            r#"{"service":"a","hosts":["a.b","a.b"],"split":{"hash_key":[{"header":"x"},{"header":"x"}]}}"#,
-            r#" { "service" : "a" , "gate" : { "window_s" : 5 , "rearm" : 1 } , "metrics" : { "window_s" : 60 } } "#,
-            r#"{"service":"a"b"}"#,
-        ];
-        for json in ok {
-            assert_eq!(json::refuse_duplicate_keys(json.as_bytes()), Ok(()), "{json}");
-        }
-        let e = json::refuse_duplicate_keys(br#"{"a":[{"b":{"c":1,"d":[1,{"e":2,"e":3}]}}]}"#).unwrap_err();
-        assert_eq!((e.field.as_str(), e.reason.as_str()), ("a[0].b.d[1].e", "duplicate field `e`"));
+    fn mesh_mode_may_pin_in_a_hash_key_cookie() {
         // Mesh mode never hashes a key: the pin cookie may share a hash-key cookie's name.
         assert!(Config::parse(br#"{"service":"a","split":{"mode":"mesh"},"sticky":{"cookie":"session"}}"#).is_ok());
     }

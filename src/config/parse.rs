@@ -1,7 +1,8 @@
 //! Reading the JSON into [`Config`]: the configuration starts as its `Default` and each object
 //! updates its part in place with what the JSON sets, validated field by field.
 
-use super::json::{self, Fields, Item};
+use super::json::{Fields, Item};
+use super::value;
 use super::{check, decimal, refuse, ConfigError};
 use super::{
     Config, GateConfig, KeySource, MetricsConfig, OverrideConfig, Role, SplitConfig, SplitMode, StickyConfig,
@@ -10,9 +11,7 @@ use super::{
 
 /// Parses and validates the plugin configuration bytes.
 pub fn config(bytes: &[u8]) -> Result<Config, ConfigError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| refuse("(root)", strip_position(&e.to_string())))?;
-    json::refuse_duplicate_keys(bytes)?;
+    let value = value::parse(bytes)?;
     let mut config = Config::default();
     Fields::read(String::new(), &value, |f| top_level(f, &mut config))?;
     if config.role == Role::Observer && config.gate.has_thresholds() {
@@ -39,14 +38,6 @@ fn sticky_cookie_is_no_hash_key(config: &Config) -> Result<(), ConfigError> {
                 if config.split.hash_key == SplitConfig::default().hash_key { " (by default)" } else { "" }
             ),
         )),
-    }
-}
-
-/// serde_json appends " at line L column C"; the field path says more.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
     }
 }
 
