@@ -386,9 +386,6 @@ mod tests {
         assert_eq!((e.field.as_str(), e.reason.as_str()), ("gate", "duplicate field `gate`"));
         assert!(parse(br#"{"a":{"x":1},"b":{"x":1},"c":["x","x"]}"#).is_ok());
         let e = err(br#"{"":{"":1,"":2}}"#);
-        assert_eq!(
-            (e.field.as_str(), e.reason.as_str()),
-            (r#"""."""#, "duplicate field ``")
-        );
+        assert_eq!((e.field.as_str(), e.reason.as_str()), (r#"""."""#, "duplicate field ``"));
     }
 }
