@@ -54,7 +54,7 @@ for (const [version, mod] of [["v1", NetV1], ["v1beta1", NetV1beta1], ["v1alpha3
 // Paths (JSON pointers, `*` = any key or index) whose contents the schemas leave open.
 const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"] };
 
-// canary-gate's configuration (src/config.rs): top-level keys and the keys of nested objects.
+// canary-gate's configuration (src/config/parse.rs): top-level keys and the keys of nested objects.
 const PLUGIN_KEYS = {
   "": ["service", "role", "version_header", "reason_header", "stable", "canary", "split", "override",
     "sticky", "metrics", "version_label", "gate", "hosts"],
@@ -216,7 +216,7 @@ function loadEnvoyStats() {
 }
 
 function canaryGateMetricNames() {
-  const text = readFileSync(path.join(REPO, "src/stats.rs"), "utf8");
+  const text = readFileSync(path.join(REPO, "src/measure/names.rs"), "utf8");
   return new Set([...text.matchAll(/pub const \w+: &str = "(canary_[a-z0-9_]+)"/g)].map((m) => m[1]));
 }
 
@@ -463,7 +463,7 @@ function analysisTemplateProblems(entry, gateMetrics) {
     if (m.interval !== wantInterval) p.push(`${m.name}: interval ${m.interval}`);
     // canary-gate's series, or an application metric (marked by a comment right above it).
     const series = [...prom.query.matchAll(/\b(canary_[a-z0-9_]+?)(_bucket)?\{/g)].map((x) => x[1]);
-    for (const s of series) if (!gateMetrics.has(s)) p.push(`${m.name}: ${s} is no canary-gate metric (src/stats.rs)`);
+    for (const s of series) if (!gateMetrics.has(s)) p.push(`${m.name}: ${s} is no canary-gate metric (src/measure/names.rs)`);
     const app = series.length === 0;
     const at_ = lines.findIndex((l) => new RegExp(`^\\s*- name: ${m.name}$`).test(l));
     const marked = at_ > 0 && lines[at_ - 1].trim() === APP_COMMENT;
