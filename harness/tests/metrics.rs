@@ -21,6 +21,12 @@ fn both_versions(samples: &[Sample]) -> bool {
     v.contains_key("stable") && v.contains_key("canary")
 }
 
+/// Whether both versions' values satisfy `ok` (the `unknown` version's series is not theirs).
+fn both(samples: &[Sample], ok: impl Fn(f64) -> bool) -> bool {
+    let v = by_version(samples);
+    ["stable", "canary"].iter().all(|name| v.get(*name).is_some_and(|&x| ok(x)))
+}
+
 /// Exact nearest-rank quantile of the client's own timings.
 fn exact_quantile(values: &mut [u64], q: f64) -> f64 {
     values.sort_unstable();
@@ -124,17 +130,14 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
     }
 
     // The PromQL a user writes now has traffic in it, for both versions.
-    let rates = by_version(
-        &prometheus.wait_for(RATE, Duration::from_secs(10), |s| both_versions(s) && s.iter().all(|x| x.value > 0.0)),
-    );
+    let rates = by_version(&prometheus.wait_for(RATE, Duration::from_secs(10), |s| both(s, |x| x > 0.0)));
     let ratios = by_version(
         &prometheus
             .wait_for(ERROR_RATIO, Duration::from_secs(10), |s| both_versions(s) && s.iter().any(|x| x.value > 0.05)),
     );
-    let p95 = by_version(&prometheus.wait_for(P95, Duration::from_secs(15), |s| {
-        both_versions(s) && s.iter().all(|x| x.value.is_finite() && x.value > 0.0)
-    }));
+    let p95 = by_version(&prometheus.wait_for(P95, Duration::from_secs(15), |s| both(s, |x| x.is_finite() && x > 0.0)));
     println!("rate {rates:?}\nerror ratio {ratios:?}\nhistogram p95 ms {p95:?}");
+    assert_eq!(rates.get("unknown"), Some(&0.0), "every request was served by a version: {rates:?}");
     assert!((ratios["canary"] - 0.1).abs() < 0.02 && ratios["stable"] < 0.04, "{ratios:?}");
     assert!(p95["canary"] > p95["stable"], "{p95:?}");
 }
