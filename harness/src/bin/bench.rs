@@ -28,15 +28,16 @@ const VARIANTS: [(&str, u16); 8] = [
     ("c-baseline", 10008),
 ];
 
-/// Adds the c-baseline listener: a copy of c-filter's that loads `wasm` in a VM of its own.
-fn with_baseline(config: &str, wasm: &str) -> String {
+/// Adds the c-baseline listener: a copy of c-filter's that loads `wasm` instead of `filter_wasm`,
+/// in a VM of its own.
+fn with_baseline(config: &str, filter_wasm: &str, wasm: &str) -> String {
     let start = config.find("  - name: c-filter\n").expect("c-filter listener in envoy/bench.yaml");
     let end = config[start + 1..].find("\n  - name: ").map_or(config.len(), |i| start + 1 + i + 1);
     let listener = config[start..end]
         .replace("c-filter", "c-baseline")
         .replace("port_value: 10004", "port_value: 10008")
         .replace("vm_id: canary-gate", "vm_id: canary-gate-baseline")
-        .replace("target/wasm32-wasip1/release/canary_gate.wasm", wasm);
+        .replace(filter_wasm, wasm);
     format!("{}{listener}{}", &config[..end], &config[end..])
 }
 
@@ -120,15 +121,16 @@ fn main() {
     let (stable_port, canary_port, admin_port) = (free_port(), free_port(), free_port());
     let mut ports = Vec::new();
     let baseline = std::env::var("BENCH_BASELINE_WASM").ok().filter(|v| !v.is_empty());
-    let mut config = std::fs::read_to_string(root().join("envoy/bench.yaml")).expect("envoy/bench.yaml");
-    if let Some(wasm) = &baseline {
-        config = with_baseline(&config, wasm);
-    }
-    let mut config = config
+    let filter_wasm = wasm_file().display().to_string();
+    let mut config = std::fs::read_to_string(root().join("envoy/bench.yaml"))
+        .expect("envoy/bench.yaml")
         .replace("port_value: 18001", &format!("port_value: {stable_port}"))
         .replace("port_value: 18002", &format!("port_value: {canary_port}"))
         .replace("port_value: 9901", &format!("port_value: {admin_port}"))
-        .replace("target/wasm32-wasip1/release/canary_gate.wasm", &wasm_file().display().to_string());
+        .replace("target/wasm32-wasip1/release/canary_gate.wasm", &filter_wasm);
+    if let Some(wasm) = &baseline {
+        config = with_baseline(&config, &filter_wasm, wasm);
+    }
     for (_, port) in VARIANTS {
         let free = free_port();
         config = config.replace(&format!("port_value: {port}"), &format!("port_value: {free}"));
