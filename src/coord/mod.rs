@@ -139,7 +139,7 @@ impl Coordinator {
         let recorded_under = self.recording_identity.replace(Some(id)).unwrap_or(id);
         self.ship(host, queue, recorded_under);
         if self.hold_lease(host, now_s) {
-            self.merge(host, queue, now_s, config, ids);
+            self.merge(host, queue, now_s, id, config, ids);
         } else {
             if let Ok(mut merged) = self.merged.try_borrow_mut() {
                 *merged = None;
@@ -188,14 +188,14 @@ impl Coordinator {
         held
     }
 
-    fn merge(&self, host: &impl Host, queue: u32, now_s: u64, config: &Config, ids: &MetricIds) {
+    /// Merges the shipped tallies into the window of the canary with gate identity `id`.
+    fn merge(&self, host: &impl Host, queue: u32, now_s: u64, id: u64, config: &Config, ids: &MetricIds) {
         let (Ok(mut merged), Ok(mut scratch)) = (self.merged.try_borrow_mut(), self.scratch.try_borrow_mut()) else {
             return;
         };
         // A new canary or a new window length starts a new window; a re-arm starts a clean
         // canary side, so the re-armed gate never judges the errors that tripped it.
         let window_s = config.merged_window_s() as usize;
-        let id = identity(&config.canary, config.gate.rearm);
         let merged = match merged.as_mut() {
             Some(m) if m.window.len_s() == window_s && m.canary == config.canary => m,
             _ => merged.insert(Merged { canary: config.canary.clone(), identity: id, window: Window::new(window_s) }),
@@ -229,20 +229,20 @@ impl Coordinator {
         let gate_s = config.gate.window_s as usize;
         let (canary, stable) =
             (window.recent_stats(Version::Canary, gate_s), window.recent_stats(Version::Stable, gate_s));
-        self.evaluate_gate(host, config, ids, &canary, &stable);
+        self.evaluate_gate(host, id, config, ids, &canary, &stable);
     }
 
     /// Evaluates the gate on the merged window and publishes the verdict.
     fn evaluate_gate(
         &self,
         host: &impl Host,
+        id: u64,
         config: &Config,
         ids: &MetricIds,
         canary: &WindowStats,
         stable: &WindowStats,
     ) {
         let Ok(mut slot) = self.gate.try_borrow_mut() else { return };
-        let id = identity(&config.canary, config.gate.rearm);
         let key = self.verdict_key();
         let gate = match slot.as_mut() {
             Some((held, gate)) if *held == id => gate,
