@@ -50,15 +50,17 @@ STATS_TAGS = [
 SERVICES = [
     {"name": "corp-cockpit", "replicas": 4, "port": 4321, "planned": True,
      "steps": [(10, "5m"), (30, "10m"), (50, "15m"), (100, None)],
-     "gate": {"max_p95_ms": 2000}},
+     "gate": {"max_p95_ms": 2000},
+     "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2000m", "memory": "2Gi"}}},
     {"name": "impact-in", "replicas": 4, "port": 3002, "planned": True,
      "steps": [(10, "10m"), (40, "20m"), (100, None)],
-     "gate": {}},
+     "gate": {},
+     "resources": {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "4000m", "memory": "4Gi"}}},
     {"name": "unified-profile", "replicas": 5, "port": 3003, "planned": True,
      "steps": [(20, "5m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 1000, "max_p99_ms": 2000},
      # The memory-utilization metric divides by the container's memory limit.
-     "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}},
+     "resources": {"requests": {"cpu": "1000m", "memory": "2Gi"}, "limits": {"cpu": "4000m", "memory": "8Gi"}}},
     {"name": "api-gateway", "replicas": 3, "port": 3000, "planned": False,
      "steps": [(5, "10m"), (25, "10m"), (50, "10m"), (100, None)],
      "gate": {}},
@@ -346,9 +348,10 @@ def rollout_doc(s):
         "ports": [{"name": "http", "containerPort": marked(s["port"], s["planned"]), "protocol": "TCP"}],
     }
     if "resources" in s:
-        container["resources"] = C(s["resources"], above=[
-            NOT_IN_PLAN,
-            "(the memory-utilization metric of unified-profile-slo divides by limits.memory)."])
+        note = ["Resources from the tier-1 plan."]
+        if svc == "unified-profile":
+            note.append("The memory-utilization metric of unified-profile-slo divides by limits.memory.")
+        container["resources"] = C(s["resources"], above=note)
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",

@@ -66,11 +66,17 @@ const PLUGIN_KEYS = {
     "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm"],
 };
 
-// The tier-1 plan: replicas, container port, canary steps (weight, then pause or null).
+// The tier-1 plan: replicas, container port, canary steps (weight, then pause or null), and
+// the container resources where the plan gives them.
+const planResources = (cpu, cpuLimit, memory, memoryLimit) =>
+  ({ requests: { cpu, memory }, limits: { cpu: cpuLimit, memory: memoryLimit } });
 const PLAN = {
-  "corp-cockpit": { replicas: 4, port: 4321, steps: [[10, "5m"], [30, "10m"], [50, "15m"], [100, null]] },
-  "impact-in": { replicas: 4, port: 3002, steps: [[10, "10m"], [40, "20m"], [100, null]] },
-  "unified-profile": { replicas: 5, port: 3003, steps: [[20, "5m"], [50, "15m"], [100, null]] },
+  "corp-cockpit": { replicas: 4, port: 4321, steps: [[10, "5m"], [30, "10m"], [50, "15m"], [100, null]],
+    resources: planResources("500m", "2000m", "512Mi", "2Gi") },
+  "impact-in": { replicas: 4, port: 3002, steps: [[10, "10m"], [40, "20m"], [100, null]],
+    resources: planResources("1000m", "4000m", "1Gi", "4Gi") },
+  "unified-profile": { replicas: 5, port: 3003, steps: [[20, "5m"], [50, "15m"], [100, null]],
+    resources: planResources("1000m", "4000m", "2Gi", "8Gi") },
   "api-gateway": { replicas: 3, port: 3000, steps: [[5, "10m"], [25, "10m"], [50, "10m"], [100, null]] },
   reporting: { replicas: 3, port: 3004, steps: [[10, "10m"], [30, "10m"], [100, null]] },
   "q2q-ai": { replicas: 3, port: 3005, steps: [[5, "10m"], [20, "10m"], [50, "10m"], [100, null]] },
@@ -239,6 +245,9 @@ function rolloutProblems(ro, docs) {
     if (!isDeepStrictEqual(canary.steps, steps)) p.push(`steps ${JSON.stringify(canary.steps)}, plan ${JSON.stringify(steps)}`);
     const ports = spec.template?.spec?.containers?.flatMap((c) => c.ports ?? []) ?? [];
     if (!ports.some((pt) => pt.containerPort === plan.port && pt.name === "http")) p.push(`no container port http ${plan.port}`);
+    const resources = spec.template?.spec?.containers?.[0]?.resources;
+    if (plan.resources && !isDeepStrictEqual(resources, plan.resources))
+      p.push(`resources ${JSON.stringify(resources)}, plan ${JSON.stringify(plan.resources)}`);
   }
   if (spec.revisionHistoryLimit !== 5) p.push("revisionHistoryLimit must be 5");
   if (spec.analysis?.successfulRunHistoryLimit !== 5 || spec.analysis?.unsuccessfulRunHistoryLimit !== 5)
@@ -763,6 +772,7 @@ function main() {
   rejects("an observer with a gate", () => pluginConfigProblems(mutate(pick("WasmPlugin", "canary-gate-observer-impact-in"), (w) => { w.spec.pluginConfig.gate = { max_p95_ms: 100 }; }), docs));
   rejects("a Rollout naming a missing AnalysisTemplate", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.templates[0].templateName = "corp-cockpit-slos"; }), docs));
   rejects("a Rollout naming a missing VirtualService route", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.trafficRouting.istio.virtualService.routes = ["primari"]; }), docs));
+  rejects("a Rollout with unified-profile's former 1Gi memory limit", () => rolloutProblems(mutate(pick("Rollout", "unified-profile"), (r) => { r.spec.template.spec.containers[0].resources.limits.memory = "1Gi"; }), docs));
   rejects("a Rollout not giving an argument its template needs", () => rolloutProblems(mutate(pick("Rollout", "unified-profile"), (r) => { r.spec.strategy.canary.analysis.args.pop(); }), docs));
   rejects("a metric whose failure on NaN would fail the rollout", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.doc.spec.metrics[0].failureCondition = "result[0] >= 0.002"; }), gateMetrics));
   rejects("a canary-gate query on a misspelt series", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.doc.spec.metrics[0].provider.prometheus.query = e.doc.spec.metrics[0].provider.prometheus.query.replace("canary_requests_total", "canary_request_total"); }), gateMetrics));
