@@ -824,6 +824,40 @@ def files():
     return {path: (header, docs) for path, (header, docs) in sorted(out.items())}
 
 
+RULES = "prometheus/canary-gate-rules.yaml"
+
+
+def prometheus_rule_text():
+    """The rule file as a prometheus-operator PrometheusRule: its `groups:` block, comments
+    included, indented under `spec:`, so the two can never say different things."""
+    with open(os.path.join(ROOT, RULES), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    start = lines.index("groups:")
+    body = "\n".join(("  " + line) if line else "" for line in lines[start:])
+    return "\n".join([
+        f"# {GENERATED}",
+        "#",
+        f"# The rules of istio/{RULES} as a prometheus-operator PrometheusRule (kube-prometheus",
+        "# selects it by its labels; adjust them to your Prometheus's ruleSelector):",
+        "#   kubectl apply -f istio/prometheus/canary-gate-prometheusrule.yaml",
+        "apiVersion: monitoring.coreos.com/v1",
+        "kind: PrometheusRule",
+        "metadata:",
+        "  name: canary-gate",
+        "  namespace: monitoring",
+        "  labels:",
+        "    release: kube-prometheus-stack",
+        "spec:",
+        body,
+        "",
+    ])
+
+
+def texts():
+    """Generated files that are text around another file rather than documents."""
+    return {"prometheus/canary-gate-prometheusrule.yaml": prometheus_rule_text()}
+
+
 def main(argv):
     mode = argv[1] if len(argv) > 1 else "--write"
     if mode not in ("--write", "--check", "--json"):
@@ -835,8 +869,10 @@ def main(argv):
                          indent=1, sort_keys=True))
         return 0
     stale = []
-    for path, (header, docs) in all_files.items():
-        text = render([GENERATED, "", *header], docs, separators=not path.endswith("gateway-proxy-config.yaml"))
+    rendered = {path: render([GENERATED, "", *header], docs, separators=not path.endswith("gateway-proxy-config.yaml"))
+                for path, (header, docs) in all_files.items()}
+    rendered.update(texts())
+    for path, text in rendered.items():
         full = os.path.join(ROOT, path)
         current = None
         if os.path.exists(full):
@@ -857,7 +893,7 @@ def main(argv):
                   file=sys.stderr)
         return 1
     if mode == "--check":
-        print(f"{len(all_files)} generated files up to date")
+        print(f"{len(rendered)} generated files up to date")
     return 0
 
 

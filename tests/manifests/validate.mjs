@@ -1,5 +1,6 @@
 // Validates every Kubernetes manifest under istio/ against the real schemas of the npm packages
-// @kubernetes-models/istio, @kubernetes-models/argo-rollouts and kubernetes-models, then checks
+// @kubernetes-models/istio, @kubernetes-models/argo-rollouts, @kubernetes-models/prometheus-operator
+// and kubernetes-models, then checks
 // what the schemas cannot: unknown fields, references between objects, route order, canary-gate's
 // plugin configuration, the stats settings, PromQL syntax (promtool, from Debian's `prometheus`
 // package), and that the generated files are up to date (python3 istio/generate.py --check).
@@ -29,6 +30,7 @@ import {
 import { Service } from "kubernetes-models/v1/Service";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const ISTIO = path.join(REPO, "istio");
@@ -151,6 +153,13 @@ function schemaErrors(doc) {
     if (!Array.isArray(e.errors)) throw e;
     return e.errors.map((err) => `${err.instancePath || "/"} ${err.message}`);
   }
+}
+
+/** The PrometheusRule against its schema and the plain rule file it wraps. */
+function prometheusRuleProblems(rule, plain) {
+  const p = rawSchemaErrors(PrometheusRule, rule).map((e) => `schema: ${e.instancePath || "/"} ${e.message}`);
+  if (!isDeepStrictEqual(rule?.spec?.groups, plain?.groups)) p.push("spec.groups differ from canary-gate-rules.yaml's groups");
+  return p;
 }
 
 function rawSchemaErrors(Model, data) {
@@ -680,6 +689,11 @@ function main() {
 
   for (const f of files) if (f.error) check(`parse ${f.file}`, () => [f.error]);
 
+  const readRules = (file) => load(readFileSync(path.join(ISTIO, "prometheus", file), "utf8"), { schema: YAML11_SCHEMA });
+  const promRule = readRules("canary-gate-prometheusrule.yaml");
+  const plainRules = readRules("canary-gate-rules.yaml");
+  check("the PrometheusRule: its schema, and exactly the rule file's groups", () => prometheusRuleProblems(promRule, plainRules));
+
   // Every document: the package's schema, then unknown fields.
   for (const d of docs) {
     const id = `${d.file}#${d.index} ${d.doc.kind} ${d.doc.metadata?.namespace}/${d.doc.metadata?.name}`;
@@ -773,6 +787,8 @@ function main() {
   rejects("a Rollout naming a missing AnalysisTemplate", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.templates[0].templateName = "corp-cockpit-slos"; }), docs));
   rejects("a Rollout naming a missing VirtualService route", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.trafficRouting.istio.virtualService.routes = ["primari"]; }), docs));
   rejects("a Rollout with unified-profile's former 1Gi memory limit", () => rolloutProblems(mutate(pick("Rollout", "unified-profile"), (r) => { r.spec.template.spec.containers[0].resources.limits.memory = "1Gi"; }), docs));
+  rejects("a PrometheusRule whose alert drifted from the rule file", () => prometheusRuleProblems(mutate(promRule, (r) => { r.spec.groups[0].rules.at(-1).for = "1m"; }), plainRules));
+  rejects("a PrometheusRule with groups as a map (schema: type)", () => prometheusRuleProblems(mutate(promRule, (r) => { r.spec.groups = { slo: r.spec.groups[0] }; }), plainRules));
   rejects("a Rollout not giving an argument its template needs", () => rolloutProblems(mutate(pick("Rollout", "unified-profile"), (r) => { r.spec.strategy.canary.analysis.args.pop(); }), docs));
   rejects("a metric whose failure on NaN would fail the rollout", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.doc.spec.metrics[0].failureCondition = "result[0] >= 0.002"; }), gateMetrics));
   rejects("a canary-gate query on a misspelt series", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.doc.spec.metrics[0].provider.prometheus.query = e.doc.spec.metrics[0].provider.prometheus.query.replace("canary_requests_total", "canary_request_total"); }), gateMetrics));
