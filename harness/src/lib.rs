@@ -11,6 +11,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 pub mod analysis;
+pub mod analysis_run;
 pub mod chaos;
 pub mod client;
 pub mod prometheus;
