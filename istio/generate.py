@@ -28,6 +28,14 @@ VERSION_HEADER = "x-canary-version"
 NOT_IN_PLAN = "not in the tier-1 plan: set to the service's real value"
 APP_METRIC = "application metric (not from canary-gate)"
 ABORT_TEMPLATE = "canary-gate-abort"
+# Argo measures a background analysis at once when the rollout starts. The SLO metrics read
+# rates over 5 minutes, so they wait for one window of canary traffic; after that a few
+# inconclusive answers (no traffic for a moment) or errors (Prometheus restarting: Argo retries
+# every 10 s) do not end the run, which would pause or abort the rollout.
+RATE_WINDOW_DELAY = "5m"
+SLO_INCONCLUSIVE_LIMIT = 5
+# 30 errors in a row: 5 minutes of retries every 10 s.
+CONSECUTIVE_ERROR_LIMIT = 30
 
 # Histogram buckets of canary_request_duration_milliseconds (ms), as in envoy/*.yaml.
 BUCKETS_MS = [1, 2, 5, 10, 20, 30, 40, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 750,
@@ -71,6 +79,9 @@ SERVICES = [
      "steps": [(5, "10m"), (20, "10m"), (50, "10m"), (100, None)],
      "gate": {}},
 ]
+
+
+SERVICE_BY_NAME = {s["name"]: s for s in SERVICES}
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,7 +439,10 @@ def metric(name, query, op, threshold, failure_limit, above=()):
     m = {
         "name": name,
         "interval": "1m",
+        "initialDelay": RATE_WINDOW_DELAY,
         "failureLimit": failure_limit,
+        "inconclusiveLimit": SLO_INCONCLUSIVE_LIMIT,
+        "consecutiveErrorLimit": CONSECUTIVE_ERROR_LIMIT,
         "successCondition": success,
         "failureCondition": failure,
         "provider": {"prometheus": {"address": PROMETHEUS, "query": query}},
@@ -458,7 +472,10 @@ def request_volume(min_rps):
     m = {
         "name": "request-volume",
         "interval": "1m",
+        "initialDelay": RATE_WINDOW_DELAY,
         "failureLimit": 3,
+        "inconclusiveLimit": SLO_INCONCLUSIVE_LIMIT,
+        "consecutiveErrorLimit": CONSECUTIVE_ERROR_LIMIT,
         "successCondition": f"len(result) > 0 && result[0] > {min_rps}",
         "failureCondition": "false",
         "provider": {"prometheus": {
@@ -468,8 +485,8 @@ def request_volume(min_rps):
     }
     return C(m, above=[
         f"Canary traffic > {min_rps} req/s (canary-gate). Never a failure (failureCondition: false):",
-        "below it the measurement is inconclusive, which pauses the rollout for a human instead of",
-        "judging, or promoting, a canary that too few requests reached."])
+        "below it the measurement is inconclusive; more than inconclusiveLimit of those pause the",
+        "rollout for a human instead of judging, or promoting, a canary that too few requests reached."])
 
 
 def quantile_query(q, bucket_metric):
@@ -564,14 +581,18 @@ def analysistemplate_doc(s):
     args = [{"name": "service"}]
     if svc == "unified-profile":
         args.append({"name": "canary-hash"})
+    metrics = slo_metrics(svc)
+    spec = {"args": args, "metrics": metrics}
+    app = [unwrap(m)[0]["name"] for m in metrics if APP_METRIC in unwrap(m)[1]]
+    if app and not SERVICE_BY_NAME[svc].get("app_metrics", False):
+        spec["dryRun"] = C([{"metricName": n} for n in app], above=[
+            "Application metrics are measured and shown, but decide nothing until the service",
+            "exports them: set `app_metrics` for it in istio/generate.py."])
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
         "metadata": meta(f"{svc}-slo", NAMESPACE, {"app": svc}),
-        "spec": {
-            "args": args,
-            "metrics": slo_metrics(svc),
-        },
+        "spec": spec,
     }
 
 
@@ -586,6 +607,8 @@ def abort_doc():
                 "name": "canary-gate-tripped",
                 "interval": "15s",
                 "failureLimit": 0,
+                "inconclusiveLimit": 30,
+                "consecutiveErrorLimit": CONSECUTIVE_ERROR_LIMIT,
                 "successCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] < 1",
                 "failureCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] >= 1",
                 "provider": {"prometheus": {
@@ -594,7 +617,9 @@ def abort_doc():
                 }},
             }, above=[
                 "1 while canary-gate's in-proxy SLO gate has tripped (and already sends the canary's",
-                "users to stable): the first such measurement aborts the rollout. No series: inconclusive.",
+                "users to stable): the first such measurement aborts the rollout. No series (no router",
+                "yet, Prometheus restarting): inconclusive, and only more than 30 of those (7.5 min)",
+                "pause the rollout; errors are retried every 10 s, 30 in a row (5 min) end it.",
             ])],
         },
     }
@@ -773,11 +798,14 @@ def files():
              "Placeholder image: set the real one.", *planned],
             [rollout_doc(s)])
         out[f"{d}/analysistemplate.yaml"] = (
-            [f"AnalysisTemplate {svc}-slo: the canary's SLOs, measured every minute over 5 minutes.",
+            [f"AnalysisTemplate {svc}-slo: the canary's SLOs, measured every minute over 5 minutes, from",
+             "5 minutes into the rollout (initialDelay: one window of canary traffic first).",
              "Conditions are NaN-safe: an empty result or NaN (no traffic) is inconclusive, never a pass",
-             "or a failure; with the default inconclusiveLimit (0) an inconclusive measurement pauses",
-             "the rollout for a human. canary-gate series carry service, version and reporter labels;",
-             "application metrics are expected with the labels service and version (canary|stable)."],
+             f"or a failure; more than {SLO_INCONCLUSIVE_LIMIT} inconclusive measurements of a metric pause the rollout for a human.",
+             "failureLimit N: the metric fails at its (N+1)th failed measurement in total, not in a row.",
+             "canary-gate series carry service, version and reporter labels; application metrics are",
+             "expected with the labels service and version (canary|stable) and run as dryRun until the",
+             "service exports them."],
             [analysistemplate_doc(s)])
     out["shared/canary-gate-abort.yaml"] = (
         ["AnalysisTemplate canary-gate-abort, shared by every tier-1 Rollout: aborts the rollout as soon",

@@ -25,6 +25,9 @@ pub struct Metric {
     pub failure: Option<String>,
     /// `provider.prometheus.address`.
     pub address: String,
+    /// How Argo schedules and judges it: interval, count, limits, `initialDelay`, and whether
+    /// the template names it in `dryRun`.
+    pub run: crate::analysis_run::RunMetric,
 }
 
 impl Metric {
@@ -52,12 +55,31 @@ pub fn load_templates(dir: &Path) -> Vec<Metric> {
     let mut metrics = Vec::new();
     for doc in &documents(dir, "AnalysisTemplate") {
         let template = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let dry_run: Vec<&str> =
+            doc["spec"]["dryRun"].as_vec().into_iter().flatten().filter_map(|d| d["metricName"].as_str()).collect();
         for m in doc["spec"]["metrics"].as_vec().into_iter().flatten() {
             let prometheus = &m["provider"]["prometheus"];
             let text_of = |y: &Yaml| y.as_str().map(str::to_string);
+            let name = text_of(&m["name"]).unwrap_or_default();
+            let limit = |key: &str, default: i64| m[key].as_i64().unwrap_or(default);
+            let run = crate::analysis_run::RunMetric {
+                interval: m["interval"].as_str().map(duration),
+                count: m["count"].as_i64().and_then(|c| u32::try_from(c).ok()),
+                initial_delay: m["initialDelay"].as_str().map(duration),
+                failure_limit: limit("failureLimit", 0),
+                inconclusive_limit: limit("inconclusiveLimit", 0),
+                consecutive_error_limit: limit(
+                    "consecutiveErrorLimit",
+                    crate::analysis_run::DEFAULT_CONSECUTIVE_ERROR_LIMIT,
+                ),
+                consecutive_success_limit: m["consecutiveSuccessLimit"].as_i64().and_then(|c| u32::try_from(c).ok()),
+                dry_run: dry_run.iter().any(|d| *d == name || *d == "*"),
+                ..crate::analysis_run::RunMetric::new(&name)
+            };
             metrics.push(Metric {
+                run,
                 template: template.clone(),
-                name: text_of(&m["name"]).unwrap_or_default(),
+                name,
                 query: text_of(&prometheus["query"])
                     .unwrap_or_else(|| panic!("{template}: metric without a prometheus query")),
                 success: text_of(&m["successCondition"]),
@@ -80,6 +102,29 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A duration as Argo writes it: a number and `s`, `m` or `h`.
+pub fn duration(text: &str) -> std::time::Duration {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number.parse().unwrap_or_else(|_| panic!("duration {text:?}"));
+    std::time::Duration::from_secs(match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => panic!("duration {text:?}: unit"),
+    })
+}
+
+/// The AnalysisRun Argo makes of a Rollout's background analysis: its templates' metrics
+/// merged into one run, with the metrics in the same order.
+pub fn background_run(
+    rollout: &RolloutAnalysis,
+    metrics: &[Metric],
+) -> (Vec<Metric>, crate::analysis_run::AnalysisRun) {
+    let merged: Vec<Metric> = metrics.iter().filter(|m| rollout.templates.contains(&m.template)).cloned().collect();
+    let run = crate::analysis_run::AnalysisRun::new(merged.iter().map(|m| m.run.clone()).collect());
+    (merged, run)
 }
 
 /// What a Rollout's background analysis runs: its templates and their arguments.
