@@ -422,6 +422,7 @@ mod tests {
             success: success.map(str::to_string),
             failure: failure.map(str::to_string),
             address: String::new(),
+            run: crate::analysis_run::RunMetric::new("m"),
         }
     }
 
