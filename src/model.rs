@@ -23,6 +23,10 @@ impl Version {
     }
 }
 
+/// The version label, and `x-canary-version` response header value, of requests no version
+/// served (mesh mode: the route sent them to no version subset, say a 404 for no route).
+pub const UNKNOWN_VERSION: &str = "unknown";
+
 /// Why a request got its version; exported as a header value, access-log field and metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {

@@ -1,6 +1,7 @@
 //! Validators of single values: each answers `Err` naming `field` and what was expected.
 
 use super::{refuse, ConfigError};
+use crate::model::UNKNOWN_VERSION;
 
 /// `[a-z0-9-]{1,63}`: service names become metric labels and shared-data keys.
 pub fn service(field: &str, name: &str) -> Result<(), ConfigError> {
@@ -16,7 +17,7 @@ pub fn service(field: &str, name: &str) -> Result<(), ConfigError> {
 /// Version names become header values, cookie values and metric labels: keep them to
 /// characters that are safe in all three and never split a stat name (no `.`).
 pub fn version_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    if name == "unknown" {
+    if name == UNKNOWN_VERSION {
         return Err(refuse(field, "`unknown` is the version label of requests no version served"));
     }
     let ok =

@@ -1,11 +1,11 @@
 //! Host stat ids of one configuration, defined once at configure time so every series exists
 //! (at zero) from the start and the request path only passes cached ids.
 
-use super::names::{self, code_class, series, series_with, service_series, SeriesKey, CODE_CLASSES, UNKNOWN_VERSION};
+use super::names::{self, code_class, series, series_with, service_series, SeriesKey, CODE_CLASSES};
 use super::window::WindowStats;
 use crate::config::Config;
 use crate::host::{MetricKind, Stats};
-use crate::model::{GateState, Reason, Version};
+use crate::model::{GateState, Reason, Version, UNKNOWN_VERSION};
 
 struct VersionIds {
     requests: Option<u32>,

@@ -49,10 +49,6 @@ pub fn code_class(status: u64) -> usize {
     }
 }
 
-/// The `version` label of requests no version served (mesh mode: the route sent them to no
-/// version subset, say a 404 for no route).
-pub const UNKNOWN_VERSION: &str = "unknown";
-
 /// `metric.service.S`, for per-service metrics.
 pub fn service_series(metric: &str, service: &str) -> String {
     format!("{metric}.service.{service}")

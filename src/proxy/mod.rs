@@ -6,7 +6,7 @@ mod host;
 use crate::config::{Config, Role, SplitMode};
 use crate::coord::{Coordinator, VmState};
 use crate::measure::metrics::MetricIds;
-use crate::model::Version;
+use crate::model::{Version, UNKNOWN_VERSION};
 use crate::route::bucket::BucketRng;
 use crate::route::{Decision, RequestHeaders, Router};
 use host::ProxyHost;
@@ -63,11 +63,12 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let router = Router::new(config);
+        let config = router.config();
         let own_version = match config.role {
             Role::Router => None,
             Role::Observer => {
                 let label = host::property(&["xds", "node", "metadata", "LABELS", &config.version_label]);
-                let router = Router::new(config.clone());
                 let version = label.as_deref().and_then(|v| router.version_named(v));
                 if version.is_none() {
                     log::warn!(
@@ -98,9 +99,9 @@ impl RootContext for Root {
                 "on"
             }
         );
-        let metrics = MetricIds::define(&ProxyHost, &config);
+        let metrics = MetricIds::define(&ProxyHost, config);
         let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.role.reporter()));
-        self.plugin = Some(Rc::new(Plugin { router: Router::new(config), metrics, coordinator, own_version }));
+        self.plugin = Some(Rc::new(Plugin { router, metrics, coordinator, own_version }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
             log::warn!("cannot set tick period: {status:?}");
         }
@@ -207,7 +208,7 @@ impl HttpContext for Stream {
         let router = &self.plugin.router;
         let config = router.config();
         self.served = self.served_version(&decision);
-        let version = self.served.map(|v| config.version_name(v)).unwrap_or("unknown");
+        let version = self.served.map(|v| config.version_name(v)).unwrap_or(UNKNOWN_VERSION);
         host::set_header(MapType::HttpResponseHeaders, &config.version_header, Some(version));
         host::set_header(MapType::HttpResponseHeaders, &config.reason_header, Some(decision.reason.as_str()));
         if let Some(cookie) = router.sticky_cookie_for(&decision, self.served) {
@@ -229,7 +230,6 @@ impl HttpContext for Stream {
             (None, Some(decision)) => (self.served.or_else(|| self.served_version(&decision)), Some(decision.reason)),
             (None, None) => (None, None),
         };
-
         // Without response headers (a reset), ask Envoy what it answered.
         let status = match self.status {
             0 => host::property_u64(&["response", "code"]).unwrap_or(0),
