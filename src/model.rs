@@ -27,6 +27,44 @@ impl Version {
 /// served (mesh mode: the route sent them to no version subset, say a 404 for no route).
 pub const UNKNOWN_VERSION: &str = "unknown";
 
+/// The revision that serves a version: Argo Rollouts' pod-template hash of a ReplicaSet (or
+/// any Kubernetes label value of `[A-Za-z0-9_-]`). The subset names `stable` and `canary` stay
+/// while the revisions behind them change: pins, the gate latch and the `revision` label key
+/// on this. Kept inline (no allocation) so a decision can carry one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Revision {
+    len: u8,
+    bytes: [u8; Revision::MAX_LEN],
+}
+
+impl Revision {
+    /// Longest revision: a Kubernetes label value.
+    pub const MAX_LEN: usize = 63;
+
+    /// The revision `text` names, if it is `[A-Za-z0-9_-]{1,63}`.
+    pub fn parse(text: &[u8]) -> Option<Revision> {
+        let valid = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-';
+        if text.is_empty() || text.len() > Self::MAX_LEN || !text.iter().all(valid) {
+            return None;
+        }
+        let mut bytes = [0; Self::MAX_LEN];
+        bytes.get_mut(..text.len())?.copy_from_slice(text);
+        Some(Revision { len: text.len() as u8, bytes })
+    }
+
+    /// The revision as text.
+    pub fn as_str(&self) -> &str {
+        let bytes = self.bytes.get(..usize::from(self.len)).unwrap_or_default();
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Revision({})", self.as_str())
+    }
+}
+
 /// Why a request got its version; exported as a header value, access-log field and metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -101,6 +139,16 @@ impl GateState {
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn revisions_are_label_values() {
+        assert_eq!(Revision::parse(b"5f7d9c8b4").map(|r| r.as_str().to_string()), Some("5f7d9c8b4".into()));
+        let longest = [b'a'; Revision::MAX_LEN];
+        assert_eq!(Revision::parse(&longest).map(|r| r.as_str().len()), Some(Revision::MAX_LEN));
+        for bad in [&b""[..], b"a.b", b"a b", b"\xff", &[b'a'; Revision::MAX_LEN + 1]] {
+            assert_eq!(Revision::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn indexes_follow_the_declared_order() {

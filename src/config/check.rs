@@ -51,6 +51,20 @@ pub fn label_name(field: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A request path the filter answers itself: `/` and visible ASCII, no query or fragment.
+pub fn probe_path(field: &str, path: &str) -> Result<(), ConfigError> {
+    if !path.starts_with('/') {
+        return Err(refuse(field, format!("must be a path that starts with `/`, got {path:?}")));
+    }
+    if path.len() > 128 || !path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') {
+        return Err(refuse(
+            field,
+            format!("must be at most 128 visible ASCII characters, no query or fragment, got {path:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A cookie name: an HTTP token.
 pub fn token(field: &str, name: &str) -> Result<(), ConfigError> {
     if (1..=128).contains(&name.len()) && name.bytes().all(is_token_byte) {

@@ -113,8 +113,17 @@ pub struct Config {
     pub sticky: StickyConfig,
     /// The rolling window of the window gauges.
     pub metrics: MetricsConfig,
-    /// Node metadata label naming the proxy's own version (observer role).
+    /// Node metadata label naming the proxy's own version (observer role). Istio copies pod
+    /// labels once, at proxy start: a label Argo Rollouts changes in place goes stale.
     pub version_label: String,
+    /// Node metadata label naming the proxy's own revision (observer role): the `revision`
+    /// label of its series and the value of `revision_header`.
+    pub revision_label: String,
+    /// Response header carrying the serving revision: set by observers, read by mesh-mode
+    /// routers to learn which revision each version's subset serves.
+    pub revision_header: String,
+    /// Path an observer answers itself with its revision (a router's probe of a subset).
+    pub revision_probe_path: String,
     /// The SLO gate.
     pub gate: GateConfig,
     /// Request authorities this instance handles (empty: all): lower-case host names or
@@ -139,6 +148,9 @@ impl Default for Config {
             sticky: StickyConfig::default(),
             metrics: MetricsConfig::default(),
             version_label: "version".into(),
+            revision_label: "rollouts-pod-template-hash".into(),
+            revision_header: "x-canary-revision".into(),
+            revision_probe_path: "/__canary/revision".into(),
             gate: GateConfig::default(),
             hosts: Vec::new(),
             filter_state: false,
@@ -300,6 +312,10 @@ mod tests {
         assert_eq!(c.r#override.header, "x-canary");
         assert_eq!((c.sticky.cookie.as_str(), c.sticky.max_age_s, c.sticky.secure), ("canary_bucket", 86_400, false));
         assert_eq!((c.metrics.window_s, c.version_label.as_str()), (60, "version"));
+        assert_eq!(
+            (c.revision_label.as_str(), c.revision_header.as_str(), c.revision_probe_path.as_str()),
+            ("rollouts-pod-template-hash", "x-canary-revision", "/__canary/revision")
+        );
         assert!(c.hosts.is_empty());
         assert_eq!(c.gate, GateConfig::default());
         assert!(!c.filter_state);
@@ -376,6 +392,12 @@ mod tests {
             (r#"{"service":"a","metrics":{"window_s":601}}"#, "metrics.window_s", "1..="),
             (r#"{"service":"a","metrics":{"buckets":[1]}}"#, "metrics.buckets", "unknown field"),
             (r#"{"service":"a","version_label":"app version"}"#, "version_label", "label name"),
+            (r#"{"service":"a","revision_label":""}"#, "revision_label", "label name"),
+            (r#"{"service":"a","revision_header":"x-canary-version"}"#, "revision_header", "must differ"),
+            (r#"{"service":"a","revision_header":"x-canary"}"#, "revision_header", "must differ"),
+            (r#"{"service":"a","revision_header":"X-Rev"}"#, "revision_header", "header name"),
+            (r#"{"service":"a","revision_probe_path":"health"}"#, "revision_probe_path", "starts with `/`"),
+            (r#"{"service":"a","revision_probe_path":"/a?b"}"#, "revision_probe_path", "no query"),
             (r#"{"service":"a","gate":{"max_error_ratio":1.5}}"#, "gate.max_error_ratio", "between 0 and 1"),
             (r#"{"service":"a","gate":{"max_error_ratio":0.0000001}}"#, "gate.max_error_ratio", "6 decimals"),
             (r#"{"service":"a","gate":{"max_p95_ms":0}}"#, "gate.max_p95_ms", "(0, 600000]"),

@@ -72,6 +72,17 @@ fn top_level(f: &Fields<'_>, c: &mut Config) -> Result<(), ConfigError> {
     f.section("metrics", &mut c.metrics, metrics)?;
     f.set_string("version_label", &mut c.version_label)?;
     check::label_name("version_label", &c.version_label)?;
+    f.set_string("revision_label", &mut c.revision_label)?;
+    check::label_name("revision_label", &c.revision_label)?;
+    f.set_string("revision_header", &mut c.revision_header)?;
+    check::header_name("revision_header", &c.revision_header)?;
+    // The router reads it from responses and the observer sets it; as any other of the
+    // filter's headers it would be overwritten or read as a request's choice.
+    if [&c.version_header, &c.reason_header, &c.r#override.header].contains(&&c.revision_header) {
+        return Err(refuse("revision_header", "must differ from version_header, reason_header and override.header"));
+    }
+    f.set_string("revision_probe_path", &mut c.revision_probe_path)?;
+    check::probe_path("revision_probe_path", &c.revision_probe_path)?;
     f.section("gate", &mut c.gate, gate)?;
     if let Some(items) = f.array("hosts")? {
         c.hosts = hosts(items)?;

@@ -11,16 +11,18 @@
 //! (`host::fake`).
 
 pub mod lease;
+pub mod revisions;
 pub mod verdict;
 pub mod wire;
 
-use crate::config::{Config, Role};
+use crate::config::{Config, Role, SplitMode};
 use crate::gate::Gate;
 use crate::host::Host;
 use crate::measure::metrics::MetricIds;
 use crate::measure::window::{Tally, Window, WindowStats};
 use crate::model::Version;
 use lease::{should_claim, Lease};
+use revisions::SharedRevisions;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use verdict::{identity, SharedVerdict};
@@ -82,6 +84,8 @@ pub struct Coordinator {
     gate: RefCell<Option<(u64, Gate)>>,
     /// Whether the published verdict reroutes this service's traffic (read per request).
     gate_tripped: Cell<bool>,
+    /// Mesh-mode routers: the revisions serving the subsets.
+    revisions: SharedRevisions,
 }
 
 impl Coordinator {
@@ -98,7 +102,13 @@ impl Coordinator {
             merged: RefCell::new(None),
             gate: RefCell::new(None),
             gate_tripped: Cell::new(false),
+            revisions: SharedRevisions::new(&format!("{service}/{reporter}")),
         }
+    }
+
+    /// The revisions serving the subsets, as this VM knows them.
+    pub fn revisions(&self) -> &SharedRevisions {
+        &self.revisions
     }
 
     /// Whether this is the coordinator of `service` as seen by `reporter`.
@@ -135,10 +145,20 @@ impl Coordinator {
             q
         });
         let Some(queue) = queue else { return };
-        let id = identity(&config.canary, config.gate.rearm);
+        let mesh_router = config.role == Role::Router && config.split.mode == SplitMode::Mesh;
+        if mesh_router {
+            self.revisions.sync(host);
+            self.revisions.show(host, config, ids);
+        }
+        // The trip is latched to the canary that earned it: its revision when observers name
+        // it, so a new canary revision starts with a clear gate.
+        let canary_revision = self.revisions.with(|r| r.serving(Version::Canary)).filter(|_| mesh_router);
+        let subject = canary_revision.as_ref().map_or(config.canary.as_str(), |r| r.as_str());
+        let id = identity(subject, config.gate.rearm);
         let recorded_under = self.recording_identity.replace(Some(id)).unwrap_or(id);
         self.ship(host, queue, recorded_under);
-        if self.hold_lease(host, now_s) {
+        let leader = self.hold_lease(host, now_s);
+        if leader {
             self.merge(host, queue, now_s, id, config, ids);
         } else {
             if let Ok(mut merged) = self.merged.try_borrow_mut() {
@@ -150,6 +170,21 @@ impl Coordinator {
         }
         let verdict = host.shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
         self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
+        // A tripped gate sends no user to the canary subset, so no response would tell of a
+        // new canary revision: the leader asks the subset once a second.
+        if mesh_router && leader && self.gate_tripped.get() {
+            self.probe_canary(host, config);
+        }
+    }
+
+    /// Sends the revision probe to the canary subset's cluster, if one was seen serving.
+    fn probe_canary(&self, host: &impl Host, config: &Config) {
+        let Some(cluster) = self.revisions.canary_cluster(host) else { return };
+        // Istio's `outbound|PORT|SUBSET|HOST`: the service's host name; else the service.
+        let authority = cluster.rsplit('|').next().filter(|_| cluster.contains('|')).unwrap_or(&config.service);
+        if !host.http_get(&cluster, authority, &config.revision_probe_path, PROBE_TIMEOUT_MS) {
+            log::debug!("cannot probe {cluster} for its revision");
+        }
     }
 
     fn verdict_key(&self) -> String {
@@ -258,10 +293,12 @@ impl Coordinator {
         if evaluation.tripped_now {
             let g = &config.gate;
             let action = if g.dry_run { "dry run, routing unchanged" } else { "routing canary traffic to stable" };
+            let revision = self.revisions.with(|r| r.serving(Version::Canary));
             log::warn!(
-                "gate tripped for {} canary `{}`: {} in the last {} s ({} requests), {} evaluations in a row; {action}",
+                "gate tripped for {} canary `{}`{}: {} in the last {} s ({} requests), {} evaluations in a row; {action}",
                 config.service,
                 config.canary,
+                revision.map(|r| format!(" (revision {})", r.as_str())).unwrap_or_default(),
                 evaluation.breaches,
                 g.window_s,
                 canary.requests,
@@ -275,6 +312,9 @@ impl Coordinator {
         }
     }
 }
+
+/// A probe answered later than this is dropped: the next tick sends another.
+const PROBE_TIMEOUT_MS: u64 = 900;
 
 /// The merged window of one canary.
 struct Merged {

@@ -29,13 +29,13 @@ impl<'p> Vm<'p> {
     fn new(proxy: &'p FakeProxy, vm_id: u64, json: &str) -> Self {
         let host = proxy.vm();
         let config = Config::parse(json.as_bytes()).unwrap();
-        let ids = MetricIds::define(&host, &config);
+        let ids = MetricIds::define(&host, &config, None);
         Vm { host, coord: Coordinator::new(&config.service, config.role.reporter(), vm_id), config, ids }
     }
 
     fn reconfigure(&mut self, json: &str) {
         self.config = Config::parse(json.as_bytes()).unwrap();
-        self.ids = MetricIds::define(&self.host, &self.config);
+        self.ids = MetricIds::define(&self.host, &self.config, None);
     }
 
     fn serve(&self, version: Version, requests: u64, errors: u64) {
@@ -286,7 +286,7 @@ fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
     vm_state.start(41);
     let host = proxy.vm();
     let config = Config::parse(GATED.as_bytes()).unwrap();
-    let ids = MetricIds::define(&host, &config);
+    let ids = MetricIds::define(&host, &config, None);
     let first = vm_state.coordinator("checkout", "router");
     first.record(Version::Canary, 1_000, false);
     first.tick(&host, &config, &ids);
@@ -297,7 +297,7 @@ fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
     let again = vm_state.coordinator("checkout", "router");
     assert!(Rc::ptr_eq(&first, &again), "one coordinator per service and role in a VM");
     assert_eq!(vm_state.vm_id(), 41);
-    let ids = MetricIds::define(&host, &updated);
+    let ids = MetricIds::define(&host, &updated, None);
     again.record(Version::Canary, 1_000, false);
     again.tick(&host, &updated, &ids);
     assert_eq!(lease_holder(&proxy), Some(41), "the holder renews its own lease at once");

@@ -17,6 +17,7 @@ struct Process {
     queues: Vec<VecDeque<Vec<u8>>>,
     stats: Vec<(String, MetricKind, u64)>,
     histograms: HashMap<u32, Vec<u64>>,
+    http_calls: Vec<[String; 3]>,
 }
 
 /// The shared half of a proxy process.
@@ -76,6 +77,11 @@ impl FakeProxy {
         let vm = self.vm();
         let queue = vm.register_queue(name).unwrap();
         assert!(vm.enqueue(queue, message));
+    }
+
+    /// The HTTP calls sent so far: cluster, authority and path of each.
+    pub fn http_calls(&self) -> Vec<[String; 3]> {
+        self.process.borrow().http_calls.clone()
     }
 
     /// Messages waiting in the queue `name`.
@@ -180,5 +186,10 @@ impl Host for FakeVm<'_> {
 
     fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
         self.proxy.process.borrow_mut().queues.get_mut(queue as usize)?.pop_front()
+    }
+
+    fn http_get(&self, cluster: &str, authority: &str, path: &str, _timeout_ms: u64) -> bool {
+        self.proxy.process.borrow_mut().http_calls.push([cluster.into(), authority.into(), path.into()]);
+        true
     }
 }

@@ -39,10 +39,11 @@ fn record(stats: &impl Stats, id: Option<u32>, value: u64) {
 }
 
 impl MetricIds {
-    /// Defines every series of `config`'s service and versions.
-    pub fn define(stats: &impl Stats, config: &Config) -> Self {
+    /// Defines every series of `config`'s service and versions; an observer's carry its own
+    /// `revision`.
+    pub fn define(stats: &impl Stats, config: &Config, revision: Option<&str>) -> Self {
         let for_version = |version: &str, windowed: bool| {
-            let key = SeriesKey { service: &config.service, version, reporter: config.role.reporter() };
+            let key = SeriesKey { service: &config.service, version, reporter: config.role.reporter(), revision };
             let counter = |name: String| stats.define_metric(MetricKind::Counter, &name);
             let gauge = |name: String| stats.define_metric(MetricKind::Gauge, &name);
             VersionIds {
@@ -116,6 +117,19 @@ impl MetricIds {
         }
     }
 
+    /// Sets `canary_revision_info` of `revision` serving `version` to 1 (`serving`) or 0.
+    pub fn set_revision_info(
+        &self,
+        stats: &impl Stats,
+        config: &Config,
+        version: Version,
+        revision: &str,
+        serving: bool,
+    ) {
+        let name = names::revision_info(&config.service, config.version_name(version), revision);
+        record(stats, stats.define_metric(MetricKind::Gauge, &name), u64::from(serving));
+    }
+
     /// Publishes the merged window of `version`.
     pub fn set_window(&self, stats: &impl Stats, version: Version, window: &WindowStats) {
         let Some(ids) = self.of(Some(version)) else { return };
@@ -137,7 +151,7 @@ mod tests {
         let proxy = FakeProxy::default();
         let host = proxy.vm();
         let config = Config::parse(br#"{"service":"checkout","split":{"mode":"mesh"}}"#).unwrap();
-        let ids = MetricIds::define(&host, &config);
+        let ids = MetricIds::define(&host, &config, None);
         let series = |metric: &str, version: &str, extra: &str| {
             proxy.stat(&format!("{metric}.service.checkout.version.{version}.reporter.router{extra}"))
         };

@@ -32,6 +32,10 @@ pub const GATE_TRIPS: &str = "canary_gate_trips_total";
 /// 0 ok, 1 inconclusive, 2 breaching, 3 tripped (gauge, label `service` only).
 pub const GATE_STATE: &str = "canary_gate_state";
 
+/// 1 for the revision a router sees serving a version now, 0 for one it saw before (gauge,
+/// labels `service`, `version`, `revision`).
+pub const REVISION_INFO: &str = "canary_revision_info";
+
 /// Largest linear memory of any canary-gate VM in the proxy, bytes (gauge, no labels).
 pub const VM_MEMORY: &str = "canary_vm_memory_bytes";
 
@@ -54,7 +58,7 @@ pub fn service_series(metric: &str, service: &str) -> String {
     format!("{metric}.service.{service}")
 }
 
-/// Which filter role recorded a series: the `reporter` label.
+/// The labels of a per-version series.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesKey<'a> {
     /// The `service` label.
@@ -63,11 +67,22 @@ pub struct SeriesKey<'a> {
     pub version: &'a str,
     /// The `reporter` label: `router` or `observer`.
     pub reporter: &'a str,
+    /// The `revision` label: an observer's own revision (routers have none).
+    pub revision: Option<&'a str>,
 }
 
-/// `metric.service.S.version.V.reporter.R`.
+/// `metric.service.S.version.V.reporter.R`, then `.revision.X` if the key has one.
 pub fn series(metric: &str, key: SeriesKey<'_>) -> String {
-    format!("{metric}.service.{}.version.{}.reporter.{}", key.service, key.version, key.reporter)
+    let base = format!("{metric}.service.{}.version.{}.reporter.{}", key.service, key.version, key.reporter);
+    match key.revision {
+        Some(revision) => format!("{base}.revision.{revision}"),
+        None => base,
+    }
+}
+
+/// `canary_revision_info.service.S.version.V.revision.X`.
+pub fn revision_info(service: &str, version: &str, revision: &str) -> String {
+    format!("{REVISION_INFO}.service.{service}.version.{version}.revision.{revision}")
 }
 
 /// `series(...)` plus one more `.label.value` pair.
@@ -82,13 +97,17 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn names_carry_labels_as_pairs() {
-        let key = SeriesKey { service: "corp-cockpit", version: "canary", reporter: "router" };
+        let key = SeriesKey { service: "corp-cockpit", version: "canary", reporter: "router", revision: None };
         assert_eq!(series(REQUESTS, key), "canary_requests_total.service.corp-cockpit.version.canary.reporter.router");
         assert_eq!(service_series(GATE_TRIPPED, "impact-in"), "canary_gate_tripped.service.impact-in");
-        let key = SeriesKey { service: "a-b", version: "v-2", reporter: "observer" };
+        let key = SeriesKey { service: "a-b", version: "v-2", reporter: "observer", revision: Some("5f7d9c8b4") };
         assert_eq!(
             series_with(RESPONSES, key, "code_class", "5xx"),
-            "canary_responses_total.service.a-b.version.v-2.reporter.observer.code_class.5xx"
+            "canary_responses_total.service.a-b.version.v-2.reporter.observer.revision.5f7d9c8b4.code_class.5xx"
+        );
+        assert_eq!(
+            revision_info("a-b", "canary", "6c4b8d7f9"),
+            "canary_revision_info.service.a-b.version.canary.revision.6c4b8d7f9"
         );
     }
 

@@ -11,6 +11,18 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
 }
 
+/// A response header's raw value.
+pub fn response_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok().flatten()
+}
+
+/// Answers the request from the filter, never forwarding it.
+pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) {
+    if let Err(status) = hostcalls::send_http_response(status, headers.to_vec(), Some(body)) {
+        log::debug!("cannot answer the request: {status:?}");
+    }
+}
+
 /// The response's `:status`, if it is a number.
 pub fn response_status() -> Option<u64> {
     let value = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status").ok().flatten()?;
@@ -137,5 +149,11 @@ impl Host for ProxyHost {
 
     fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
         hostcalls::dequeue_shared_queue(queue).ok().flatten()
+    }
+
+    fn http_get(&self, cluster: &str, authority: &str, path: &str, timeout_ms: u64) -> bool {
+        let headers = vec![(":method", "GET"), (":path", path), (":authority", authority), (":scheme", "http")];
+        let timeout = std::time::Duration::from_millis(timeout_ms);
+        hostcalls::dispatch_http_call(cluster, headers, None, Vec::new(), timeout).is_ok()
     }
 }

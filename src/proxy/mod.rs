@@ -6,7 +6,7 @@ mod host;
 use crate::config::{Config, Role, SplitMode};
 use crate::coord::{Coordinator, VmState};
 use crate::measure::metrics::MetricIds;
-use crate::model::{Version, UNKNOWN_VERSION};
+use crate::model::{Revision, Version, UNKNOWN_VERSION};
 use crate::route::bucket::BucketRng;
 use crate::route::{Decision, RequestHeaders, Router};
 use host::ProxyHost;
@@ -37,6 +37,8 @@ struct Plugin {
     coordinator: Rc<Coordinator>,
     /// Observer role: this proxy's own version, from node metadata.
     own_version: Option<Version>,
+    /// Observer role: this proxy's own revision, from node metadata.
+    own_revision: Option<Revision>,
 }
 
 #[derive(Default)]
@@ -45,7 +47,19 @@ struct Root {
     rng: Rc<Cell<BucketRng>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, _token_id: u32, _num_headers: usize, _body_size: usize, _num_trailers: usize) {
+        // The answer to the revision probe of the canary subset (a tripped gate's).
+        let Some(plugin) = &self.plugin else { return };
+        let config = plugin.router.config();
+        let answer =
+            proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, &config.revision_header);
+        if let Some(revision) = answer.ok().flatten().as_deref().and_then(Revision::parse) {
+            let now_s = host::now_micros() / 1_000_000;
+            plugin.coordinator.revisions().learn(&ProxyHost, &config.service, Version::Canary, revision, now_s);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -65,26 +79,12 @@ impl RootContext for Root {
         };
         let router = Router::new(config);
         let config = router.config();
-        let own_version = match config.role {
-            Role::Router => None,
-            Role::Observer => {
-                let label = host::property(&["xds", "node", "metadata", "LABELS", &config.version_label]);
-                let version = label.as_deref().and_then(|v| router.version_named(v));
-                if version.is_none() {
-                    log::warn!(
-                        "observer for {}: node label `{}` is {:?}, neither `{}` nor `{}`; counting its requests as version `unknown`",
-                        config.service,
-                        config.version_label,
-                        label.as_deref().map(String::from_utf8_lossy),
-                        config.stable,
-                        config.canary
-                    );
-                }
-                version
-            }
+        let (own_version, own_revision) = match config.role {
+            Role::Router => (None, None),
+            Role::Observer => (own_version(&router), own_revision(config)),
         };
         log::info!(
-            "service={} role={} mode={} canary_percent={}.{:02} window_s={} gate={}",
+            "service={} role={} mode={} canary_percent={}.{:02} window_s={} gate={}{}",
             config.service,
             config.role.reporter(),
             if config.split.mode == SplitMode::Mesh { "mesh" } else { "filter" },
@@ -97,11 +97,16 @@ impl RootContext for Root {
                 "dry-run"
             } else {
                 "on"
-            }
+            },
+            own_revision.map(|r| format!(" revision={}", r.as_str())).unwrap_or_default()
         );
-        let metrics = MetricIds::define(&ProxyHost, config);
+        let revision_label = match config.role {
+            Role::Router => None,
+            Role::Observer => Some(own_revision.as_ref().map_or(UNKNOWN_VERSION, |r| r.as_str())),
+        };
+        let metrics = MetricIds::define(&ProxyHost, config, revision_label);
         let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.role.reporter()));
-        self.plugin = Some(Rc::new(Plugin { router, metrics, coordinator, own_version }));
+        self.plugin = Some(Rc::new(Plugin { router, metrics, coordinator, own_version, own_revision }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
             log::warn!("cannot set tick period: {status:?}");
         }
@@ -131,6 +136,40 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// An observer's own version, from its node metadata label `version_label`.
+fn own_version(router: &Router) -> Option<Version> {
+    let config = router.config();
+    let label = host::property(&["xds", "node", "metadata", "LABELS", &config.version_label]);
+    let version = label.as_deref().and_then(|v| router.version_named(v));
+    if version.is_none() {
+        log::warn!(
+            "observer for {}: node label `{}` is {:?}, neither `{}` nor `{}`; counting its requests as version `unknown`",
+            config.service,
+            config.version_label,
+            label.as_deref().map(String::from_utf8_lossy),
+            config.stable,
+            config.canary
+        );
+    }
+    version
+}
+
+/// An observer's own revision, from its node metadata label `revision_label`.
+fn own_revision(config: &Config) -> Option<Revision> {
+    let label = host::property(&["xds", "node", "metadata", "LABELS", &config.revision_label]);
+    let revision = label.as_deref().and_then(Revision::parse);
+    if revision.is_none() {
+        log::warn!(
+            "observer for {}: node label `{}` is {:?}, not a revision; series carry revision `unknown` and responses no `{}`",
+            config.service,
+            config.revision_label,
+            label.as_deref().map(String::from_utf8_lossy),
+            config.revision_header
+        );
+    }
+    revision
 }
 
 /// Seed for keyless users' buckets and the VM's lease id: WASI randomness, mixed with the
@@ -184,10 +223,13 @@ impl HttpContext for Stream {
         let config = router.config();
         self.started_us = host::now_micros();
         if config.role == Role::Observer {
-            return Action::Continue;
+            return self.answer_probe();
         }
         let mut rng = self.rng.get();
-        let decision = router.decide(&HostRequestHeaders, &mut rng, self.plugin.coordinator.gate_tripped());
+        let coordinator = &self.plugin.coordinator;
+        let tripped = coordinator.gate_tripped();
+        let decision =
+            coordinator.revisions().with(|table| router.decide_with(&HostRequestHeaders, &mut rng, tripped, table));
         self.rng.set(rng);
         let version = decision.version.map(|v| config.version_name(v));
         // Replaces (or, in mesh mode, removes) whatever the client sent.
@@ -202,16 +244,26 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         self.status = host::response_status().unwrap_or(0);
+        let plugin = self.plugin.clone();
+        let router = &plugin.router;
+        let config = router.config();
         let Some(decision) = self.decision else {
+            if let Some(revision) = self.plugin.own_revision {
+                host::set_header(MapType::HttpResponseHeaders, &config.revision_header, Some(revision.as_str()));
+            }
             return Action::Continue;
         };
-        let router = &self.plugin.router;
-        let config = router.config();
-        self.served = self.served_version(&decision);
+        let served_revision = match config.split.mode {
+            SplitMode::Filter => {
+                self.served = decision.version;
+                None
+            }
+            SplitMode::Mesh => self.learn_from_response(&decision),
+        };
         let version = self.served.map(|v| config.version_name(v)).unwrap_or(UNKNOWN_VERSION);
         host::set_header(MapType::HttpResponseHeaders, &config.version_header, Some(version));
         host::set_header(MapType::HttpResponseHeaders, &config.reason_header, Some(decision.reason.as_str()));
-        if let Some(cookie) = router.sticky_cookie_for(&decision, self.served) {
+        if let Some(cookie) = router.sticky_cookie_for(&decision, self.served, served_revision) {
             host::add_response_header("set-cookie", &cookie);
         }
         if config.filter_state {
@@ -254,5 +306,50 @@ impl Stream {
                 .and_then(|cluster| self.plugin.router.version_of_cluster(&cluster))
                 .or(decision.version),
         }
+    }
+
+    /// Mesh mode, response headers: sets `served` from the cluster that served, learns which
+    /// revision serves that subset (from the observer's header), and notes a canary subset
+    /// with no healthy upstream. The serving revision, if stamped.
+    fn learn_from_response(&mut self, decision: &Decision) -> Option<Revision> {
+        let plugin = &self.plugin;
+        let config = plugin.router.config();
+        let cluster = host::property(&["xds", "cluster_name"]);
+        let from_cluster = cluster.as_deref().and_then(|c| plugin.router.version_of_cluster(c));
+        self.served = from_cluster.or(decision.version);
+        let served = from_cluster?;
+        let revisions = plugin.coordinator.revisions();
+        let revision = host::response_header(&config.revision_header).as_deref().and_then(Revision::parse);
+        match revision {
+            Some(revision) => {
+                revisions.learn(&ProxyHost, &config.service, served, revision, self.started_us / 1_000_000);
+                if served == Version::Canary {
+                    revisions.note_canary_cluster(&ProxyHost, cluster.as_deref().unwrap_or_default());
+                }
+            }
+            // Envoy's own 503: the subset has no endpoint left (scaled to zero).
+            None if served == Version::Canary
+                && self.status == 503
+                && host::property(&["response", "code_details"]).as_deref() == Some(b"no_healthy_upstream") =>
+            {
+                revisions.canary_unavailable(&ProxyHost, &config.service);
+            }
+            None => {}
+        }
+        revision
+    }
+
+    /// Observer: answers the router's revision probe itself, never forwarding it.
+    fn answer_probe(&mut self) -> Action {
+        let config = self.plugin.router.config();
+        let path = host::request_header(":path").unwrap_or_default();
+        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+        if path != config.revision_probe_path.as_bytes() {
+            return Action::Continue;
+        }
+        self.skipped = true;
+        let revision = self.plugin.own_revision.as_ref().map_or(UNKNOWN_VERSION, |r| r.as_str());
+        host::send_response(200, &[(&config.revision_header, revision)], revision.as_bytes());
+        Action::Pause
     }
 }

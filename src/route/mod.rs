@@ -4,12 +4,14 @@
 pub mod bucket;
 pub mod cookie;
 pub mod hosts;
+pub mod revisions;
 
 use crate::config::{Config, KeySource, SplitMode};
-use crate::model::{Reason, Version};
+use crate::model::{Reason, Revision, Version};
 use bucket::{BucketRng, Bucketer};
 use cookie::SetCookie;
 use hosts::HostMatcher;
+use revisions::{Pin, PinCheck, Revisions};
 
 /// Read access to the request headers. Values are raw bytes: clients may send anything.
 pub trait RequestHeaders {
@@ -32,6 +34,17 @@ pub struct Decision {
     pub reason: Reason,
     /// A bucket the response must store in the sticky cookie.
     pub new_bucket: Option<u16>,
+    /// Mesh mode: the pin the request's cookie carried, honoured or not.
+    pub pin: Option<Pin>,
+    /// Mesh mode: the pin could not be checked (its canary revision is not known yet); keep
+    /// it unless the canary serves this request.
+    pub keep_pin: bool,
+}
+
+impl Decision {
+    fn new(version: Option<Version>, reason: Reason) -> Decision {
+        Decision { version, reason, new_bucket: None, pin: None, keep_pin: false }
+    }
 }
 
 /// Decides versions for one configuration. Built once at configure time.
@@ -79,22 +92,52 @@ impl Router {
         &self.config
     }
 
-    /// Decides the version of a request from its headers; with the gate tripped, everything
-    /// but an override goes to stable.
+    /// Decides the version of a request from its headers, with no revision learned; see
+    /// [`Router::decide_with`].
     pub fn decide<R: RequestHeaders>(&self, headers: &R, rng: &mut BucketRng, gate_tripped: bool) -> Decision {
+        self.decide_with(headers, rng, gate_tripped, &Revisions::default())
+    }
+
+    /// Decides the version of a request from its headers; with the gate tripped, everything
+    /// but an override goes to stable. In mesh mode a pin is judged against the revisions
+    /// the subsets serve now.
+    pub fn decide_with<R: RequestHeaders>(
+        &self,
+        headers: &R,
+        rng: &mut BucketRng,
+        gate_tripped: bool,
+        revisions: &Revisions,
+    ) -> Decision {
         if let Some(version) = self.override_version(headers) {
-            return Decision { version: Some(version), reason: Reason::Override, new_bucket: None };
+            return Decision::new(Some(version), Reason::Override);
         }
         if gate_tripped {
-            return Decision { version: Some(Version::Stable), reason: Reason::Gate, new_bucket: None };
+            return Decision::new(Some(Version::Stable), Reason::Gate);
         }
         let mut cookies = CookieHeader { headers, value: None };
         match self.config.split.mode {
             SplitMode::Filter => self.decide_by_bucket(headers, &mut cookies, rng),
-            SplitMode::Mesh => match cookies.find_valid(&self.config.sticky.cookie, |v| self.version_named(v)) {
-                Some(pinned) => Decision { version: Some(pinned), reason: Reason::Pin, new_bucket: None },
-                None => Decision { version: None, reason: Reason::Mesh, new_bucket: None },
-            },
+            SplitMode::Mesh => {
+                let Some(pin) = cookies.find_valid(&self.config.sticky.cookie, |v| self.parse_pin(v)) else {
+                    return Decision::new(None, Reason::Mesh);
+                };
+                let (version, reason, keep_pin) = match revisions.check(pin) {
+                    PinCheck::Honour(version) => (Some(version), Reason::Pin, false),
+                    PinCheck::Stale => (None, Reason::Mesh, false),
+                    PinCheck::Unchecked => (None, Reason::Mesh, true),
+                };
+                Decision { pin: Some(pin), keep_pin, ..Decision::new(version, reason) }
+            }
+        }
+    }
+
+    /// A pin cookie's value: a version name, optionally `.` and the revision it was made under.
+    fn parse_pin(&self, value: &[u8]) -> Option<Pin> {
+        let mut parts = value.splitn(2, |&b| b == b'.');
+        let version = self.version_named(parts.next()?)?;
+        match parts.next() {
+            None => Some(Pin { version, revision: None }),
+            Some(text) => Some(Pin { version, revision: Some(Revision::parse(text)?) }),
         }
     }
 
@@ -112,7 +155,7 @@ impl Router {
             let bucket = rng.next_bucket();
             (bucket, Reason::Random, Some(bucket))
         };
-        Decision { version: Some(self.version_of_bucket(bucket)), reason, new_bucket }
+        Decision { new_bucket, ..Decision::new(Some(self.version_of_bucket(bucket)), reason) }
     }
 
     /// Canary iff the bucket lies below the canary weight.
@@ -168,19 +211,34 @@ impl Router {
         })
     }
 
-    /// The `Set-Cookie` value the response must carry, if any, once the serving version is known.
-    pub fn sticky_cookie_for(&self, decision: &Decision, served: Option<Version>) -> Option<String> {
+    /// The `Set-Cookie` value the response must carry, if any, once the serving version (and,
+    /// with observers, its revision) is known.
+    pub fn sticky_cookie_for(
+        &self,
+        decision: &Decision,
+        served: Option<Version>,
+        served_revision: Option<Revision>,
+    ) -> Option<String> {
         if let Some(bucket) = decision.new_bucket {
             return Some(self.set_cookie.bucket(bucket));
         }
-        match (decision.reason, served) {
-            (Reason::Mesh, Some(v)) => Some(self.set_cookie.version(self.config.version_name(v))),
-            // A pin the mesh did not honour (say, the pinned subset is gone): follow the mesh.
-            (Reason::Pin, Some(v)) if decision.version != Some(v) => {
-                Some(self.set_cookie.version(self.config.version_name(v)))
+        let version = served?;
+        let now = Pin { version, revision: served_revision };
+        let unchanged = decision.pin == Some(now);
+        let pin_it = match decision.reason {
+            Reason::Mesh => !(unchanged || decision.keep_pin && version == Version::Stable),
+            // A pin the mesh did not honour (the subset is gone), or one to refresh with the
+            // revision that serves it: follow what served.
+            Reason::Pin => !unchanged && (served_revision.is_some() || decision.version != Some(version)),
+            _ => false,
+        };
+        pin_it.then(|| {
+            let name = self.config.version_name(version);
+            match served_revision {
+                Some(revision) => self.set_cookie.version(&format!("{name}.{}", revision.as_str())),
+                None => self.set_cookie.version(name),
             }
-            _ => None,
-        }
+        })
     }
 }
 
@@ -302,7 +360,7 @@ mod tests {
             let b = d.new_bucket.unwrap();
             assert_eq!(d.version, Some(r.version_of_bucket(b)));
             assert_eq!(
-                r.sticky_cookie_for(&d, d.version).unwrap(),
+                r.sticky_cookie_for(&d, d.version, None).unwrap(),
                 SetCookie::new("canary_bucket", 86_400, false).bucket(b)
             );
         }
@@ -339,15 +397,74 @@ mod tests {
         assert_eq!((d.version, d.reason), (None, Reason::Mesh));
         let served = r.version_of_cluster(b"outbound|8080|canary|checkout.shop.svc.cluster.local");
         assert_eq!(served, Some(Version::Canary));
-        assert_eq!(r.sticky_cookie_for(&d, served).unwrap().split(';').next(), Some("canary_bucket=canary"));
+        assert_eq!(r.sticky_cookie_for(&d, served, None).unwrap().split(';').next(), Some("canary_bucket=canary"));
 
         let d = r.decide(&headers(&[("cookie", b"canary_bucket=canary")]), &mut rng(), false);
         assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Pin));
-        assert_eq!(r.sticky_cookie_for(&d, Some(Version::Canary)), None);
-        assert!(r.sticky_cookie_for(&d, Some(Version::Stable)).unwrap().starts_with("canary_bucket=stable;"));
+        assert_eq!(r.sticky_cookie_for(&d, Some(Version::Canary), None), None);
+        assert!(r.sticky_cookie_for(&d, Some(Version::Stable), None).unwrap().starts_with("canary_bucket=stable;"));
 
         let d = r.decide(&headers(&[("cookie", b"canary_bucket=v9")]), &mut rng(), false);
         assert_eq!(d.reason, Reason::Mesh);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn mesh_pins_name_the_revision_that_served() {
+        use revisions::Revisions;
+        let r = router(r#","split":{"mode":"mesh"}"#);
+        let rev = |t: &str| Revision::parse(t.as_bytes()).unwrap();
+        let mut table = Revisions::default();
+        table.learn(Version::Stable, rev("r1"), 1, 1);
+        table.learn(Version::Canary, rev("r2"), 1, 1);
+        let decide = |cookie: &str, table: &Revisions| {
+            r.decide_with(&headers(&[("cookie", cookie.as_bytes())]), &mut rng(), false, table)
+        };
+        // First request: the mesh chooses, the response pins version and revision.
+        let d = decide("", &table);
+        let cookie = r.sticky_cookie_for(&d, Some(Version::Canary), Some(rev("r2"))).unwrap();
+        assert!(cookie.starts_with("canary_bucket=canary.r2;"), "{cookie}");
+        // Pinned: routed to canary while r2 is the canary; no new cookie.
+        let d = decide("canary_bucket=canary.r2", &table);
+        assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Pin));
+        assert_eq!(r.sticky_cookie_for(&d, Some(Version::Canary), Some(rev("r2"))), None);
+        // A pin from before observers is refreshed with the revision.
+        let d = decide("canary_bucket=stable", &table);
+        assert_eq!((d.version, d.reason), (Some(Version::Stable), Reason::Pin));
+        assert!(r
+            .sticky_cookie_for(&d, Some(Version::Stable), Some(rev("r1")))
+            .unwrap()
+            .starts_with("canary_bucket=stable.r1;"));
+        // r2 promoted, r3 the next canary: r2's users stay on r2, now stable; the cookie follows.
+        table.learn(Version::Stable, rev("r2"), 2, 2);
+        table.learn(Version::Canary, rev("r3"), 2, 2);
+        let d = decide("canary_bucket=canary.r2", &table);
+        assert_eq!((d.version, d.reason), (Some(Version::Stable), Reason::Pin));
+        assert!(r
+            .sticky_cookie_for(&d, Some(Version::Stable), Some(rev("r2")))
+            .unwrap()
+            .starts_with("canary_bucket=stable.r2;"));
+        // An old stable's users are not pinned into r3: the mesh decides.
+        let d = decide("canary_bucket=stable.r1", &table);
+        assert_eq!((d.version, d.reason), (None, Reason::Mesh));
+        assert!(r
+            .sticky_cookie_for(&d, Some(Version::Stable), Some(rev("r2")))
+            .unwrap()
+            .starts_with("canary_bucket=stable.r2;"));
+        // A malformed revision is no pin.
+        assert_eq!(decide("canary_bucket=canary.r.2", &table).pin, None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn an_unchecked_canary_pin_survives_a_stable_answer() {
+        // Just after a restart nothing is known: the mesh decides, and a stable answer does
+        // not overwrite the user's canary pin.
+        let r = router(r#","split":{"mode":"mesh"}"#);
+        let rev = |t: &str| Revision::parse(t.as_bytes()).unwrap();
+        let d = r.decide(&headers(&[("cookie", b"canary_bucket=canary.r2")]), &mut rng(), false);
+        assert_eq!((d.version, d.reason, d.keep_pin), (None, Reason::Mesh, true));
+        assert_eq!(r.sticky_cookie_for(&d, Some(Version::Stable), Some(rev("r1"))), None);
+        assert_eq!(r.sticky_cookie_for(&d, Some(Version::Canary), Some(rev("r2"))), None, "the same pin");
+        assert!(r.sticky_cookie_for(&d, Some(Version::Canary), Some(rev("r3"))).unwrap().contains("=canary.r3;"));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -357,7 +474,7 @@ mod tests {
             for h in [headers(&[("x-user-id", b"u")]), headers(&[("cookie", b"canary_bucket=canary")]), headers(&[])] {
                 let d = r.decide(&h, &mut rng(), true);
                 assert_eq!((d.version, d.reason, d.new_bucket), (Some(Version::Stable), Reason::Gate, None), "{mode}");
-                assert_eq!(r.sticky_cookie_for(&d, d.version), None);
+                assert_eq!(r.sticky_cookie_for(&d, d.version, None), None);
             }
             let d = r.decide(&headers(&[("x-canary", b"canary")]), &mut rng(), true);
             assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Override));
