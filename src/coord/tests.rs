@@ -341,3 +341,107 @@ fn a_rearmed_gate_never_judges_the_errors_that_tripped_it() {
     }
     assert!(a.coord.gate_tripped());
 }
+
+const MESH_GATED: &str = r#"{"service":"checkout","split":{"mode":"mesh"},
+    "gate":{"max_error_ratio":0.05,"window_s":5,"min_requests":20,"consecutive":2}}"#;
+const CANARY_CLUSTER: &[u8] = b"outbound|8080|canary|checkout.shop.svc.cluster.local";
+
+fn rev(text: &str) -> crate::model::Revision {
+    crate::model::Revision::parse(text.as_bytes()).unwrap()
+}
+
+fn revision_info(proxy: &FakeProxy, version: &str, revision: &str) -> Option<u64> {
+    proxy.stat(&format!("canary_revision_info.service.checkout.version.{version}.revision.{revision}"))
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_revision_one_vm_learns_reaches_every_vm_within_a_tick() {
+    let proxy = FakeProxy::at(START_S);
+    let (a, b) = (Vm::new(&proxy, 1, MESH_GATED), Vm::new(&proxy, 2, MESH_GATED));
+    second(&proxy, &[&a, &b]);
+    let serving = |vm: &Vm<'_>, v: Version| vm.coord.revisions().with(|t| t.serving(v));
+    a.coord.revisions().learn(&a.host, "checkout", Version::Stable, rev("r1"), START_S);
+    a.coord.revisions().learn(&a.host, "checkout", Version::Canary, rev("r2"), START_S);
+    assert_eq!(serving(&a, Version::Canary), Some(rev("r2")), "at once in the VM that saw it");
+    assert_eq!(serving(&b, Version::Canary), None);
+    second(&proxy, &[&a, &b]);
+    assert_eq!((serving(&b, Version::Stable), serving(&b, Version::Canary)), (Some(rev("r1")), Some(rev("r2"))));
+    assert_eq!((revision_info(&proxy, "stable", "r1"), revision_info(&proxy, "canary", "r2")), (Some(1), Some(1)));
+    // Argo repoints the canary subset at r3; VM B sees it first. The old revision's info goes
+    // to 0.
+    b.coord.revisions().learn(&b.host, "checkout", Version::Canary, rev("r3"), START_S + 2);
+    second(&proxy, &[&a, &b]);
+    assert_eq!(serving(&a, Version::Canary), Some(rev("r3")));
+    assert_eq!((revision_info(&proxy, "canary", "r2"), revision_info(&proxy, "canary", "r3")), (Some(0), Some(1)));
+    // The canary subset is scaled to zero: one VM's "no healthy upstream" releases the pins
+    // of every VM at its next tick.
+    a.coord.revisions().canary_unavailable(&a.host, "checkout");
+    second(&proxy, &[&a, &b]);
+    assert_eq!(b.coord.revisions().with(|t| t.unavailable()), Some(rev("r3")));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_new_canary_revision_starts_with_a_clear_gate_and_the_tripped_gate_probes_for_it() {
+    let proxy = FakeProxy::at(START_S);
+    let vm = Vm::new(&proxy, 1, MESH_GATED);
+    let learn = |version, text: &str| {
+        vm.coord.revisions().learn(&vm.host, "checkout", version, rev(text), proxy.time_ms() / 1000)
+    };
+    learn(Version::Stable, "r1");
+    learn(Version::Canary, "r3");
+    vm.coord.revisions().note_canary_cluster(&vm.host, CANARY_CLUSTER);
+    let tripped = || gauge(&proxy, "canary_gate_tripped.service.checkout");
+    for _ in 0..4 {
+        vm.serve(Version::Canary, 50, 20);
+        second(&proxy, &[&vm]);
+    }
+    assert_eq!(tripped(), 1, "revision r3 fails");
+    assert!(vm.coord.gate_tripped());
+    // Tripped, the gate sends no user to the canary: the leader probes the canary subset.
+    let calls = proxy.http_calls();
+    assert!(!calls.is_empty());
+    assert_eq!(
+        calls.last().unwrap(),
+        &[
+            String::from_utf8(CANARY_CLUSTER.to_vec()).unwrap(),
+            "checkout.shop.svc.cluster.local".to_string(),
+            "/__canary/revision".to_string()
+        ]
+    );
+    // Still r3 (or no answer, scaled to zero): the trip stays latched.
+    for _ in 0..5 {
+        learn(Version::Canary, "r3");
+        second(&proxy, &[&vm]);
+        assert_eq!(tripped(), 1);
+    }
+    // Argo repoints the canary subset at r4: the probe answers r4, the gate clears with no
+    // configuration change, and r4 is judged afresh.
+    learn(Version::Canary, "r4");
+    second(&proxy, &[&vm]);
+    assert!(!vm.coord.gate_tripped());
+    assert_eq!(tripped(), 0);
+    let probes = proxy.http_calls().len();
+    for _ in 0..3 {
+        vm.serve(Version::Canary, 50, 0);
+        second(&proxy, &[&vm]);
+    }
+    assert_eq!(gate_state(&proxy), GateState::Ok.value());
+    assert_eq!(proxy.http_calls().len(), probes, "no probe while the gate is clear");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn filter_mode_keys_the_latch_on_the_version_name_and_never_probes() {
+    let proxy = FakeProxy::at(START_S);
+    let vm = Vm::new(&proxy, 1, GATED);
+    vm.coord.revisions().learn(&vm.host, "checkout", Version::Canary, rev("r3"), START_S);
+    for _ in 0..4 {
+        vm.serve(Version::Canary, 50, 20);
+        second(&proxy, &[&vm]);
+    }
+    assert!(vm.coord.gate_tripped());
+    vm.coord.revisions().learn(&vm.host, "checkout", Version::Canary, rev("r4"), START_S + 5);
+    second(&proxy, &[&vm]);
+    assert!(vm.coord.gate_tripped(), "filter mode: a new revision is no new canary");
+    assert!(proxy.http_calls().is_empty());
+    assert_eq!(revision_info(&proxy, "canary", "r4"), None);
+}
