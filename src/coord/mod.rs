@@ -20,7 +20,7 @@ use crate::gate::Gate;
 use crate::host::Host;
 use crate::measure::metrics::MetricIds;
 use crate::measure::window::{Tally, Window, WindowStats};
-use crate::model::Version;
+use crate::model::{GateState, Revision, Version};
 use lease::{should_claim, Lease};
 use revisions::SharedRevisions;
 use std::cell::{Cell, RefCell};
@@ -305,11 +305,29 @@ impl Coordinator {
                 g.consecutive
             );
         }
-        ids.set_gate(host, evaluation.state, evaluation.tripped_now);
+        self.show_gate(host, config, ids, evaluation.state, evaluation.tripped_now);
         let verdict = SharedVerdict { state: evaluation.state, identity: id };
         if !host.set_shared_data(&key, &verdict.encode(), None) {
             log::warn!("cannot publish the gate verdict for {}", config.service);
         }
+    }
+}
+
+impl Coordinator {
+    /// Publishes the gate's series for the canary revision it judges (mesh-mode routers with
+    /// observers), and clears the series of the revision shown before, whichever VM showed it.
+    fn show_gate(&self, host: &impl Host, config: &Config, ids: &MetricIds, state: GateState, tripped_now: bool) {
+        let mesh_router = config.role == Role::Router && config.split.mode == SplitMode::Mesh;
+        let revision = self.revisions.with(|r| r.serving(Version::Canary)).filter(|_| mesh_router);
+        let key = format!("canary-gate/{}/gate-revision", self.name);
+        let shown = host.shared_data(&key).0.as_deref().and_then(Revision::parse);
+        if shown != revision {
+            if let Some(old) = shown {
+                ids.set_gate(host, config, Some(old.as_str()), GateState::Ok, false);
+            }
+            host.set_shared_data(&key, revision.as_ref().map_or(&b""[..], |r| r.as_str().as_bytes()), None);
+        }
+        ids.set_gate(host, config, revision.as_ref().map(|r| r.as_str()), state, tripped_now);
     }
 }
 

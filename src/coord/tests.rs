@@ -390,7 +390,7 @@ fn a_new_canary_revision_starts_with_a_clear_gate_and_the_tripped_gate_probes_fo
     learn(Version::Stable, "r1");
     learn(Version::Canary, "r3");
     vm.coord.revisions().note_canary_cluster(&vm.host, CANARY_CLUSTER);
-    let tripped = || gauge(&proxy, "canary_gate_tripped.service.checkout");
+    let tripped = || gauge(&proxy, "canary_gate_tripped.service.checkout.revision.r3");
     for _ in 0..4 {
         vm.serve(Version::Canary, 50, 20);
         second(&proxy, &[&vm]);
@@ -419,13 +419,15 @@ fn a_new_canary_revision_starts_with_a_clear_gate_and_the_tripped_gate_probes_fo
     learn(Version::Canary, "r4");
     second(&proxy, &[&vm]);
     assert!(!vm.coord.gate_tripped());
-    assert_eq!(tripped(), 0);
+    assert_eq!(tripped(), 0, "r3's trip series clears");
+    assert_eq!(gauge(&proxy, "canary_gate_tripped.service.checkout.revision.r4"), 0);
+    assert_eq!(gauge(&proxy, "canary_gate_tripped.service.checkout"), 0, "the series without revision never tripped");
     let probes = proxy.http_calls().len();
     for _ in 0..3 {
         vm.serve(Version::Canary, 50, 0);
         second(&proxy, &[&vm]);
     }
-    assert_eq!(gate_state(&proxy), GateState::Ok.value());
+    assert_eq!(gauge(&proxy, "canary_gate_state.service.checkout.revision.r4"), GateState::Ok.value());
     assert_eq!(proxy.http_calls().len(), probes, "no probe while the gate is clear");
 }
 

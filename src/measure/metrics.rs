@@ -108,10 +108,29 @@ impl MetricIds {
         }
     }
 
-    /// Publishes the gate's state; `tripped_now` also counts a trip.
-    pub fn set_gate(&self, stats: &impl Stats, state: GateState, tripped_now: bool) {
-        record(stats, self.gate_state, state.value());
-        record(stats, self.gate_tripped, u64::from(state == GateState::Tripped));
+    /// Publishes the gate's state; `tripped_now` also counts a trip. A mesh-mode router's gate
+    /// judges one canary revision: its state and trip series carry that `revision` (defined
+    /// when first shown), so a query for a new canary revision never reads an older one's trip.
+    pub fn set_gate(
+        &self,
+        stats: &impl Stats,
+        config: &Config,
+        revision: Option<&str>,
+        state: GateState,
+        tripped_now: bool,
+    ) {
+        let (state_id, tripped_id) = match revision {
+            None => (self.gate_state, self.gate_tripped),
+            Some(revision) => {
+                let name = |metric| format!("{}.revision.{revision}", service_series(metric, &config.service));
+                (
+                    stats.define_metric(MetricKind::Gauge, &name(names::GATE_STATE)),
+                    stats.define_metric(MetricKind::Gauge, &name(names::GATE_TRIPPED)),
+                )
+            }
+        };
+        record(stats, state_id, state.value());
+        record(stats, tripped_id, u64::from(state == GateState::Tripped));
         if tripped_now {
             increment(stats, self.gate_trips);
         }
