@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod analysis_run;
 pub mod chaos;
 pub mod client;
+pub mod mesh;
 pub mod prometheus;
 pub mod traffic;
 pub use client::{Client, Reply};

@@ -1,0 +1,680 @@
+//! Plays the Istio control plane against real Envoys, for tests that play Argo Rollouts'
+//! canary lifecycle: an [`Ingress`] whose routes, clusters and endpoints come from file-based
+//! RDS, CDS and EDS shaped as istiod generates them for a VirtualService with subset-level
+//! routing, and one [`Sidecar`] per pod, its node metadata carrying the pod's labels where
+//! Istio's bootstrap puts them. No Argo logic here: callers move the weights and endpoints.
+//!
+//! Every xDS update is written to a staging file and renamed into a watched directory (Envoy
+//! reloads on a move, never on an in-place write); each update method returns once Envoy's
+//! admin shows it applied. All on 127.0.0.1 and free ports; processes stopped by PID on drop;
+//! logs kept in each process's TempDir and printed when the test panics.
+
+use crate::{envoy_bin, free_port, root, stop, wait_for_port, wasm_file, Client, TempDir};
+use serde_json::{json, Value};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The service's host, as in the cluster names Istio gives its subsets.
+pub const HOST: &str = "checkout.shop.svc.cluster.local";
+/// The service port, as in the cluster names Istio gives its subsets.
+pub const SERVICE_PORT: u16 = 8080;
+/// The ingress's route configuration (istiod names a gateway's `http.<port>`).
+pub const ROUTE_CONFIG: &str = "http.8080";
+/// The weighted route Argo Rollouts manages (`trafficRouting.istio.virtualService.routes`).
+pub const PRIMARY_ROUTE: &str = "primary";
+/// Longest an xDS update may take to show in the admin (it takes milliseconds).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
+const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)%\" %RESPONSE_CODE% \
+flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% \
+upstream=%UPSTREAM_HOST% canary_version=%RESP(X-CANARY-VERSION)% canary_reason=%RESP(X-CANARY-REASON)% \
+served_by=%RESP(X-SERVED-BY)% %DURATION%ms\n";
+
+/// A DestinationRule subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subset {
+    /// `stable`.
+    Stable,
+    /// `canary`.
+    Canary,
+}
+
+impl Subset {
+    /// The subset's name: also the pods' `role` label and the version canary-gate reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subset::Stable => "stable",
+            Subset::Canary => "canary",
+        }
+    }
+
+    /// Istio's cluster of the subset: `outbound|8080|<subset>|checkout.shop.svc.cluster.local`.
+    pub fn cluster(self) -> String {
+        format!("outbound|{SERVICE_PORT}|{}|{HOST}", self.name())
+    }
+}
+
+/// `stats_config` of `envoy/mesh-mode.yaml`, read at run time so tag and bucket changes apply.
+pub fn shipped_stats_config() -> Value {
+    let path = root().join("envoy/mesh-mode.yaml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let stats = docs.first().map(|d| crate::analysis::to_json(&d["stats_config"])).unwrap_or_default();
+    assert!(stats["stats_tags"].is_array(), "{} has no stats_config.stats_tags", path.display());
+    stats
+}
+
+/// Sum of the samples of `metric` in Prometheus text `exposition` whose labels include every
+/// pair of `labels`; None if no sample matches.
+pub fn prometheus_sum(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let matching: Vec<f64> = exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(metric)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let have: Vec<&str> = labels.split(',').collect();
+            wanted.iter().all(|w| have.contains(&w.as_str())).then(|| value.trim().parse().ok()).flatten()
+        })
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
+fn socket(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+/// A file-based config source watching the file's own directory.
+fn path_source(file: &Path) -> Value {
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    json!({
+        "path_config_source": {
+            "path": file.display().to_string(),
+            "watched_directory": {"path": dir.display().to_string()}
+        },
+        "resource_api_version": "V3"
+    })
+}
+
+/// canary-gate's Wasm filter configuration.
+fn wasm_config(filter_json: &str) -> Value {
+    json!({
+        "@type": WASM_TYPE,
+        "config": {
+            "name": "canary-gate",
+            "root_id": "canary-gate",
+            "vm_config": {
+                "vm_id": "canary-gate",
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": wasm_file().display().to_string()}}
+            },
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json}
+        }
+    })
+}
+
+/// The HTTP connection manager: `routes` is `("rds", …)` or `("route_config", …)`.
+fn http_connection_manager(stat_prefix: &str, dir: &Path, routes: (&str, Value), filter: Value) -> Value {
+    let mut hcm = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM_TYPE,
+            "stat_prefix": stat_prefix,
+            "access_log": [{
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": dir.join("access.log").display().to_string(),
+                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}}
+                }
+            }],
+            "http_filters": [
+                filter,
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                }
+            ]
+        }
+    });
+    hcm["typed_config"][routes.0] = routes.1;
+    hcm
+}
+
+fn write_json(path: &Path, value: &Value) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The last `n` lines of a file.
+fn tail(path: &Path, n: usize) -> String {
+    let text = crate::read_to_string(path);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One Envoy process: admin, logs, stopped on drop (logs printed if the test panicked).
+struct Proxy {
+    child: Child,
+    dir: TempDir,
+    what: String,
+    admin_port: u16,
+}
+
+impl Proxy {
+    /// Starts Envoy on `bootstrap` (written into `dir`); waits for `port` and `/ready`.
+    fn start(what: String, dir: TempDir, bootstrap: &Value, workers: u32, port: u16, admin_port: u16) -> Proxy {
+        let path = dir.path().join("bootstrap.json");
+        write_json(&path, bootstrap);
+        let log = fs::File::create(dir.path().join("envoy.log")).unwrap_or_else(|e| panic!("create envoy.log: {e}"));
+        let mut child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&path)
+            .args(["--concurrency", &workers.to_string(), "--disable-hot-restart", "-l", "info"])
+            // Access log lines on disk within 0.1 s (default 10 s), for tests that read them.
+            .args(["--file-flush-interval-msec", "100"])
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start envoy ({what}): {e}"));
+        wait_for_port(port, &mut child, &what);
+        let proxy = Proxy { child, dir, what, admin_port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Client::new().get(&proxy.admin("/ready"), &[]).status != 200 {
+            assert!(Instant::now() < deadline, "{} not ready within 30 s\n{}", proxy.what, proxy.log());
+            sleep(Duration::from_millis(20));
+        }
+        proxy
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    fn admin_json(&self, path: &str) -> Value {
+        let reply = Client::new().get(&self.admin(path), &[]);
+        assert_eq!(reply.status, 200, "{}: admin {path}: {}", self.what, reply.body);
+        reply.json()
+    }
+
+    fn log(&self) -> String {
+        crate::read_to_string(&self.dir.path().join("envoy.log"))
+    }
+
+    fn access_log(&self) -> String {
+        crate::read_to_string(&self.dir.path().join("access.log"))
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        let reply = Client::new().get(&self.admin(&format!("/stats?filter=^{}$", name.replace('|', "\\|"))), &[]);
+        reply
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    fn prometheus(&self) -> String {
+        Client::new().get(&self.admin("/stats/prometheus"), &[]).body
+    }
+
+    /// Waits until `applied` holds; panics early, with Envoy's log, if the `rejected` counter
+    /// moves past `rejected_before`.
+    fn wait_applied(&self, what: &str, rejected: &str, rejected_before: u64, applied: impl Fn() -> bool) -> Duration {
+        let start = Instant::now();
+        while !applied() {
+            assert!(self.stat(rejected) == rejected_before, "{}: Envoy rejected {what}\n{}", self.what, self.log());
+            assert!(start.elapsed() < APPLY_TIMEOUT, "{}: {what} not applied within {APPLY_TIMEOUT:?}", self.what);
+            sleep(Duration::from_millis(10));
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+        if std::thread::panicking() {
+            let dir = self.dir.path();
+            eprintln!("--- {} envoy.log (last lines) ---\n{}", self.what, tail(&dir.join("envoy.log"), 60));
+            eprintln!("--- {} access.log (last lines) ---\n{}", self.what, tail(&dir.join("access.log"), 30));
+        }
+    }
+}
+
+/// The ingress's xDS files, one watched directory each (a move into a directory reloads only
+/// that directory's subscription).
+struct XdsFiles {
+    dir: PathBuf,
+    /// The last `version_info` written (shown in `/config_dump`).
+    version: AtomicU64,
+}
+
+impl XdsFiles {
+    fn new(dir: &Path) -> XdsFiles {
+        XdsFiles { dir: dir.to_path_buf(), version: AtomicU64::new(0) }
+    }
+
+    fn path(&self, kind: &str) -> PathBuf {
+        self.dir.join("xds").join(kind).join(format!("{kind}.json"))
+    }
+
+    /// Replaces the `kind` file with a discovery response holding `resources` of `type_url`.
+    fn publish(&self, kind: &str, type_url: &str, resources: Vec<Value>) {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let resources: Vec<Value> = resources
+            .into_iter()
+            .map(|mut r| {
+                r["@type"] = json!(type_url);
+                r
+            })
+            .collect();
+        let path = self.path(kind);
+        let watched = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        fs::create_dir_all(&watched).unwrap_or_else(|e| panic!("create {}: {e}", watched.display()));
+        // Staged outside the watched directory, then moved in: Envoy reloads on the move and
+        // always reads a whole file.
+        let staged = self.dir.join(format!("{kind}.staged.json"));
+        write_json(&staged, &json!({"version_info": version.to_string(), "resources": resources}));
+        fs::rename(&staged, &path).unwrap_or_else(|e| panic!("move {} into place: {e}", staged.display()));
+    }
+}
+
+/// An Istio outbound cluster of `subset`, its endpoints from the EDS file at `eds`.
+fn cluster(subset: Subset, eds: &Path) -> Value {
+    json!({
+        "name": subset.cluster(),
+        "type": "EDS",
+        "eds_cluster_config": {"service_name": subset.cluster(), "eds_config": path_source(eds)},
+        "connect_timeout": "1s",
+        // As istiod sets them: no Envoy-default limit of 1024 requests.
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": 4294967295u32, "max_pending_requests": 4294967295u32,
+            "max_requests": 4294967295u32, "max_retries": 4294967295u32, "track_remaining": true
+        }]}
+    })
+}
+
+/// A ClusterLoadAssignment of `subset` with one endpoint per port (none: no ready pod).
+fn load_assignment(subset: Subset, ports: &[u16]) -> Value {
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    let endpoints: Vec<Value> = ports.iter().map(|p| json!({"endpoint": {"address": socket(*p)}})).collect();
+    let localities = if ports.is_empty() { json!([]) } else { json!([{"lb_endpoints": endpoints}]) };
+    json!({"cluster_name": subset.cluster(), "endpoints": localities})
+}
+
+/// istiod's default route retry policy (no `retries` in the VirtualService).
+fn istio_retry_policy() -> Value {
+    json!({
+        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "num_retries": 2,
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            }
+        }],
+        "host_selection_retry_max_attempts": 5,
+        "retriable_status_codes": [503]
+    })
+}
+
+/// A route as istiod translates one VirtualService `http` entry (no timeout: `0s`).
+fn route(name: &str, header: Option<&str>, action: (&str, Value)) -> Value {
+    let mut matcher = json!({"prefix": "/"});
+    if let Some(value) = header {
+        matcher["headers"] = json!([{"name": "x-canary-version", "string_match": {"exact": value}}]);
+    }
+    let mut route = json!({"timeout": "0s", "retry_policy": istio_retry_policy()});
+    route[action.0] = action.1;
+    json!({
+        "name": name,
+        "match": matcher,
+        "route": route,
+        "decorator": {"operation": format!("{HOST}:{SERVICE_PORT}/*")}
+    })
+}
+
+/// The route configuration of the subset-level-routing VirtualService (see
+/// `istio/services/*/virtualservice.yaml`): the pinned routes, then `primary`.
+fn route_configuration(stable: u32, canary: u32) -> Value {
+    // istiod leaves 0-weight destinations out of `weighted_clusters` (Envoy accepts a 0 weight,
+    // not a total of 0).
+    let weighted: Vec<Value> = [(Subset::Stable, stable), (Subset::Canary, canary)]
+        .iter()
+        .filter(|(_, w)| *w > 0)
+        .map(|(s, w)| json!({"name": s.cluster(), "weight": w}))
+        .collect();
+    json!({
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [{
+            "name": format!("{HOST}:{SERVICE_PORT}"),
+            // Tests address the ingress as 127.0.0.1:<port>, not by the service's host name.
+            "domains": ["*"],
+            "routes": [
+                route("canary-pinned", Some("canary"), ("cluster", json!(Subset::Canary.cluster()))),
+                route("stable-pinned", Some("stable"), ("cluster", json!(Subset::Stable.cluster()))),
+                route(PRIMARY_ROUTE, None, ("weighted_clusters", json!({"clusters": weighted}))),
+            ]
+        }],
+        "validate_clusters": false
+    })
+}
+
+const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const ENDPOINTS_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const FILTER_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+
+fn eds_kind(subset: Subset) -> String {
+    format!("eds-{}", subset.name())
+}
+
+/// The mesh's ingress proxy (2 workers): canary-gate, delivered by file-based ECDS, then the
+/// router; routes from file-based RDS, the two subset clusters from file-based CDS and their
+/// endpoints from file-based EDS.
+pub struct Ingress {
+    proxy: Proxy,
+    xds: XdsFiles,
+    /// Listener port on 127.0.0.1.
+    pub port: u16,
+    /// Admin port on 127.0.0.1.
+    pub admin_port: u16,
+}
+
+impl Ingress {
+    /// Starts the ingress with canary-gate configured by `filter_json`, weights stable 100 /
+    /// canary 0 (a rollout at rest), and each subset's endpoints at `stable` and `canary`.
+    pub fn start(filter_json: &str, stable: &[u16], canary: &[u16]) -> Ingress {
+        let dir = TempDir::new("mesh-ingress");
+        let xds = XdsFiles::new(dir.path());
+        let (port, admin_port) = (free_port(), free_port());
+        // The files must exist before Envoy starts: it reads them while initialising.
+        let clusters = [Subset::Stable, Subset::Canary].map(|s| cluster(s, &xds.path(&eds_kind(s))));
+        xds.publish(&eds_kind(Subset::Stable), ENDPOINTS_TYPE, vec![load_assignment(Subset::Stable, stable)]);
+        xds.publish(&eds_kind(Subset::Canary), ENDPOINTS_TYPE, vec![load_assignment(Subset::Canary, canary)]);
+        xds.publish("cds", CLUSTER_TYPE, clusters.to_vec());
+        xds.publish("rds", ROUTE_TYPE, vec![route_configuration(100, 0)]);
+        xds.publish(
+            "ecds",
+            FILTER_TYPE,
+            vec![json!({"name": "canary-gate", "typed_config": wasm_config(filter_json)})],
+        );
+        let canary_gate = json!({
+            "name": "canary-gate",
+            "config_discovery": {"config_source": path_source(&xds.path("ecds")), "type_urls": [WASM_TYPE]}
+        });
+        let rds = json!({"route_config_name": ROUTE_CONFIG, "config_source": path_source(&xds.path("rds"))});
+        let bootstrap = json!({
+            "node": {
+                "id": "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local",
+                "cluster": "istio-ingressgateway.istio-system",
+                "metadata": {
+                    "LABELS": {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+                    "NAMESPACE": "istio-system"
+                }
+            },
+            "stats_config": shipped_stats_config(),
+            "admin": {"address": socket(admin_port)},
+            "dynamic_resources": {"cds_config": path_source(&xds.path("cds"))},
+            "static_resources": {"listeners": [{
+                "name": format!("0.0.0.0_{SERVICE_PORT}"),
+                "address": socket(port),
+                "filter_chains": [{
+                    "filters": [http_connection_manager("ingress", dir.path(), ("rds", rds), canary_gate)]
+                }]
+            }]}
+        });
+        let proxy = Proxy::start("mesh ingress".into(), dir, &bootstrap, 2, port, admin_port);
+        Ingress { proxy, xds, port, admin_port }
+    }
+
+    /// Sets the `primary` route's weights (as Argo Rollouts sets the VirtualService's) and
+    /// waits until Envoy's main thread holds them (it has then posted them to the workers,
+    /// which take them before reading any later request); returns how long Envoy took.
+    pub fn set_weights(&self, stable: u32, canary: u32) -> Duration {
+        assert!(stable + canary > 0, "weights {stable}/{canary}: Envoy refuses a total of 0");
+        if self.weights() == (stable, canary) {
+            return Duration::ZERO;
+        }
+        let rejected = format!("http.ingress.rds.{ROUTE_CONFIG}.update_rejected");
+        let before = self.proxy.stat(&rejected);
+        self.xds.publish("rds", ROUTE_TYPE, vec![route_configuration(stable, canary)]);
+        self.proxy.wait_applied(&format!("weights {stable}/{canary}"), &rejected, before, || {
+            self.weights() == (stable, canary)
+        })
+    }
+
+    /// The `primary` route's (stable, canary) weights Envoy routes with now.
+    pub fn weights(&self) -> (u32, u32) {
+        let dump = self.proxy.admin_json("/config_dump?resource=dynamic_route_configs");
+        let primary = dump["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["route_config"]["name"] == ROUTE_CONFIG)
+            .flat_map(|c| c["route_config"]["virtual_hosts"].as_array().cloned().unwrap_or_default())
+            .flat_map(|vh| vh["routes"].as_array().cloned().unwrap_or_default())
+            .find(|r| r["name"] == PRIMARY_ROUTE)
+            .unwrap_or_else(|| panic!("no route `{PRIMARY_ROUTE}` in the config dump: {dump}"));
+        let weight = |subset: Subset| {
+            primary["route"]["weighted_clusters"]["clusters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == subset.cluster().as_str())
+                .and_then(|c| c["weight"].as_u64())
+                .map_or(0, |w| w as u32)
+        };
+        (weight(Subset::Stable), weight(Subset::Canary))
+    }
+
+    /// Replaces `subset`'s endpoints by one per port (as istiod does when the pods its
+    /// DestinationRule subset selects change; empty: scaled to zero, and Envoy answers 503
+    /// `no healthy upstream`); waits until Envoy has exactly these hosts, returns how long
+    /// Envoy took.
+    pub fn set_endpoints(&self, subset: Subset, ports: &[u16]) -> Duration {
+        let mut wanted = ports.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let rejected = format!("cluster.{}.update_rejected", subset.cluster());
+        let before = self.proxy.stat(&rejected);
+        self.xds.publish(&eds_kind(subset), ENDPOINTS_TYPE, vec![load_assignment(subset, &wanted)]);
+        self.proxy.wait_applied(&format!("{} endpoints {wanted:?}", subset.name()), &rejected, before, || {
+            self.endpoints(subset) == wanted
+        })
+    }
+
+    /// The ports of `subset`'s hosts in Envoy now, sorted.
+    pub fn endpoints(&self, subset: Subset) -> Vec<u16> {
+        let clusters = self.proxy.admin_json("/clusters?format=json");
+        let mut ports: Vec<u16> = clusters["cluster_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["name"] == subset.cluster().as_str())
+            .flat_map(|c| c["host_statuses"].as_array().cloned().unwrap_or_default())
+            .filter_map(|h| h["address"]["socket_address"]["port_value"].as_u64().map(|p| p as u16))
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// Replaces canary-gate's configuration through ECDS and waits until Envoy applied it
+    /// (true) or rejected it (false).
+    pub fn reconfigure(&self, filter_json: &str) -> bool {
+        let stat = |s: &str| self.proxy.stat(&format!("extension_config_discovery.http_filter.canary-gate.{s}"));
+        let (successes, rejects) = (stat("update_success"), stat("update_rejected"));
+        self.xds.publish(
+            "ecds",
+            FILTER_TYPE,
+            vec![json!({"name": "canary-gate", "typed_config": wasm_config(filter_json)})],
+        );
+        let start = Instant::now();
+        loop {
+            if stat("update_success") > successes {
+                return true;
+            }
+            if stat("update_rejected") > rejects {
+                return false;
+            }
+            assert!(start.elapsed() < APPLY_TIMEOUT, "ECDS update not seen within {APPLY_TIMEOUT:?}\n{}", self.log());
+            sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// URL of `path` on the listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// URL of `path` on the admin interface.
+    pub fn admin(&self, path: &str) -> String {
+        self.proxy.admin(path)
+    }
+
+    /// A counter or gauge from `/stats`, 0 if absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.proxy.stat(name)
+    }
+
+    /// `/stats/prometheus`.
+    pub fn prometheus(&self) -> String {
+        self.proxy.prometheus()
+    }
+
+    /// Envoy's own log so far.
+    pub fn log(&self) -> String {
+        self.proxy.log()
+    }
+
+    /// The access log so far (flushed every 0.1 s).
+    pub fn access_log(&self) -> String {
+        self.proxy.access_log()
+    }
+}
+
+/// Pod names `checkout-<revision>-<n>`, unique within the test process.
+static POD_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// One pod of a ReplicaSet: its sidecar Envoy (1 worker) with canary-gate, inbound only, in
+/// front of the pod's application port. The pod's labels are in the node metadata (`LABELS`),
+/// where Istio's bootstrap puts them and where canary-gate's observer reads its version.
+pub struct Sidecar {
+    proxy: Proxy,
+    /// Listener port on 127.0.0.1: the endpoint the ingress's EDS lists for this pod.
+    pub port: u16,
+    /// Admin port on 127.0.0.1.
+    pub admin_port: u16,
+    /// The pod's name.
+    pub pod: String,
+    /// Its `rollouts-pod-template-hash` label.
+    pub revision: String,
+    /// Its `role` label.
+    pub role: Subset,
+}
+
+impl Sidecar {
+    /// Starts the sidecar of a pod of `revision` labelled `role`, forwarding to the
+    /// application at `app_port`, with canary-gate configured by `filter_json` (e.g.
+    /// `{"service":"checkout","role":"observer","version_label":"role"}`).
+    pub fn start(revision: &str, role: Subset, app_port: u16, filter_json: &str) -> Sidecar {
+        let dir = TempDir::new("mesh-sidecar");
+        let (port, admin_port) = (free_port(), free_port());
+        let n = POD_SEQUENCE.fetch_add(1, Ordering::SeqCst);
+        let pod = format!("checkout-{revision}-{n:05}");
+        let inbound = format!("inbound|{SERVICE_PORT}||");
+        let routes = json!({
+            "name": inbound,
+            "virtual_hosts": [{
+                "name": format!("inbound|http|{SERVICE_PORT}"),
+                "domains": ["*"],
+                "routes": [{
+                    "name": "default",
+                    "match": {"prefix": "/"},
+                    "route": {"cluster": inbound, "timeout": "0s"}
+                }]
+            }]
+        });
+        let canary_gate = json!({"name": "canary-gate", "typed_config": wasm_config(filter_json)});
+        let bootstrap = json!({
+            "node": {
+                "id": format!("sidecar~127.0.0.1~{pod}.shop~shop.svc.cluster.local"),
+                "cluster": "checkout.shop",
+                "metadata": {
+                    "LABELS": {"app": "checkout", "rollouts-pod-template-hash": revision, "role": role.name()},
+                    "NAME": pod,
+                    "NAMESPACE": "shop",
+                    "WORKLOAD_NAME": "checkout"
+                }
+            },
+            "stats_config": shipped_stats_config(),
+            "admin": {"address": socket(admin_port)},
+            "static_resources": {
+                "listeners": [{
+                    "name": "virtualInbound",
+                    "address": socket(port),
+                    "filter_chains": [{"filters": [http_connection_manager(
+                        &format!("inbound_0.0.0.0_{SERVICE_PORT}"),
+                        dir.path(),
+                        ("route_config", routes),
+                        canary_gate
+                    )]}]
+                }],
+                "clusters": [{
+                    "name": inbound,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": inbound,
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(app_port)}}]}]
+                    }
+                }]
+            }
+        });
+        let proxy = Proxy::start(format!("sidecar {pod}"), dir, &bootstrap, 1, port, admin_port);
+        Sidecar { proxy, port, admin_port, pod, revision: revision.to_string(), role }
+    }
+
+    /// URL of `path` on the listener (straight to the pod, bypassing the ingress).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// URL of `path` on the admin interface.
+    pub fn admin(&self, path: &str) -> String {
+        self.proxy.admin(path)
+    }
+
+    /// A counter or gauge from `/stats`, 0 if absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.proxy.stat(name)
+    }
+
+    /// `/stats/prometheus`.
+    pub fn prometheus(&self) -> String {
+        self.proxy.prometheus()
+    }
+
+    /// Envoy's own log so far.
+    pub fn log(&self) -> String {
+        self.proxy.log()
+    }
+
+    /// The access log so far (flushed every 0.1 s).
+    pub fn access_log(&self) -> String {
+        self.proxy.access_log()
+    }
+}
