@@ -48,6 +48,10 @@ STATS_TAGS = [
     ("version", r"^wasmcustom\.canary_[a-z0-9_]+\.service\.[a-z0-9-]+(\.version\.([A-Za-z0-9_-]+))"),
     ("reporter", r"^wasmcustom\.canary_[a-z0-9_]+\.service\.[a-z0-9-]+\.version\.[A-Za-z0-9_-]+"
                  r"(\.reporter\.(router|observer))"),
+    # After the reporter (observer series), the version (canary_revision_info) or the service
+    # (a mesh-mode router's gate series, per canary revision).
+    ("revision", r"^wasmcustom\.canary_[a-z0-9_]+\.service\.[a-z0-9-]+(?:\.version\.[A-Za-z0-9_-]+)?"
+                 r"(?:\.reporter\.(?:router|observer))?(\.revision\.([A-Za-z0-9_-]+))"),
     ("code_class", r"^wasmcustom\.canary_responses_total\..*(\.code_class\.([1-5]xx|none))$"),
     ("reason", r"^wasmcustom\.canary_route_decisions_total\..*(\.reason\.([a-z]+))$"),
 ]
@@ -832,7 +836,7 @@ def files():
         [observer_doc(s) for s in SERVICES])
     out["stats/canary-gate-stats-configmap.yaml"] = (
         ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
-         "pairs into the Prometheus labels service, version, reporter, code_class and reason (the same",
+         "pairs into the Prometheus labels service, version, reporter, revision, code_class and reason (the same",
          "tags as envoy/*.yaml). Envoy merges it into Istio's bootstrap (repeated fields appended)."],
         [stats_configmap_doc(NAMESPACE, "Sidecars: pods annotated sidecar.istio.io/bootstrapOverride: canary-gate-stats."),
          stats_configmap_doc(GATEWAY_NAMESPACE, "Ingress gateway: mounted by istio/stats/gateway-proxy-config.yaml.")])

@@ -528,6 +528,26 @@ const TAG_SAMPLES = [
   ["wasmcustom.canary_route_decisions_total.service.unified-profile.version.canary.reporter.router.reason.pin",
     { service: "unified-profile", version: "canary", reporter: "router", reason: "pin" }, "wasmcustom.canary_route_decisions_total"],
   ["wasmcustom.canary_gate_tripped.service.impact-in", { service: "impact-in" }, "wasmcustom.canary_gate_tripped"],
+  // Observer series carry the revision after the reporter.
+  ["wasmcustom.canary_requests_total.service.corp-cockpit.version.canary.reporter.observer.revision.6c9b8d7f5",
+    { service: "corp-cockpit", version: "canary", reporter: "observer", revision: "6c9b8d7f5" }, "wasmcustom.canary_requests_total"],
+  ["wasmcustom.canary_responses_total.service.unified-profile.version.stable.reporter.observer.revision.5d8f7c9b4.code_class.5xx",
+    { service: "unified-profile", version: "stable", reporter: "observer", revision: "5d8f7c9b4", code_class: "5xx" },
+    "wasmcustom.canary_responses_total"],
+  ["wasmcustom.canary_route_decisions_total.service.q2q-ai.version.canary.reporter.observer.revision.unknown.reason.pin",
+    { service: "q2q-ai", version: "canary", reporter: "observer", revision: "unknown", reason: "pin" }, "wasmcustom.canary_route_decisions_total"],
+  ["wasmcustom.canary_request_duration_milliseconds.service.impact-in.version.canary.reporter.observer.revision.A_b-9",
+    { service: "impact-in", version: "canary", reporter: "observer", revision: "A_b-9" }, "wasmcustom.canary_request_duration_milliseconds"],
+  ["wasmcustom.canary_window_requests.service.reporting.version.stable.reporter.observer.revision.7f6e5d4c3",
+    { service: "reporting", version: "stable", reporter: "observer", revision: "7f6e5d4c3" }, "wasmcustom.canary_window_requests"],
+  // A mesh-mode router's gate series, per canary revision: no version, no reporter.
+  ["wasmcustom.canary_gate_tripped.service.impact-in.revision.6c9b8d7f5",
+    { service: "impact-in", revision: "6c9b8d7f5" }, "wasmcustom.canary_gate_tripped"],
+  ["wasmcustom.canary_gate_state.service.corp-cockpit.revision.unknown",
+    { service: "corp-cockpit", revision: "unknown" }, "wasmcustom.canary_gate_state"],
+  // The router's view of which revision serves each version: no reporter.
+  ["wasmcustom.canary_revision_info.service.corp-cockpit.version.stable.revision.5d8f7c9b4",
+    { service: "corp-cockpit", version: "stable", revision: "5d8f7c9b4" }, "wasmcustom.canary_revision_info"],
 ];
 
 function configMapProblems(cm, envoy) {
