@@ -4,6 +4,10 @@
     python3 istio/generate.py            write every file
     python3 istio/generate.py --check    exit 1 if a committed file differs from what this writes
     python3 istio/generate.py --json     print {path: [documents]} as JSON (what each file must parse to)
+    python3 istio/generate.py --pin-image [LAYOUT]
+                                         pin the WasmPlugins to the image `make image` built (its OCI
+                                         layout, default target/oci/canary-gate): write its tag and
+                                         digest to istio/image/canary-gate.pin, then every file
 
 Python standard library only; the output is deterministic (no timestamps, fixed key order).
 Edit this script, not the generated files: `--check` (run by tests/manifests/validate.mjs)
@@ -20,12 +24,31 @@ NAMESPACE = "teei-platform"
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY = "istio-system/teei-gateway"
 PROMETHEUS = "http://prometheus.monitoring.svc.cluster.local:9090"
-WASM_OCI = "oci://registry.example.com/teei/canary-gate:0.1.0"
+# The registry the canary-gate image is pushed to; its tag and digest come from IMAGE_PIN.
+WASM_REPO = "oci://registry.example.com/teei/canary-gate"
+# What `make image` writes (istio/image/build.py), and the committed pin taken from it.
+IMAGE_LAYOUT = os.path.join(os.path.dirname(ROOT), "target", "oci", "canary-gate")
+IMAGE_PIN = "image/canary-gate.pin"
 WASM_FILE = "file:///var/local/lib/wasm/canary_gate.wasm"
 IMAGE = "registry.example.com/teei/{svc}:1.0.0"
 STATS_CONFIGMAP = "canary-gate-stats"
 VERSION_HEADER = "x-canary-version"
+# Observers stamp responses with their revision; mesh-mode routers learn from it which
+# revision each subset serves.
+REVISION_HEADER = "x-canary-revision"
+# Pod label Argo Rollouts sets per ReplicaSet and never changes on a running pod.
+REVISION_LABEL = "rollouts-pod-template-hash"
+# Every value not from the tier-1 plan carries a comment starting with NOT_IN_PLAN_PREFIX.
+NOT_IN_PLAN_PREFIX = "not in the tier-1 plan"
+PLACEHOLDERS = f"Values marked `# {NOT_IN_PLAN_PREFIX}` are placeholders: set the real ones."
 NOT_IN_PLAN = "not in the tier-1 plan: set to the service's real value"
+NOT_IN_PLAN_REGISTRY = "not in the tier-1 plan: set WASM_REPO in istio/generate.py"
+NOT_IN_PLAN_GATEWAY_PODS = "not in the tier-1 plan: your ingress gateway pods' label"
+NOT_IN_PLAN_IMAGE = "not in the tier-1 plan: set to the service's real image"
+NOT_IN_PLAN_HOST = "not in the tier-1 plan: set to the service's real public host name"
+NOT_IN_PLAN_GATEWAY = "not in the tier-1 plan: set to your ingress Gateway"
+NOT_IN_PLAN_WASM_FILE = "not in the tier-1 plan: where your gateway pods mount the module"
+NOT_IN_PLAN_SLO = "not in the tier-1 plan: set to the service's real SLO"
 APP_METRIC = "application metric (not from canary-gate)"
 ABORT_TEMPLATE = "canary-gate-abort"
 # Argo measures a background analysis at once when the rollout starts. The SLO metrics read
@@ -58,9 +81,11 @@ STATS_TAGS = [
 
 # Tier-1 services. `planned`: replicas, port and pause lengths come from the tier-1 plan;
 # otherwise they are placeholders marked NOT_IN_PLAN. Steps: (weight, pause) with pause None
-# on the last step (100: the end of the steps promotes the canary).
+# on the last step (100: the end of the steps promotes the canary). `public_hosts`: the names
+# clients use through the ingress gateway (placeholders, not in the plan).
 SERVICES = [
     {"name": "corp-cockpit", "replicas": 4, "port": 4321, "planned": True,
+     "public_hosts": ["cockpit.example.com"],
      "steps": [(10, "5m"), (30, "10m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 2000},
      "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2000m", "memory": "2Gi"}}},
@@ -74,6 +99,7 @@ SERVICES = [
      # The memory-utilization metric divides by the container's memory limit.
      "resources": {"requests": {"cpu": "1000m", "memory": "2Gi"}, "limits": {"cpu": "4000m", "memory": "8Gi"}}},
     {"name": "api-gateway", "replicas": 3, "port": 3000, "planned": False,
+     "public_hosts": ["api.example.com"],
      "steps": [(5, "10m"), (25, "10m"), (50, "10m"), (100, None)],
      "gate": {}},
     {"name": "reporting", "replicas": 3, "port": 3004, "planned": False,
@@ -249,6 +275,63 @@ def svc_hosts(svc):
     return [svc, f"{svc}.{NAMESPACE}", f"{svc}.{NAMESPACE}.svc", f"{svc}.{NAMESPACE}.svc.cluster.local"]
 
 
+def public_hosts(s):
+    return [C(h, after=NOT_IN_PLAN_HOST) for h in s.get("public_hosts", [])]
+
+
+# --------------------------------------------------------------------------------------------
+# The WasmPlugin image, pinned by digest
+
+PIN_LINE = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9._-]{0,127})@(sha256:[0-9a-f]{64})$")
+
+
+def read_pin():
+    """(tag, digest) from the committed IMAGE_PIN; exits with how to make it if it is missing."""
+    path = os.path.join(ROOT, IMAGE_PIN)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    except FileNotFoundError:
+        sys.exit(f"istio/{IMAGE_PIN} is missing: run `make image`, then `python3 istio/generate.py --pin-image`")
+    m = PIN_LINE.match(lines[0]) if len(lines) == 1 else None
+    if not m:
+        sys.exit(f"istio/{IMAGE_PIN}: expected one line TAG@sha256:<64 hex digits>, got {lines!r}")
+    return m.group(1), m.group(2)
+
+
+def layout_pin(layout):
+    """(tag, digest) of the single image in an OCI layout written by istio/image/build.py."""
+    index_path = os.path.join(layout, "index.json")
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        sys.exit(f"{index_path}: no OCI layout there (run `make image` first)")
+    manifests = index.get("manifests", [])
+    if len(manifests) != 1:
+        sys.exit(f"{index_path}: expected one image, found {len(manifests)}")
+    tag = manifests[0].get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+    pin = f"{tag}@{manifests[0].get('digest', '')}"
+    m = PIN_LINE.match(pin)
+    if not m:
+        sys.exit(f"{index_path}: not a tagged sha256 image: {pin}")
+    return m.group(1), m.group(2)
+
+
+def write_pin(tag, digest):
+    with open(os.path.join(ROOT, IMAGE_PIN), "w", encoding="utf-8") as f:
+        f.write("# The canary-gate image every oci:// WasmPlugin pins: TAG@DIGEST of the OCI layout\n"
+                "# `make image` builds, pushed unchanged (skopeo copy --preserve-digests) to\n"
+                f"# {WASM_REPO.removeprefix('oci://')}:TAG. Written by `python3 istio/generate.py --pin-image`.\n"
+                f"{tag}@{digest}\n")
+
+
+def wasm_oci():
+    """oci://REPO:TAG@sha256:DIGEST: Istio fetches by the digest and checks it; the tag is for people."""
+    tag, digest = read_pin()
+    return f"{WASM_REPO}:{tag}@{digest}"
+
+
 def proxy_config_annotation():
     return 'proxyStatsMatcher:\n  inclusionRegexps: ["wasmcustom\\\\.canary_.*"]\n'
 
@@ -327,8 +410,9 @@ def virtualservice_doc(s):
         "kind": "VirtualService",
         "metadata": meta(f"{svc}-vsvc", NAMESPACE, {"app": svc}),
         "spec": {
-            "hosts": [svc, f"{svc}.{NAMESPACE}.svc.cluster.local"],
-            "gateways": [GATEWAY, "mesh"],
+            "hosts": C([svc, f"{svc}.{NAMESPACE}.svc.cluster.local", *public_hosts(s)], above=[
+                "In-cluster names, then the public names the ingress Gateway takes for it."]),
+            "gateways": [C(GATEWAY, after=NOT_IN_PLAN_GATEWAY), "mesh"],
             "http": [
                 C(header_route("canary-pinned", "canary", svc), above=[
                     f"Users pinned (or overridden) by canary-gate: it sets {VERSION_HEADER} and the proxy",
@@ -353,13 +437,16 @@ def rollout_doc(s):
         steps.append({"setWeight": weight})
         if pause is not None:
             steps.append({"pause": {"duration": marked(pause, s["planned"])}})
-    args = [{"name": "service", "value": svc}]
-    if svc == "unified-profile":
-        args.append(C({"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
-                      above=["Selects the canary's pods in the memory-utilization query."]))
+    args = [
+        {"name": "service", "value": svc},
+        C({"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}, above=[
+            f"{REVISION_LABEL} of the new ReplicaSet and of the stable one, fixed when Argo",
+            "creates the run: the revisions the observers' series are labelled with."]),
+        {"name": "stable-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
+    ]
     container = {
         "name": svc,
-        "image": IMAGE.format(svc=svc),
+        "image": C(IMAGE.format(svc=svc), after=NOT_IN_PLAN_IMAGE),
         "ports": [{"name": "http", "containerPort": marked(s["port"], s["planned"]), "protocol": "TCP"}],
     }
     if "resources" in s:
@@ -390,7 +477,9 @@ def rollout_doc(s):
             "strategy": {
                 "canary": {
                     "canaryMetadata": C({"labels": {"role": "canary"}}, above=[
-                        "The observer WasmPlugin reads its version from this pod label (version_label: role)."]),
+                        "For people and the observers' version label. Argo relabels running pods at",
+                        "promotion, but the observers keep the value their pod started with: they",
+                        f"identify a revision by {REVISION_LABEL} instead."]),
                     "stableMetadata": {"labels": {"role": "stable"}},
                     "abortScaleDownDelaySeconds": 30,
                     "trafficRouting": C({
@@ -458,11 +547,40 @@ def app_metric(name, query, op, threshold, failure_limit, what):
     return metric(name, query, op, threshold, failure_limit, above=[what, APP_METRIC])
 
 
-def error_rate(threshold):
-    q = (f'sum(rate(canary_responses_total{{{sel(ROUTER)},code_class="5xx"}}[5m])) / '
-         f'sum(rate(canary_requests_total{{{sel(ROUTER)}}}[5m]))')
-    return metric("error-rate", q, "<", threshold, 3, above=[
-        f"Canary 5xx ratio at the router < {threshold:g} (canary-gate). No canary traffic: NaN, inconclusive."])
+def observed(hash_arg, extra=""):
+    """The observers' series of one revision. No version label: an observer's is the one its pod
+    started with, and Argo's promotion leaves it stale."""
+    return ('service="{{args.service}}",reporter="observer",revision="{{args.' + hash_arg + '}}"' + extra)
+
+
+# Measured and shown beside the canary's, deciding nothing: always in the template's dryRun.
+BASELINE_METRICS = ["inbound-error-rate-stable"]
+
+
+def error_rates(svc, threshold):
+    """The canary's 5xx ratio at the router, and at its own pods (observers), with the stable
+    revision's beside it. The plan gives the threshold for planned services only."""
+    unplanned = [] if SERVICE_BY_NAME[svc]["planned"] else [f"Threshold and failureLimit {NOT_IN_PLAN_SLO}."]
+    router = (f'sum(rate(canary_responses_total{{{sel(ROUTER)},code_class="5xx"}}[5m])) / '
+              f'sum(rate(canary_requests_total{{{sel(ROUTER)}}}[5m]))')
+
+    def inbound(hash_arg):
+        errors = observed(hash_arg, ',code_class="5xx"')
+        return (f"sum(rate(canary_responses_total{{{errors}}}[5m])) / "
+                f"sum(rate(canary_requests_total{{{observed(hash_arg)}}}[5m]))")
+
+    return [
+        metric("error-rate", router, "<", threshold, 3, above=[
+            f"Canary 5xx ratio at the router < {threshold:g} (canary-gate). No canary traffic: NaN, inconclusive.",
+            *unplanned]),
+        metric("inbound-error-rate", inbound("canary-hash"), "<", threshold, 3, above=[
+            f"5xx ratio of every request the canary's pods serve < {threshold:g} (canary-gate observers),",
+            "whoever calls them: mesh-internal callers too, which the gateway router never sees.",
+            "Selected by revision (canary-hash), not by version label.", *unplanned]),
+        metric("inbound-error-rate-stable", inbound("stable-hash"), "<", threshold, 3, above=[
+            "The same for the stable revision (stable-hash), to compare with: in dryRun, it decides",
+            "nothing. Both failing points at something they share, not at the canary."]),
+    ]
 
 
 def latency(quantile, threshold_ms, failure_limit, what):
@@ -504,7 +622,7 @@ def ratio_query(num, den):
 def slo_metrics(svc):
     if svc == "corp-cockpit":
         return [
-            error_rate(0.001),
+            *error_rates(svc, 0.001),
             latency(0.95, 1000, 3, "SSR page load p95 < 1000"),
             request_volume(5),
             app_metric("web-vitals-lcp-p75", quantile_query(0.75, "web_vitals_lcp_seconds_bucket"),
@@ -523,7 +641,7 @@ def slo_metrics(svc):
         ]
     if svc == "impact-in":
         return [
-            error_rate(0.001),
+            *error_rates(svc, 0.001),
             request_volume(2),
             app_metric("delivery-success-rate",
                        ratio_query(f'impact_in_delivery_total{{{sel(with_label("status", "success"))}}}',
@@ -550,7 +668,7 @@ def slo_metrics(svc):
         pods = (f'namespace="{NAMESPACE}",container="{{{{args.service}}}}",'
                 f'pod=~"{{{{args.service}}}}-{{{{args.canary-hash}}}}-.*"')
         return [
-            error_rate(0.002),
+            *error_rates(svc, 0.002),
             latency(0.95, 500, 3, "p95 latency < 500"),
             latency(0.99, 1000, 5, "p99 latency < 1000 (secondary)"),
             request_volume(10),
@@ -577,21 +695,24 @@ def slo_metrics(svc):
                        "<", 0.85, 3,
                        "Canary pods' working set / memory limit < 85% (cAdvisor, kube-state-metrics)."),
         ]
-    return [error_rate(0.001)]
+    return error_rates(svc, 0.001)
 
 
 def analysistemplate_doc(s):
     svc = s["name"]
-    args = [{"name": "service"}]
-    if svc == "unified-profile":
-        args.append({"name": "canary-hash"})
+    args = [{"name": "service"}, {"name": "canary-hash"}, {"name": "stable-hash"}]
     metrics = slo_metrics(svc)
     spec = {"args": args, "metrics": metrics}
     app = [unwrap(m)[0]["name"] for m in metrics if APP_METRIC in unwrap(m)[1]]
     if app and not SERVICE_BY_NAME[svc].get("app_metrics", False):
-        spec["dryRun"] = C([{"metricName": n} for n in app], above=[
-            "Application metrics are measured and shown, but decide nothing until the service",
-            "exports them: set `app_metrics` for it in istio/generate.py."])
+        dry = BASELINE_METRICS + app
+        why = ["Measured and shown, deciding nothing: the stable revision's inbound error rate (a",
+               "baseline), and the application metrics until the service exports them (then set",
+               "`app_metrics` for it in istio/generate.py)."]
+    else:
+        dry = BASELINE_METRICS
+        why = ["Measured and shown, deciding nothing: the stable revision's inbound error rate (a baseline)."]
+    spec["dryRun"] = C([{"metricName": n} for n in dry], above=why)
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
@@ -606,7 +727,7 @@ def abort_doc():
         "kind": "AnalysisTemplate",
         "metadata": meta(ABORT_TEMPLATE, NAMESPACE),
         "spec": {
-            "args": [{"name": "service"}],
+            "args": [{"name": "service"}, {"name": "canary-hash"}],
             "metrics": [C({
                 "name": "canary-gate-tripped",
                 "interval": "15s",
@@ -617,11 +738,14 @@ def abort_doc():
                 "failureCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] >= 1",
                 "provider": {"prometheus": {
                     "address": PROMETHEUS,
-                    "query": 'max(canary_gate_tripped{service="{{args.service}}"})',
+                    "query": 'max(canary_gate_tripped{service="{{args.service}}",revision=~"{{args.canary-hash}}|"})',
                 }},
             }, above=[
                 "1 while canary-gate's in-proxy SLO gate has tripped (and already sends the canary's",
-                "users to stable): the first such measurement aborts the rollout. No series (no router",
+                "users to stable): the first such measurement aborts the rollout. Mesh-mode routers",
+                "judge each canary revision apart: only this run's (canary-hash) counts, or a gate",
+                "that knows no revision (no revision label); an earlier canary's trip never aborts",
+                "the next one, even before every router has seen the new revision. No series (no router",
                 "yet, Prometheus restarting): inconclusive, and only more than 30 of those (7.5 min)",
                 "pause the rollout; errors are retried every 10 s, 30 in a row (5 min) end it.",
             ])],
@@ -648,9 +772,13 @@ def router_config(s):
     svc = s["name"]
     return {
         "service": svc,
-        "hosts": svc_hosts(svc),
+        "hosts": C([*svc_hosts(svc), *public_hosts(s)], above=[
+            "Request hosts this router handles: in-cluster names, then the public ones."]),
         "split": {"mode": "mesh"},
         "version_header": VERSION_HEADER,
+        "revision_header": C(REVISION_HEADER, above=[
+            "The observers' header: which revision served a response. Pins and the gate's latch",
+            "follow revisions; a new canary revision starts with a clear gate."]),
         "override": {"header": "x-canary"},
         "sticky": {"cookie": f"canary-{svc}", "max_age_s": 86400, "secure": True},
         "gate": C(gate_config(s), above=[
@@ -664,7 +792,7 @@ def router_spec(s, url, extra=None):
     spec = {}
     spec.update(extra or {})
     spec.update({
-        "url": url,
+        "url": url_marked(url),
         "imagePullPolicy": "IfNotPresent",
         "phase": "STATS",
         "priority": 10,
@@ -674,12 +802,22 @@ def router_spec(s, url, extra=None):
     return spec
 
 
-def gateway_router_doc(s, url=WASM_OCI):
+def url_marked(url):
+    if url.startswith("file:"):
+        return C(url, above=[f"The path is {NOT_IN_PLAN_WASM_FILE}."])
+    return C(url, above=[
+        f"Pinned by digest (istio/{IMAGE_PIN}, from `make image`): Istio fetches and",
+        "checks exactly this image, and IfNotPresent never pulls it again.",
+        f"The registry is {NOT_IN_PLAN_REGISTRY}."])
+
+
+def gateway_router_doc(s, url=None):
     return {
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": "WasmPlugin",
         "metadata": meta(f"canary-gate-router-{s['name']}", GATEWAY_NAMESPACE, {"app": "canary-gate"}),
-        "spec": router_spec(s, url, {"selector": {"matchLabels": {"istio": "ingressgateway"}}}),
+        "spec": router_spec(s, url or wasm_oci(), {
+            "selector": {"matchLabels": {"istio": C("ingressgateway", after=NOT_IN_PLAN_GATEWAY_PODS)}}}),
     }
 
 
@@ -689,7 +827,7 @@ def client_router_doc(s):
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": "WasmPlugin",
         "metadata": meta(f"canary-gate-router-{svc}-client", NAMESPACE, {"app": "canary-gate"}),
-        "spec": router_spec(s, WASM_OCI, {
+        "spec": router_spec(s, wasm_oci(), {
             "selector": C({"matchLabels": {f"canary-gate/client-{svc}": "enabled"}}, above=[
                 f"The workloads that call {svc}: label their pod templates with this.",
             ]),
@@ -709,7 +847,7 @@ def observer_doc(s):
         "spec": {
             "selector": {"matchLabels": {"app": svc}},
             "match": C([{"mode": "SERVER"}], above=["Inbound only: the requests this service's pods serve."]),
-            "url": WASM_OCI,
+            "url": url_marked(wasm_oci()),
             "imagePullPolicy": "IfNotPresent",
             "phase": "STATS",
             "failStrategy": C("FAIL_OPEN", above=[
@@ -718,7 +856,14 @@ def observer_doc(s):
             "pluginConfig": {
                 "service": svc,
                 "role": "observer",
-                "version_label": C("role", above=["Pod label set by the Rollout's canaryMetadata/stableMetadata."]),
+                "version_label": C("role", above=[
+                    "The `version` label: the pod's `role` (canaryMetadata/stableMetadata) as of proxy",
+                    "start, when Istio copies pod labels into node metadata. Argo changes `role` in place",
+                    "at promotion, so a promoted pod keeps reporting canary until it restarts."]),
+                "revision_label": C(REVISION_LABEL, above=[
+                    "The `revision` label and response header: set once per ReplicaSet, never stale.",
+                    "The analysis selects the canary's and the stable's series by it."]),
+                "revision_header": REVISION_HEADER,
             },
         },
     }
@@ -785,9 +930,7 @@ def files():
     by_name = {s["name"]: s for s in SERVICES}
     for s in SERVICES:
         svc, d = s["name"], f"services/{s['name']}"
-        planned = [] if s["planned"] else [
-            f"Values marked `# {NOT_IN_PLAN}` are placeholders."]
-        out[f"{d}/service.yaml"] = ([f"Service {svc}: port {s['port']} to the pods' `http` port.", *planned],
+        out[f"{d}/service.yaml"] = ([f"Service {svc}: port {s['port']} to the pods' `http` port."],
                                     [service_doc(s)])
         out[f"{d}/destinationrule.yaml"] = (
             [f"DestinationRule {svc}-destrule: the stable and canary subsets Argo Rollouts manages."],
@@ -799,7 +942,7 @@ def files():
         steps = ", ".join(f"{w}%" + (f" pause {p}" if p else "") for w, p in s["steps"])
         out[f"{d}/rollout.yaml"] = (
             [f"Rollout {svc}: {s['replicas']} replicas, port {s['port']}, canary steps {steps} (the end of the steps promotes).",
-             "Placeholder image: set the real one.", *planned],
+             ],
             [rollout_doc(s)])
         out[f"{d}/analysistemplate.yaml"] = (
             [f"AnalysisTemplate {svc}-slo: the canary's SLOs, measured every minute over 5 minutes, from",
@@ -807,20 +950,23 @@ def files():
              "Conditions are NaN-safe: an empty result or NaN (no traffic) is inconclusive, never a pass",
              f"or a failure; more than {SLO_INCONCLUSIVE_LIMIT} inconclusive measurements of a metric pause the rollout for a human.",
              "failureLimit N: the metric fails at its (N+1)th failed measurement in total, not in a row.",
-             "canary-gate series carry service, version and reporter labels; application metrics are",
-             "expected with the labels service and version (canary|stable) and run as dryRun until the",
-             "service exports them."],
+             "canary-gate's series carry service, version and reporter labels, the observers' also",
+             f"revision (the pods' {REVISION_LABEL}: the Rollout passes the canary's and the stable's",
+             "as canary-hash and stable-hash). Application metrics are expected with the labels service",
+             "and version (canary|stable) and run as dryRun until the service exports them.",
+             *([] if s["planned"] else [f"The tier-1 plan gives no SLOs for {svc}: the error rates below stand in."])],
             [analysistemplate_doc(s)])
     out["shared/canary-gate-abort.yaml"] = (
         ["AnalysisTemplate canary-gate-abort, shared by every tier-1 Rollout: aborts the rollout as soon",
-         "as canary-gate's in-proxy SLO gate has tripped for the service."],
+         "as canary-gate's in-proxy SLO gate has tripped for the service's canary revision."],
         [abort_doc()])
     out["wasmplugin/router-gateway.yaml"] = (
         ["canary-gate routers at the ingress gateway, one per service, each limited to its service's",
          "hosts. Mesh mode: the VirtualService weights (set by Argo Rollouts) choose, canary-gate pins",
-         "each user to the version that first served them and sends a failing canary's users back to",
-         "stable when its gate trips. `hosts` lists the request hosts each router handles: add any",
-         "other name clients use through the gateway here and in the VirtualService."],
+         "each user to the revision that first served them (learnt from the observers' x-canary-revision",
+         "header) and sends a failing canary's users back to stable when its gate trips. `hosts` lists",
+         "the request hosts each router handles: the service's in-cluster names and its public names",
+         "(`public_hosts` in istio/generate.py, which puts them in the VirtualService too)."],
         [gateway_router_doc(s) for s in SERVICES])
     cc = by_name["corp-cockpit"]
     out["wasmplugin/router-file-and-sidecar.yaml"] = (
@@ -832,7 +978,8 @@ def files():
         [gateway_router_doc(cc, WASM_FILE), client_router_doc(cc)])
     out["wasmplugin/observer.yaml"] = (
         ["canary-gate observers in each tier-1 service's own sidecars: they record the same per-version",
-         "metrics with reporter=\"observer\" for the requests the pods serve and never touch routing."],
+         "metrics with reporter=\"observer\" and the pod's revision for every request the pods serve,",
+         "whoever calls them, stamp each response with x-canary-revision, and never touch routing."],
         [observer_doc(s) for s in SERVICES])
     out["stats/canary-gate-stats-configmap.yaml"] = (
         ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
@@ -892,17 +1039,26 @@ def texts():
 
 def main(argv):
     mode = argv[1] if len(argv) > 1 else "--write"
-    if mode not in ("--write", "--check", "--json"):
+    if mode not in ("--write", "--check", "--json", "--pin-image") or len(argv) > (3 if mode == "--pin-image" else 2):
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    if mode == "--pin-image":
+        tag, digest = layout_pin(argv[2] if len(argv) > 2 else IMAGE_LAYOUT)
+        write_pin(tag, digest)
+        print(f"istio/{IMAGE_PIN}: {tag}@{digest}")
+        mode = "--write"
     all_files = files()
     if mode == "--json":
         print(json.dumps({f"istio/{p}": [plain(d) for d in docs] for p, (_, docs) in all_files.items()},
                          indent=1, sort_keys=True))
         return 0
     stale = []
-    rendered = {path: render([GENERATED, "", *header], docs, separators=not path.endswith("gateway-proxy-config.yaml"))
-                for path, (header, docs) in all_files.items()}
+    rendered = {}
+    for path, (header, docs) in all_files.items():
+        separators = not path.endswith("gateway-proxy-config.yaml")
+        if NOT_IN_PLAN_PREFIX in render([], docs, separators):
+            header = [*header, PLACEHOLDERS]
+        rendered[path] = render([GENERATED, "", *header], docs, separators)
     rendered.update(texts())
     for path, text in rendered.items():
         full = os.path.join(ROOT, path)

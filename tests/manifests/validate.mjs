@@ -38,6 +38,11 @@ const SKIP_DIRS = new Set(["prometheus", "grafana", "image"]);
 const PROMETHEUS = "http://prometheus.monitoring.svc.cluster.local:9090";
 const GATEWAY_PATCH = "istio/stats/gateway-proxy-config.yaml";
 const APP_COMMENT = "# application metric (not from canary-gate)";
+const NOT_IN_PLAN = "not in the tier-1 plan";
+const IMAGE_PIN = "istio/image/canary-gate.pin";
+const IMAGE_LAYOUT = "target/oci/canary-gate";
+const REVISION_LABEL = "rollouts-pod-template-hash";
+const REVISION_HEADER = "x-canary-revision";
 
 const KINDS = {
   "extensions.istio.io/v1alpha1/WasmPlugin": WasmPlugin,
@@ -59,7 +64,7 @@ const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"] };
 // canary-gate's configuration (src/config/parse.rs): top-level keys and the keys of nested objects.
 const PLUGIN_KEYS = {
   "": ["service", "role", "version_header", "reason_header", "stable", "canary", "split", "override",
-    "sticky", "metrics", "version_label", "gate", "hosts"],
+    "sticky", "metrics", "version_label", "gate", "hosts", "revision_label", "revision_header", "revision_probe_path"],
   split: ["mode", "canary_percent", "hash_key"],
   override: ["header"],
   sticky: ["cookie", "max_age_s", "secure"],
@@ -86,32 +91,40 @@ const PLAN = {
 
 // Every AnalysisTemplate metric: [comparison, threshold, failureLimit, application metric?].
 // "volume" = request volume: success above the threshold, never a failure.
+// The error rates at the router and at the canary's and the stable's pods (observers).
+const errorRates = (t) => ({
+  "error-rate": ["<", t, 3, false], "inbound-error-rate": ["<", t, 3, false], "inbound-error-rate-stable": ["<", t, 3, false],
+});
+// Metrics always in dryRun: shown beside the canary's, deciding nothing.
+const BASELINE = new Set(["inbound-error-rate-stable"]);
+// Templates of services the plan gives no SLOs for: their thresholds are marked placeholders.
+const UNPLANNED_SLO = new Set(["api-gateway-slo", "reporting-slo", "q2q-ai-slo"]);
 const SLO = {
   "canary-gate-abort": { "canary-gate-tripped": ["<", 1, 0, false] },
   "corp-cockpit-slo": {
-    "error-rate": ["<", 0.001, 3, false], "latency-p95": ["<", 1000, 3, false],
+    ...errorRates(0.001), "latency-p95": ["<", 1000, 3, false],
     "request-volume": ["volume", 5, 3, false],
     "web-vitals-lcp-p75": ["<", 2.5, 3, true], "web-vitals-inp-p75": ["<", 200, 3, true],
     "web-vitals-cls-p75": ["<", 0.1, 3, true], "js-error-rate": ["<", 0.001, 3, true],
     "resource-load-error-rate": ["<", 0.01, 3, true],
   },
   "impact-in-slo": {
-    "error-rate": ["<", 0.001, 3, false], "request-volume": ["volume", 2, 3, false],
+    ...errorRates(0.001), "request-volume": ["volume", 2, 3, false],
     "delivery-success-rate": [">", 0.99, 3, true], "delivery-latency-p95": ["<", 10, 3, true],
     "delivery-latency-p99": ["<", 30, 5, true], "retry-rate": ["<", 0.05, 3, true],
     "partner-api-latency-p95": ["<", 5, 5, true], "queue-depth": ["<", 1000, 3, true],
     "db-pool-utilization": ["<", 0.75, 3, true],
   },
   "unified-profile-slo": {
-    "error-rate": ["<", 0.002, 3, false], "latency-p95": ["<", 500, 3, false],
+    ...errorRates(0.002), "latency-p95": ["<", 500, 3, false],
     "latency-p99": ["<", 1000, 5, false], "request-volume": ["volume", 10, 3, false],
     "aggregation-success-rate": [">", 0.995, 3, true], "cache-hit-rate": [">", 0.8, 5, true],
     "db-query-latency-p95": ["<", 0.1, 3, true], "db-pool-utilization": ["<", 0.8, 3, true],
     "external-fetch-success-rate": [">", 0.98, 3, true], "memory-utilization": ["<", 0.85, 3, true],
   },
-  "api-gateway-slo": { "error-rate": ["<", 0.001, 3, false] },
-  "reporting-slo": { "error-rate": ["<", 0.001, 3, false] },
-  "q2q-ai-slo": { "error-rate": ["<", 0.001, 3, false] },
+  "api-gateway-slo": errorRates(0.001),
+  "reporting-slo": errorRates(0.001),
+  "q2q-ai-slo": errorRates(0.001),
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -330,6 +343,10 @@ function rolloutProblems(ro, docs) {
       }
     }
     for (const a of given.keys()) if (!declared.has(a)) p.push(`arg ${a} is declared by no template`);
+    // The revisions the observers' series carry: the new ReplicaSet's and the stable one's.
+    for (const [arg, which] of [["canary-hash", "Latest"], ["stable-hash", "Stable"]])
+      if (given.get(arg)?.valueFrom?.podTemplateHashValue !== which || given.get(arg)?.value !== undefined)
+        p.push(`arg ${arg} must be valueFrom.podTemplateHashValue: ${which}`);
     const names = (analysis.templates ?? []).map((t) => t.templateName);
     if (!isDeepStrictEqual(names, [`${name}-slo`, "canary-gate-abort"])) p.push(`templates ${names}, expected ${name}-slo, canary-gate-abort`);
   }
@@ -376,7 +393,12 @@ function virtualServiceProblems(vs) {
   const p = [];
   const http = vs.spec?.http ?? [];
   const svc = vs.metadata.name.replace(/-vsvc$/, "");
-  if (!isDeepStrictEqual(vs.spec?.hosts, [svc, `${svc}.teei-platform.svc.cluster.local`])) p.push(`hosts ${vs.spec?.hosts}`);
+  // The in-cluster names, then public ones (through the gateway), never another service's.
+  const hosts = vs.spec?.hosts ?? [];
+  if (!isDeepStrictEqual(hosts.slice(0, 2), [svc, `${svc}.teei-platform.svc.cluster.local`])) p.push(`hosts ${hosts}`);
+  for (const h of hosts.slice(2))
+    if (!HOST.test(h) || !h.includes(".") || h.endsWith(".cluster.local") || h.startsWith("*")) p.push(`public host ${h}`);
+  if (new Set(hosts).size !== hosts.length) p.push(`duplicate hosts ${hosts}`);
   if (!isDeepStrictEqual(vs.spec?.gateways, ["istio-system/teei-gateway", "mesh"])) p.push(`gateways ${vs.spec?.gateways}`);
   if (!isDeepStrictEqual(http.map((r) => r.name), ["canary-pinned", "stable-pinned", "primary"]))
     p.push(`http routes ${http.map((r) => r.name)}, expected canary-pinned, stable-pinned, primary`);
@@ -420,13 +442,16 @@ function pluginConfigProblems(wp, docs) {
   if (!ro) p.push(`no Rollout for service ${cfg.service}`);
   if (wp.spec.failStrategy !== "FAIL_OPEN") p.push("failStrategy must be FAIL_OPEN");
   if (wp.spec.phase !== "STATS") p.push("phase must be STATS");
-  if (!/^(oci|file):\/\//.test(wp.spec.url ?? "")) p.push(`url ${wp.spec.url}`);
+  p.push(...imageProblems(wp));
   const role = cfg.role ?? "router";
   if (role === "observer") {
     if (cfg.gate) p.push("an observer takes no gate");
     if (wp.metadata.namespace !== "teei-platform") p.push("observers run in teei-platform");
     if (!isDeepStrictEqual(wp.spec.match, [{ mode: "SERVER" }])) p.push("observer match must be [{mode: SERVER}]");
     if (wp.spec.selector?.matchLabels?.app !== cfg.service) p.push("observer selector must be app: <service>");
+    if (cfg.revision_label !== REVISION_LABEL)
+      p.push(`revision_label must be ${REVISION_LABEL} (set per ReplicaSet, never changed on a running pod)`);
+    if ((cfg.revision_header ?? REVISION_HEADER) !== REVISION_HEADER) p.push(`revision_header must be ${REVISION_HEADER}`);
     const canary = ro?.doc.spec.strategy?.canary;
     const label = cfg.version_label ?? "version";
     if (ro && (canary?.canaryMetadata?.labels?.[label] !== (cfg.canary ?? "canary") ||
@@ -435,6 +460,8 @@ function pluginConfigProblems(wp, docs) {
   } else if (role === "router") {
     if (cfg.split?.mode !== "mesh") p.push("router split.mode must be mesh");
     if (cfg.version_header !== "x-canary-version") p.push("version_header must be x-canary-version (the header routes match it)");
+    if ((cfg.revision_header ?? REVISION_HEADER) !== REVISION_HEADER)
+      p.push(`revision_header must be ${REVISION_HEADER} (what the observers stamp)`);
     const hosts = cfg.hosts ?? [];
     for (const h of hosts) if (!HOST.test(h)) p.push(`host ${h}`);
     const vs = find(docs, "VirtualService", "teei-platform", `${cfg.service}-vsvc`);
@@ -453,6 +480,71 @@ function pluginConfigProblems(wp, docs) {
     } else if (wp.metadata.namespace !== "istio-system" || wp.spec.selector?.matchLabels?.istio !== "ingressgateway" || wp.spec.match)
       p.push("a gateway router runs in istio-system with selector istio: ingressgateway and no match");
   } else p.push(`role ${role}`);
+  return p;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The WasmPlugin image: pinned by digest, the digest of istio/image/canary-gate.pin.
+
+const PIN_LINE = /^([A-Za-z0-9_][A-Za-z0-9._-]{0,127})@(sha256:[0-9a-f]{64})$/;
+const OCI_URL = /^oci:\/\/[a-z0-9.-]+(?::[0-9]+)?\/[a-z0-9._\/-]+:([A-Za-z0-9_][A-Za-z0-9._-]{0,127})@(sha256:[0-9a-f]{64})$/;
+
+let pinned;
+/** TAG@DIGEST from the pin file, or { error }. */
+function readPin() {
+  if (pinned) return pinned;
+  let lines;
+  try {
+    lines = readFileSync(path.join(REPO, IMAGE_PIN), "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  } catch (e) {
+    return (pinned = { error: `${IMAGE_PIN}: ${e.message}` });
+  }
+  pinned = lines.length === 1 && PIN_LINE.test(lines[0]) ? { pin: lines[0] } : { error: `${IMAGE_PIN}: expected one line TAG@sha256:DIGEST` };
+  return pinned;
+}
+
+function imageProblems(wp, pin = readPin()) {
+  const url = wp.spec?.url ?? "";
+  if (url.startsWith("file:///")) return url.endsWith(".wasm") ? [] : [`url ${url}`];
+  const m = OCI_URL.exec(url);
+  if (!m) return [`url ${url}: expected oci://REGISTRY/REPO:TAG@sha256:DIGEST (pinned by digest)`];
+  const p = [];
+  if (pin.error) p.push(pin.error);
+  else if (`${m[1]}@${m[2]}` !== pin.pin) p.push(`url pins ${m[1]}@${m[2]}, ${IMAGE_PIN} has ${pin.pin}`);
+  if (wp.spec.imagePullPolicy !== "IfNotPresent") p.push("imagePullPolicy must be IfNotPresent (the digest never changes)");
+  return p;
+}
+
+/** The image `make image` built here, if any, as TAG@DIGEST. */
+function localImage() {
+  try {
+    const index = JSON.parse(readFileSync(path.join(REPO, IMAGE_LAYOUT, "index.json"), "utf8"));
+    const m = index.manifests?.[0];
+    return m ? `${m.annotations?.["org.opencontainers.image.ref.name"]}@${m.digest}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Values the tier-1 plan does not give: each line holding one carries "# not in the tier-1 plan"
+// at its end or in the comment block right above it.
+
+const PLACEHOLDER_VALUES = [/example\.com/, /teei-gateway/, /^\s*istio: ingressgateway$/, /file:\/\/\//];
+const UNPLANNED_VALUES = [/^\s*(replicas|port|containerPort|duration):/];
+
+function placeholderProblems(file, text) {
+  const lines = text.split("\n");
+  const unplanned = Object.entries(PLAN).some(([svc, plan]) => !plan.resources && file.startsWith(`istio/services/${svc}/`));
+  const patterns = [...PLACEHOLDER_VALUES, ...(unplanned ? UNPLANNED_VALUES : [])];
+  const p = [];
+  lines.forEach((line, i) => {
+    if (/^\s*#/.test(line)) return;
+    const value = line.replace(/\s+#.*$/, "");
+    if (!patterns.some((re) => re.test(value))) return;
+    const marked = line.slice(value.length).includes(NOT_IN_PLAN) || commentAbove(lines, i).some((c) => c.includes(NOT_IN_PLAN));
+    if (!marked) p.push(`line ${i + 1} "${value.trim()}" lacks "# ${NOT_IN_PLAN}"`);
+  });
   return p;
 }
 
@@ -487,9 +579,22 @@ function analysisTemplateProblems(entry, gateMetrics) {
     const marked = at_ > 0 && lines[at_ - 1].trim() === APP_COMMENT;
     if (app !== marked) p.push(`${m.name}: ${app ? "application metric without" : "canary-gate metric with"} the comment "${APP_COMMENT}" right above it`);
     if (!app && at.metadata.name !== "canary-gate-abort") {
-      for (const needle of ['service="{{args.service}}"', 'version="canary"', 'reporter="router"', "[5m]"])
-        if (!prom.query.includes(needle)) p.push(`${m.name}: query lacks ${needle}`);
+      // Router series by version; observer series by revision only (their version label is the
+      // pod's as of proxy start, stale after a promotion).
+      const observer = prom.query.includes('reporter="observer"');
+      const hash = BASELINE.has(m.name) ? "stable-hash" : "canary-hash";
+      const needles = observer
+        ? ['service="{{args.service}}"', `revision="{{args.${hash}}}"`, "[5m]"]
+        : ['service="{{args.service}}"', 'version="canary"', 'reporter="router"', "[5m]"];
+      for (const needle of needles) if (!prom.query.includes(needle)) p.push(`${m.name}: query lacks ${needle}`);
+      if (observer && /\bversion=/.test(prom.query)) p.push(`${m.name}: an observer query selects by version`);
+      if (observer && prom.query.includes('reporter="router"')) p.push(`${m.name}: mixes router and observer series`);
     }
+    if (at.metadata.name === "canary-gate-abort" && !prom.query.includes('revision=~"{{args.canary-hash}}|"'))
+      p.push(`${m.name}: must read this run's canary revision (or a gate without one), never an earlier canary's trip`);
+    if (UNPLANNED_SLO.has(at.metadata.name) && !app && !BASELINE.has(m.name) &&
+      !commentAbove(lines, at_).some((c) => c.includes(NOT_IN_PLAN)))
+      p.push(`${m.name}: a threshold the plan does not give, without "${NOT_IN_PLAN}" above it`);
     if (!want) continue;
     const [op, threshold, failureLimit, wantApp] = want;
     if (wantApp !== app) p.push(`${m.name}: expected ${wantApp ? "an application" : "a canary-gate"} metric`);
@@ -502,7 +607,22 @@ function analysisTemplateProblems(entry, gateMetrics) {
     if (m.successCondition !== success) p.push(`${m.name}: successCondition ${m.successCondition}, expected ${success}`);
     if (m.failureCondition !== failure) p.push(`${m.name}: failureCondition ${m.failureCondition}, expected ${failure}`);
   }
+  // dryRun: every baseline, and application metrics only.
+  const dry = (at.spec.dryRun ?? []).map((d) => d.metricName);
+  for (const b of BASELINE) if (names.includes(b) && !dry.includes(b)) p.push(`${b}: a baseline missing from dryRun`);
+  for (const d of dry) {
+    const want = expected[d];
+    if (!names.includes(d)) p.push(`dryRun names ${d}, no metric of the template`);
+    else if (!BASELINE.has(d) && !want?.[3]) p.push(`dryRun holds ${d}, a canary-gate SLO`);
+  }
   return p;
+}
+
+/** The comment lines right above line `at` (its own comment block). */
+function commentAbove(lines, at) {
+  const out = [];
+  for (let i = at - 1; i >= 0 && /^\s*#/.test(lines[i]); i--) out.push(lines[i]);
+  return out;
 }
 
 /** Tag values Envoy extracts from `name` (first capture group removed, second is the value). */
@@ -604,7 +724,7 @@ function promqlProblems(templates) {
   const rules = [];
   for (const d of templates) {
     const service = d.doc.metadata.name === "canary-gate-abort" ? "corp-cockpit" : d.doc.metadata.name.replace(/-slo$/, "");
-    const args = { service, "canary-hash": "5d8f9c7b6" };
+    const args = { service, "canary-hash": "6c9b8d7f5", "stable-hash": "5d8f7c9b4" };
     for (const m of d.doc.spec.metrics ?? []) {
       const expr = (m.provider?.prometheus?.query ?? "").replace(/\{\{\s*args\.([A-Za-z0-9_-]+)\s*\}\}/g, (_, a) => args[a] ?? "");
       rules.push({ record: `check:${d.doc.metadata.name}:${m.name}`.replace(/-/g, "_"), expr });
@@ -708,6 +828,11 @@ function main() {
   });
 
   for (const f of files) if (f.error) check(`parse ${f.file}`, () => [f.error]);
+  for (const f of files) check(`${f.file}: every value not from the tier-1 plan is marked`, () => placeholderProblems(f.file, f.text));
+  check(`every oci:// WasmPlugin pins ${IMAGE_PIN}`, () => readPin().error ? [readPin().error] : [], () => {
+    const local = localImage();
+    return local && local !== readPin().pin ? ` (note: ${IMAGE_LAYOUT} holds ${local}; pin it with python3 istio/generate.py --pin-image once pushed)` : "";
+  });
 
   const readRules = (file) => load(readFileSync(path.join(ISTIO, "prometheus", file), "utf8"), { schema: YAML11_SCHEMA });
   const promRule = readRules("canary-gate-prometheusrule.yaml");
@@ -815,6 +940,31 @@ function main() {
   rejects("an application metric without its marker comment", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.text = e.text.replaceAll(APP_COMMENT, "#"); }), gateMetrics));
   rejects("a query with an unbalanced parenthesis (promtool)", () => promqlProblems([mutate(tplEntry(), (e) => { e.doc.spec.metrics[1].provider.prometheus.query += ")"; })]));
   rejects("a stats tag regex that no longer captures the version", () => configMapProblems(mutate(pick("ConfigMap", "canary-gate-stats"), (c) => { c.data["custom_bootstrap.json"] = c.data["custom_bootstrap.json"].replace("(\\\\.version\\\\.([A-Za-z0-9_-]+))", "\\\\.version\\\\.[A-Za-z0-9_-]+"); }), envoy));
+  const observerWp = () => pick("WasmPlugin", "canary-gate-observer-corp-cockpit");
+  const inboundAt = (e) => e.doc.spec.metrics.findIndex((m) => m.name === "inbound-error-rate");
+  rejects("an observer reading its revision from the role label", () => pluginConfigProblems(mutate(observerWp(), (w) => { w.spec.pluginConfig.revision_label = "role"; }), docs));
+  rejects("a router learning revisions from another header than the observers stamp", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.revision_header = "x-revision"; }), docs));
+  rejects("a WasmPlugin image by tag only", () => pluginConfigProblems(mutate(observerWp(), (w) => { w.spec.url = w.spec.url.replace(/@sha256:[0-9a-f]+$/, ""); }), docs));
+  rejects("a WasmPlugin pinning another digest than the pin file", () => imageProblems(observerWp(), { pin: "0.1.0@sha256:" + "0".repeat(64) }));
+  rejects("a Rollout without the stable-hash argument", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.args = r.spec.strategy.canary.analysis.args.filter((a) => a.name !== "stable-hash"); }), docs));
+  rejects("a Rollout passing the canary-hash of the stable ReplicaSet", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.args.find((a) => a.name === "canary-hash").valueFrom.podTemplateHashValue = "Stable"; }), docs));
+  rejects("an observer metric selecting the canary by its stale version label", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { const m = e.doc.spec.metrics[inboundAt(e)]; m.provider.prometheus.query = m.provider.prometheus.query.replaceAll('revision="{{args.canary-hash}}"', 'version="canary"'); }), gateMetrics));
+  rejects("an abort metric reading every revision's trip", () => {
+    const d = docs.find((x) => x.doc.metadata.name === "canary-gate-abort");
+    return analysisTemplateProblems(mutate({ ...d, doc: clone(d.doc) }, (e) => { e.doc.spec.metrics[0].provider.prometheus.query = 'max(canary_gate_tripped{service="{{args.service}}"})'; }), gateMetrics);
+  });
+  rejects("the stable baseline deciding (not in dryRun)", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.doc.spec.dryRun = e.doc.spec.dryRun.filter((d) => d.metricName !== "inbound-error-rate-stable"); }), gateMetrics));
+  rejects("an SLO metric in dryRun", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { e.doc.spec.dryRun.push({ metricName: "inbound-error-rate" }); }), gateMetrics));
+  rejects("an unplanned service's threshold without its marker", () => {
+    const d = docs.find((x) => x.doc.metadata.name === "reporting-slo");
+    return analysisTemplateProblems({ ...d, text: d.text.replaceAll(NOT_IN_PLAN, "in the plan") }, gateMetrics);
+  });
+  rejects("a public host name without its marker", () => placeholderProblems("istio/wasmplugin/router-gateway.yaml",
+    files.find((x) => x.file === "istio/wasmplugin/router-gateway.yaml").text.replace(/(cockpit\.example\.com)\s+#.*/, "$1")));
+  rejects("an unplanned service's replicas without the marker", () => placeholderProblems("istio/services/q2q-ai/rollout.yaml",
+    files.find((x) => x.file === "istio/services/q2q-ai/rollout.yaml").text.replace(/(replicas: \d+)\s+#.*/, "$1")));
+  rejects("a VirtualService host of the cluster domain among the public ones", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.hosts.push("impact-in.teei-platform.svc.cluster.local"); })));
+  rejects("a stats tag regex that no longer captures the revision", () => configMapProblems(mutate(pick("ConfigMap", "canary-gate-stats"), (c) => { const b = JSON.parse(c.data["custom_bootstrap.json"]); b.stats_config.stats_tags = b.stats_config.stats_tags.filter((t) => t.tag_name !== "revision"); c.data["custom_bootstrap.json"] = JSON.stringify(b); }), {}));
   rejects("a gateway patch mounting a missing ConfigMap", () => {
     const patch = clone(files.find((x) => x.file === GATEWAY_PATCH).docs[0]);
     patch.spec.template.spec.volumes[0].configMap.name = "canary-gate-stat";
