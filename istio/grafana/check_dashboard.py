@@ -7,7 +7,7 @@ grid, a datasource and targets, each target a refId (unique in its panel) and an
 a literal and `$__rate_interval` by 1m, goes into one temporary rule file as a recording rule
 and `promtool check rules` parses it, so Prometheus's own parser checks every query (on a
 failure each expression is checked alone, to name the ones that fail). Per-version
-series must be filtered to reporter="router".
+series must be filtered to one reporter (router or observer), never summed across both.
 
     python3 istio/grafana/check_dashboard.py [DASHBOARD.json]    (PROMTOOL=/path overrides)
 
@@ -145,7 +145,8 @@ def run(dash):
             if not check(f"{tname}: expr", isinstance(expr, str) and expr.strip() != ""):
                 continue
             if PER_VERSION.search(expr):
-                check(f"{tname}: reporter=\"router\"", 'reporter="router"' in expr)
+                reporters = set(re.findall(r'reporter="(router|observer)"', expr))
+                check(f"{tname}: one reporter (router or observer)", len(reporters) == 1, repr(sorted(reporters)))
             concrete, unknown = substitute(expr)
             if not check(f"{tname}: known variables", not unknown, f"unknown {unknown}"):
                 continue
