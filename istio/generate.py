@@ -14,6 +14,7 @@ Edit this script, not the generated files: `--check` (run by tests/manifests/val
 fails while they differ.
 """
 
+import math
 import json
 import os
 import re
@@ -79,21 +80,29 @@ STATS_TAGS = [
     ("reason", r"^wasmcustom\.canary_route_decisions_total\..*(\.reason\.([a-z]+))$"),
 ]
 
-# Tier-1 services. `planned`: replicas, port and pause lengths come from the tier-1 plan;
+# Ingress gateway replicas sharing the traffic (not in the tier-1 plan). Each replica gates on
+# the requests it routes, so a gate sized for the plan's canary volume floor divides it by this.
+GATEWAY_REPLICAS = 2
+# Canary requests a gate needs in its window before judging: 2 errors in 20 exceed 5%.
+GATE_MIN_REQUESTS = 20
+# Canary volume floor of the services the plan gives none (not in the tier-1 plan).
+DEFAULT_VOLUME_FLOOR_RPS = 2
+
+# Tier-1 services. `volume_floor_rps`: the plan's canary request-volume floor. `planned`: replicas, port and pause lengths come from the tier-1 plan;
 # otherwise they are placeholders marked NOT_IN_PLAN. Steps: (weight, pause) with pause None
 # on the last step (100: the end of the steps promotes the canary). `public_hosts`: the names
 # clients use through the ingress gateway (placeholders, not in the plan).
 SERVICES = [
-    {"name": "corp-cockpit", "replicas": 4, "port": 4321, "planned": True,
+    {"name": "corp-cockpit", "replicas": 4, "port": 4321, "planned": True, "volume_floor_rps": 5,
      "public_hosts": ["cockpit.example.com"],
      "steps": [(10, "5m"), (30, "10m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 2000},
      "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2000m", "memory": "2Gi"}}},
-    {"name": "impact-in", "replicas": 4, "port": 3002, "planned": True,
+    {"name": "impact-in", "replicas": 4, "port": 3002, "planned": True, "volume_floor_rps": 2,
      "steps": [(10, "10m"), (40, "20m"), (100, None)],
      "gate": {},
      "resources": {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "4000m", "memory": "4Gi"}}},
-    {"name": "unified-profile", "replicas": 5, "port": 3003, "planned": True,
+    {"name": "unified-profile", "replicas": 5, "port": 3003, "planned": True, "volume_floor_rps": 10,
      "steps": [(20, "5m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 1000, "max_p99_ms": 2000},
      # The memory-utilization metric divides by the container's memory limit.
@@ -624,7 +633,7 @@ def slo_metrics(svc):
         return [
             *error_rates(svc, 0.001),
             latency(0.95, 1000, 3, "SSR page load p95 < 1000"),
-            request_volume(5),
+            request_volume(volume_floor(SERVICE_BY_NAME[svc])),
             app_metric("web-vitals-lcp-p75", quantile_query(0.75, "web_vitals_lcp_seconds_bucket"),
                        "<", 2.5, 3, "Largest Contentful Paint p75 < 2.5 s."),
             app_metric("web-vitals-inp-p75", quantile_query(0.75, "web_vitals_inp_milliseconds_bucket"),
@@ -642,7 +651,7 @@ def slo_metrics(svc):
     if svc == "impact-in":
         return [
             *error_rates(svc, 0.001),
-            request_volume(2),
+            request_volume(volume_floor(SERVICE_BY_NAME[svc])),
             app_metric("delivery-success-rate",
                        ratio_query(f'impact_in_delivery_total{{{sel(with_label("status", "success"))}}}',
                                    f"impact_in_delivery_total{{{sel()}}}"),
@@ -661,7 +670,7 @@ def slo_metrics(svc):
             app_metric("queue-depth", f"max(impact_in_queue_depth{{{sel()}}})",
                        "<", 1000, 3, "Delivery queue depth < 1000."),
             app_metric("db-pool-utilization",
-                       f"max(db_pool_connections_active{{{sel()}}} / db_pool_connections_max{{{sel()}}})",
+                       f"max(db_pool_active_connections{{{sel()}}} / db_pool_connections_max{{{sel()}}})",
                        "<", 0.75, 3, "Database connection pool utilization < 75%."),
         ]
     if svc == "unified-profile":
@@ -671,7 +680,7 @@ def slo_metrics(svc):
             *error_rates(svc, 0.002),
             latency(0.95, 500, 3, "p95 latency < 500"),
             latency(0.99, 1000, 5, "p99 latency < 1000 (secondary)"),
-            request_volume(10),
+            request_volume(volume_floor(SERVICE_BY_NAME[svc])),
             app_metric("aggregation-success-rate",
                        ratio_query(f'profile_aggregation_total{{{sel(with_label("status", "success"))}}}',
                                    f"profile_aggregation_total{{{sel()}}}"),
@@ -683,7 +692,7 @@ def slo_metrics(svc):
             app_metric("db-query-latency-p95", quantile_query(0.95, "db_query_duration_seconds_bucket"),
                        "<", 0.1, 3, "Database query latency p95 < 100 ms."),
             app_metric("db-pool-utilization",
-                       f"max(db_pool_connections_active{{{sel()}}} / db_pool_connections_max{{{sel()}}})",
+                       f"max(db_pool_active_connections{{{sel()}}} / db_pool_connections_max{{{sel()}}})",
                        "<", 0.8, 3, "Database connection pool utilization < 80%."),
             app_metric("external-fetch-success-rate",
                        ratio_query(f'profile_external_fetch_total{{{sel(with_label("status", "success"))}}}',
@@ -762,8 +771,17 @@ FAIL_OPEN_WHY = [
 ]
 
 
+def volume_floor(s):
+    return s.get("volume_floor_rps", DEFAULT_VOLUME_FLOOR_RPS)
+
+
 def gate_config(s):
-    g = {"window_s": 10, "min_requests": 50, "consecutive": 3, "max_error_ratio": 0.05}
+    # Sized for one gateway replica's share of the canary at the plan's volume floor: a window
+    # long enough for GATE_MIN_REQUESTS, and min_requests what the window then holds.
+    per_replica_rps = volume_floor(s) / GATEWAY_REPLICAS
+    window_s = max(10, math.ceil(GATE_MIN_REQUESTS / per_replica_rps))
+    g = {"window_s": window_s, "min_requests": int(per_replica_rps * window_s), "consecutive": 3,
+         "max_error_ratio": 0.05}
     g.update(s["gate"])
     return g
 
@@ -783,7 +801,10 @@ def router_config(s):
         "sticky": {"cookie": f"canary-{svc}", "max_age_s": 86400, "secure": True},
         "gate": C(gate_config(s), above=[
             "The in-proxy gate catches gross regressions within seconds; the fine SLOs (0.1%, 500 ms)",
-            "are judged by the Argo analysis over 5 minutes.",
+            "are judged by the Argo analysis over 5 minutes. Each gateway replica gates on its own",
+            f"requests: window_s and min_requests hold at the canary's volume floor of {volume_floor(s)} req/s",
+            f"over {GATEWAY_REPLICAS} replicas ({'the tier-1 plan' if 'volume_floor_rps' in s else 'not in the tier-1 plan'};"
+            " GATEWAY_REPLICAS is not in the plan).",
         ]),
     }
 

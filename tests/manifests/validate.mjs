@@ -77,6 +77,10 @@ const PLUGIN_KEYS = {
 // the container resources where the plan gives them.
 const planResources = (cpu, cpuLimit, memory, memoryLimit) =>
   ({ requests: { cpu, memory }, limits: { cpu: cpuLimit, memory: memoryLimit } });
+// Gateway replicas the shipped gate thresholds are sized for (not in the plan; see GATEWAY_REPLICAS
+// in istio/generate.py).
+const ASSUMED_GATEWAY_REPLICAS = 2;
+
 const PLAN = {
   "corp-cockpit": { replicas: 4, port: 4321, steps: [[10, "5m"], [30, "10m"], [50, "15m"], [100, null]],
     resources: planResources("500m", "2000m", "512Mi", "2Gi") },
@@ -469,8 +473,16 @@ function pluginConfigProblems(wp, docs) {
     if (cfg.sticky?.cookie !== `canary-${cfg.service}` || cfg.sticky?.secure !== true || cfg.sticky?.max_age_s !== 86400)
       p.push("sticky must be {cookie: canary-<service>, max_age_s: 86400, secure: true}");
     const g = cfg.gate ?? {};
-    for (const [k, v] of Object.entries({ window_s: 10, min_requests: 50, consecutive: 3, max_error_ratio: 0.05 }))
+    for (const [k, v] of Object.entries({ consecutive: 3, max_error_ratio: 0.05 }))
       if (g[k] !== v) p.push(`gate.${k} must be ${v}`);
+    // Each gateway replica gates on its share: at the plan's canary volume floor, spread over
+    // the assumed replicas, a window must hold min_requests, and min_requests must be enough to
+    // tell 5% errors from noise.
+    const floor = SLO[`${cfg.service}-slo`]?.["request-volume"]?.[1] ?? 2;
+    const perReplica = (floor / ASSUMED_GATEWAY_REPLICAS) * (g.window_s ?? 5);
+    if (!(g.min_requests >= 20)) p.push(`gate.min_requests ${g.min_requests}: below 20 a 5% error ratio is noise`);
+    if (!(g.min_requests <= perReplica)) p.push(`gate.min_requests ${g.min_requests} exceeds what one of ${ASSUMED_GATEWAY_REPLICAS} gateway replicas sees in window_s ${g.window_s} at the volume floor of ${floor} req/s (${perReplica})`);
+    if (!(g.window_s <= 60)) p.push(`gate.window_s ${g.window_s}: over a minute, the gate is no faster than the analysis`);
     const latency = { "unified-profile": { max_p95_ms: 1000, max_p99_ms: 2000 }, "corp-cockpit": { max_p95_ms: 2000 } }[cfg.service] ?? {};
     for (const k of ["max_p95_ms", "max_p99_ms"]) if (g[k] !== latency[k]) p.push(`gate.${k} must be ${latency[k]}`);
     if (wp.spec.priority !== 10) p.push("router priority must be 10");
@@ -926,6 +938,9 @@ function main() {
   rejects("a typo in metadata (known fields)", () => unknownFields(mutate(rollout(), (r) => { r.metadata.namepsace = "x"; })));
   rejects("a VirtualService with primary first", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.http.unshift(v.spec.http.pop()); })));
   rejects("a VirtualService whose primary has 3 destinations", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.http[2].route.push(clone(v.spec.http[2].route[0])); })));
+  rejects("a gate that cannot judge at impact-in's volume floor (min_requests 50 in 10 s over 2 gateway replicas)",
+    () => pluginConfigProblems(mutate(pick("WasmPlugin", "canary-gate-router-impact-in"), (w) => {
+      Object.assign(w.spec.pluginConfig.gate, { window_s: 10, min_requests: 50 }); }), docs));
   rejects("a pluginConfig with gate.max_error_rate", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.gate.max_error_rate = 0.1; }), docs));
   rejects("a pluginConfig with a top-level typo", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.versionHeader = "x"; }), docs));
   rejects("an observer with a gate", () => pluginConfigProblems(mutate(pick("WasmPlugin", "canary-gate-observer-impact-in"), (w) => { w.spec.pluginConfig.gate = { max_p95_ms: 100 }; }), docs));
