@@ -3,17 +3,21 @@
 //!
 //! ```text
 //! plugin JSON ──► config ──────────────► (validated once, at on_configure)
-//! request ──────► route   decide: override, sticky bucket, hash key, mesh pin, gate
+//! request ──────► route   decide: override, sticky bucket, hash key, mesh pin (by revision), gate
 //!           └───► proxy   tag: version and reason headers, Set-Cookie, filter state
+//! response ─────► proxy   observer: stamp its revision; mesh router: learn the subset's
+//!                         revision (route::revisions, shared by coord)
 //! response end ─► measure record: host counters and histogram; this VM's tally
 //! every second ─► coord   ship tallies, lease, merge into the window (measure),
-//!                         evaluate the gate (gate), publish and adopt the verdict
+//!                         evaluate the gate (gate), publish and adopt the verdict,
+//!                         share the revision table, probe a tripped gate's canary subset
 //! ```
 //!
 //! [`model`] is the shared vocabulary; [`host`] the narrow traits through which [`measure`]
 //! and [`coord`] reach Envoy. Everything but the glue in `proxy` (wasm32-wasip1 only) is plain
 //! Rust with no host calls, tested on the host. Dependencies point one way:
-//! `model ← config ← route, measure ← gate ← coord ← proxy`.
+//! `model ← config ← route, measure ← gate ← coord ← proxy` (`coord` also shares `route`'s
+//! revision table between VMs).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod config;

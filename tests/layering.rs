@@ -1,6 +1,7 @@
 //! The source tree keeps one direction of dependencies:
 //! `model ← config ← route, measure ← gate ← coord ← proxy`, with the host traits (`host`)
-//! used by `measure` and `coord` and implemented in `proxy`. Every `crate::<module>` path in a
+//! used by `measure` and `coord` and implemented in `proxy`, and `coord` also sharing `route`'s
+//! revision table between VMs. Every `crate::<module>` path in a
 //! module's files (tests included) must name a module it may use; the allowed graph has no
 //! cycle, so neither can the code.
 
@@ -15,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("route", &["model", "config"]),
     ("measure", &["model", "config", "host"]),
     ("gate", &["model", "config", "measure"]),
-    ("coord", &["model", "config", "measure", "gate", "host"]),
+    ("coord", &["model", "config", "route", "measure", "gate", "host"]),
     ("proxy", &["model", "config", "route", "measure", "gate", "coord", "host"]),
 ];
 
