@@ -35,9 +35,13 @@ const SERVICE: &str = "unified-profile";
 const SPEED: u32 = 30;
 /// Requests a second of the whole population.
 const RATE: u64 = 120;
+/// Users at a time per load thread (3 threads): about one request a second each.
+const USERS_PER_THREAD: u64 = 40;
 /// Requests a user sends before leaving (a new user takes its place): new users keep arriving,
 /// as they do in production, so the mesh's weights reach the canary.
 const USER_LIFETIME: u32 = 12;
+/// Between a rollout's end and the next one's start.
+const SETTLE: Duration = Duration::from_secs(3);
 /// Envoy's own 503s (no healthy upstream) allowed after a manual abort, per ingress.
 const MAX_ENVOY_FAILURES: usize = 10;
 
@@ -132,9 +136,10 @@ impl Load {
                 thread::spawn(move || {
                     let client = Client::new();
                     let period = Duration::from_micros(1_000_000 * workers / RATE);
-                    // 8 users at a time per thread, each replaced after USER_LIFETIME requests.
-                    let mut users: Vec<(u64, u32, Vec<String>)> = (0..8).map(|i| (w * 1_000_000 + i, 0, vec![])).collect();
-                    let mut next_id = w * 1_000_000 + 8;
+                    // USERS_PER_THREAD at a time, each replaced after USER_LIFETIME requests.
+                    let mut users: Vec<(u64, u32, Vec<String>)> =
+                        (0..USERS_PER_THREAD).map(|i| (w * 1_000_000 + i, 0, vec![])).collect();
+                    let mut next_id = w * 1_000_000 + USERS_PER_THREAD;
                     let mut i = 0;
                     let start = Instant::now();
                     let mut sent = 0u32;
@@ -302,6 +307,9 @@ impl Argo<'_> {
         self.stable = pod.revision.clone();
         run.terminate();
         let phase = run.reconcile(run_started.map_or(Duration::ZERO, |s| s.elapsed() * SPEED), |_| unreachable!());
+        // The next rollout comes later (a new image, minutes or days on): the routers see the
+        // promoted revision serve stable first, as they would.
+        sleep(SETTLE);
         RunReport { outcome: Outcome::Promoted, phase, message: run.message.clone(), first_phase: first_phase.unwrap() }
     }
 
@@ -383,7 +391,7 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     assert_eq!((b.first_phase, b.phase), (RunPhase::Running, RunPhase::Failed), "(b): {}", b.message);
     let tripped = format!("canary_gate_tripped{{service=\"{SERVICE}\",revision=\"r3\"}}");
     assert_eq!(gauge(&prometheus, &tripped), Some(1.0), "the gate tripped on r3");
-    sleep(Duration::from_secs(2));
+    sleep(SETTLE);
 
     // (c) r4 is rolled out next, with no configuration change: judged afresh.
     let c_start = Instant::now();
@@ -411,8 +419,11 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     for (revision, from) in [("r2", a_start), ("r3", b_start), ("r4", c_start), ("r5", d_start)] {
         let early = events.iter().filter(|e| e.at < from && e.served_by.as_deref() == Some(revision)).count();
         assert_eq!(early, 0, "{revision} served before its rollout");
-        let users: HashSet<u64> =
-            events.iter().filter(|e| e.at >= from && e.served_by.as_deref() == Some(revision)).map(|e| e.user).collect();
+        let users: HashSet<u64> = events
+            .iter()
+            .filter(|e| e.at >= from && e.served_by.as_deref() == Some(revision))
+            .map(|e| e.user)
+            .collect();
         assert!(!users.is_empty(), "{revision} served nobody");
     }
     // No failure Envoy made itself, but a handful in the second after r5 was scaled to zero.
@@ -422,16 +433,43 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     assert!(before.is_empty(), "Envoy's own failures before the scale-down: {before:?}");
     assert!(late.is_empty(), "Envoy's own failures later than 1 s after the scale-down: {late:?}");
     assert!(failures.len() <= MAX_ENVOY_FAILURES, "{} Envoy failures: {failures:?}", failures.len());
+    // Users pinned to r5 when it was scaled to zero are on stable from then on.
+    let on_r5: HashSet<u64> = events
+        .iter()
+        .filter(|e| e.at < scaled_down && e.at > d_start && e.served_by.as_deref() == Some("r5"))
+        .map(|e| e.user)
+        .collect();
+    let moved: HashSet<u64> = events
+        .iter()
+        .filter(|e| e.at > scaled_down + Duration::from_secs(1) && on_r5.contains(&e.user))
+        .map(|e| e.user)
+        .collect();
+    assert!(moved.len() >= 5, "only {} users pinned to r5 outlived its scale-down", moved.len());
     // After the scale-down every user is served by stable r4.
     let tail: Vec<_> = events.iter().filter(|e| e.at > scaled_down + Duration::from_secs(2)).collect();
     assert!(!tail.is_empty());
-    assert!(tail.iter().all(|e| e.served_by.as_deref() == Some("r4")), "{:?}", tail.iter().find(|e| e.served_by.as_deref() != Some("r4")));
+    assert!(
+        tail.iter().all(|e| e.served_by.as_deref() == Some("r4")),
+        "{:?}",
+        tail.iter().find(|e| e.served_by.as_deref() != Some("r4"))
+    );
+    let first = |from: Instant, what: &dyn Fn(&Event) -> bool| {
+        events.iter().find(|e| e.at >= from && what(e)).map(|e| e.at - from)
+    };
+    let r3_first = first(b_start, &|e| e.served_by.as_deref() == Some("r3")).unwrap();
+    let tripped_after = first(b_start + r3_first, &|e| e.reason.as_deref() == Some("gate"));
+    let r4_after = first(c_start, &|e| e.served_by.as_deref() == Some("r4"));
     println!(
-        "lifecycle: (a) {:?} (b) {:?} (c) {:?} (d) {} Envoy failures; {} requests",
+        "lifecycle: (a) {:?} (b) {:?}, gate {tripped_after:?} after r3's first response (c) {:?}, r4 first served after {r4_after:?} \
+         (d) {} users on r5 at its scale-down, {} Envoy failures; {} requests",
         a.phase,
         b.phase,
         c.phase,
+        moved.len(),
         failures.len(),
         events.len()
     );
+    for line in ingress.log().lines().filter(|l| l.contains("[wasm]") && !l.contains("service=")) {
+        println!("{line}");
+    }
 }
