@@ -223,7 +223,7 @@ fn check_decision(router: &Router, h: &Headers, d: &Decision, gate: bool) {
     assert_ne!(d.reason, Reason::Override, "{h:?}");
     if gate {
         assert_eq!((d.version, d.reason, d.new_bucket), (Some(Version::Stable), Reason::Gate, None), "{h:?}");
-        assert_eq!(router.sticky_cookie_for(d, d.version), None);
+        assert_eq!(router.sticky_cookie_for(d, d.version, None), None);
         return;
     }
     assert_eq!(d.new_bucket.is_some(), d.reason == Reason::Random, "{d:?}");
@@ -240,13 +240,13 @@ fn check_decision(router: &Router, h: &Headers, d: &Decision, gate: bool) {
             if let Some(b) = d.new_bucket {
                 assert!(b < BUCKETS);
                 assert_eq!(v, router.version_of_bucket(b));
-                let set = router.sticky_cookie_for(d, d.version).expect("a new bucket is stored");
+                let set = router.sticky_cookie_for(d, d.version, None).expect("a new bucket is stored");
                 let pair = set.split(';').next().unwrap_or_default();
                 assert_eq!(cookie::find(pair.as_bytes(), &c.sticky.cookie).and_then(cookie::parse_bucket), Some(b));
                 assert!(set.contains(&format!("; Max-Age={};", c.sticky.max_age_s)), "{set}");
                 assert_eq!(set.ends_with("; Secure"), c.sticky.secure, "{set}");
             } else {
-                assert_eq!(router.sticky_cookie_for(d, d.version), None);
+                assert_eq!(router.sticky_cookie_for(d, d.version, None), None);
             }
             if d.reason == Reason::Cookie {
                 let stored = h
@@ -260,9 +260,9 @@ fn check_decision(router: &Router, h: &Headers, d: &Decision, gate: bool) {
             assert!(matches!(d.reason, Reason::Mesh | Reason::Pin), "{d:?}");
             assert_eq!(d.version.is_some(), d.reason == Reason::Pin, "{d:?}");
             if d.reason == Reason::Mesh {
-                let set = router.sticky_cookie_for(d, Some(Version::Canary)).expect("mesh choice is pinned");
+                let set = router.sticky_cookie_for(d, Some(Version::Canary), None).expect("mesh choice is pinned");
                 assert!(set.starts_with(&format!("{}={};", c.sticky.cookie, c.canary)), "{set}");
-                assert_eq!(router.sticky_cookie_for(d, None), None);
+                assert_eq!(router.sticky_cookie_for(d, None, None), None);
             }
         }
     }

@@ -7,10 +7,11 @@
 mod common;
 
 use canary_gate::config::Config;
-use canary_gate::model::{Reason, Version};
+use canary_gate::model::{Reason, Revision, Version};
 use canary_gate::route::bucket::{BucketRng, Bucketer, BUCKETS};
 use canary_gate::route::cookie::{self, SetCookie};
 use canary_gate::route::hosts::authority_host;
+use canary_gate::route::revisions::Revisions;
 use canary_gate::route::{Decision, Router};
 use common::{Cursor, Headers};
 use libfuzzer_sys::fuzz_target;
@@ -86,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
     let input = Input::read(data);
     check_cookies(&input);
     check_buckets(&input);
+    check_revision_table(input.value);
     let (filter, mesh) = routers();
     let mut h = Headers::default();
     if let Some(v) = input.override_value {
@@ -188,11 +190,11 @@ fn check_filter(router: &Router, h: &Headers, input: &Input<'_>) {
         assert_eq!(d.reason, Reason::Random);
         assert!(b < BUCKETS);
         assert_eq!(v, router.version_of_bucket(b));
-        let set = router.sticky_cookie_for(&d, Some(v)).expect("a new bucket is stored");
+        let set = router.sticky_cookie_for(&d, Some(v), None).expect("a new bucket is stored");
         assert!(set.starts_with(&format!("{STICKY}={b}; Max-Age=86400;")) && set.ends_with("; Secure"), "{set}");
     } else {
         assert_ne!(d.reason, Reason::Random);
-        assert_eq!(router.sticky_cookie_for(&d, Some(v)), None);
+        assert_eq!(router.sticky_cookie_for(&d, Some(v), None), None);
     }
     for b in [0, FILTER_BP - 1, FILTER_BP, BUCKETS - 1, input.bucket % BUCKETS] {
         let want = if b < FILTER_BP { Version::Canary } else { Version::Stable };
@@ -209,10 +211,16 @@ fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
         _ => None,
     };
     if let Some(v) = input.override_value.and_then(named) {
-        return Decision { version: Some(v), reason: Reason::Override, new_bucket: None };
+        return Decision { version: Some(v), reason: Reason::Override, new_bucket: None, pin: None, keep_pin: false };
     }
     if input.gate {
-        return Decision { version: Some(Version::Stable), reason: Reason::Gate, new_bucket: None };
+        return Decision {
+            version: Some(Version::Stable),
+            reason: Reason::Gate,
+            new_bucket: None,
+            pin: None,
+            keep_pin: false,
+        };
     }
     let bucketer = Bucketer::new("checkout");
     let cookie = input.cookie;
@@ -229,7 +237,7 @@ fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
         (b, Reason::Random, Some(b))
     };
     assert!(bucket < BUCKETS);
-    Decision { version: Some(router.version_of_bucket(bucket)), reason, new_bucket }
+    Decision { version: Some(router.version_of_bucket(bucket)), reason, new_bucket, pin: None, keep_pin: false }
 }
 
 fn check_mesh(router: &Router, h: &Headers, input: &Input<'_>) {
@@ -238,23 +246,43 @@ fn check_mesh(router: &Router, h: &Headers, input: &Input<'_>) {
         b"v2" => Some(Version::Canary),
         _ => None,
     };
+    // A pin: a version name, optionally `.` and a revision of `[A-Za-z0-9_-]{1,63}`.
+    let pin_of = |v: &[u8]| {
+        let (name, revision) = match v.iter().position(|&b| b == b'.') {
+            Some(at) => (&v[..at], Some(&v[at + 1..])),
+            None => (v, None),
+        };
+        let valid = |r: &[u8]| {
+            (1..=63).contains(&r.len()) && r.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        };
+        match revision {
+            Some(r) if !valid(r) => None,
+            _ => named(name).map(|version| (version, revision.is_some())),
+        }
+    };
     let d = router.decide(h, &mut BucketRng::new(input.seed), input.gate);
     assert_eq!(d.new_bucket, None, "mesh mode never buckets");
-    let pinned = input.cookie.and_then(|c| first_valid(c, STICKY, named));
+    let pinned = input.cookie.and_then(|c| first_valid(c, STICKY, pin_of));
+    // With no revision learned: a pin naming a version only is honoured; with a revision, a
+    // stable pin is (stable is safe) and a canary one cannot be checked: the mesh decides and
+    // the pin is kept unless the canary serves.
     let expected = if let Some(v) = input.override_value.and_then(named) {
-        (Some(v), Reason::Override)
+        (Some(v), Reason::Override, false)
     } else if input.gate {
-        (Some(Version::Stable), Reason::Gate)
-    } else if let Some(v) = pinned {
-        (Some(v), Reason::Pin)
+        (Some(Version::Stable), Reason::Gate, false)
     } else {
-        (None, Reason::Mesh)
+        match pinned {
+            Some((Version::Canary, true)) => (None, Reason::Mesh, true),
+            Some((v, _)) => (Some(v), Reason::Pin, false),
+            None => (None, Reason::Mesh, false),
+        }
     };
-    assert_eq!((d.version, d.reason), expected, "{h:?}");
+    assert_eq!((d.version, d.reason, d.keep_pin), expected, "{h:?}");
 
     let served = router.version_of_cluster(input.cluster);
-    let set = router.sticky_cookie_for(&d, served);
+    let set = router.sticky_cookie_for(&d, served, None);
     let pin_to = match (d.reason, served) {
+        (Reason::Mesh, Some(Version::Stable)) if d.keep_pin => None,
         (Reason::Mesh, Some(v)) => Some(v),
         (Reason::Pin, Some(v)) if d.version != Some(v) => Some(v),
         _ => None,
@@ -271,6 +299,17 @@ fn check_mesh(router: &Router, h: &Headers, input: &Input<'_>) {
             assert_eq!((next.version, next.reason), (Some(v), Reason::Pin));
         }
         (want, got) => panic!("sticky cookie: want pin to {want:?}, got {got:?} for {d:?}"),
+    }
+}
+
+/// A shared revision table decodes only from its own encoding (another VM's bytes are
+/// untrusted), and what decodes encodes back to the same bytes.
+fn check_revision_table(bytes: &[u8]) {
+    if let Some(table) = Revisions::decode(bytes) {
+        assert_eq!(table.encode(), bytes);
+    }
+    if let Some(revision) = Revision::parse(bytes) {
+        assert_eq!(revision.as_str().as_bytes(), bytes);
     }
 }
 
