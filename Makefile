@@ -131,7 +131,7 @@ check: lint unit wasm-unit
 
 ## End-to-end tests (harness/tests): real Envoy, real backends, loopback only.
 e2e: build envoy
-	cargo test -p canary-harness --tests -- --test-threads 2
+	cargo test -p canary-harness --tests --no-fail-fast -- --test-threads 2
 
 ## Every Istio/Argo manifest against the real schemas, plus the cross-references between them.
 manifests: node-deps apt-deps

@@ -147,7 +147,8 @@ fn observer_records_under_its_own_version_from_node_metadata_and_never_routes() 
     let with_labels = |s: String| {
         s.replace(
             "node: {id: canary-gate, cluster: canary-gate}",
-            "node: {id: canary-gate, cluster: canary-gate, metadata: {LABELS: {app: checkout, role: canary}}}",
+            "node: {id: canary-gate, cluster: canary-gate, metadata: {LABELS: {app: checkout, role: canary, \
+             rollouts-pod-template-hash: 5f7d9c8b4}}}",
         )
     };
     let (envoy, _stable, _canary) = canary_harness::start_stack(
@@ -165,18 +166,29 @@ fn observer_records_under_its_own_version_from_node_metadata_and_never_routes() 
         assert_eq!(reply.served_by.as_deref(), Some("canary"));
         assert_eq!(reply.upstream_header("x-canary-reason"), None);
     }
-    let stat = |name: &str| envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.canary.reporter.observer"));
+    // The one tag an observer adds: its revision, for the router in front of it.
+    let raw = canary_harness::chaos::raw_get(envoy.port, "/", &[]);
+    assert_eq!(raw.header("x-canary-revision").as_deref(), Some("5f7d9c8b4"));
+    // It answers the router's revision probe itself; the backend never sees it.
+    let probe = canary_harness::chaos::raw_get(envoy.port, "/__canary/revision?x=1", &[]);
+    assert_eq!((probe.status, probe.header("x-canary-revision").as_deref()), (200, Some("5f7d9c8b4")));
+    assert_eq!(probe.served_by(), None);
+    let series = "service.checkout.version.canary.reporter.observer.revision.5f7d9c8b4";
+    let stat = |name: &str| envoy.stat(&format!("wasmcustom.{name}.{series}"));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stat("canary_window_requests") != 50 {
+    while stat("canary_window_requests") != 51 {
         assert!(Instant::now() < deadline, "window requests {}", stat("canary_window_requests"));
         thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(stat("canary_requests_total"), 50);
-    let labelled = |name: &str, pair: &str| {
-        envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.canary.reporter.observer.{pair}"))
-    };
-    assert_eq!(labelled("canary_responses_total", "code_class.2xx"), 50);
-    assert_eq!(envoy.stat("wasmcustom.canary_requests_total.service.checkout.version.stable.reporter.observer"), 0);
+    assert_eq!(stat("canary_requests_total"), 51, "the 50 and the plain request; not the probe");
+    let labelled = |name: &str, pair: &str| envoy.stat(&format!("wasmcustom.{name}.{series}.{pair}"));
+    assert_eq!(labelled("canary_responses_total", "code_class.2xx"), 51);
+    assert_eq!(
+        envoy.stat(
+            "wasmcustom.canary_requests_total.service.checkout.version.stable.reporter.observer.revision.5f7d9c8b4"
+        ),
+        0
+    );
     for reason in ["hash", "override", "random"] {
         assert_eq!(labelled("canary_route_decisions_total", &format!("reason.{reason}")), 0);
     }
@@ -193,9 +205,12 @@ fn observer_without_its_version_label_records_nothing_and_says_why() {
     thread::sleep(Duration::from_millis(300));
     for v in ["stable", "canary"] {
         assert_eq!(
-            envoy.stat(&format!("wasmcustom.canary_requests_total.service.checkout.version.{v}.reporter.observer")),
+            envoy.stat(&format!(
+                "wasmcustom.canary_requests_total.service.checkout.version.{v}.reporter.observer.revision.unknown"
+            )),
             0
         );
     }
     assert!(envoy.log().contains("node label `version` is None"), "{}", envoy.log());
+    assert!(envoy.log().contains("node label `rollouts-pod-template-hash` is None"), "{}", envoy.log());
 }
