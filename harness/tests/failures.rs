@@ -267,12 +267,17 @@ fn users_keep_their_version_across_an_envoy_restart() {
     assert_eq!(after.users_canary, before.users_canary);
     let share = after.users_canary as f64 / after.users as f64;
     assert!((0.26..0.34).contains(&share), "{share}");
-    let cookie_decisions = envoy
-        .stat("wasmcustom.canary_route_decisions_total.service.checkout.version.canary.reporter.router.reason.cookie")
-        + envoy.stat(
+    let cookie_decisions = || {
+        envoy.stat(
+            "wasmcustom.canary_route_decisions_total.service.checkout.version.canary.reporter.router.reason.cookie",
+        ) + envoy.stat(
             "wasmcustom.canary_route_decisions_total.service.checkout.version.stable.reporter.router.reason.cookie",
-        );
-    assert_eq!(cookie_decisions, 2_000, "every keyless request after the restart replayed its cookie");
+        )
+    };
+    // Counters reach Envoy at each VM's next tick.
+    let _ = wait_until("the decisions counted", Duration::from_secs(5), || cookie_decisions() >= 2_000);
+    sleep(Duration::from_millis(1_200));
+    assert_eq!(cookie_decisions(), 2_000, "every keyless request after the restart replayed its cookie");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use canary_gate::route::bucket::Bucketer;
 use canary_gate::route::Router;
 use canary_harness::{filter_config, start_stack, Client, Layout};
 use std::thread;
+use std::time::Duration;
 
 fn host_router(percent: f64) -> Router {
     Router::new(Config::parse(filter_config(percent).as_bytes()).unwrap())
@@ -209,6 +210,36 @@ fn only_listed_hosts_are_routed_and_measured() {
         assert_eq!((reply.version.as_deref(), reply.served_by.as_deref()), (None, Some("stable")), "{host:?}");
         assert_eq!(reply.upstream_header("x-canary-reason"), None);
     }
+    // Counters reach Envoy at each VM's next tick.
+    let _ = canary_harness::wait_until("the requests counted", Duration::from_secs(5), || {
+        envoy.version_stats("checkout", "canary").requests_total >= 5
+    });
+    thread::sleep(Duration::from_millis(1_200));
     let stats = envoy.version_stats("checkout", "canary");
     assert_eq!(stats.requests_total, 5, "only the listed hosts are measured");
+}
+
+/// Envoy resolves a request's route once and caches it; a filter before canary-gate that reads
+/// the route (here the fault filter, which looks up its per-route configuration) resolves it
+/// on the client's headers. canary-gate then replaces the version header and has the route
+/// selected again (the `clear_route_cache` foreign function, which this Envoy offers): the
+/// request goes where canary-gate sent it, not where the client asked.
+#[test]
+fn the_route_is_selected_again_after_the_version_header_changes() {
+    let fault_first = |s: String| {
+        s.replacen(
+            "          http_filters:\n",
+            "          http_filters:\n          - name: envoy.filters.http.fault\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\n",
+            1,
+        )
+    };
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &filter_config(0.0), &fault_first);
+    let client = Client::new();
+    for i in 0..50 {
+        let user = format!("u{i}");
+        let reply = client.get(&envoy.url("/"), &[("x-canary-version", b"canary"), ("x-user-id", user.as_bytes())]);
+        assert_eq!(reply.version.as_deref(), Some("stable"), "canary-gate chose stable at 0%");
+        assert_eq!(reply.served_by.as_deref(), Some("stable"), "{user}: the route cached on the client's header");
+    }
+    assert!(!envoy.log().contains("offers no clear_route_cache"), "{}", envoy.log());
 }

@@ -87,6 +87,12 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
         envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.{version}.reporter.router{pair}"))
     };
     let stat = |name: &str, version: &str| labelled(name, version, "");
+    // Counters reach Envoy at each VM's next tick: wait for them, then for one more tick, so
+    // the comparison is exact.
+    let _ = canary_harness::wait_until("the requests counted", Duration::from_secs(5), || {
+        stat("canary_requests_total", "stable") + stat("canary_requests_total", "canary") >= 4_000
+    });
+    thread::sleep(Duration::from_millis(1_200));
     for v in ["stable", "canary"] {
         assert_eq!(stat("canary_requests_total", v), count(v), "{v} requests");
         assert_eq!(labelled("canary_responses_total", v, ".code_class.5xx"), errors(v), "{v} 5xx");

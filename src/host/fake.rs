@@ -110,10 +110,10 @@ impl Stats for FakeVm<'_> {
         u32::try_from(id).ok()
     }
 
-    fn increment(&self, id: u32) {
+    fn add(&self, id: u32, delta: u64) {
         if let Some(stat) = self.proxy.process.borrow_mut().stats.get_mut(id as usize) {
             assert_eq!(stat.1, MetricKind::Counter, "{}", stat.0);
-            stat.2 += 1;
+            stat.2 += delta;
         }
     }
 

@@ -21,7 +21,11 @@ pub trait Stats {
     /// Defines (or finds) the stat `name`; `None` if the host refuses.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
     /// Adds one to a counter.
-    fn increment(&self, id: u32);
+    fn increment(&self, id: u32) {
+        self.add(id, 1);
+    }
+    /// Adds `delta` to a counter.
+    fn add(&self, id: u32, delta: u64);
     /// Sets a gauge or records a histogram value.
     fn record(&self, id: u32, value: u64);
     /// The current value of a counter or gauge (0 if unknown).

@@ -1,11 +1,19 @@
 //! Host stat ids of one configuration, defined once at configure time so every series exists
-//! (at zero) from the start and the request path only passes cached ids.
+//! (at zero) from the start. The request path adds to this VM's pending counts with no host
+//! call and records the latency histogram; the counts reach Envoy's counters at each tick (and
+//! when the configuration is dropped), one host call per counter that moved.
 
 use super::names::{self, code_class, series, series_with, service_series, SeriesKey, CODE_CLASSES};
 use super::window::WindowStats;
 use crate::config::Config;
 use crate::host::{MetricKind, Stats};
 use crate::model::{GateState, Reason, Version, UNKNOWN_VERSION};
+use std::cell::RefCell;
+
+/// Counters per version: requests, one per code class, one per reason.
+const COUNTERS_PER_VERSION: usize = 1 + CODE_CLASSES.len() + Reason::ALL.len();
+/// Counters of the three versions (stable, canary, unknown).
+const COUNTER_SLOTS: usize = 3 * COUNTERS_PER_VERSION;
 
 struct VersionIds {
     requests: Option<u32>,
@@ -24,6 +32,8 @@ pub struct MetricIds {
     gate_trips: Option<u32>,
     gate_state: Option<u32>,
     vm_memory: Option<u32>,
+    /// Counts not yet added to the host counters, per slot (see [`MetricIds::counter_id`]).
+    pending: RefCell<[u32; COUNTER_SLOTS]>,
 }
 
 fn increment(stats: &impl Stats, id: Option<u32>) {
@@ -72,6 +82,31 @@ impl MetricIds {
             gate_trips: stats.define_metric(MetricKind::Counter, &service_series(names::GATE_TRIPS, svc)),
             gate_state: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_STATE, svc)),
             vm_memory: stats.define_metric(MetricKind::Gauge, names::VM_MEMORY),
+            pending: RefCell::new([0; COUNTER_SLOTS]),
+        }
+    }
+
+    /// The host counter of a pending-count slot: per version, requests, then the code classes,
+    /// then the reasons.
+    fn counter_id(&self, slot: usize) -> Option<u32> {
+        let ids = self.versions.get(slot / COUNTERS_PER_VERSION)?;
+        match slot % COUNTERS_PER_VERSION {
+            0 => ids.requests,
+            i if i <= CODE_CLASSES.len() => ids.responses.get(i - 1).copied().flatten(),
+            i => ids.decisions.get(i - 1 - CODE_CLASSES.len()).copied().flatten(),
+        }
+    }
+
+    /// Adds the pending counts to the host counters (each VM, once a second).
+    pub fn flush(&self, stats: &impl Stats) {
+        let Ok(mut pending) = self.pending.try_borrow_mut() else { return };
+        for (slot, count) in pending.iter_mut().enumerate() {
+            if *count > 0 {
+                if let Some(id) = self.counter_id(slot) {
+                    stats.add(id, u64::from(*count));
+                }
+                *count = 0;
+            }
         }
     }
 
@@ -90,11 +125,19 @@ impl MetricIds {
         millis: u64,
     ) {
         let Some(ids) = self.of(version) else { return };
-        increment(stats, ids.requests);
-        increment(stats, ids.responses.get(code_class(status)).copied().flatten());
         record(stats, ids.duration, millis);
-        if let Some(reason) = reason {
-            increment(stats, ids.decisions.get(reason.index()).copied().flatten());
+        let base = version.map_or(2, Version::index) * COUNTERS_PER_VERSION;
+        if let Ok(mut pending) = self.pending.try_borrow_mut() {
+            let slots = [
+                Some(base),
+                Some(base + 1 + code_class(status)),
+                reason.map(|r| base + 1 + CODE_CLASSES.len() + r.index()),
+            ];
+            for slot in slots.into_iter().flatten() {
+                if let Some(count) = pending.get_mut(slot) {
+                    *count = count.saturating_add(1);
+                }
+            }
         }
     }
 
@@ -192,6 +235,10 @@ mod tests {
         for (version, reason, status) in served {
             ids.record_request(&host, version, reason, status, 3);
         }
+        // Counted in this VM until the tick flushes them to the host counters.
+        assert_eq!(series(names::REQUESTS, "canary", ""), Some(0));
+        ids.flush(&host);
+        ids.flush(&host);
         let class = |version: &str, class: &str| series(names::RESPONSES, version, &format!(".code_class.{class}"));
         assert_eq!(
             (series(names::REQUESTS, "canary", ""), class("canary", "2xx"), class("canary", "none")),

@@ -16,6 +16,24 @@ pub fn response_header(name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok().flatten()
 }
 
+/// Name of Envoy's foreign function that makes the router select the route again.
+const CLEAR_ROUTE_CACHE: &str = "clear_route_cache";
+
+/// Whether the host offers `clear_route_cache` (asked once per configuration, outside a stream:
+/// only a missing function answers `NotFound`).
+pub fn offers_clear_route_cache() -> bool {
+    !matches!(hostcalls::call_foreign_function(CLEAR_ROUTE_CACHE, None), Err(proxy_wasm::types::Status::NotFound))
+}
+
+/// Makes Envoy select the route again after a header the routes match on changed. With the
+/// proxy-wasm ABI 0.2.1 Envoy also does this on any header change; newer ABIs leave it to the
+/// filter.
+pub fn clear_route_cache() {
+    if let Err(status) = hostcalls::call_foreign_function(CLEAR_ROUTE_CACHE, None) {
+        log::debug!("cannot clear the route cache: {status:?}");
+    }
+}
+
 /// Answers the request from the filter, never forwarding it.
 pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) {
     if let Err(status) = hostcalls::send_http_response(status, headers.to_vec(), Some(body)) {
@@ -113,8 +131,8 @@ impl Stats for ProxyHost {
         }
     }
 
-    fn increment(&self, id: u32) {
-        let _ = hostcalls::increment_metric(id, 1);
+    fn add(&self, id: u32, delta: u64) {
+        let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
     }
 
     fn record(&self, id: u32, value: u64) {

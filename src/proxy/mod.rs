@@ -39,6 +39,15 @@ struct Plugin {
     own_version: Option<Version>,
     /// Observer role: this proxy's own revision, from node metadata.
     own_revision: Option<Revision>,
+    /// The host offers the `clear_route_cache` foreign function.
+    clear_route_cache: bool,
+}
+
+impl Drop for Plugin {
+    /// A configuration replaced by an update still owes the counts of its last second.
+    fn drop(&mut self) {
+        self.metrics.flush(&ProxyHost);
+    }
 }
 
 #[derive(Default)]
@@ -105,8 +114,13 @@ impl RootContext for Root {
             Role::Observer => Some(own_revision.as_ref().map_or(UNKNOWN_VERSION, |r| r.as_str())),
         };
         let metrics = MetricIds::define(&ProxyHost, config, revision_label);
+        let clear_route_cache = config.role == Role::Router && host::offers_clear_route_cache();
+        if config.role == Role::Router && !clear_route_cache {
+            log::warn!("the host offers no clear_route_cache: routes follow the version header only while it clears the route cache itself (proxy-wasm ABI 0.2.1)");
+        }
         let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.role.reporter()));
-        self.plugin = Some(Rc::new(Plugin { router, metrics, coordinator, own_version, own_revision }));
+        self.plugin =
+            Some(Rc::new(Plugin { router, metrics, coordinator, own_version, own_revision, clear_route_cache }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
             log::warn!("cannot set tick period: {status:?}");
         }
@@ -115,6 +129,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(plugin) = &self.plugin {
+            plugin.metrics.flush(&ProxyHost);
             plugin.metrics.note_vm_memory(&ProxyHost, host::vm_memory_bytes());
             plugin.coordinator.tick(&ProxyHost, plugin.router.config(), &plugin.metrics);
         }
@@ -232,9 +247,12 @@ impl HttpContext for Stream {
             coordinator.revisions().with(|table| router.decide_with(&HostRequestHeaders, &mut rng, tripped, table));
         self.rng.set(rng);
         let version = decision.version.map(|v| config.version_name(v));
-        // Replaces (or, in mesh mode, removes) whatever the client sent.
+        // Replaces (or, in mesh mode, removes) whatever the client sent; the routes match on it.
         host::set_header(MapType::HttpRequestHeaders, &config.version_header, version);
         host::set_header(MapType::HttpRequestHeaders, &config.reason_header, Some(decision.reason.as_str()));
+        if self.plugin.clear_route_cache {
+            host::clear_route_cache();
+        }
         self.decision = Some(decision);
         Action::Continue
     }
