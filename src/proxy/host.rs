@@ -106,6 +106,25 @@ pub fn now_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    /// WASI `random_get`: fills `len` bytes at `buf`; 0 on success.
+    fn random_get(buf: *mut u8, len: usize) -> u16;
+}
+
+/// 8 random bytes from the host (0 if it has none). Called directly rather than through std's
+/// `RandomState`, whose error path links std's I/O error formatting (5 KB of the filter).
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is a live, writable buffer of exactly the length passed.
+    let status = unsafe { random_get(bytes.as_mut_ptr(), bytes.len()) };
+    if status == 0 {
+        u64::from_le_bytes(bytes)
+    } else {
+        0
+    }
+}
+
 /// This VM's linear memory in bytes.
 pub fn vm_memory_bytes() -> u64 {
     core::arch::wasm32::memory_size(0) as u64 * 65_536

@@ -187,13 +187,10 @@ fn own_revision(config: &Config) -> Option<Revision> {
     revision
 }
 
-/// Seed for keyless users' buckets and the VM's lease id: WASI randomness, mixed with the
-/// clock in case the host answers with zeros.
+/// Seed for keyless users' buckets and the VM's lease id: WASI randomness (which Envoy's Wasm
+/// hosts implement), mixed with the clock in case the host answers with zeros.
 fn vm_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(host::now_micros());
-    hasher.finish()
+    host::random_u64() ^ host::now_micros().wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 struct Stream {
