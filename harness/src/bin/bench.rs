@@ -5,6 +5,7 @@
 //! - a-direct / a-backend: header routing, no filter;
 //! - b-native: header route, weighted clusters and a stateful_session cookie;
 //! - c-filter / c-direct: canary-gate (filter mode, metrics and gate);
+//! - c-mesh: canary-gate in mesh mode behind weighted clusters, the counterpart of b-native;
 //! - c-skip / c-skip-backend: canary-gate configured for another host, so it only reads
 //!   `:authority`: the fixed cost of any Wasm filter in V8, to a `direct_response` / to the backends;
 //! - c-baseline, with `BENCH_BASELINE_WASM=FILE`: c-filter running another build of the filter
@@ -17,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
-const VARIANTS: [(&str, u16); 8] = [
+const VARIANTS: [(&str, u16); 9] = [
     ("a-direct", 10001),
     ("c-skip", 10006),
     ("c-direct", 10005),
@@ -25,6 +26,7 @@ const VARIANTS: [(&str, u16); 8] = [
     ("b-native", 10003),
     ("c-skip-backend", 10007),
     ("c-filter", 10004),
+    ("c-mesh", 10009),
     ("c-baseline", 10008),
 ];
 
@@ -248,6 +250,7 @@ fn main() {
         ("c-filter", "c-skip-backend"),
         ("c-baseline", "c-skip-backend"),
         ("c-filter", "b-native"),
+        ("c-mesh", "b-native"),
         ("c-skip-backend", "b-native"),
         ("c-filter", "a-backend"),
         ("b-native", "a-backend"),
