@@ -388,23 +388,29 @@ fn inline_filters(bootstrap: &str, filters: &[&str]) -> String {
         .iter()
         .enumerate()
         .map(|(i, json)| {
-            let typed_config = serde_json::json!({
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": format!("canary-gate-{i}"),
-                    "root_id": "canary-gate",
-                    "vm_config": {
-                        "vm_id": "canary-gate",
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {"local": {"filename": wasm_file().display().to_string()}}
-                    },
-                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json}
-                }
-            });
+            let typed_config = wasm_filter_config(&format!("canary-gate-{i}"), json);
             format!("- name: canary-gate-{i}\n{indent}  typed_config: {typed_config}")
         })
         .collect();
     format!("{}{}{}", &bootstrap[..item], items.join(&format!("\n{indent}")), &bootstrap[end..])
+}
+
+/// The Wasm filter's `typed_config` running the built canary-gate as `name` (root `canary-gate`,
+/// VM `canary-gate`, V8) with the JSON configuration `filter_json`.
+pub fn wasm_filter_config(name: &str, filter_json: &str) -> serde_json::Value {
+    serde_json::json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {
+            "name": name,
+            "root_id": "canary-gate",
+            "vm_config": {
+                "vm_id": "canary-gate",
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": wasm_file().display().to_string()}}
+            },
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json}
+        }
+    })
 }
 
 /// Reads a whole file as a string for assertions, empty if absent.

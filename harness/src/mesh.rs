@@ -9,7 +9,7 @@
 //! admin shows it applied. All on 127.0.0.1 and free ports; processes stopped by PID on drop;
 //! logs kept in each process's TempDir and printed when the test panics.
 
-use crate::{envoy_bin, free_port, root, stop, wait_for_port, wasm_file, Client, TempDir};
+use crate::{envoy_bin, free_port, root, stop, wait_for_port, Client, TempDir};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -107,19 +107,7 @@ fn path_source(file: &Path) -> Value {
 
 /// canary-gate's Wasm filter configuration.
 fn wasm_config(filter_json: &str) -> Value {
-    json!({
-        "@type": WASM_TYPE,
-        "config": {
-            "name": "canary-gate",
-            "root_id": "canary-gate",
-            "vm_config": {
-                "vm_id": "canary-gate",
-                "runtime": "envoy.wasm.runtime.v8",
-                "code": {"local": {"filename": wasm_file().display().to_string()}}
-            },
-            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json}
-        }
-    })
+    crate::wasm_filter_config("canary-gate", filter_json)
 }
 
 /// The HTTP connection manager: `routes` is `("rds", …)` or `("route_config", …)`.
@@ -162,11 +150,13 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// One Envoy process: admin, logs, stopped on drop (logs printed if the test panicked).
-struct Proxy {
+/// One Envoy process: its listener, admin and logs; stopped on drop (logs printed if the test
+/// panicked). [`Ingress`] and [`Sidecar`] dereference to it.
+pub struct Proxy {
     child: Child,
     dir: TempDir,
     what: String,
+    port: u16,
     admin_port: u16,
 }
 
@@ -188,7 +178,7 @@ impl Proxy {
             .spawn()
             .unwrap_or_else(|e| panic!("start envoy ({what}): {e}"));
         wait_for_port(port, &mut child, &what);
-        let proxy = Proxy { child, dir, what, admin_port };
+        let proxy = Proxy { child, dir, what, port, admin_port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Client::new().get(&proxy.admin("/ready"), &[]).status != 200 {
             assert!(Instant::now() < deadline, "{} not ready within 30 s\n{}", proxy.what, proxy.log());
@@ -197,7 +187,13 @@ impl Proxy {
         proxy
     }
 
-    fn admin(&self, path: &str) -> String {
+    /// URL of `path` on the listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// URL of `path` on the admin interface.
+    pub fn admin(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
@@ -207,15 +203,18 @@ impl Proxy {
         reply.json()
     }
 
-    fn log(&self) -> String {
+    /// Envoy's own log so far.
+    pub fn log(&self) -> String {
         crate::read_to_string(&self.dir.path().join("envoy.log"))
     }
 
-    fn access_log(&self) -> String {
+    /// The access log so far (flushed every 0.1 s).
+    pub fn access_log(&self) -> String {
         crate::read_to_string(&self.dir.path().join("access.log"))
     }
 
-    fn stat(&self, name: &str) -> u64 {
+    /// A counter or gauge from `/stats`, 0 if absent.
+    pub fn stat(&self, name: &str) -> u64 {
         let reply = Client::new().get(&self.admin(&format!("/stats?filter=^{}$", name.replace('|', "\\|"))), &[]);
         reply
             .body
@@ -224,7 +223,8 @@ impl Proxy {
             .unwrap_or(0)
     }
 
-    fn prometheus(&self) -> String {
+    /// `/stats/prometheus`.
+    pub fn prometheus(&self) -> String {
         Client::new().get(&self.admin("/stats/prometheus"), &[]).body
     }
 
@@ -534,35 +534,13 @@ impl Ingress {
             sleep(Duration::from_millis(10));
         }
     }
+}
 
-    /// URL of `path` on the listener.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
+impl std::ops::Deref for Ingress {
+    type Target = Proxy;
 
-    /// URL of `path` on the admin interface.
-    pub fn admin(&self, path: &str) -> String {
-        self.proxy.admin(path)
-    }
-
-    /// A counter or gauge from `/stats`, 0 if absent.
-    pub fn stat(&self, name: &str) -> u64 {
-        self.proxy.stat(name)
-    }
-
-    /// `/stats/prometheus`.
-    pub fn prometheus(&self) -> String {
-        self.proxy.prometheus()
-    }
-
-    /// Envoy's own log so far.
-    pub fn log(&self) -> String {
-        self.proxy.log()
-    }
-
-    /// The access log so far (flushed every 0.1 s).
-    pub fn access_log(&self) -> String {
-        self.proxy.access_log()
+    fn deref(&self) -> &Proxy {
+        &self.proxy
     }
 }
 
@@ -647,34 +625,12 @@ impl Sidecar {
         let proxy = Proxy::start(format!("sidecar {pod}"), dir, &bootstrap, 1, port, admin_port);
         Sidecar { proxy, port, admin_port, pod, revision: revision.to_string(), role }
     }
+}
 
-    /// URL of `path` on the listener (straight to the pod, bypassing the ingress).
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
+impl std::ops::Deref for Sidecar {
+    type Target = Proxy;
 
-    /// URL of `path` on the admin interface.
-    pub fn admin(&self, path: &str) -> String {
-        self.proxy.admin(path)
-    }
-
-    /// A counter or gauge from `/stats`, 0 if absent.
-    pub fn stat(&self, name: &str) -> u64 {
-        self.proxy.stat(name)
-    }
-
-    /// `/stats/prometheus`.
-    pub fn prometheus(&self) -> String {
-        self.proxy.prometheus()
-    }
-
-    /// Envoy's own log so far.
-    pub fn log(&self) -> String {
-        self.proxy.log()
-    }
-
-    /// The access log so far (flushed every 0.1 s).
-    pub fn access_log(&self) -> String {
-        self.proxy.access_log()
+    fn deref(&self) -> &Proxy {
+        &self.proxy
     }
 }
