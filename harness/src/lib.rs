@@ -311,12 +311,7 @@ impl Envoy {
 
     /// A counter or gauge from `/stats`, 0 if absent.
     pub fn stat(&self, name: &str) -> u64 {
-        let reply = Client::new().get(&self.admin(&format!("/stats?filter=^{}$", name.replace('|', "\\|"))), &[]);
-        reply
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0)
+        admin_stat(self.admin_port, name)
     }
 
     /// Replaces the filter configuration through ECDS and waits until Envoy applied it
@@ -411,6 +406,17 @@ pub fn wasm_filter_config(name: &str, filter_json: &str) -> serde_json::Value {
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json}
         }
     })
+}
+
+/// The counter or gauge `name` from the `/stats` of the Envoy admin on `admin_port`, 0 if absent.
+pub fn admin_stat(admin_port: u16, name: &str) -> u64 {
+    let url = format!("http://127.0.0.1:{admin_port}/stats?filter=^{}$", name.replace('|', "\\|"));
+    Client::new()
+        .get(&url, &[])
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Reads a whole file as a string for assertions, empty if absent.

@@ -215,12 +215,7 @@ impl Proxy {
 
     /// A counter or gauge from `/stats`, 0 if absent.
     pub fn stat(&self, name: &str) -> u64 {
-        let reply = Client::new().get(&self.admin(&format!("/stats?filter=^{}$", name.replace('|', "\\|"))), &[]);
-        reply
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0)
+        crate::admin_stat(self.admin_port, name)
     }
 
     /// `/stats/prometheus`.

@@ -80,6 +80,11 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
+/// A label of this proxy's node metadata (where Istio puts the pod's labels).
+pub fn node_label(name: &str) -> Option<Vec<u8>> {
+    property(&["xds", "node", "metadata", "LABELS", name])
+}
+
 /// An integer property (Envoy encodes them as 8 little-endian bytes).
 pub fn property_u64(path: &[&str]) -> Option<u64> {
     let bytes: [u8; 8] = property(path)?.try_into().ok()?;

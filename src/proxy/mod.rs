@@ -156,7 +156,7 @@ impl RootContext for Root {
 /// An observer's own version, from its node metadata label `version_label`.
 fn own_version(router: &Router) -> Option<Version> {
     let config = router.config();
-    let label = host::property(&["xds", "node", "metadata", "LABELS", &config.version_label]);
+    let label = host::node_label(&config.version_label);
     let version = label.as_deref().and_then(|v| router.version_named(v));
     if version.is_none() {
         log::warn!(
@@ -173,7 +173,7 @@ fn own_version(router: &Router) -> Option<Version> {
 
 /// An observer's own revision, from its node metadata label `revision_label`.
 fn own_revision(config: &Config) -> Option<Revision> {
-    let label = host::property(&["xds", "node", "metadata", "LABELS", &config.revision_label]);
+    let label = host::node_label(&config.revision_label);
     let revision = label.as_deref().and_then(Revision::parse);
     if revision.is_none() {
         log::warn!(
