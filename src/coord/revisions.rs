@@ -46,9 +46,10 @@ impl SharedRevisions {
 
     /// A response of `version` carried `revision`, for a request started at `started_s`.
     pub fn learn(&self, host: &impl Host, service: &str, version: Version, revision: Revision, started_s: u64) {
-        let now_s = host.now_micros() / 1_000_000;
         let changed = match self.local.try_borrow_mut() {
+            Ok(table) if table.knows(version, revision, started_s) => false,
             Ok(mut table) => {
+                let now_s = host.now_micros() / 1_000_000;
                 let before = table.serving(version);
                 let changed = table.learn(version, revision, started_s, now_s);
                 if changed && before != Some(revision) {

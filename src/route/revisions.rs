@@ -67,6 +67,13 @@ impl Revisions {
         self.unavailable.revision
     }
 
+    /// Whether [`Revisions::learn`] would leave the table as it is (most responses): no need
+    /// to read the clock.
+    pub fn knows(&self, version: Version, revision: Revision, started_s: u64) -> bool {
+        self.serving(version) == Some(revision)
+            && !(self.unavailable.revision == Some(revision) && started_s > self.unavailable.since_s)
+    }
+
     /// Notes that `revision` served `version` at `now_s` for a request that started at
     /// `started_s`; true if the table changed. A response from a revision marked gone, to a
     /// request that started after the mark, clears the mark (the rollout was retried).
@@ -226,6 +233,25 @@ mod tests {
         // The rollout is retried: r3 serves a request started after the mark.
         assert!(t.learn(Version::Canary, rev("r3"), 12, 12));
         assert_eq!(t.check(pin(Version::Canary, Some("r3"))), PinCheck::Honour(Version::Canary));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_response_the_table_knows_would_change_nothing() {
+        let mut marked = table("r1", "r3");
+        marked.mark_canary_unavailable(10);
+        for t in [Revisions::default(), table("r1", "r3"), marked] {
+            for (version, text) in [(Version::Stable, "r1"), (Version::Canary, "r3"), (Version::Canary, "r4")] {
+                for started_s in [9, 10, 11] {
+                    let mut learned = t;
+                    let knows = t.knows(version, rev(text), started_s);
+                    assert_eq!(
+                        knows,
+                        !learned.learn(version, rev(text), started_s, 20),
+                        "{version:?} {text} {started_s}"
+                    );
+                }
+            }
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
