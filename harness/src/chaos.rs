@@ -138,12 +138,8 @@ impl EnvoyView {
 
 impl RequestHeaders for EnvoyView {
     fn get(&self, name: &str) -> Option<Vec<u8>> {
-        let lines = self.get_all(name);
-        if name == "cookie" && lines.len() > 1 {
-            // The filter reads every cookie line and joins them.
-            return Some(lines.join(&b"; "[..]));
-        }
-        lines.into_iter().next()
+        // Envoy's single-value read: the first line.
+        self.get_all(name).into_iter().next()
     }
 
     fn get_all(&self, name: &str) -> Vec<Vec<u8>> {

@@ -15,8 +15,8 @@ use revisions::{Pin, PinCheck, Revisions};
 
 /// Read access to the request headers. Values are raw bytes: clients may send anything.
 pub trait RequestHeaders {
-    /// The value of header `name` (lower-case), if present: the first one when the header is
-    /// repeated, except `cookie`, whose lines are joined with `; `.
+    /// The value of header `name` (lower-case), if present: the first line when the header is
+    /// repeated.
     fn get(&self, name: &str) -> Option<Vec<u8>>;
 
     /// Every value of header `name`, in order.
@@ -56,18 +56,32 @@ pub struct Router {
     hosts: HostMatcher,
 }
 
-/// The `cookie` header, read at most once per request and only if needed.
+/// The `cookie` header, read only as far as needed: its first line, and the later lines (which
+/// HTTP/1.1 clients may send) only when the first holds no valid value of a cookie asked for.
+/// The first valid value wins either way, so a pinned user's request costs one header read.
 struct CookieHeader<'r, R: RequestHeaders> {
     headers: &'r R,
-    value: Option<Option<Vec<u8>>>,
+    first: Option<Option<Vec<u8>>>,
+    later: Option<Option<Vec<u8>>>,
 }
 
 impl<'r, R: RequestHeaders> CookieHeader<'r, R> {
+    fn new(headers: &'r R) -> Self {
+        CookieHeader { headers, first: None, later: None }
+    }
+
     /// The first value of cookie `name` that `valid` accepts.
-    fn find_valid<'s, T>(&'s mut self, name: &str, valid: impl Fn(&'s [u8]) -> Option<T>) -> Option<T> {
+    fn find_valid<T>(&mut self, name: &str, valid: impl Fn(&[u8]) -> Option<T>) -> Option<T> {
         let headers = self.headers;
-        let value = self.value.get_or_insert_with(|| headers.get("cookie"));
-        value.as_deref().and_then(|h| cookie::find_valid(h, name, valid))
+        let first = self.first.get_or_insert_with(|| headers.get("cookie")).as_deref()?;
+        if let Some(found) = cookie::find_valid(first, name, &valid) {
+            return Some(found);
+        }
+        let later = self.later.get_or_insert_with(|| {
+            let lines = headers.get_all("cookie");
+            lines.get(1..).filter(|rest| !rest.is_empty()).map(|rest| rest.join(&b"; "[..]))
+        });
+        cookie::find_valid(later.as_deref()?, name, &valid)
     }
 }
 
@@ -114,7 +128,7 @@ impl Router {
         if gate_tripped {
             return Decision::new(Some(Version::Stable), Reason::Gate);
         }
-        let mut cookies = CookieHeader { headers, value: None };
+        let mut cookies = CookieHeader::new(headers);
         match self.config.split.mode {
             SplitMode::Filter => self.decide_by_bucket(headers, &mut cookies, rng),
             SplitMode::Mesh => {
@@ -180,9 +194,7 @@ impl Router {
     fn keyed_bucket<R: RequestHeaders>(&self, headers: &R, cookies: &mut CookieHeader<'_, R>) -> Option<u16> {
         self.config.split.hash_key.iter().find_map(|source| match source {
             KeySource::Header(name) => headers.get(name).filter(|v| !v.is_empty()).map(|v| self.bucketer.bucket(&v)),
-            KeySource::Cookie(name) => {
-                cookies.find_valid(name, |v| (!v.is_empty()).then_some(v)).map(|v| self.bucketer.bucket(v))
-            }
+            KeySource::Cookie(name) => cookies.find_valid(name, |v| (!v.is_empty()).then(|| self.bucketer.bucket(v))),
         })
     }
 
@@ -252,11 +264,7 @@ mod tests {
 
     impl RequestHeaders for Headers {
         fn get(&self, name: &str) -> Option<Vec<u8>> {
-            let values = self.get_all(name);
-            if name == "cookie" && !values.is_empty() {
-                return Some(values.join(&b"; "[..]));
-            }
-            values.into_iter().next()
+            self.get_all(name).into_iter().next()
         }
 
         fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
@@ -326,6 +334,38 @@ mod tests {
         let mesh = router(r#","split":{"mode":"mesh"}"#);
         let d = mesh.decide(&headers(&[("cookie", b"canary_bucket=v9; canary_bucket=canary")]), &mut rng(), false);
         assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Pin));
+    }
+
+    /// Counts every-line reads, the costly host call (the whole header map).
+    struct CountingHeaders(Headers, std::cell::Cell<usize>);
+
+    impl RequestHeaders for CountingHeaders {
+        fn get(&self, name: &str) -> Option<Vec<u8>> {
+            self.0.get(name)
+        }
+
+        fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+            self.1.set(self.1.get() + 1);
+            self.0.get_all(name)
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn later_cookie_lines_are_read_only_when_the_first_holds_no_valid_value() {
+        let r = router(r#","split":{"canary_percent":10,"hash_key":[{"header":"x-user-id"}]}"#);
+        let decide = |lines: &[&[u8]]| {
+            let pairs: Vec<(&str, &[u8])> = lines.iter().map(|l| ("cookie", *l)).collect();
+            let counting = CountingHeaders(headers(&pairs), std::cell::Cell::new(0));
+            let d = r.decide(&counting, &mut rng(), false);
+            (d.version, d.reason, counting.1.get())
+        };
+        assert_eq!(
+            decide(&[b"a=1; canary_bucket=5", b"canary_bucket=9999"]),
+            (Some(Version::Canary), Reason::Cookie, 0)
+        );
+        assert_eq!(decide(&[b"a=1", b"canary_bucket=5"]), (Some(Version::Canary), Reason::Cookie, 1));
+        assert_eq!(decide(&[b"canary_bucket=x", b"canary_bucket=9999"]), (Some(Version::Stable), Reason::Cookie, 1));
+        assert_eq!(decide(&[]).2, 0, "no cookie at all");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -11,7 +11,9 @@
 //! - c-baseline, with `BENCH_BASELINE_WASM=FILE`: c-filter running another build of the filter
 //!   (an earlier commit's), so a change is measured side by side with what it changes.
 //!
-//! Envoy runs one worker pinned to CPU 0; wrk and the backends run on CPU 1.
+//! Envoy runs one worker pinned to CPU 0; wrk and the backends run on CPU 1. Users are known by
+//! an `x-user-id` header; with `BENCH_USERS=browser`, by a `session` cookie among a browser's
+//! other cookies, with their sticky cookie.
 
 use canary_harness::{backend_bin, envoy_bin, free_port, root, wasm_file, Client, TempDir};
 use std::process::{Child, Command, Stdio};
@@ -141,9 +143,21 @@ fn main() {
     let bootstrap = dir.path().join("bench.yaml");
     std::fs::write(&bootstrap, config).expect("write bench.yaml");
     let script = dir.path().join("users.lua");
+    // BENCH_USERS=browser: a browser's request, the user known by a `session` cookie among
+    // others and already carrying the sticky cookie, instead of an `x-user-id` header.
+    let user = match std::env::var("BENCH_USERS").as_deref() {
+        Ok("browser") => concat!(
+            "{[\"user-agent\"] = \"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\", ",
+            "[\"accept\"] = \"text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\", ",
+            "[\"accept-language\"] = \"en-US,en;q=0.9\", [\"accept-encoding\"] = \"gzip, deflate, br, zstd\", ",
+            "[\"referer\"] = \"https://shop.example.com/\", ",
+            "[\"cookie\"] = \"_ga=GA1.2.1234567890.1700000000; lang=en; session=user-\" .. (n % 100000) .. \"; canary_bucket=\" .. (n % 10000)}"
+        ),
+        _ => "{[\"x-user-id\"] = \"user-\" .. (n % 100000)}",
+    };
     std::fs::write(
         &script,
-        "local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(\"GET\", \"/\", {[\"x-user-id\"] = \"user-\" .. (n % 100000)})\nend\n",
+        format!("local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(\"GET\", \"/\", {user})\nend\n"),
     )
     .expect("write users.lua");
 
