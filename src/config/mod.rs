@@ -6,6 +6,7 @@
 //! (as a dotted path) and the reason.
 
 mod check;
+mod classes;
 mod decimal;
 mod json;
 mod parse;
@@ -15,6 +16,7 @@ use crate::model::Version;
 use std::fmt;
 
 pub use check::is_token_byte;
+pub use classes::{ClassConfig, HeaderMatch, OutcomeConfig, MAX_CLASSES, MAX_MATCH_ENTRIES, MAX_OUTCOMES, OTHER_CLASS};
 pub use decimal::{parse_decimal, percent_to_bp};
 
 /// Basis points in 100%: weights are kept as integers in `0..=10_000`.
@@ -132,6 +134,10 @@ pub struct Config {
     /// Also write version and reason to filter state for the access log (two host calls per
     /// request; the response headers carry the same values at no extra cost).
     pub filter_state: bool,
+    /// Route classes, first match wins; a request matching none is class `other`.
+    pub classes: Vec<ClassConfig>,
+    /// Named classifications of a response by a response header.
+    pub outcomes: Vec<OutcomeConfig>,
 }
 
 impl Default for Config {
@@ -154,6 +160,8 @@ impl Default for Config {
             gate: GateConfig::default(),
             hosts: Vec::new(),
             filter_state: false,
+            classes: Vec::new(),
+            outcomes: Vec::new(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::json::{Fields, Item};
 use super::value;
-use super::{check, decimal, refuse, ConfigError};
+use super::{check, classes, decimal, refuse, ConfigError};
 use super::{
     Config, GateConfig, KeySource, MetricsConfig, OverrideConfig, Role, SplitConfig, SplitMode, StickyConfig,
     MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS, MAX_WINDOW_S,
@@ -87,7 +87,14 @@ fn top_level(f: &Fields<'_>, c: &mut Config) -> Result<(), ConfigError> {
     if let Some(items) = f.array("hosts")? {
         c.hosts = hosts(items)?;
     }
-    f.set_boolean("filter_state", &mut c.filter_state)
+    f.set_boolean("filter_state", &mut c.filter_state)?;
+    if let Some(items) = f.array("classes")? {
+        c.classes = classes::classes("classes", items)?;
+    }
+    if let Some(items) = f.array("outcomes")? {
+        c.outcomes = classes::outcomes("outcomes", items)?;
+    }
+    Ok(())
 }
 
 fn split(f: &Fields<'_>, s: &mut SplitConfig) -> Result<(), ConfigError> {

@@ -1,6 +1,7 @@
 //! Per-version measurement: what a request records, how the rolling window aggregates it, and
 //! the host stats it is exported as.
 
+pub mod classify;
 pub mod histogram;
 pub mod metrics;
 pub mod names;
