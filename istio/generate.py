@@ -76,8 +76,12 @@ STATS_TAGS = [
     # (a mesh-mode router's gate series, per canary revision).
     ("revision", r"^wasmcustom\.canary_[a-z0-9_]+\.service\.[a-z0-9-]+(?:\.version\.[A-Za-z0-9_-]+)?"
                  r"(?:\.reporter\.(?:router|observer))?(\.revision\.([A-Za-z0-9_-]+))"),
+    ("direction", r"^wasmcustom\.canary_[a-z0-9_]+\..*(\.direction\.(inbound|outbound))"),
+    # The route class, last but for the metric's own pair.
+    ("class", r"^wasmcustom\.canary_[a-z0-9_]+\..*(\.class\.([a-z0-9_]+))(?:\.(?:code_class|outcome)\.[a-z0-9_]+)?$"),
     ("code_class", r"^wasmcustom\.canary_responses_total\..*(\.code_class\.([1-5]xx|none))$"),
     ("reason", r"^wasmcustom\.canary_route_decisions_total\..*(\.reason\.([a-z]+))$"),
+    ("outcome", r"^wasmcustom\.canary_(?:outcomes_total|window_outcome_ratio_ppm)\..*(\.outcome\.([a-z0-9_]+))$"),
 ]
 
 # Ingress gateway replicas sharing the traffic (not in the tier-1 plan). Each replica gates on
@@ -1004,8 +1008,9 @@ def files():
         [observer_doc(s) for s in SERVICES])
     out["stats/canary-gate-stats-configmap.yaml"] = (
         ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
-         "pairs into the Prometheus labels service, version, reporter, revision, code_class and reason (the same",
-         "tags as envoy/*.yaml). Envoy merges it into Istio's bootstrap (repeated fields appended)."],
+         "pairs into the Prometheus labels service, version, reporter, revision, direction, class,",
+         "code_class, reason and outcome (the same tags as envoy/*.yaml). Envoy merges it into Istio's",
+         "bootstrap (repeated fields appended)."],
         [stats_configmap_doc(NAMESPACE, "Sidecars: pods annotated sidecar.istio.io/bootstrapOverride: canary-gate-stats."),
          stats_configmap_doc(GATEWAY_NAMESPACE, "Ingress gateway: mounted by istio/stats/gateway-proxy-config.yaml.")])
     out["stats/gateway-proxy-config.yaml"] = (

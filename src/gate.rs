@@ -2,7 +2,7 @@
 //! `consecutive` breached evaluations in a row. A trip is latched until the canary changes
 //! (another version name) or the configuration's `rearm` value changes.
 
-use crate::config::GateConfig;
+use crate::config::{GateConfig, Limits};
 use crate::measure::window::WindowStats;
 use crate::model::GateState;
 
@@ -13,8 +13,30 @@ pub struct Evaluation {
     pub state: GateState,
     /// True only on the evaluation that tripped the gate.
     pub tripped_now: bool,
-    /// The breached thresholds with measured values, empty if none.
+    /// The breached thresholds with measured values (prefixed with the class they concern),
+    /// empty if none.
     pub breaches: String,
+}
+
+/// One set of thresholds and the canary and stable figures they judge: the whole service's
+/// (`class` `None`) or one route class's.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// The class judged, `None` for the whole service.
+    pub class: Option<&'a str>,
+    /// Its thresholds.
+    pub limits: &'a Limits,
+    /// The canary's figures over the gate window.
+    pub canary: WindowStats,
+    /// The stable version's.
+    pub stable: WindowStats,
+}
+
+impl Check<'_> {
+    /// Enough canary requests to judge.
+    fn conclusive(&self) -> bool {
+        self.limits.has_thresholds() && self.canary.requests >= self.limits.min_requests.max(1)
+    }
 }
 
 /// Evaluation state carried from one second to the next.
@@ -35,13 +57,17 @@ impl Gate {
         self.tripped
     }
 
-    /// Evaluates one second's windows.
-    pub fn evaluate(&mut self, config: &GateConfig, canary: &WindowStats, stable: &WindowStats) -> Evaluation {
-        let breaches = breaches(config, canary, stable);
+    /// Evaluates one second's checks. Any conclusive check that breaches is a breach; with
+    /// none conclusive the verdict is inconclusive.
+    pub fn evaluate(&mut self, config: &GateConfig, checks: &[Check<'_>]) -> Evaluation {
+        let mut breaches = String::new();
+        for check in checks.iter().filter(|c| c.conclusive() || self.tripped) {
+            note_breaches(&mut breaches, check);
+        }
         if self.tripped {
             return Evaluation { state: GateState::Tripped, tripped_now: false, breaches };
         }
-        if canary.requests < config.min_requests.max(1) || !config.has_thresholds() {
+        if !config.has_thresholds() || !checks.iter().any(Check::conclusive) {
             self.consecutive_breaches = 0;
             let state = if config.has_thresholds() { GateState::Inconclusive } else { GateState::Ok };
             return Evaluation { state, tripped_now: false, breaches: String::new() };
@@ -70,31 +96,35 @@ fn millis(us: u64) -> String {
     format!("{}.{:03}ms", us / 1000, us % 1000)
 }
 
-/// The thresholds `canary` breaches, as `name measured > limit` items.
-fn breaches(config: &GateConfig, canary: &WindowStats, stable: &WindowStats) -> String {
-    let mut out = String::new();
+/// Appends the thresholds `check` breaches, as `name measured > limit` items (after `class
+/// NAME:` for a class).
+fn note_breaches(out: &mut String, check: &Check<'_>) {
+    let (limits, canary, stable) = (check.limits, &check.canary, &check.stable);
     let mut note = |text: String| {
         if !out.is_empty() {
             out.push_str(", ");
         }
+        if let Some(class) = check.class {
+            out.push_str(&format!("class {class}: "));
+        }
         out.push_str(&text);
     };
-    if let Some(limit) = config.max_error_ratio_ppm {
+    if let Some(limit) = limits.max_error_ratio_ppm {
         if canary.error_ratio_ppm > limit {
             note(format!("error_ratio {} > {}", percent(canary.error_ratio_ppm), percent(limit)));
         }
     }
-    if let Some(limit) = config.max_p95_us {
+    if let Some(limit) = limits.max_p95_us {
         if canary.p95_us > limit {
             note(format!("p95 {} > {}", millis(canary.p95_us), millis(limit)));
         }
     }
-    if let Some(limit) = config.max_p99_us {
+    if let Some(limit) = limits.max_p99_us {
         if canary.p99_us > limit {
             note(format!("p99 {} > {}", millis(canary.p99_us), millis(limit)));
         }
     }
-    if let Some(limit) = config.max_error_ratio_over_stable_ppm {
+    if let Some(limit) = limits.max_error_ratio_over_stable_ppm {
         let over = canary.error_ratio_ppm.saturating_sub(stable.error_ratio_ppm);
         if over > limit {
             note(format!(
@@ -106,7 +136,15 @@ fn breaches(config: &GateConfig, canary: &WindowStats, stable: &WindowStats) -> 
             ));
         }
     }
-    out
+    for outcome in &limits.outcomes {
+        let ratio = canary.outcome_ratio_ppm(outcome.outcome);
+        if let Some(min) = outcome.min_ppm.filter(|&min| ratio < min) {
+            note(format!("{} ratio {} < {}", outcome.name, percent(ratio), percent(min)));
+        }
+        if let Some(max) = outcome.max_ppm.filter(|&max| ratio > max) {
+            note(format!("{} ratio {} > {}", outcome.name, percent(ratio), percent(max)));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,11 +160,21 @@ mod tests {
             p50_us: p95_us / 2,
             p95_us,
             p99_us: p95_us,
+            ..WindowStats::default()
         }
     }
 
     fn config() -> GateConfig {
-        GateConfig { max_error_ratio_ppm: Some(50_000), max_p95_us: Some(200_000), ..GateConfig::default() }
+        gate(Limits { max_error_ratio_ppm: Some(50_000), max_p95_us: Some(200_000), ..Limits::default() })
+    }
+
+    fn gate(limits: Limits) -> GateConfig {
+        GateConfig { limits, ..GateConfig::default() }
+    }
+
+    /// Evaluates the whole service only.
+    fn judge(g: &mut Gate, c: &GateConfig, canary: &WindowStats, stable: &WindowStats) -> Evaluation {
+        g.evaluate(c, &[Check { class: None, limits: &c.limits, canary: *canary, stable: *stable }])
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -134,13 +182,13 @@ mod tests {
         let (c, mut g) = (config(), Gate::default());
         let healthy = stats(100, 1_000, 50_000);
         let failing = stats(100, 300_000, 50_000);
-        assert_eq!(g.evaluate(&c, &healthy, &healthy).state, GateState::Ok);
-        let first = g.evaluate(&c, &failing, &healthy);
+        assert_eq!(judge(&mut g, &c, &healthy, &healthy).state, GateState::Ok);
+        let first = judge(&mut g, &c, &failing, &healthy);
         assert_eq!((first.state, first.tripped_now), (GateState::Breaching, false));
         assert_eq!(first.breaches, "error_ratio 30.0000% > 5.0000%");
-        let second = g.evaluate(&c, &failing, &healthy);
+        let second = judge(&mut g, &c, &failing, &healthy);
         assert_eq!((second.state, second.tripped_now), (GateState::Tripped, true));
-        let later = g.evaluate(&c, &healthy, &healthy);
+        let later = judge(&mut g, &c, &healthy, &healthy);
         assert_eq!((later.state, later.tripped_now), (GateState::Tripped, false));
     }
 
@@ -150,8 +198,8 @@ mod tests {
         let failing = stats(100, 0, 400_000);
         let healthy = stats(100, 0, 100_000);
         for _ in 0..10 {
-            assert_eq!(g.evaluate(&c, &failing, &healthy).state, GateState::Breaching);
-            assert_eq!(g.evaluate(&c, &healthy, &healthy).state, GateState::Ok);
+            assert_eq!(judge(&mut g, &c, &failing, &healthy).state, GateState::Breaching);
+            assert_eq!(judge(&mut g, &c, &healthy, &healthy).state, GateState::Ok);
         }
         assert!(!g.is_tripped());
     }
@@ -160,7 +208,7 @@ mod tests {
     fn low_traffic_is_inconclusive_never_a_breach() {
         let (c, mut g) = (config(), Gate::default());
         for _ in 0..100 {
-            let e = g.evaluate(&c, &stats(19, 1_000_000, 10_000_000), &stats(0, 0, 0));
+            let e = judge(&mut g, &c, &stats(19, 1_000_000, 10_000_000), &stats(0, 0, 0));
             assert_eq!(e.state, GateState::Inconclusive);
         }
         assert!(!g.is_tripped());
@@ -168,25 +216,28 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn comparison_against_stable_uses_the_difference() {
-        let c = GateConfig { max_error_ratio_over_stable_ppm: Some(10_000), consecutive: 1, ..GateConfig::default() };
+        let c = GateConfig {
+            consecutive: 1,
+            ..gate(Limits { max_error_ratio_over_stable_ppm: Some(10_000), ..Limits::default() })
+        };
         let mut g = Gate::default();
-        assert_eq!(g.evaluate(&c, &stats(100, 60_000, 0), &stats(100, 55_000, 0)).state, GateState::Ok);
-        let e = g.evaluate(&c, &stats(100, 70_000, 0), &stats(100, 55_000, 0));
+        assert_eq!(judge(&mut g, &c, &stats(100, 60_000, 0), &stats(100, 55_000, 0)).state, GateState::Ok);
+        let e = judge(&mut g, &c, &stats(100, 70_000, 0), &stats(100, 55_000, 0));
         assert!(e.tripped_now, "{e:?}");
         assert_eq!(e.breaches, "error_ratio over stable 1.5000% (7.0000% - 5.5000%) > 1.0000%");
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn latency_breaches_name_measured_and_limit() {
-        let c = GateConfig { max_p95_us: Some(200_000), max_p99_us: Some(1_000_000), ..GateConfig::default() };
-        let e = Gate::default().evaluate(&c, &stats(50, 0, 612_345), &stats(0, 0, 0));
+        let c = gate(Limits { max_p95_us: Some(200_000), max_p99_us: Some(1_000_000), ..Limits::default() });
+        let e = judge(&mut Gate::default(), &c, &stats(50, 0, 612_345), &stats(0, 0, 0));
         assert_eq!(e.breaches, "p95 612.345ms > 200.000ms");
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn without_thresholds_the_gate_stays_ok() {
         let mut g = Gate::default();
-        let e = g.evaluate(&GateConfig::default(), &stats(1000, 1_000_000, 9_000_000), &stats(0, 0, 0));
+        let e = judge(&mut g, &GateConfig::default(), &stats(1000, 1_000_000, 9_000_000), &stats(0, 0, 0));
         assert_eq!(e.state, GateState::Ok);
     }
 }

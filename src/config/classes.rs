@@ -71,24 +71,25 @@ fn unique(field: &str, name: &str, earlier: impl IntoIterator<Item = impl AsRef<
 }
 
 /// A non-empty list of at most [`MAX_MATCH_ENTRIES`] strings, each checked by `valid`.
+// One copy for every list (`dyn`): a generic one per caller cost kilobytes of filter.
+#[inline(never)]
 fn string_list(
     f: &Fields<'_>,
     name: &'static str,
-    valid: impl Fn(&str, &str) -> Result<(), ConfigError>,
+    valid: &dyn Fn(&str, &str) -> Result<(), ConfigError>,
 ) -> Result<Vec<String>, ConfigError> {
     let Some(items) = f.array(name)? else { return Ok(Vec::new()) };
     let path = f.path_of(name);
     if items.is_empty() || items.len() > MAX_MATCH_ENTRIES {
         return Err(refuse(&path, format!("needs 1..={MAX_MATCH_ENTRIES} entries, got {}", items.len())));
     }
-    items
-        .iter()
-        .map(|item| {
-            let text = item.string()?;
-            valid(&item.path, text)?;
-            Ok(text.to_string())
-        })
-        .collect()
+    let mut out = Vec::with_capacity(items.len());
+    for item in &items {
+        let text = item.string()?;
+        valid(&item.path, text)?;
+        out.push(text.to_string());
+    }
+    Ok(out)
 }
 
 /// Visible ASCII, no query or fragment, at most 128 bytes.
@@ -114,6 +115,7 @@ fn method(field: &str, text: &str) -> Result<(), ConfigError> {
 }
 
 /// Reads `classes`.
+#[inline(never)]
 pub fn classes(path: &str, items: Vec<Item<'_>>) -> Result<Vec<ClassConfig>, ConfigError> {
     if items.len() > MAX_CLASSES {
         return Err(refuse(path, format!("at most {MAX_CLASSES} entries, got {}", items.len())));
@@ -147,11 +149,11 @@ fn class(f: &Fields<'_>) -> Result<ClassConfig, ConfigError> {
     }
     let class = ClassConfig {
         name: name.to_string(),
-        path_prefix: string_list(f, "path_prefix", |at, t| path_part(at, t, true))?,
-        path_suffix: string_list(f, "path_suffix", |at, t| path_part(at, t, false))?,
-        method: string_list(f, "method", method)?,
+        path_prefix: string_list(f, "path_prefix", &|at, t| path_part(at, t, true))?,
+        path_suffix: string_list(f, "path_suffix", &|at, t| path_part(at, t, false))?,
+        method: string_list(f, "method", &method)?,
         header: header_match(f)?,
-        authority_suffix: string_list(f, "authority_suffix", |at, t| {
+        authority_suffix: string_list(f, "authority_suffix", &|at, t| {
             check::host_pattern(at, t)?;
             if t.starts_with('*') || t.ends_with('.') {
                 return Err(refuse(at, format!("must be a host name (it matches its subdomains too), got {t:?}")));
@@ -183,6 +185,7 @@ fn header_match(f: &Fields<'_>) -> Result<Option<HeaderMatch>, ConfigError> {
 }
 
 /// Reads `outcomes`.
+#[inline(never)]
 pub fn outcomes(path: &str, items: Vec<Item<'_>>) -> Result<Vec<OutcomeConfig>, ConfigError> {
     if items.len() > MAX_OUTCOMES {
         return Err(refuse(path, format!("at most {MAX_OUTCOMES} entries, got {}", items.len())));
@@ -196,7 +199,7 @@ pub fn outcomes(path: &str, items: Vec<Item<'_>>) -> Result<Vec<OutcomeConfig>, 
             let header =
                 f.string("response_header")?.ok_or_else(|| refuse(f.path(), "missing field `response_header`"))?;
             check::header_name(&f.path_of("response_header"), header)?;
-            let equals = string_list(f, "equals", |at, t| {
+            let equals = string_list(f, "equals", &|at, t| {
                 if t.len() <= 256 && t.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
                     Ok(())
                 } else {

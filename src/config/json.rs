@@ -185,6 +185,26 @@ impl<'a> Fields<'a> {
     }
 }
 
+impl<'a> Fields<'a> {
+    /// An object field whose member names are data (class or outcome names): each member as an
+    /// item with its path (`name.member`).
+    pub fn members(&self, name: &'static str) -> Result<Option<Vec<(&'a str, Item<'a>)>>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Object(members)) => {
+                let path = self.path_of(name);
+                Ok(Some(
+                    members
+                        .iter()
+                        .map(|(key, value)| (key.as_str(), Item { path: format!("{path}.{key}"), value }))
+                        .collect(),
+                ))
+            }
+            Some(v) => Err(invalid_type(&self.path_of(name), v, "an object")),
+        }
+    }
+}
+
 /// One item of an array field, with its path.
 pub struct Item<'a> {
     /// `name[i]`.
@@ -198,6 +218,14 @@ impl<'a> Item<'a> {
         match self.value {
             Value::String(s) => Ok(s),
             other => Err(invalid_type(&self.path, other, "a string")),
+        }
+    }
+
+    /// The text of the item as a number, exactly as written.
+    pub fn number_text(&self) -> Result<&'a str, ConfigError> {
+        match self.value {
+            Value::Number(text) => Ok(text),
+            other => Err(invalid_type(&self.path, other, "a number")),
         }
     }
 

@@ -138,6 +138,9 @@ pub struct Config {
     pub classes: Vec<ClassConfig>,
     /// Named classifications of a response by a response header.
     pub outcomes: Vec<OutcomeConfig>,
+    /// Observer role: `inbound` (requests to this pod) or `outbound` (this pod's calls), the
+    /// `direction` metric label.
+    pub direction: String,
 }
 
 impl Default for Config {
@@ -162,6 +165,7 @@ impl Default for Config {
             filter_state: false,
             classes: Vec::new(),
             outcomes: Vec::new(),
+            direction: "inbound".into(),
         }
     }
 }
@@ -235,7 +239,22 @@ impl Default for MetricsConfig {
 pub struct GateConfig {
     /// Evaluation window in seconds.
     pub window_s: u32,
-    /// Below this many canary requests in the window the verdict is inconclusive.
+    /// The thresholds on the whole service's canary traffic.
+    pub limits: Limits,
+    /// Thresholds on one route class's canary traffic each (`gate.classes`).
+    pub classes: Vec<ClassGate>,
+    /// Breached evaluations in a row that trip the gate.
+    pub consecutive: u32,
+    /// Evaluate, export and log, but never reroute.
+    pub dry_run: bool,
+    /// Changing this value clears a latched trip.
+    pub rearm: u64,
+}
+
+/// Thresholds on a set of canary requests (the whole service's, or one class's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Below this many canary requests in the window these limits are inconclusive.
     pub min_requests: u64,
     /// Canary 5xx ratio limit, parts per million (from `max_error_ratio`).
     pub max_error_ratio_ppm: Option<u64>,
@@ -245,23 +264,65 @@ pub struct GateConfig {
     pub max_p99_us: Option<u64>,
     /// Limit on canary minus stable 5xx ratio, parts per million.
     pub max_error_ratio_over_stable_ppm: Option<u64>,
-    /// Breached evaluations in a row that trip the gate.
-    pub consecutive: u32,
-    /// Evaluate, export and log, but never reroute.
-    pub dry_run: bool,
-    /// Changing this value clears a latched trip.
-    pub rearm: u64,
+    /// Bounds on the share of canary requests with an outcome.
+    pub outcomes: Vec<OutcomeLimit>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min_requests: 20,
+            max_error_ratio_ppm: None,
+            max_p95_us: None,
+            max_p99_us: None,
+            max_error_ratio_over_stable_ppm: None,
+            outcomes: Vec::new(),
+        }
+    }
+}
+
+impl Limits {
+    /// Whether any threshold is set.
+    pub fn has_thresholds(&self) -> bool {
+        self.max_error_ratio_ppm.is_some()
+            || self.max_p95_us.is_some()
+            || self.max_p99_us.is_some()
+            || self.max_error_ratio_over_stable_ppm.is_some()
+            || !self.outcomes.is_empty()
+    }
+}
+
+/// Bounds on the share of canary requests with outcome `outcome` (`min_outcome_ratio`,
+/// `max_outcome_ratio`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeLimit {
+    /// The outcome's index in `outcomes`.
+    pub outcome: usize,
+    /// Its name.
+    pub name: String,
+    /// Lowest share, parts per million.
+    pub min_ppm: Option<u64>,
+    /// Highest share, parts per million.
+    pub max_ppm: Option<u64>,
+}
+
+/// `gate.classes.NAME`: thresholds on one route class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassGate {
+    /// The class's index in `classes` (`classes.len()` for `other`).
+    pub class: usize,
+    /// Its name.
+    pub name: String,
+    /// Its thresholds.
+    pub limits: Limits,
 }
 
 impl Default for GateConfig {
     fn default() -> Self {
         GateConfig {
             window_s: 5,
-            min_requests: 20,
-            max_error_ratio_ppm: None,
-            max_p95_us: None,
-            max_p99_us: None,
-            max_error_ratio_over_stable_ppm: None,
+            limits: Limits::default(),
+            classes: Vec::new(),
             consecutive: 2,
             dry_run: false,
             rearm: 0,
@@ -270,12 +331,9 @@ impl Default for GateConfig {
 }
 
 impl GateConfig {
-    /// Whether any threshold is set.
+    /// Whether any threshold is set, for the service or a class.
     pub fn has_thresholds(&self) -> bool {
-        self.max_error_ratio_ppm.is_some()
-            || self.max_p95_us.is_some()
-            || self.max_p99_us.is_some()
-            || self.max_error_ratio_over_stable_ppm.is_some()
+        self.limits.has_thresholds() || self.classes.iter().any(|c| c.limits.has_thresholds())
     }
 }
 
@@ -338,10 +396,10 @@ mod tests {
         )
         .unwrap();
         let g = c.gate;
-        assert_eq!((g.window_s, g.min_requests, g.consecutive, g.dry_run, g.rearm), (10, 50, 3, true, 7));
-        assert_eq!(g.max_error_ratio_ppm, Some(1_000));
-        assert_eq!((g.max_p95_us, g.max_p99_us), (Some(500_000), Some(1_000_500)));
-        assert_eq!(g.max_error_ratio_over_stable_ppm, Some(2_500));
+        assert_eq!((g.window_s, g.limits.min_requests, g.consecutive, g.dry_run, g.rearm), (10, 50, 3, true, 7));
+        assert_eq!(g.limits.max_error_ratio_ppm, Some(1_000));
+        assert_eq!((g.limits.max_p95_us, g.limits.max_p99_us), (Some(500_000), Some(1_000_500)));
+        assert_eq!(g.limits.max_error_ratio_over_stable_ppm, Some(2_500));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -5,8 +5,8 @@ use super::json::{Fields, Item};
 use super::value;
 use super::{check, classes, decimal, refuse, ConfigError};
 use super::{
-    Config, GateConfig, KeySource, MetricsConfig, OverrideConfig, Role, SplitConfig, SplitMode, StickyConfig,
-    MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS, MAX_WINDOW_S,
+    ClassGate, Config, GateConfig, KeySource, Limits, MetricsConfig, OutcomeLimit, OverrideConfig, Role, SplitConfig,
+    SplitMode, StickyConfig, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS, MAX_WINDOW_S, OTHER_CLASS,
 };
 
 /// Parses and validates the plugin configuration bytes.
@@ -14,6 +14,7 @@ pub fn config(bytes: &[u8]) -> Result<Config, ConfigError> {
     let value = value::parse(bytes)?;
     let mut config = Config::default();
     Fields::read(String::new(), &value, |f| top_level(f, &mut config))?;
+    resolve_gate_names(&mut config)?;
     if config.role == Role::Observer && config.gate.has_thresholds() {
         return Err(refuse("gate", "thresholds apply to the router role only (an observer never reroutes)"));
     }
@@ -94,6 +95,12 @@ fn top_level(f: &Fields<'_>, c: &mut Config) -> Result<(), ConfigError> {
     if let Some(items) = f.array("outcomes")? {
         c.outcomes = classes::outcomes("outcomes", items)?;
     }
+    if let Some(i) = f.variant("direction", &["inbound", "outbound"])? {
+        if c.role != Role::Observer {
+            return Err(refuse("direction", "applies to the observer role only (a router handles inbound requests)"));
+        }
+        c.direction = if i == 0 { "inbound" } else { "outbound" }.to_string();
+    }
     Ok(())
 }
 
@@ -167,13 +174,42 @@ fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
         }
         Ok(())
     };
-    let ratio = |name: &'static str| -> Result<Option<u64>, ConfigError> {
-        let Some(text) = f.number_text(name)? else { return Ok(None) };
-        let ppm = decimal::parse_decimal(text, 6).map_err(|reason| refuse(&f.path_of(name), reason))?;
-        if ppm > 1_000_000 {
-            return Err(refuse(&f.path_of(name), format!("must be between 0 and 1, got {text}")));
+    let mut window_s = u64::from(g.window_s);
+    in_range("window_s", &mut window_s, 1, u64::from(MAX_WINDOW_S))?;
+    g.window_s = window_s as u32;
+    limits(f, &mut g.limits)?;
+    let mut consecutive = u64::from(g.consecutive);
+    in_range("consecutive", &mut consecutive, 1, 600)?;
+    g.consecutive = consecutive as u32;
+    f.set_boolean("dry_run", &mut g.dry_run)?;
+    if let Some(rearm) = f.integer("rearm", u64::MAX)? {
+        g.rearm = rearm;
+    }
+    if let Some(members) = f.members("classes")? {
+        for (name, item) in members {
+            // A class's minimum volume defaults to the service's.
+            let mut class_limits = Limits { min_requests: g.limits.min_requests, ..Limits::default() };
+            item.object(|c| limits(c, &mut class_limits))?;
+            // The index is resolved once the classes are read.
+            g.classes.push(ClassGate { class: usize::MAX, name: name.to_string(), limits: class_limits });
         }
-        Ok(Some(ppm))
+    }
+    Ok(())
+}
+
+/// A ratio in `[0, 1]` with at most 6 decimals, in parts per million.
+fn ratio_ppm(path: &str, text: &str) -> Result<u64, ConfigError> {
+    let ppm = decimal::parse_decimal(text, 6).map_err(|reason| refuse(path, reason))?;
+    if ppm > 1_000_000 {
+        return Err(refuse(path, format!("must be between 0 and 1, got {text}")));
+    }
+    Ok(ppm)
+}
+
+/// The thresholds of the gate or of one of its classes.
+fn limits(f: &Fields<'_>, l: &mut Limits) -> Result<(), ConfigError> {
+    let ratio = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+        f.number_text(name)?.map(|text| ratio_ppm(&f.path_of(name), text)).transpose()
     };
     let millis = |name: &'static str| -> Result<Option<u64>, ConfigError> {
         let Some(text) = f.number_text(name)? else { return Ok(None) };
@@ -183,20 +219,62 @@ fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
         }
         Ok(Some(us))
     };
-    let mut window_s = u64::from(g.window_s);
-    in_range("window_s", &mut window_s, 1, u64::from(MAX_WINDOW_S))?;
-    g.window_s = window_s as u32;
-    in_range("min_requests", &mut g.min_requests, 1, 1_000_000_000)?;
-    g.max_error_ratio_ppm = ratio("max_error_ratio")?;
-    g.max_p95_us = millis("max_p95_ms")?;
-    g.max_p99_us = millis("max_p99_ms")?;
-    g.max_error_ratio_over_stable_ppm = ratio("max_error_ratio_over_stable")?;
-    let mut consecutive = u64::from(g.consecutive);
-    in_range("consecutive", &mut consecutive, 1, 600)?;
-    g.consecutive = consecutive as u32;
-    f.set_boolean("dry_run", &mut g.dry_run)?;
-    if let Some(rearm) = f.integer("rearm", u64::MAX)? {
-        g.rearm = rearm;
+    if let Some(value) = f.integer("min_requests", u64::MAX)? {
+        l.min_requests = check::in_range(&f.path_of("min_requests"), value, 1, 1_000_000_000, "")?;
+    }
+    l.max_error_ratio_ppm = ratio("max_error_ratio")?;
+    l.max_p95_us = millis("max_p95_ms")?;
+    l.max_p99_us = millis("max_p99_ms")?;
+    l.max_error_ratio_over_stable_ppm = ratio("max_error_ratio_over_stable")?;
+    for (field, is_min) in [("min_outcome_ratio", true), ("max_outcome_ratio", false)] {
+        for (name, item) in f.members(field)?.unwrap_or_default() {
+            let ppm = ratio_ppm(&item.path, item.number_text()?)?;
+            let limit = match l.outcomes.iter().position(|o| o.name == name) {
+                Some(i) => l.outcomes.get_mut(i),
+                None => {
+                    // The index is resolved once the outcomes are read.
+                    l.outcomes.push(OutcomeLimit {
+                        outcome: usize::MAX,
+                        name: name.to_string(),
+                        min_ppm: None,
+                        max_ppm: None,
+                    });
+                    l.outcomes.last_mut()
+                }
+            };
+            if let Some(limit) = limit {
+                if is_min {
+                    limit.min_ppm = Some(ppm);
+                } else {
+                    limit.max_ppm = Some(ppm);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the class and outcome names the gate names, refusing unknown ones.
+fn resolve_gate_names(c: &mut Config) -> Result<(), ConfigError> {
+    let outcome_names: Vec<String> = c.outcomes.iter().map(|o| o.name.clone()).collect();
+    let resolve_outcomes = |path: &str, l: &mut Limits| -> Result<(), ConfigError> {
+        for limit in &mut l.outcomes {
+            limit.outcome = outcome_names
+                .iter()
+                .position(|n| *n == limit.name)
+                .ok_or_else(|| refuse(path, format!("outcome `{}` is not one of `outcomes`", limit.name)))?;
+        }
+        Ok(())
+    };
+    resolve_outcomes("gate", &mut c.gate.limits)?;
+    let class_names: Vec<&str> = c.classes.iter().map(|k| k.name.as_str()).chain([OTHER_CLASS]).collect();
+    for class in &mut c.gate.classes {
+        let path = format!("gate.classes.{}", class.name);
+        class.class = class_names
+            .iter()
+            .position(|n| *n == class.name)
+            .ok_or_else(|| refuse(&path, format!("`{}` is not one of `classes` (or `{OTHER_CLASS}`)", class.name)))?;
+        resolve_outcomes(&path, &mut class.limits)?;
     }
     Ok(())
 }

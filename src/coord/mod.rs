@@ -16,10 +16,10 @@ pub mod verdict;
 pub mod wire;
 
 use crate::config::{Config, Role, SplitMode};
-use crate::gate::Gate;
+use crate::gate::{Check, Gate};
 use crate::host::Host;
 use crate::measure::metrics::MetricIds;
-use crate::measure::window::{Tally, Window, WindowStats};
+use crate::measure::window::{lane, Tally, Window};
 use crate::model::{GateState, Revision, Version};
 use lease::{should_claim, Lease};
 use revisions::SharedRevisions;
@@ -71,10 +71,11 @@ pub struct Coordinator {
     name: String,
     /// Random id of this VM, for the lease.
     vm_id: u64,
-    tallies: RefCell<[Tally; 2]>,
+    /// Per lane (version and route class); grown to the configuration's classes on first use.
+    tallies: RefCell<Vec<Tally>>,
     /// The gate identity this VM's tallies are being recorded under (set at each tick).
     recording_identity: Cell<Option<u64>>,
-    scratch: RefCell<[Tally; 2]>,
+    scratch: RefCell<Tally>,
     queue: Cell<Option<u32>>,
     last_tick_s: Cell<u64>,
     /// The merged window and the canary it measures (name, and the identity of its gate),
@@ -121,11 +122,17 @@ impl Coordinator {
         self.gate_tripped.get()
     }
 
-    /// Records one completed request in this VM's tally (request path: no host call).
-    pub fn record(&self, version: Version, micros: u64, is_error: bool) {
+    /// Records one completed request of `version` in route class `class` in this VM's tally
+    /// (request path: no host call); bit `i` of `outcomes` set if it had outcome `i`.
+    pub fn record(&self, version: Version, class: usize, micros: u64, is_error: bool, outcomes: u8) {
         if let Ok(mut tallies) = self.tallies.try_borrow_mut() {
-            if let Some(t) = tallies.get_mut(version.index()) {
-                t.record(micros, is_error);
+            let lane = lane(version, class);
+            if lane >= tallies.len() && lane < wire::MAX_LANES {
+                // Once per lane and VM: the classes come from the configuration.
+                tallies.resize_with(lane + 1, Tally::default);
+            }
+            if let Some(t) = tallies.get_mut(lane) {
+                t.record(micros, is_error, outcomes);
             }
         }
     }
@@ -156,7 +163,7 @@ impl Coordinator {
         let subject = canary_revision.as_ref().map_or(config.canary.as_str(), |r| r.as_str());
         let id = identity(subject, config.gate.rearm);
         let recorded_under = self.recording_identity.replace(Some(id)).unwrap_or(id);
-        self.ship(host, queue, recorded_under);
+        self.ship(host, queue, config.classes.len() + 1, recorded_under);
         let leader = self.hold_lease(host, now_s);
         if leader {
             self.merge(host, queue, now_s, id, config, ids);
@@ -191,12 +198,12 @@ impl Coordinator {
         format!("canary-gate/{}/verdict", self.name)
     }
 
-    fn ship(&self, host: &impl Host, queue: u32, identity: u64) {
+    fn ship(&self, host: &impl Host, queue: u32, classes: usize, identity: u64) {
         let Ok(mut tallies) = self.tallies.try_borrow_mut() else { return };
         if tallies.iter().all(Tally::is_empty) {
             return;
         }
-        if !host.enqueue(queue, &wire::encode(&tallies, identity)) {
+        if !host.enqueue(queue, &wire::encode(&tallies, classes, identity)) {
             log::warn!("cannot ship window data for {}", self.name);
         }
         for t in tallies.iter_mut() {
@@ -231,9 +238,14 @@ impl Coordinator {
         // A new canary or a new window length starts a new window; a re-arm starts a clean
         // canary side, so the re-armed gate never judges the errors that tripped it.
         let window_s = config.merged_window_s() as usize;
+        let classes = config.classes.len() + 1;
         let merged = match merged.as_mut() {
-            Some(m) if m.window.len_s() == window_s && m.canary == config.canary => m,
-            _ => merged.insert(Merged { canary: config.canary.clone(), identity: id, window: Window::new(window_s) }),
+            Some(m) if m.window.len_s() == window_s && m.window.classes() == classes && m.canary == config.canary => m,
+            _ => merged.insert(Merged {
+                canary: config.canary.clone(),
+                identity: id,
+                window: Window::new(window_s, classes),
+            }),
         };
         if merged.identity != id {
             merged.identity = id;
@@ -242,41 +254,47 @@ impl Coordinator {
         let window = &mut merged.window;
         window.advance_to(now_s);
         while let Some(message) = host.dequeue(queue) {
-            let Some(recorded_under) = wire::decode_into(&message, &mut scratch) else {
-                log::warn!("dropped a malformed window message for {}", self.name);
-                continue;
-            };
-            for version in Version::BOTH {
-                // Canary requests recorded before a re-arm or a new canary belong to the gate
-                // that judged them.
-                let current = version == Version::Stable || recorded_under == id;
-                if let Some(t) = scratch.get(version.index()).filter(|_| current) {
-                    window.add(version, t);
+            // Canary requests recorded before a re-arm or a new canary belong to the gate that
+            // judged them; tallies counted under another configuration's classes are dropped.
+            let decoded = wire::decode(&message, &mut scratch, |header, lane, tally| {
+                let version = if lane % 2 == 0 { Version::Stable } else { Version::Canary };
+                if header.classes == classes && (version == Version::Stable || header.identity == id) {
+                    window.add(version, lane / 2, tally);
                 }
+            });
+            if decoded.is_none() {
+                log::warn!("dropped a malformed window message for {}", self.name);
             }
         }
         for version in Version::BOTH {
-            ids.set_window(host, version, &window.recent_stats(version, config.metrics.window_s as usize));
+            for class in 0..classes {
+                let stats = window.class_stats(version, class, config.metrics.window_s as usize);
+                ids.set_window(host, version, class, &stats);
+            }
         }
         if config.role == Role::Observer {
             return;
         }
         let gate_s = config.gate.window_s as usize;
-        let (canary, stable) =
-            (window.recent_stats(Version::Canary, gate_s), window.recent_stats(Version::Stable, gate_s));
-        self.evaluate_gate(host, id, config, ids, &canary, &stable);
+        let mut checks = vec![Check {
+            class: None,
+            limits: &config.gate.limits,
+            canary: window.recent_stats(Version::Canary, gate_s),
+            stable: window.recent_stats(Version::Stable, gate_s),
+        }];
+        for class in &config.gate.classes {
+            checks.push(Check {
+                class: Some(&class.name),
+                limits: &class.limits,
+                canary: window.class_stats(Version::Canary, class.class, gate_s),
+                stable: window.class_stats(Version::Stable, class.class, gate_s),
+            });
+        }
+        self.evaluate_gate(host, id, config, ids, &checks);
     }
 
     /// Evaluates the gate on the merged window and publishes the verdict.
-    fn evaluate_gate(
-        &self,
-        host: &impl Host,
-        id: u64,
-        config: &Config,
-        ids: &MetricIds,
-        canary: &WindowStats,
-        stable: &WindowStats,
-    ) {
+    fn evaluate_gate(&self, host: &impl Host, id: u64, config: &Config, ids: &MetricIds, checks: &[Check<'_>]) {
         let Ok(mut slot) = self.gate.try_borrow_mut() else { return };
         let key = self.verdict_key();
         let gate = match slot.as_mut() {
@@ -289,7 +307,8 @@ impl Coordinator {
                 &mut slot.insert((id, gate)).1
             }
         };
-        let evaluation = gate.evaluate(&config.gate, canary, stable);
+        let evaluation = gate.evaluate(&config.gate, checks);
+        let canary_requests = checks.first().map_or(0, |c| c.canary.requests);
         if evaluation.tripped_now {
             let g = &config.gate;
             let action = if g.dry_run { "dry run, routing unchanged" } else { "routing canary traffic to stable" };
@@ -301,7 +320,7 @@ impl Coordinator {
                 revision.map(|r| format!(" (revision {})", r.as_str())).unwrap_or_default(),
                 evaluation.breaches,
                 g.window_s,
-                canary.requests,
+                canary_requests,
                 g.consecutive
             );
         }

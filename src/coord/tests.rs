@@ -40,7 +40,7 @@ impl<'p> Vm<'p> {
 
     fn serve(&self, version: Version, requests: u64, errors: u64) {
         for i in 0..requests {
-            self.coord.record(version, 10_000, i < errors);
+            self.coord.record(version, 0, 10_000, i < errors, 0);
         }
     }
 
@@ -54,7 +54,7 @@ fn gauge(proxy: &FakeProxy, name: &str) -> u64 {
 }
 
 fn window_requests(proxy: &FakeProxy, version: &str) -> u64 {
-    gauge(proxy, &format!("canary_window_requests.service.checkout.version.{version}.reporter.router"))
+    gauge(proxy, &format!("canary_window_requests.service.checkout.version.{version}.reporter.router.class.other"))
 }
 
 fn gate_state(proxy: &FakeProxy) -> u64 {
@@ -205,8 +205,8 @@ fn malformed_and_foreign_format_data_is_dropped_not_trusted() {
     let a = Vm::new(&proxy, 1, GATED);
     let queue = "canary-gate/checkout/router/tallies";
     let mut good: [Tally; 2] = Default::default();
-    good[Version::Canary.index()].record(1_000, false);
-    let message = wire::encode(&good, identity("canary", 0));
+    good[Version::Canary.index()].record(1_000, false, 0);
+    let message = wire::encode(&good, 1, identity("canary", 0));
     let mut foreign = message.clone();
     foreign[0] = foreign[0].wrapping_add(1);
     for bad in [&b""[..], b"\x01", b"\xff\xff\xff", &foreign, &message[..message.len() - 1]] {
@@ -276,7 +276,7 @@ fn a_configuration_update_keeps_the_window_of_the_same_canary() {
     assert_eq!(window_requests(&proxy, "canary"), 40);
     a.reconfigure(&GATED.replace(r#""service":"checkout""#, r#""service":"checkout","canary":"v2""#));
     second(&proxy, &[&a]);
-    assert_eq!(gauge(&proxy, "canary_window_requests.service.checkout.version.v2.reporter.router"), 0);
+    assert_eq!(gauge(&proxy, "canary_window_requests.service.checkout.version.v2.reporter.router.class.other"), 0);
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -288,7 +288,7 @@ fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
     let config = Config::parse(GATED.as_bytes()).unwrap();
     let ids = MetricIds::define(&host, &config, None);
     let first = vm_state.coordinator("checkout", "router");
-    first.record(Version::Canary, 1_000, false);
+    first.record(Version::Canary, 0, 1_000, false, 0);
     first.tick(&host, &config, &ids);
     proxy.advance_ms(1000);
     // A configuration update: Envoy starts a new root context, whose start brings a new seed.
@@ -298,7 +298,7 @@ fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
     assert!(Rc::ptr_eq(&first, &again), "one coordinator per service and role in a VM");
     assert_eq!(vm_state.vm_id(), 41);
     let ids = MetricIds::define(&host, &updated, None);
-    again.record(Version::Canary, 1_000, false);
+    again.record(Version::Canary, 0, 1_000, false, 0);
     again.tick(&host, &updated, &ids);
     assert_eq!(lease_holder(&proxy), Some(41), "the holder renews its own lease at once");
     assert_eq!(window_requests(&proxy, "canary"), 2, "and keeps its window");

@@ -1,13 +1,15 @@
 //! The message a worker VM ships once a second to the VM that merges windows: the gate identity
-//! the tallies were recorded under, then both versions' tallies as LEB128 varints with sparse
-//! histogram buckets. Decoding validates every field and answers `None` to anything malformed;
-//! it never panics and allocates nothing unbounded.
+//! the tallies were recorded under, the number of route classes, then each non-empty lane's
+//! tally (version and class) as LEB128 varints with outcome counts and sparse histogram
+//! buckets. Decoding validates every field and answers `None` to anything malformed; it never
+//! panics and allocates nothing unbounded.
 
+use crate::config::{MAX_CLASSES, MAX_OUTCOMES};
 use crate::measure::histogram::BUCKETS;
 use crate::measure::window::Tally;
 
 /// Format tag of the message; bumped on any layout change.
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
@@ -45,14 +47,27 @@ impl Reader<'_> {
     }
 }
 
-/// Encodes `[stable, canary]` tallies recorded under the gate `identity`.
-pub fn encode(tallies: &[Tally; 2], identity: u64) -> Vec<u8> {
+/// Lanes a message may carry: both versions of every class a configuration may have.
+pub const MAX_LANES: usize = 2 * (MAX_CLASSES + 1);
+
+/// Encodes the non-empty tallies of `lanes` (indexed by [`crate::measure::window::lane`]),
+/// recorded under the gate `identity` with `classes` route classes.
+pub fn encode(lanes: &[Tally], classes: usize, identity: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.push(FORMAT);
     out.extend_from_slice(&identity.to_le_bytes());
-    for t in tallies {
+    put_varint(&mut out, classes as u64);
+    let used: Vec<(usize, &Tally)> = lanes.iter().enumerate().filter(|(_, t)| !t.is_empty()).collect();
+    put_varint(&mut out, used.len() as u64);
+    for (lane, t) in used {
+        put_varint(&mut out, lane as u64);
         put_varint(&mut out, t.requests);
         put_varint(&mut out, t.errors);
+        let outcomes = t.outcomes.iter().rposition(|&c| c > 0).map_or(0, |last| last + 1);
+        put_varint(&mut out, outcomes as u64);
+        for &c in t.outcomes.iter().take(outcomes) {
+            put_varint(&mut out, c);
+        }
         let mut previous = 0usize;
         let nonzero: Vec<(usize, u32)> = t.latency.nonzero().collect();
         put_varint(&mut out, nonzero.len() as u64);
@@ -66,29 +81,41 @@ pub fn encode(tallies: &[Tally; 2], identity: u64) -> Vec<u8> {
     out
 }
 
-/// Decodes a message made by [`encode`] into `into` (which it clears first) and answers the
-/// identity it was recorded under; `None`, leaving `into` cleared, if the bytes are not a
-/// valid message.
-pub fn decode_into(bytes: &[u8], into: &mut [Tally; 2]) -> Option<u64> {
-    for t in into.iter_mut() {
-        t.clear();
-    }
-    let identity = decode(bytes, into);
-    if identity.is_none() {
-        for t in into.iter_mut() {
-            t.clear();
-        }
-    }
-    identity
+/// What a valid message says before its tallies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The gate identity the tallies were recorded under.
+    pub identity: u64,
+    /// The number of route classes of the configuration that recorded them.
+    pub classes: usize,
 }
 
-fn decode(bytes: &[u8], into: &mut [Tally; 2]) -> Option<u64> {
+/// Decodes a message made by [`encode`], handing each lane's tally to `each` with the message's
+/// header (through `scratch`), only once the whole message has proved valid. `None`, having
+/// handed nothing, if the bytes are not a valid message.
+pub fn decode(bytes: &[u8], scratch: &mut Tally, mut each: impl FnMut(&Header, usize, &Tally)) -> Option<Header> {
+    read(bytes, scratch, |_, _, _| ())?;
+    read(bytes, scratch, &mut each)
+}
+
+fn read(bytes: &[u8], t: &mut Tally, mut each: impl FnMut(&Header, usize, &Tally)) -> Option<Header> {
     let (&FORMAT, rest) = bytes.split_first()? else { return None };
     let (identity, rest) = rest.split_first_chunk::<8>()?;
     let mut r = Reader { bytes: rest };
-    for t in into.iter_mut() {
+    let classes = usize::try_from(r.varint()?).ok().filter(|&n| (1..=MAX_CLASSES + 1).contains(&n))?;
+    let header = Header { identity: u64::from_le_bytes(*identity), classes };
+    let lanes = usize::try_from(r.varint()?).ok().filter(|&n| n <= MAX_LANES)?;
+    let mut next_lane = 0usize;
+    for _ in 0..lanes {
+        let lane = usize::try_from(r.varint()?).ok().filter(|&l| l >= next_lane && l < 2 * classes)?;
+        next_lane = lane + 1;
+        t.clear();
         let requests = r.varint()?;
         let errors = r.varint()?;
+        let outcomes = usize::try_from(r.varint()?).ok().filter(|&n| n <= MAX_OUTCOMES)?;
+        for slot in t.outcomes.iter_mut().take(outcomes) {
+            *slot = r.varint().filter(|&c| c <= requests)?;
+        }
         let entries = usize::try_from(r.varint()?).ok().filter(|&n| n <= BUCKETS)?;
         let mut index = 0usize;
         let mut latency_total = 0u64;
@@ -102,13 +129,15 @@ fn decode(bytes: &[u8], into: &mut [Tally; 2]) -> Option<u64> {
             t.latency.add(index, count);
             latency_total += u64::from(count);
         }
-        if errors > requests || latency_total != requests {
+        if requests == 0 || errors > requests || latency_total != requests {
             return None;
         }
         t.requests = requests;
         t.errors = errors;
+        each(&header, lane, t);
     }
-    r.bytes.is_empty().then_some(u64::from_le_bytes(*identity))
+    t.clear();
+    r.bytes.is_empty().then_some(header)
 }
 
 #[cfg(test)]
@@ -116,12 +145,27 @@ mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    fn sample() -> [Tally; 2] {
-        let mut t: [Tally; 2] = Default::default();
+    /// Lanes of two classes: the first class's stable and canary, the second's canary.
+    fn sample() -> Vec<Tally> {
+        let mut t: Vec<Tally> = (0..4).map(|_| Tally::default()).collect();
         for i in 0..1_000u64 {
-            t[(i % 2) as usize].record(i * 1_009 % 3_000_000, i % 7 == 0);
+            let lane = [0, 1, 3][(i % 3) as usize];
+            t[lane].record(i * 1_009 % 3_000_000, i % 7 == 0, (i % 5 == 0) as u8 | u8::from(i % 11 == 0) << 2);
         }
         t
+    }
+
+    /// Every lane a message hands over, or `None`.
+    fn decoded(bytes: &[u8]) -> Option<(Header, Vec<(usize, Tally)>)> {
+        let mut got = Vec::new();
+        let header = decode(bytes, &mut Tally::default(), |_, lane, t| got.push((lane, t.clone())));
+        match header {
+            Some(h) => Some((h, got)),
+            None => {
+                assert!(got.is_empty(), "a refused message handed nothing over");
+                None
+            }
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -138,40 +182,53 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn round_trips() {
         let t = sample();
-        let mut back: [Tally; 2] = Default::default();
-        assert_eq!(decode_into(&encode(&t, 7), &mut back), Some(7));
-        assert_eq!(back, t);
-        let empty: [Tally; 2] = Default::default();
-        assert_eq!(decode_into(&encode(&empty, u64::MAX), &mut back), Some(u64::MAX));
-        assert_eq!(back, empty);
+        let (header, lanes) = decoded(&encode(&t, 2, 7)).unwrap();
+        assert_eq!(header, Header { identity: 7, classes: 2 });
+        let expected: Vec<(usize, Tally)> = [0, 1, 3].iter().map(|&l| (l, t[l].clone())).collect();
+        assert_eq!(lanes, expected);
+        assert!(lanes[0].1.outcomes[0] > 0 && lanes[0].1.outcomes[2] > 0 && lanes[0].1.outcomes[1] == 0);
+        let empty = vec![Tally::default(); 2];
+        assert_eq!(decoded(&encode(&empty, 1, u64::MAX)), Some((Header { identity: u64::MAX, classes: 1 }, vec![])));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn rejects_every_truncation_and_corruption() {
-        let bytes = encode(&sample(), 3);
-        let mut back: [Tally; 2] = Default::default();
+        let bytes = encode(&sample(), 2, 3);
         for len in 0..bytes.len() {
-            assert_eq!(decode_into(&bytes[..len], &mut back), None, "truncated at {len}");
-            assert_eq!(back, <[Tally; 2]>::default());
+            assert_eq!(decoded(&bytes[..len]), None, "truncated at {len}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(decode_into(&longer, &mut back), None);
+        assert_eq!(decoded(&longer), None);
         let mut foreign = bytes.clone();
         foreign[0] = FORMAT - 1;
-        assert_eq!(decode_into(&foreign, &mut back), None, "another format");
-        let message = |body: &[u8]| [&[FORMAT][..], &[0; 8], body].concat();
-        for bad in [&[][..], &[1, 2, 0, 0, 0, 0], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]] {
-            assert_eq!(decode_into(&message(bad), &mut back), None, "{bad:?}");
+        assert_eq!(decoded(&foreign), None, "another format");
+        let message = |values: &[u64]| {
+            let mut out = vec![FORMAT];
+            out.extend_from_slice(&[0; 8]);
+            for &v in values {
+                put_varint(&mut out, v);
+            }
+            out
+        };
+        // classes, lanes, then per lane: lane, requests, errors, outcomes (n, counts),
+        // buckets (n, delta/count pairs).
+        let one = [1, 1, 0, 1, 0, 0, 1, 0, 1];
+        assert_eq!(decoded(&message(&one)).map(|(h, l)| (h.classes, l.len())), Some((1, 1)), "the valid twin");
+        for (bad, why) in [
+            (vec![0, 0], "no class"),
+            (vec![MAX_CLASSES as u64 + 2, 0], "too many classes"),
+            (vec![1, MAX_LANES as u64 + 1], "too many lanes"),
+            (vec![1, 1, 2, 1, 0, 0, 1, 0, 1], "lane of no class"),
+            (vec![2, 2, 1, 1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 1, 0, 1], "lanes out of order"),
+            (vec![1, 1, 0, 0, 0, 0, 0], "an empty lane"),
+            (vec![1, 1, 0, 1, 2, 0, 1, 0, 1], "errors > requests"),
+            (vec![1, 1, 0, 1, 0, 1, 2, 1, 0, 1], "an outcome > requests"),
+            (vec![1, 1, 0, 1, 0, MAX_OUTCOMES as u64 + 1], "too many outcomes"),
+            (vec![1, 1, 0, 1, 0, 0, 1, BUCKETS as u64, 1], "bucket out of range"),
+            (vec![1, 1, 0, 2, 0, 0, 1, 0, 1], "bucket counts not the requests"),
+        ] {
+            assert_eq!(decoded(&message(&bad)), None, "{why}");
         }
-        // errors > requests; bucket index out of range; counts not matching requests.
-        assert_eq!(decode_into(&message(&[1, 2, 1, 0, 1, 0, 0, 0]), &mut back), None);
-        let mut out = Vec::new();
-        for v in [1u64, 0, 1, BUCKETS as u64, 1, 0, 0, 0] {
-            put_varint(&mut out, v);
-        }
-        assert_eq!(decode_into(&message(&out), &mut back), None);
-        assert_eq!(decode_into(&message(&[2, 0, 1, 0, 1, 0, 0, 0]), &mut back), None);
-        assert_eq!(decode_into(&message(&[1, 0, 1, 0, 1, 0, 0, 0]), &mut back), Some(0), "the valid twin");
     }
 }

@@ -41,6 +41,7 @@ impl<F: FnMut(&str) -> Option<Vec<u8>>> Seen<F> {
 
 impl Classifier {
     /// The classifier of `config`'s classes.
+    #[inline(never)]
     pub fn new(config: &Config) -> Self {
         let mut headers: Vec<String> = Vec::new();
         let matchers = config
@@ -70,6 +71,7 @@ impl Classifier {
 
     /// The class of the request whose headers `read` returns (`:path`, `:method`,
     /// `:authority` and any lower-case name).
+    #[inline(never)]
     pub fn classify(&self, read: impl FnMut(&str) -> Option<Vec<u8>>) -> ClassIndex {
         if self.matchers.is_empty() {
             return self.other();

@@ -1,39 +1,75 @@
 //! Host stat ids of one configuration, defined once at configure time so every series exists
-//! (at zero) from the start. The request path adds to this VM's pending counts with no host
+//! (at zero) from the start: per version (stable, canary, and `unknown` for requests no version
+//! served) and route class. The request path adds to this VM's pending counts with no host
 //! call and records the latency histogram; the counts reach Envoy's counters at each tick (and
 //! when the configuration is dropped), one host call per counter that moved.
 
-use super::names::{self, code_class, series, series_with, service_series, SeriesKey, CODE_CLASSES};
+use super::classify::Classifier;
+use super::names::{self, class_series, code_class, series, service_series, SeriesKey, CODE_CLASSES};
 use super::window::WindowStats;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::host::{MetricKind, Stats};
 use crate::model::{GateState, Reason, Version, UNKNOWN_VERSION};
 use std::cell::RefCell;
 
-/// Counters per version: requests, one per code class, one per reason.
-const COUNTERS_PER_VERSION: usize = 1 + CODE_CLASSES.len() + Reason::ALL.len();
-/// Counters of the three versions (stable, canary, unknown).
-const COUNTER_SLOTS: usize = 3 * COUNTERS_PER_VERSION;
+/// Window gauges of one version and class.
+const WINDOW_GAUGES: [&str; 5] =
+    [names::WINDOW_REQUESTS, names::WINDOW_ERROR_RATIO, names::WINDOW_P50, names::WINDOW_P95, names::WINDOW_P99];
 
-struct VersionIds {
-    requests: Option<u32>,
-    responses: [Option<u32>; 6],
+struct ClassIds {
     duration: Option<u32>,
-    decisions: [Option<u32>; 7],
-    window: [Option<u32>; 5],
+    /// Requests, error ratio, p50, p95, p99; then one outcome ratio per outcome. Empty for
+    /// the unknown version.
+    window: Vec<Option<u32>>,
 }
 
 /// Stat ids of both versions of one service (and of requests no version served), and of its
 /// gate.
 pub struct MetricIds {
-    /// Stable, canary, unknown (no window gauges).
-    versions: [VersionIds; 3],
+    /// Stable, canary, unknown; each per class (`other` last).
+    classes: [Vec<ClassIds>; 3],
+    /// Counters per version, laid out by [`CounterLayout`]; and what is pending for each.
+    counters: Vec<Option<u32>>,
+    pending: RefCell<Vec<u32>>,
+    layout: CounterLayout,
     gate_tripped: Option<u32>,
     gate_trips: Option<u32>,
     gate_state: Option<u32>,
     vm_memory: Option<u32>,
-    /// Counts not yet added to the host counters, per slot (see [`MetricIds::counter_id`]).
-    pending: RefCell<[u32; COUNTER_SLOTS]>,
+}
+
+/// Where each counter sits in [`MetricIds::counters`]: per version, per class its requests, its
+/// code classes and its outcomes; then the version's decisions by reason.
+#[derive(Clone, Copy)]
+struct CounterLayout {
+    classes: usize,
+    outcomes: usize,
+}
+
+impl CounterLayout {
+    fn per_class(self) -> usize {
+        1 + CODE_CLASSES.len() + self.outcomes
+    }
+
+    fn per_version(self) -> usize {
+        self.classes * self.per_class() + Reason::ALL.len()
+    }
+
+    fn requests(self, version: usize, class: usize) -> usize {
+        version * self.per_version() + class * self.per_class()
+    }
+
+    fn code_class(self, version: usize, class: usize, code_class: usize) -> usize {
+        self.requests(version, class) + 1 + code_class
+    }
+
+    fn outcome(self, version: usize, class: usize, outcome: usize) -> usize {
+        self.requests(version, class) + 1 + CODE_CLASSES.len() + outcome
+    }
+
+    fn decision(self, version: usize, reason: Reason) -> usize {
+        version * self.per_version() + self.classes * self.per_class() + reason.index()
+    }
 }
 
 fn increment(stats: &impl Stats, id: Option<u32>) {
@@ -48,95 +84,128 @@ fn record(stats: &impl Stats, id: Option<u32>, value: u64) {
     }
 }
 
+/// Index of a version in per-version arrays: stable, canary, then unknown.
+fn version_slot(version: Option<Version>) -> usize {
+    version.map_or(2, Version::index)
+}
+
 impl MetricIds {
-    /// Defines every series of `config`'s service and versions; an observer's carry its own
-    /// `revision`.
+    /// Defines every series of `config`'s service, versions and classes; an observer's carry
+    /// its own `revision` and its `direction`.
+    #[inline(never)]
     pub fn define(stats: &impl Stats, config: &Config, revision: Option<&str>) -> Self {
-        let for_version = |version: &str, windowed: bool| {
-            let key = SeriesKey { service: &config.service, version, reporter: config.role.reporter(), revision };
-            let counter = |name: String| stats.define_metric(MetricKind::Counter, &name);
-            let gauge = |name: String| stats.define_metric(MetricKind::Gauge, &name);
-            VersionIds {
-                requests: counter(series(names::REQUESTS, key)),
-                responses: CODE_CLASSES.map(|class| counter(series_with(names::RESPONSES, key, "code_class", class))),
-                duration: stats.define_metric(MetricKind::Histogram, &series(names::DURATION, key)),
-                decisions: Reason::ALL.map(|r| counter(series_with(names::DECISIONS, key, "reason", r.as_str()))),
-                window: [
-                    names::WINDOW_REQUESTS,
-                    names::WINDOW_ERROR_RATIO,
-                    names::WINDOW_P50,
-                    names::WINDOW_P95,
-                    names::WINDOW_P99,
-                ]
-                .map(|m| if windowed { gauge(series(m, key)) } else { None }),
+        let layout = CounterLayout { classes: config.classes.len() + 1, outcomes: config.outcomes.len() };
+        let direction = (config.role == Role::Observer).then_some(config.direction.as_str());
+        let versions = [config.stable.as_str(), config.canary.as_str(), UNKNOWN_VERSION];
+        let mut counters = vec![None; 3 * layout.per_version()];
+        let counter = |name: String| stats.define_metric(MetricKind::Counter, &name);
+        let gauge = |name: String| stats.define_metric(MetricKind::Gauge, &name);
+        let classes = versions.map(|version| {
+            let windowed = version != UNKNOWN_VERSION;
+            let key =
+                SeriesKey { service: &config.service, version, reporter: config.role.reporter(), revision, direction };
+            Classifier::names(config)
+                .map(|class| {
+                    let gauges = WINDOW_GAUGES.iter().map(|m| class_series(m, key, class, None)).chain(
+                        config
+                            .outcomes
+                            .iter()
+                            .map(|o| class_series(names::WINDOW_OUTCOME_RATIO, key, class, Some(("outcome", &o.name)))),
+                    );
+                    ClassIds {
+                        duration: stats
+                            .define_metric(MetricKind::Histogram, &class_series(names::DURATION, key, class, None)),
+                        window: if windowed { gauges.map(gauge).collect() } else { Vec::new() },
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        for (v, version) in versions.into_iter().enumerate() {
+            let key =
+                SeriesKey { service: &config.service, version, reporter: config.role.reporter(), revision, direction };
+            let mut set = |slot: usize, name: String| {
+                if let Some(id) = counters.get_mut(slot) {
+                    *id = counter(name);
+                }
+            };
+            for (c, class) in Classifier::names(config).enumerate() {
+                set(layout.requests(v, c), class_series(names::REQUESTS, key, class, None));
+                for (k, code) in CODE_CLASSES.iter().enumerate() {
+                    set(
+                        layout.code_class(v, c, k),
+                        class_series(names::RESPONSES, key, class, Some(("code_class", code))),
+                    );
+                }
+                for (o, outcome) in config.outcomes.iter().enumerate() {
+                    set(
+                        layout.outcome(v, c, o),
+                        class_series(names::OUTCOMES, key, class, Some(("outcome", &outcome.name))),
+                    );
+                }
             }
-        };
+            for reason in Reason::ALL {
+                set(
+                    layout.decision(v, reason),
+                    format!("{}.reason.{}", series(names::DECISIONS, key), reason.as_str()),
+                );
+            }
+        }
         let svc = config.service.as_str();
         MetricIds {
-            versions: [
-                for_version(&config.stable, true),
-                for_version(&config.canary, true),
-                for_version(UNKNOWN_VERSION, false),
-            ],
+            classes,
+            pending: RefCell::new(vec![0; counters.len()]),
+            counters,
+            layout,
             gate_tripped: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_TRIPPED, svc)),
             gate_trips: stats.define_metric(MetricKind::Counter, &service_series(names::GATE_TRIPS, svc)),
             gate_state: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_STATE, svc)),
             vm_memory: stats.define_metric(MetricKind::Gauge, names::VM_MEMORY),
-            pending: RefCell::new([0; COUNTER_SLOTS]),
-        }
-    }
-
-    /// The host counter of a pending-count slot: per version, requests, then the code classes,
-    /// then the reasons.
-    fn counter_id(&self, slot: usize) -> Option<u32> {
-        let ids = self.versions.get(slot / COUNTERS_PER_VERSION)?;
-        match slot % COUNTERS_PER_VERSION {
-            0 => ids.requests,
-            i if i <= CODE_CLASSES.len() => ids.responses.get(i - 1).copied().flatten(),
-            i => ids.decisions.get(i - 1 - CODE_CLASSES.len()).copied().flatten(),
         }
     }
 
     /// Adds the pending counts to the host counters (each VM, once a second).
     pub fn flush(&self, stats: &impl Stats) {
         let Ok(mut pending) = self.pending.try_borrow_mut() else { return };
-        for (slot, count) in pending.iter_mut().enumerate() {
+        for (count, id) in pending.iter_mut().zip(&self.counters) {
             if *count > 0 {
-                if let Some(id) = self.counter_id(slot) {
-                    stats.add(id, u64::from(*count));
+                if let Some(id) = id {
+                    stats.add(*id, u64::from(*count));
                 }
                 *count = 0;
             }
         }
     }
 
-    fn of(&self, version: Option<Version>) -> Option<&VersionIds> {
-        self.versions.get(version.map_or(2, Version::index))
-    }
-
-    /// Counts one completed request of `version` (`None`: no version served it) with its
-    /// response `status` (0: none).
+    /// Counts one completed request of `version` (`None`: no version served it) in route
+    /// class `class`, with its response `status` (0: none) and outcomes (bit `i`: outcome `i`).
+    #[allow(clippy::too_many_arguments)]
     pub fn record_request(
         &self,
         stats: &impl Stats,
         version: Option<Version>,
+        class: usize,
         reason: Option<Reason>,
         status: u64,
         millis: u64,
+        outcomes: u8,
     ) {
-        let Some(ids) = self.of(version) else { return };
+        let v = version_slot(version);
+        let Some(ids) = self.classes.get(v).and_then(|classes| classes.get(class)) else { return };
         record(stats, ids.duration, millis);
-        let base = version.map_or(2, Version::index) * COUNTERS_PER_VERSION;
+        let layout = self.layout;
         if let Ok(mut pending) = self.pending.try_borrow_mut() {
-            let slots = [
-                Some(base),
-                Some(base + 1 + code_class(status)),
-                reason.map(|r| base + 1 + CODE_CLASSES.len() + r.index()),
-            ];
-            for slot in slots.into_iter().flatten() {
+            let mut bump = |slot: usize| {
                 if let Some(count) = pending.get_mut(slot) {
                     *count = count.saturating_add(1);
                 }
+            };
+            bump(layout.requests(v, class));
+            bump(layout.code_class(v, class, code_class(status)));
+            if let Some(reason) = reason {
+                bump(layout.decision(v, reason));
+            }
+            for o in (0..layout.outcomes).filter(|o| outcomes >> o & 1 == 1) {
+                bump(layout.outcome(v, class, o));
             }
         }
     }
@@ -192,10 +261,12 @@ impl MetricIds {
         record(stats, stats.define_metric(MetricKind::Gauge, &name), u64::from(serving));
     }
 
-    /// Publishes the merged window of `version`.
-    pub fn set_window(&self, stats: &impl Stats, version: Version, window: &WindowStats) {
-        let Some(ids) = self.of(Some(version)) else { return };
-        let values = [window.requests, window.error_ratio_ppm, window.p50_us, window.p95_us, window.p99_us];
+    /// Publishes the merged window of `version` in route class `class`.
+    pub fn set_window(&self, stats: &impl Stats, version: Version, class: usize, window: &WindowStats) {
+        let Some(ids) = self.classes.get(version.index()).and_then(|classes| classes.get(class)) else { return };
+        let values = [window.requests, window.error_ratio_ppm, window.p50_us, window.p95_us, window.p99_us]
+            .into_iter()
+            .chain((0..self.layout.outcomes).map(|o| window.outcome_ratio_ppm(o)));
         for (id, value) in ids.window.iter().zip(values) {
             record(stats, *id, value);
         }
@@ -215,7 +286,8 @@ mod tests {
         let config = Config::parse(br#"{"service":"checkout","split":{"mode":"mesh"}}"#).unwrap();
         let ids = MetricIds::define(&host, &config, None);
         let series = |metric: &str, version: &str, extra: &str| {
-            proxy.stat(&format!("{metric}.service.checkout.version.{version}.reporter.router{extra}"))
+            let class = if metric == names::DECISIONS { "" } else { ".class.other" };
+            proxy.stat(&format!("{metric}.service.checkout.version.{version}.reporter.router{class}{extra}"))
         };
         // Every series exists at zero from the start, the unknown version's too.
         for version in ["stable", "canary", "unknown"] {
@@ -233,7 +305,7 @@ mod tests {
             (None, Some(Reason::Mesh), 0),
         ];
         for (version, reason, status) in served {
-            ids.record_request(&host, version, reason, status, 3);
+            ids.record_request(&host, version, 0, reason, status, 3, 0);
         }
         // Counted in this VM until the tick flushes them to the host counters.
         assert_eq!(series(names::REQUESTS, "canary", ""), Some(0));

@@ -1,7 +1,11 @@
 //! Names of the host stats canary-gate defines. The proxy-wasm ABI has no labels, so labels
 //! are encoded in the stat name as `.label.value` pairs after the metric name:
 //!
-//! `canary_responses_total.service.checkout.version.stable.reporter.router.code_class.5xx`
+//! `canary_responses_total.service.checkout.version.stable.reporter.router.class.api.code_class.5xx`
+//!
+//! The pairs come in a fixed order: `service`, `version`, `reporter`, then an observer's
+//! `revision` and `direction`, then `class`, then the metric's own (`code_class`, `reason`,
+//! `outcome`).
 //!
 //! Envoy's `stats_config.stats_tags` (see `envoy/*.yaml`) turn each pair into a Prometheus
 //! label. Service and version names never contain `.`, so a pair cannot be misread.
@@ -14,6 +18,8 @@ pub const RESPONSES: &str = "canary_responses_total";
 pub const DURATION: &str = "canary_request_duration_milliseconds";
 /// Routing decisions by reason (counter, label `reason`).
 pub const DECISIONS: &str = "canary_route_decisions_total";
+/// Completed requests by response outcome (counter, labels `class`, `outcome`).
+pub const OUTCOMES: &str = "canary_outcomes_total";
 /// Requests completed in the rolling window (gauge).
 pub const WINDOW_REQUESTS: &str = "canary_window_requests";
 /// 5xx share of the rolling window in parts per million (gauge).
@@ -24,6 +30,9 @@ pub const WINDOW_P50: &str = "canary_window_latency_p50_microseconds";
 pub const WINDOW_P95: &str = "canary_window_latency_p95_microseconds";
 /// 99th percentile.
 pub const WINDOW_P99: &str = "canary_window_latency_p99_microseconds";
+/// Share of the class's requests in the rolling window with an outcome, parts per million
+/// (gauge, label `outcome`).
+pub const WINDOW_OUTCOME_RATIO: &str = "canary_window_outcome_ratio_ppm";
 
 /// 1 while the gate is tripped (gauge, label `service` only).
 pub const GATE_TRIPPED: &str = "canary_gate_tripped";
@@ -69,13 +78,27 @@ pub struct SeriesKey<'a> {
     pub reporter: &'a str,
     /// The `revision` label: an observer's own revision (routers have none).
     pub revision: Option<&'a str>,
+    /// The `direction` label: an observer's `inbound` or `outbound` (routers have none).
+    pub direction: Option<&'a str>,
 }
 
-/// `metric.service.S.version.V.reporter.R`, then `.revision.X` if the key has one.
+/// `metric.service.S.version.V.reporter.R`, then `.revision.X` and `.direction.D` if the key
+/// has them.
 pub fn series(metric: &str, key: SeriesKey<'_>) -> String {
-    let base = format!("{metric}.service.{}.version.{}.reporter.{}", key.service, key.version, key.reporter);
-    match key.revision {
-        Some(revision) => format!("{base}.revision.{revision}"),
+    let mut name = format!("{metric}.service.{}.version.{}.reporter.{}", key.service, key.version, key.reporter);
+    for (label, value) in [("revision", key.revision), ("direction", key.direction)] {
+        if let Some(value) = value {
+            name.push_str(&format!(".{label}.{value}"));
+        }
+    }
+    name
+}
+
+/// `series(...)` plus the `class` pair, then an optional pair of the metric's own.
+pub fn class_series(metric: &str, key: SeriesKey<'_>, class: &str, extra: Option<(&str, &str)>) -> String {
+    let base = format!("{}.class.{class}", series(metric, key));
+    match extra {
+        Some((label, value)) => format!("{base}.{label}.{value}"),
         None => base,
     }
 }
@@ -97,13 +120,30 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn names_carry_labels_as_pairs() {
-        let key = SeriesKey { service: "corp-cockpit", version: "canary", reporter: "router", revision: None };
+        let key = SeriesKey {
+            service: "corp-cockpit",
+            version: "canary",
+            reporter: "router",
+            revision: None,
+            direction: None,
+        };
         assert_eq!(series(REQUESTS, key), "canary_requests_total.service.corp-cockpit.version.canary.reporter.router");
-        assert_eq!(service_series(GATE_TRIPPED, "impact-in"), "canary_gate_tripped.service.impact-in");
-        let key = SeriesKey { service: "a-b", version: "v-2", reporter: "observer", revision: Some("5f7d9c8b4") };
         assert_eq!(
-            series_with(RESPONSES, key, "code_class", "5xx"),
-            "canary_responses_total.service.a-b.version.v-2.reporter.observer.revision.5f7d9c8b4.code_class.5xx"
+            class_series(OUTCOMES, key, "api", Some(("outcome", "cache_hit"))),
+            "canary_outcomes_total.service.corp-cockpit.version.canary.reporter.router.class.api.outcome.cache_hit"
+        );
+        assert_eq!(service_series(GATE_TRIPPED, "impact-in"), "canary_gate_tripped.service.impact-in");
+        let key = SeriesKey {
+            service: "a-b",
+            version: "v-2",
+            reporter: "observer",
+            revision: Some("5f7d9c8b4"),
+            direction: Some("outbound"),
+        };
+        assert_eq!(
+            class_series(RESPONSES, key, "other", Some(("code_class", "5xx"))),
+            "canary_responses_total.service.a-b.version.v-2.reporter.observer.revision.5f7d9c8b4.direction.outbound\
+             .class.other.code_class.5xx"
         );
         assert_eq!(
             revision_info("a-b", "canary", "6c4b8d7f9"),

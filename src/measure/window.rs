@@ -1,12 +1,22 @@
-//! Per-version tallies and the rolling window they are merged into.
+//! Tallies per lane (a version and a route class) and the rolling window they are merged into.
 //!
-//! Each worker VM fills a [`Tally`] per version on its request path, and ships it once a second.
-//! One VM merges the shipped tallies into a [`Window`]: a ring of one-second slots, so the
-//! window's requests, errors and quantiles cover exactly the last `window_s` seconds. Memory is
-//! fixed by `window_s` and the histogram size, never by traffic.
+//! Each worker VM fills a [`Tally`] per lane on its request path, and ships them once a second.
+//! One VM merges the shipped tallies into a [`Window`]: a ring of one-second slots per lane, so
+//! the window's requests, errors, outcomes and quantiles cover exactly the last `window_s`
+//! seconds. Memory is fixed by `window_s`, the number of classes and the histogram size, never
+//! by traffic.
 
 use super::histogram::{Histogram, BUCKETS};
+use crate::config::MAX_OUTCOMES;
 use crate::model::Version;
+
+/// The lane of `version` in route class `class`: lanes of one class are adjacent.
+pub fn lane(version: Version, class: usize) -> usize {
+    class * 2 + version.index()
+}
+
+/// Outcome counts, one per configured outcome.
+pub type Outcomes = [u64; MAX_OUTCOMES];
 
 /// What one VM saw for one version since its last shipment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,14 +27,19 @@ pub struct Tally {
     pub errors: u64,
     /// Their durations in microseconds.
     pub latency: Histogram,
+    /// Of which had each outcome.
+    pub outcomes: Outcomes,
 }
 
 impl Tally {
-    /// Records one completed request.
-    pub fn record(&mut self, micros: u64, is_error: bool) {
+    /// Records one completed request; bit `i` of `outcomes` set if it had outcome `i`.
+    pub fn record(&mut self, micros: u64, is_error: bool, outcomes: u8) {
         self.requests += 1;
         self.errors += u64::from(is_error);
         self.latency.record(micros);
+        for (i, count) in self.outcomes.iter_mut().enumerate() {
+            *count += u64::from(outcomes >> i & 1);
+        }
     }
 
     /// Whether nothing was recorded.
@@ -37,15 +52,18 @@ impl Tally {
         self.requests = 0;
         self.errors = 0;
         self.latency.clear();
+        self.outcomes = Outcomes::default();
     }
 }
 
-/// One second of one version, stored sparsely.
+/// One second of one lane, stored sparsely.
 #[derive(Debug, Clone, Default)]
 struct Second {
     requests: u64,
     errors: u64,
     buckets: Vec<(u16, u32)>,
+    /// Outcome counts; empty while none was seen this second.
+    outcomes: Vec<u64>,
 }
 
 impl Second {
@@ -53,6 +71,7 @@ impl Second {
         self.requests = 0;
         self.errors = 0;
         self.buckets.clear();
+        self.outcomes.clear();
     }
 
     /// Keeps the slot within `BUCKETS` entries by summing duplicates.
@@ -69,22 +88,24 @@ impl Second {
     }
 }
 
-/// The rolling window of one version.
+/// The rolling window of one lane.
 #[derive(Debug, Clone)]
-struct VersionWindow {
+struct LaneWindow {
     seconds: Vec<Second>,
     requests: u64,
     errors: u64,
     latency: Histogram,
+    outcomes: Outcomes,
 }
 
-impl VersionWindow {
+impl LaneWindow {
     fn new(window_s: usize) -> Self {
-        VersionWindow {
+        LaneWindow {
             seconds: vec![Second::default(); window_s],
             requests: 0,
             errors: 0,
             latency: Histogram::default(),
+            outcomes: Outcomes::default(),
         }
     }
 
@@ -94,6 +115,9 @@ impl VersionWindow {
             self.errors -= second.errors.min(self.errors);
             for &(i, c) in &second.buckets {
                 self.latency.remove(usize::from(i), c);
+            }
+            for (total, &c) in self.outcomes.iter_mut().zip(&second.outcomes) {
+                *total -= c.min(*total);
             }
             second.clear();
         }
@@ -105,6 +129,13 @@ impl VersionWindow {
         second.errors += tally.errors;
         self.requests += tally.requests;
         self.errors += tally.errors;
+        if tally.outcomes.iter().any(|&c| c > 0) {
+            second.outcomes.resize(MAX_OUTCOMES, 0);
+            for ((total, sum), &c) in self.outcomes.iter_mut().zip(second.outcomes.iter_mut()).zip(&tally.outcomes) {
+                *total += c;
+                *sum += c;
+            }
+        }
         for (i, c) in tally.latency.nonzero() {
             // BUCKETS < u16::MAX, so every index fits.
             second.buckets.push((i as u16, c));
@@ -131,12 +162,22 @@ pub struct WindowStats {
     pub p95_us: u64,
     /// 99th percentile.
     pub p99_us: u64,
+    /// Requests with each outcome.
+    pub outcomes: Outcomes,
 }
 
-/// Rolling windows of both versions, advanced by whole seconds.
+impl WindowStats {
+    /// The share of requests with outcome `i`, in parts per million (0 without requests).
+    pub fn outcome_ratio_ppm(&self, i: usize) -> u64 {
+        let count = self.outcomes.get(i).copied().unwrap_or(0);
+        count.saturating_mul(1_000_000).checked_div(self.requests).unwrap_or(0)
+    }
+}
+
+/// Rolling windows of every lane, advanced by whole seconds.
 #[derive(Debug, Clone)]
 pub struct Window {
-    versions: [VersionWindow; 2],
+    lanes: Vec<LaneWindow>,
     /// Reused by [`Window::recent_stats`].
     scratch: Histogram,
     window_s: usize,
@@ -145,11 +186,12 @@ pub struct Window {
 }
 
 impl Window {
-    /// A window of `window_s` one-second slots (at least one).
-    pub fn new(window_s: usize) -> Self {
+    /// A window of `window_s` one-second slots (at least one) for both versions of `classes`
+    /// route classes (at least one: `other`).
+    pub fn new(window_s: usize, classes: usize) -> Self {
         let window_s = window_s.max(1);
         Window {
-            versions: [VersionWindow::new(window_s), VersionWindow::new(window_s)],
+            lanes: (0..2 * classes.max(1)).map(|_| LaneWindow::new(window_s)).collect(),
             scratch: Histogram::default(),
             window_s,
             head: None,
@@ -159,6 +201,11 @@ impl Window {
     /// Its length in seconds.
     pub fn len_s(&self) -> usize {
         self.window_s
+    }
+
+    /// The number of route classes it keeps apart.
+    pub fn classes(&self) -> usize {
+        self.lanes.len() / 2
     }
 
     fn slot(&self, second: u64) -> usize {
@@ -178,8 +225,8 @@ impl Window {
         let steps = (now_s - head).min(self.window_s as u64);
         for s in (now_s - steps + 1)..=now_s {
             let slot = self.slot(s);
-            for v in &mut self.versions {
-                v.expire(slot);
+            for lane in &mut self.lanes {
+                lane.expire(slot);
             }
         }
         self.head = Some(now_s);
@@ -187,44 +234,68 @@ impl Window {
 
     /// Forgets everything recorded for `version`.
     pub fn clear(&mut self, version: Version) {
-        if let Some(v) = self.versions.get_mut(version.index()) {
-            *v = VersionWindow::new(self.window_s);
+        let window_s = self.window_s;
+        for lane in self.lanes.iter_mut().skip(version.index()).step_by(2) {
+            *lane = LaneWindow::new(window_s);
         }
     }
 
-    /// Adds a tally of `version` to the current second.
-    pub fn add(&mut self, version: Version, tally: &Tally) {
+    /// Adds a tally of `version` in route class `class` to the current second.
+    pub fn add(&mut self, version: Version, class: usize, tally: &Tally) {
         let slot = self.slot(self.head.unwrap_or(0));
-        if let Some(v) = self.versions.get_mut(version.index()) {
-            v.add(slot, tally);
+        if let Some(lane) = self.lanes.get_mut(lane(version, class)) {
+            lane.add(slot, tally);
         }
     }
 
-    /// The figures of `version` over the whole window.
-    pub fn stats(&self, version: Version) -> WindowStats {
-        let Some(v) = self.versions.get(version.index()) else { return WindowStats::default() };
-        summarize(v.requests, v.errors, &v.latency)
+    /// The figures of `version`, all classes together, over the whole window.
+    pub fn stats(&mut self, version: Version) -> WindowStats {
+        self.recent_stats(version, self.window_s)
     }
 
-    /// The figures of `version` over its last `seconds` seconds (the whole window if longer).
+    /// The figures of `version`, all classes together, over its last `seconds` seconds (the
+    /// whole window if longer).
     pub fn recent_stats(&mut self, version: Version, seconds: usize) -> WindowStats {
-        if seconds >= self.window_s {
-            return self.stats(version);
-        }
-        let head = self.head.unwrap_or(0);
-        let slots: Vec<usize> =
-            (0..seconds as u64).filter_map(|back| head.checked_sub(back)).map(|s| self.slot(s)).collect();
-        let Some(v) = self.versions.get(version.index()) else { return WindowStats::default() };
+        let lanes: Vec<usize> = (0..self.classes()).map(|class| lane(version, class)).collect();
+        self.summarize_lanes(&lanes, seconds)
+    }
+
+    /// The figures of `version` in route class `class` over its last `seconds` seconds.
+    pub fn class_stats(&mut self, version: Version, class: usize, seconds: usize) -> WindowStats {
+        self.summarize_lanes(&[lane(version, class)], seconds)
+    }
+
+    fn summarize_lanes(&mut self, lanes: &[usize], seconds: usize) -> WindowStats {
         self.scratch.clear();
-        let (mut requests, mut errors) = (0, 0);
-        for second in slots.iter().filter_map(|&slot| v.seconds.get(slot)) {
-            requests += second.requests;
-            errors += second.errors;
-            for &(i, c) in &second.buckets {
-                self.scratch.add(usize::from(i), c);
+        let (mut requests, mut errors, mut outcomes) = (0, 0, Outcomes::default());
+        let mut add_outcomes = |counts: &[u64]| {
+            for (total, &c) in outcomes.iter_mut().zip(counts) {
+                *total += c;
+            }
+        };
+        if seconds >= self.window_s {
+            for lane in lanes.iter().filter_map(|&i| self.lanes.get(i)) {
+                requests += lane.requests;
+                errors += lane.errors;
+                add_outcomes(&lane.outcomes);
+                self.scratch.merge(&lane.latency);
+            }
+        } else {
+            let head = self.head.unwrap_or(0);
+            let slots: Vec<usize> =
+                (0..seconds as u64).filter_map(|back| head.checked_sub(back)).map(|s| self.slot(s)).collect();
+            for lane in lanes.iter().filter_map(|&i| self.lanes.get(i)) {
+                for second in slots.iter().filter_map(|&slot| lane.seconds.get(slot)) {
+                    requests += second.requests;
+                    errors += second.errors;
+                    add_outcomes(&second.outcomes);
+                    for &(i, c) in &second.buckets {
+                        self.scratch.add(usize::from(i), c);
+                    }
+                }
             }
         }
-        summarize(requests, errors, &self.scratch)
+        WindowStats { outcomes, ..summarize(requests, errors, &self.scratch) }
     }
 }
 
@@ -237,6 +308,7 @@ fn summarize(requests: u64, errors: u64, latency: &Histogram) -> WindowStats {
         p50_us: q(0.50),
         p95_us: q(0.95),
         p99_us: q(0.99),
+        outcomes: Outcomes::default(),
     }
 }
 
@@ -248,17 +320,17 @@ mod tests {
     fn tally(requests: u64, errors: u64, micros: u64) -> Tally {
         let mut t = Tally::default();
         for i in 0..requests {
-            t.record(micros, i < errors);
+            t.record(micros, i < errors, 0);
         }
         t
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn counts_cover_exactly_the_last_window_seconds() {
-        let mut w = Window::new(3);
+        let mut w = Window::new(3, 1);
         for s in 100..110u64 {
             w.advance_to(s);
-            w.add(Version::Canary, &tally(s - 99, 1, 1000));
+            w.add(Version::Canary, 0, &tally(s - 99, 1, 1000));
         }
         // Seconds 107, 108, 109 carry 8 + 9 + 10 requests.
         let st = w.stats(Version::Canary);
@@ -275,11 +347,11 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn quantiles_follow_the_window() {
-        let mut w = Window::new(2);
+        let mut w = Window::new(2, 1);
         w.advance_to(1);
-        w.add(Version::Stable, &tally(100, 0, 10_000));
+        w.add(Version::Stable, 0, &tally(100, 0, 10_000));
         w.advance_to(2);
-        w.add(Version::Stable, &tally(100, 0, 400_000));
+        w.add(Version::Stable, 0, &tally(100, 0, 400_000));
         let st = w.stats(Version::Stable);
         assert!((st.p50_us as f64 - 10_000.0).abs() / 10_000.0 < 0.02, "{st:?}");
         assert!((st.p99_us as f64 - 400_000.0).abs() / 400_000.0 < 0.02, "{st:?}");
@@ -290,42 +362,42 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn many_small_tallies_in_one_second_stay_bounded() {
-        let mut w = Window::new(1);
+        let mut w = Window::new(1, 1);
         w.advance_to(1);
         for i in 0..5_000u64 {
-            w.add(Version::Canary, &tally(1, 0, i * 97));
+            w.add(Version::Canary, 0, &tally(1, 0, i * 97));
         }
-        let slot_len = w.versions[1].seconds[0].buckets.len();
+        let slot_len = w.lanes[1].seconds[0].buckets.len();
         assert!(slot_len <= 2 * BUCKETS, "{slot_len}");
         assert_eq!(w.stats(Version::Canary).requests, 5_000);
         w.advance_to(2);
         assert_eq!(w.stats(Version::Canary).requests, 0);
-        assert_eq!(w.versions[1].latency.total(), 0);
+        assert_eq!(w.lanes[1].latency.total(), 0);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn recent_stats_cover_the_last_seconds_only() {
-        let mut w = Window::new(60);
+        let mut w = Window::new(60, 1);
         for s in 1..=20u64 {
             w.advance_to(s);
             let micros = if s > 17 { 500_000 } else { 1_000 };
-            w.add(Version::Canary, &tally(10, u64::from(s > 17) * 5, micros));
+            w.add(Version::Canary, 0, &tally(10, u64::from(s > 17) * 5, micros));
         }
         let recent = w.recent_stats(Version::Canary, 3);
         assert_eq!((recent.requests, recent.errors), (30, 15));
         assert!(recent.p50_us > 490_000, "{recent:?}");
         assert_eq!(w.recent_stats(Version::Canary, 60), w.stats(Version::Canary));
         assert_eq!(w.stats(Version::Canary).requests, 200);
-        let mut fresh = Window::new(10);
+        let mut fresh = Window::new(10, 1);
         fresh.advance_to(2);
         assert_eq!(fresh.recent_stats(Version::Stable, 5), WindowStats::default());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn time_going_backwards_changes_nothing() {
-        let mut w = Window::new(5);
+        let mut w = Window::new(5, 1);
         w.advance_to(10);
-        w.add(Version::Stable, &tally(4, 0, 5));
+        w.add(Version::Stable, 0, &tally(4, 0, 5));
         w.advance_to(3);
         assert_eq!(w.stats(Version::Stable).requests, 4);
     }

@@ -5,6 +5,7 @@ mod host;
 
 use crate::config::{Config, Role, SplitMode};
 use crate::coord::{Coordinator, VmState};
+use crate::measure::classify::{ClassIndex, Classifier};
 use crate::measure::metrics::MetricIds;
 use crate::model::{Revision, Version, UNKNOWN_VERSION};
 use crate::route::bucket::BucketRng;
@@ -38,6 +39,7 @@ const STATE_REASON: &str = "canary_gate_reason";
 /// Everything a stream needs from its configuration, shared by reference count.
 struct Plugin {
     router: Router,
+    classifier: Classifier,
     metrics: MetricIds,
     coordinator: Rc<Coordinator>,
     /// Observer role: this proxy's own version, from node metadata.
@@ -93,6 +95,7 @@ impl RootContext for Root {
         };
         let router = Router::new(config);
         let config = router.config();
+        let classifier = Classifier::new(config);
         let (own_version, own_revision) = match config.role {
             Role::Router => (None, None),
             Role::Observer => (own_version(&router), own_revision(config)),
@@ -124,8 +127,15 @@ impl RootContext for Root {
             log::warn!("the host offers no clear_route_cache: routes follow the version header only while it clears the route cache itself (proxy-wasm ABI 0.2.1)");
         }
         let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.role.reporter()));
-        self.plugin =
-            Some(Rc::new(Plugin { router, metrics, coordinator, own_version, own_revision, clear_route_cache }));
+        self.plugin = Some(Rc::new(Plugin {
+            router,
+            classifier,
+            metrics,
+            coordinator,
+            own_version,
+            own_revision,
+            clear_route_cache,
+        }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
             log::warn!("cannot set tick period: {status:?}");
         }
@@ -142,6 +152,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plugin = self.plugin.clone()?;
+        let class = plugin.classifier.other();
         Some(Box::new(Stream {
             plugin,
             rng: self.rng.clone(),
@@ -150,6 +161,8 @@ impl RootContext for Root {
             status: 0,
             started_us: 0,
             skipped: false,
+            class,
+            outcomes: 0,
         }))
     }
 
@@ -192,6 +205,28 @@ fn own_revision(config: &Config) -> Option<Revision> {
     revision
 }
 
+/// The response's outcomes: bit `i` set if response header `outcomes[i].response_header`
+/// equals one of its values (each header read at most once; nothing without outcomes).
+fn outcomes_of(config: &Config) -> u8 {
+    let mut bits = 0u8;
+    let mut read: Vec<(&str, Option<Vec<u8>>)> = Vec::new();
+    for (i, outcome) in config.outcomes.iter().enumerate() {
+        let name = outcome.response_header.as_str();
+        let value = match read.iter().find(|(n, _)| *n == name) {
+            Some((_, value)) => value.clone(),
+            None => {
+                let value = host::response_header(name);
+                read.push((name, value.clone()));
+                value
+            }
+        };
+        if value.is_some_and(|v| outcome.equals.iter().any(|e| e.as_bytes() == v.as_slice())) {
+            bits |= 1 << i;
+        }
+    }
+    bits
+}
+
 /// Seed for keyless users' buckets and the VM's lease id: WASI randomness (which Envoy's Wasm
 /// hosts implement), mixed with the clock in case the host answers with zeros.
 fn vm_seed() -> u64 {
@@ -208,6 +243,10 @@ struct Stream {
     started_us: u64,
     /// The request's authority is not in `hosts`: leave it alone.
     skipped: bool,
+    /// The request's route class.
+    class: ClassIndex,
+    /// The response's outcomes: bit `i` set if it has outcome `i`.
+    outcomes: u8,
 }
 
 struct HostRequestHeaders;
@@ -235,6 +274,7 @@ impl HttpContext for Stream {
         }
         let config = router.config();
         self.started_us = host::now_micros();
+        self.class = self.plugin.classifier.classify(host::request_header);
         if config.role == Role::Observer {
             return self.answer_probe();
         }
@@ -263,8 +303,9 @@ impl HttpContext for Stream {
         let plugin = self.plugin.clone();
         let router = &plugin.router;
         let config = router.config();
+        self.outcomes = outcomes_of(config);
         let Some(decision) = self.decision else {
-            if let Some(revision) = self.plugin.own_revision {
+            if let Some(revision) = self.plugin.own_revision.filter(|_| config.direction == "inbound") {
                 host::set_header(MapType::HttpResponseHeaders, &config.revision_header, Some(revision.as_str()));
             }
             return Action::Continue;
@@ -305,9 +346,10 @@ impl HttpContext for Stream {
         };
         let micros = host::now_micros().saturating_sub(self.started_us);
         // Requests no version served are counted as `unknown`, so every request counts.
-        self.plugin.metrics.record_request(&ProxyHost, version, reason, status, micros / 1_000);
+        let (class, outcomes) = (self.class, self.outcomes);
+        self.plugin.metrics.record_request(&ProxyHost, version, class, reason, status, micros / 1_000, outcomes);
         if let Some(version) = version {
-            self.plugin.coordinator.record(version, micros, status >= 500);
+            self.plugin.coordinator.record(version, class, micros, status >= 500, outcomes);
         }
     }
 }
@@ -355,9 +397,12 @@ impl Stream {
         revision
     }
 
-    /// Observer: answers the router's revision probe itself, never forwarding it.
+    /// Inbound observer: answers the router's revision probe itself, never forwarding it.
     fn answer_probe(&mut self) -> Action {
         let config = self.plugin.router.config();
+        if config.direction != "inbound" {
+            return Action::Continue;
+        }
         let path = host::request_header(":path").unwrap_or_default();
         let path = path.split(|&b| b == b'?').next().unwrap_or_default();
         if path != config.revision_probe_path.as_bytes() {

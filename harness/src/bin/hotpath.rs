@@ -46,7 +46,7 @@ fn main() {
         let version = decision.version.unwrap_or(Version::Stable);
         canary += u64::from(version == Version::Canary);
         let slot = usize::from(version == Version::Canary);
-        tallies[slot].record(black_box(1_000 + i % 50_000), i % 100 == 0);
+        tallies[slot].record(black_box(1_000 + i % 50_000), i % 100 == 0, 0);
     }
     println!("{n} requests, {canary} canary, {} recorded", tallies[0].requests + tallies[1].requests);
 }
