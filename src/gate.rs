@@ -150,6 +150,7 @@ fn note_breaches(out: &mut String, check: &Check<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OutcomeLimit;
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn stats(requests: u64, error_ratio_ppm: u64, p95_us: u64) -> WindowStats {
@@ -232,6 +233,42 @@ mod tests {
         let c = gate(Limits { max_p95_us: Some(200_000), max_p99_us: Some(1_000_000), ..Limits::default() });
         let e = judge(&mut Gate::default(), &c, &stats(50, 0, 612_345), &stats(0, 0, 0));
         assert_eq!(e.breaches, "p95 612.345ms > 200.000ms");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_class_breach_trips_what_the_whole_service_dilutes() {
+        let api = Limits { max_error_ratio_ppm: Some(10_000), min_requests: 10, ..Limits::default() };
+        let c = GateConfig { consecutive: 1, ..config() };
+        let check = |class, limits, canary: WindowStats| Check { class, limits, canary, stable: stats(100, 0, 0) };
+        // 3% errors overall (under 5%) are 30% of the API calls.
+        let whole = stats(100, 30_000, 50_000);
+        let mut g = Gate::default();
+        let e = g.evaluate(&c, &[check(None, &c.limits, whole), check(Some("api"), &api, stats(10, 300_000, 50_000))]);
+        assert!(e.tripped_now, "{e:?}");
+        assert_eq!(e.breaches, "class api: error_ratio 30.0000% > 1.0000%");
+        // Too few API calls to judge: the whole service alone decides.
+        let mut g = Gate::default();
+        let e = g.evaluate(&c, &[check(None, &c.limits, whole), check(Some("api"), &api, stats(9, 1_000_000, 0))]);
+        assert_eq!(e.state, GateState::Ok);
+        let only_class = GateConfig { limits: Limits::default(), classes: Vec::new(), ..c.clone() };
+        let e = Gate::default().evaluate(&only_class, &[check(Some("api"), &api, stats(9, 1_000_000, 0))]);
+        assert_eq!(e.state, GateState::Ok, "no thresholds in the config: ok");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn outcome_shares_are_bounded_both_ways() {
+        let outcome =
+            OutcomeLimit { outcome: 1, name: "cache_hit".into(), min_ppm: Some(800_000), max_ppm: Some(990_000) };
+        let limits = Limits { outcomes: vec![outcome], ..Limits::default() };
+        let c = GateConfig { limits: limits.clone(), consecutive: 1, ..GateConfig::default() };
+        let with_hits = |hits: u64| WindowStats { outcomes: [0, hits, 0, 0, 0, 0, 0, 0], ..stats(100, 0, 0) };
+        let judge = |hits| {
+            Gate::default()
+                .evaluate(&c, &[Check { class: None, limits: &limits, canary: with_hits(hits), stable: with_hits(0) }])
+        };
+        assert_eq!(judge(85).state, GateState::Ok);
+        assert_eq!(judge(70).breaches, "cache_hit ratio 70.0000% < 80.0000%");
+        assert_eq!(judge(100).breaches, "cache_hit ratio 100.0000% > 99.0000%");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

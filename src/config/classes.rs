@@ -260,6 +260,36 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn class_gates_resolve_their_class_and_outcome_names() {
+        let c = parse(
+            r#","classes":[{"name":"api","path_prefix":["/api/"]},{"name":"page","method":["GET"]}],
+            "outcomes":[{"name":"cache_hit","response_header":"x-cache","equals":["HIT"]}],
+            "gate":{"min_requests":30,"min_outcome_ratio":{"cache_hit":0.5},
+                    "classes":{"page":{"max_p95_ms":2000,"min_outcome_ratio":{"cache_hit":0.8},"max_outcome_ratio":{"cache_hit":0.99}},
+                               "other":{"max_error_ratio":0.1,"min_requests":5}}}"#,
+        )
+        .unwrap();
+        let g = &c.gate;
+        assert_eq!(g.limits.outcomes[0].outcome, 0);
+        assert_eq!(g.limits.outcomes[0].min_ppm, Some(500_000));
+        let page = &g.classes[0];
+        assert_eq!(
+            (page.name.as_str(), page.class, page.limits.min_requests),
+            ("page", 1, 30),
+            "inherits min_requests"
+        );
+        assert_eq!(page.limits.max_p95_us, Some(2_000_000));
+        let o = &page.limits.outcomes[0];
+        assert_eq!((o.outcome, o.min_ppm, o.max_ppm), (0, Some(800_000), Some(990_000)));
+        let other = &g.classes[1];
+        assert_eq!((other.class, other.limits.min_requests), (2, 5), "`other` is after the classes");
+        assert!(g.has_thresholds());
+        let only_class =
+            parse(r#","classes":[{"name":"api","method":["GET"]}],"gate":{"classes":{"api":{"max_p99_ms":5}}}"#);
+        assert!(only_class.unwrap().gate.has_thresholds(), "a class threshold is a threshold");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn bad_classes_and_outcomes_are_refused_naming_the_field() {
         let many = vec![r#"{"name":"c","method":["GET"]}"#; MAX_CLASSES + 1].join(",");
         let cases = [
@@ -297,6 +327,24 @@ mod tests {
                 "named twice",
             ),
             (r#","outcomes":[{"name":"hit","response_header":"x-cache","equals":["\n"]}]"#.into(), "outcomes[0].equals[0]", "visible ASCII"),
+            (r#","gate":{"classes":{"api":{"max_error_ratio":0.1}}}"#.into(), "gate.classes.api", "not one of `classes`"),
+            (r#","gate":{"classes":[]}"#.into(), "gate.classes", "invalid type"),
+            (r#","gate":{"classes":{"other":{"max_error_rate":0.1}}}"#.into(), "gate.classes.other.max_error_rate", "unknown field"),
+            (r#","gate":{"classes":{"other":{"max_p95_ms":0}}}"#.into(), "gate.classes.other.max_p95_ms", "(0, 600000]"),
+            (r#","gate":{"min_outcome_ratio":{"hit":0.5}}"#.into(), "gate", "outcome `hit` is not one of `outcomes`"),
+            (
+                r#","outcomes":[{"name":"hit","response_header":"x-cache","equals":["HIT"]}],"gate":{"max_outcome_ratio":{"hit":1.5}}"#.into(),
+                "gate.max_outcome_ratio.hit",
+                "between 0 and 1",
+            ),
+            (
+                r#","outcomes":[{"name":"hit","response_header":"x-cache","equals":["HIT"]}],"gate":{"min_outcome_ratio":{"hit":"high"}}"#.into(),
+                "gate.min_outcome_ratio.hit",
+                "invalid type",
+            ),
+            (r#","direction":"outbound""#.into(), "direction", "observer role only"),
+            (r#","role":"observer","direction":"sideways""#.into(), "direction", "unknown variant"),
+            (r#","role":"observer","gate":{"classes":{"other":{"max_p95_ms":5}}}"#.into(), "gate", "router role only"),
         ];
         for (extra, field, reason) in cases {
             let e = parse(&extra).unwrap_err();

@@ -394,6 +394,38 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn classes_are_kept_apart_and_add_up_with_their_outcomes() {
+        let mut w = Window::new(3, 3);
+        let with_outcomes = |requests: u64, errors: u64, outcome_bits: u8| {
+            let mut t = Tally::default();
+            for i in 0..requests {
+                t.record(2_000, i < errors, outcome_bits);
+            }
+            t
+        };
+        w.advance_to(1);
+        w.add(Version::Canary, 0, &with_outcomes(10, 5, 0b01));
+        w.add(Version::Canary, 2, &with_outcomes(90, 0, 0b10));
+        w.add(Version::Stable, 2, &with_outcomes(50, 0, 0));
+        let api = w.class_stats(Version::Canary, 0, 3);
+        assert_eq!((api.requests, api.error_ratio_ppm, api.outcome_ratio_ppm(0)), (10, 500_000, 1_000_000));
+        let whole = w.recent_stats(Version::Canary, 3);
+        assert_eq!((whole.requests, whole.errors, whole.outcomes[0], whole.outcomes[1]), (100, 5, 10, 90));
+        assert_eq!(whole.error_ratio_ppm, 50_000, "the API's 50% is 5% of the service");
+        assert_eq!(w.class_stats(Version::Canary, 1, 3), WindowStats::default());
+        assert_eq!(w.class_stats(Version::Stable, 2, 3).requests, 50);
+        w.advance_to(2);
+        w.add(Version::Canary, 2, &with_outcomes(10, 0, 0));
+        assert_eq!(w.class_stats(Version::Canary, 2, 1).outcomes[1], 0, "the last second only");
+        w.advance_to(4);
+        let other = w.class_stats(Version::Canary, 2, 3);
+        assert_eq!((other.requests, other.outcomes[1]), (10, 0), "second 1 expired with its outcomes");
+        w.clear(Version::Canary);
+        assert_eq!(w.recent_stats(Version::Canary, 3), WindowStats::default());
+        assert_eq!(w.stats(Version::Stable).requests, 0, "expired too");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn time_going_backwards_changes_nothing() {
         let mut w = Window::new(5, 1);
         w.advance_to(10);
