@@ -479,11 +479,14 @@ pub struct VersionStats {
 }
 
 impl Envoy {
-    /// Reads the router's stats of `version` of `service` in one admin call.
+    /// Reads the router's stats of `version` of `service` (route class `other`: no `classes`
+    /// configured) in one admin call.
     pub fn version_stats(&self, service: &str, version: &str) -> VersionStats {
         let body = Client::new().get(&self.admin("/stats?filter=^wasmcustom\\.canary_"), &[]).body;
         let get = |metric: &str, suffix: &str| {
-            let name = format!("wasmcustom.{metric}.service.{service}.version.{version}.reporter.router{suffix}: ");
+            let name = format!(
+                "wasmcustom.{metric}.service.{service}.version.{version}.reporter.router.class.other{suffix}: "
+            );
             body.lines().find_map(|l| l.strip_prefix(&name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
         };
         VersionStats {

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
+/// A per-version series of route class `other` (no `classes` configured).
 fn stat(envoy: &Envoy, metric: &str, version: &str, extra: &str) -> u64 {
-    envoy.stat(&format!("wasmcustom.{metric}.service.checkout.version.{version}.reporter.router{extra}"))
+    envoy.stat(&format!("wasmcustom.{metric}.service.checkout.version.{version}.reporter.router.class.other{extra}"))
 }
 
 fn requests(envoy: &Envoy, version: &str) -> u64 {
@@ -74,6 +75,8 @@ fn mesh_mode_counts_a_request_no_version_served_as_unknown() {
         ["stable", "canary", "unknown"].iter().map(|v| requests(&envoy, v)).sum::<u64>() == 105
     });
     assert_eq!((requests(&envoy, "unknown"), class(&envoy, "unknown", "4xx")), (5, 5));
-    assert_eq!(stat(&envoy, "canary_route_decisions_total", "unknown", ".reason.mesh"), 5);
+    let decisions =
+        "wasmcustom.canary_route_decisions_total.service.checkout.version.unknown.reporter.router.reason.mesh";
+    assert_eq!(envoy.stat(decisions), 5, "decisions carry no class");
     assert_classes_add_up(&envoy);
 }

@@ -84,7 +84,7 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
 
     // Exact counts in Envoy's own Prometheus output, per version, across both workers.
     let labelled = |name: &str, version: &str, pair: &str| {
-        envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.{version}.reporter.router{pair}"))
+        envoy.stat(&format!("wasmcustom.{name}.service.checkout.version.{version}.reporter.router.class.other{pair}"))
     };
     let stat = |name: &str, version: &str| labelled(name, version, "");
     // Counters reach Envoy at each VM's next tick: wait for them, then for one more tick, so
@@ -96,7 +96,10 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
     for v in ["stable", "canary"] {
         assert_eq!(stat("canary_requests_total", v), count(v), "{v} requests");
         assert_eq!(labelled("canary_responses_total", v, ".code_class.5xx"), errors(v), "{v} 5xx");
-        assert_eq!(labelled("canary_route_decisions_total", v, ".reason.hash"), count(v));
+        let decisions = envoy.stat(&format!(
+            "wasmcustom.canary_route_decisions_total.service.checkout.version.{v}.reporter.router.reason.hash"
+        ));
+        assert_eq!(decisions, count(v), "{v} decisions (no class label)");
     }
     let scraped = prometheus.wait_for("canary_requests_total", Duration::from_secs(10), |s| {
         let v = by_version(s);
@@ -179,7 +182,7 @@ fn observer_records_under_its_own_version_from_node_metadata_and_never_routes() 
     let probe = canary_harness::chaos::raw_get(envoy.port, "/__canary/revision?x=1", &[]);
     assert_eq!((probe.status, probe.header("x-canary-revision").as_deref()), (200, Some("5f7d9c8b4")));
     assert_eq!(probe.served_by(), None);
-    let series = "service.checkout.version.canary.reporter.observer.revision.5f7d9c8b4";
+    let series = "service.checkout.version.canary.reporter.observer.revision.5f7d9c8b4.direction.inbound.class.other";
     let stat = |name: &str| envoy.stat(&format!("wasmcustom.{name}.{series}"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while stat("canary_window_requests") != 51 {
@@ -191,12 +194,14 @@ fn observer_records_under_its_own_version_from_node_metadata_and_never_routes() 
     assert_eq!(labelled("canary_responses_total", "code_class.2xx"), 51);
     assert_eq!(
         envoy.stat(
-            "wasmcustom.canary_requests_total.service.checkout.version.stable.reporter.observer.revision.5f7d9c8b4"
+            "wasmcustom.canary_requests_total.service.checkout.version.stable.reporter.observer.revision.5f7d9c8b4\
+             .direction.inbound.class.other"
         ),
         0
     );
     for reason in ["hash", "override", "random"] {
-        assert_eq!(labelled("canary_route_decisions_total", &format!("reason.{reason}")), 0);
+        let decisions = "service.checkout.version.canary.reporter.observer.revision.5f7d9c8b4.direction.inbound";
+        assert_eq!(envoy.stat(&format!("wasmcustom.canary_route_decisions_total.{decisions}.reason.{reason}")), 0);
     }
 }
 
@@ -212,7 +217,8 @@ fn observer_without_its_version_label_records_nothing_and_says_why() {
     for v in ["stable", "canary"] {
         assert_eq!(
             envoy.stat(&format!(
-                "wasmcustom.canary_requests_total.service.checkout.version.{v}.reporter.observer.revision.unknown"
+                "wasmcustom.canary_requests_total.service.checkout.version.{v}.reporter.observer.revision.unknown\
+                 .direction.inbound.class.other"
             )),
             0
         );
