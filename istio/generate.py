@@ -50,6 +50,7 @@ NOT_IN_PLAN_HOST = "not in the tier-1 plan: set to the service's real public hos
 NOT_IN_PLAN_GATEWAY = "not in the tier-1 plan: set to your ingress Gateway"
 NOT_IN_PLAN_WASM_FILE = "not in the tier-1 plan: where your gateway pods mount the module"
 NOT_IN_PLAN_SLO = "not in the tier-1 plan: set to the service's real SLO"
+NOT_IN_PLAN_PARTNER = "not in the tier-1 plan: the real host name called"
 APP_METRIC = "application metric (not from canary-gate)"
 ABORT_TEMPLATE = "canary-gate-abort"
 # Argo measures a background analysis at once when the rollout starts. The SLO metrics read
@@ -101,14 +102,35 @@ SERVICES = [
      "public_hosts": ["cockpit.example.com"],
      "steps": [(10, "5m"), (30, "10m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 2000},
+     # Astro: API routes under /api/, pages asked for as HTML, built assets by extension.
+     "classes": [
+         {"name": "api", "path_prefix": ["/api/"]},
+         {"name": "asset", "path_suffix": [".js", ".mjs", ".css", ".woff2", ".png", ".jpg", ".svg", ".webp", ".ico"]},
+         {"name": "page", "header": {"name": "accept", "contains": "text/html"}},
+     ],
+     "gate_classes": {"api": {"max_error_ratio": 0.05}, "asset": {"max_error_ratio": 0.05}},
      "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2000m", "memory": "2Gi"}}},
     {"name": "impact-in", "replicas": 4, "port": 3002, "planned": True, "volume_floor_rps": 2,
      "steps": [(10, "10m"), (40, "20m"), (100, None)],
      "gate": {},
+     # Its pods' calls to the partners: webhook deliveries (POST) and other partner API calls;
+     # a delivery Envoy retried answers with x-envoy-attempt-count above 1.
+     "outbound": {
+         "classes": [
+             {"name": "delivery", "authority_suffix": ["partner.example.com"],
+              "method": ["POST"]},
+             {"name": "partner_api", "authority_suffix": ["partner.example.com"]},
+         ],
+         "outcomes": [{"name": "retried", "response_header": "x-envoy-attempt-count",
+                       "equals": ["2", "3", "4", "5", "6", "7", "8", "9", "10"]}],
+     },
      "resources": {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "4000m", "memory": "4Gi"}}},
     {"name": "unified-profile", "replicas": 5, "port": 3003, "planned": True, "volume_floor_rps": 10,
      "steps": [(20, "5m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 1000, "max_p99_ms": 2000},
+     # The service says whether its cache answered in x-cache; its pods fetch from the HRIS.
+     "outcomes": [{"name": "cache_hit", "response_header": "x-cache", "equals": ["HIT", "hit"]}],
+     "outbound": {"classes": [{"name": "hris", "authority_suffix": ["hris.example.com"]}]},
      # The memory-utilization metric divides by the container's memory limit.
      "resources": {"requests": {"cpu": "1000m", "memory": "2Gi"}, "limits": {"cpu": "4000m", "memory": "8Gi"}}},
     {"name": "api-gateway", "replicas": 3, "port": 3000, "planned": False,
@@ -596,11 +618,29 @@ def error_rates(svc, threshold):
     ]
 
 
-def latency(quantile, threshold_ms, failure_limit, what):
+def latency(quantile, threshold_ms, failure_limit, what, name=None, series=None):
+    series = series or sel(ROUTER)
     q = (f"histogram_quantile({quantile}, sum by (le) "
-         f"(rate(canary_request_duration_milliseconds_bucket{{{sel(ROUTER)}}}[5m])))")
-    name = f"latency-p{round(quantile * 100)}"
+         f"(rate(canary_request_duration_milliseconds_bucket{{{series}}}[5m])))")
+    name = name or f"latency-p{round(quantile * 100)}"
     return metric(name, q, "<", threshold_ms, failure_limit, above=[f"{what} (canary-gate, ms)."])
+
+
+UNPLANNED_CLASSES = f"Route classes and outcomes are {NOT_IN_PLAN_PREFIX}: set the service's real ones."
+
+
+def class_ratio(name, series, good, op, threshold, failure_limit, what):
+    """The share of `series` (a label selector) whose responses match `good` (more labels):
+    of canary_responses_total by code_class, or of canary_outcomes_total by outcome."""
+    num_metric = "canary_outcomes_total" if "outcome=" in good else "canary_responses_total"
+    query = (f"sum(rate({num_metric}{{{series}{good}}}[5m])) / "
+             f"sum(rate(canary_requests_total{{{series}}}[5m]))")
+    return metric(name, query, op, threshold, failure_limit, above=[f"{what} (canary-gate).", UNPLANNED_CLASSES])
+
+
+def outbound(cls):
+    """The canary pods' own calls of route class `cls`, by revision (outbound observers)."""
+    return observed("canary-hash", f',direction="outbound",class="{cls}"')
 
 
 def request_volume(min_rps):
@@ -636,7 +676,13 @@ def slo_metrics(svc):
     if svc == "corp-cockpit":
         return [
             *error_rates(svc, 0.001),
-            latency(0.95, 1000, 3, "SSR page load p95 < 1000"),
+            class_ratio("api-error-rate", sel(ROUTER + with_label("class", "api")), ',code_class="5xx"', "<", 0.001, 3,
+                        "API routes' 5xx ratio < 0.1% (class api)"),
+            latency(0.95, 1000, 3, "SSR page load p95 < 1000 (class page)", name="ssr-page-load-p95",
+                    series=sel(ROUTER + with_label("class", "page"))),
+            class_ratio("resource-load-error-rate", sel(ROUTER + with_label("class", "asset")),
+                        ',code_class=~"4xx|5xx"', "<", 0.01, 3,
+                        "Static resources that fail to load (4xx or 5xx) < 1% (class asset)"),
             request_volume(volume_floor(SERVICE_BY_NAME[svc])),
             app_metric("web-vitals-lcp-p75", quantile_query(0.75, "web_vitals_lcp_seconds_bucket"),
                        "<", 2.5, 3, "Largest Contentful Paint p75 < 2.5 s."),
@@ -647,30 +693,21 @@ def slo_metrics(svc):
             app_metric("js-error-rate",
                        ratio_query(f"web_js_errors_total{{{sel()}}}", f"web_page_views_total{{{sel()}}}"),
                        "<", 0.001, 3, "JavaScript errors per page view < 0.1%."),
-            app_metric("resource-load-error-rate",
-                       ratio_query(f"web_resource_load_errors_total{{{sel()}}}",
-                                   f"web_resource_loads_total{{{sel()}}}"),
-                       "<", 0.01, 3, "Failed resource loads < 1%."),
         ]
     if svc == "impact-in":
         return [
             *error_rates(svc, 0.001),
             request_volume(volume_floor(SERVICE_BY_NAME[svc])),
-            app_metric("delivery-success-rate",
-                       ratio_query(f'impact_in_delivery_total{{{sel(with_label("status", "success"))}}}',
-                                   f"impact_in_delivery_total{{{sel()}}}"),
-                       ">", 0.99, 3, "Delivery success rate > 99%."),
-            app_metric("delivery-latency-p95", quantile_query(0.95, "impact_in_delivery_duration_seconds_bucket"),
-                       "<", 10, 3, "P95 delivery latency < 10 s."),
-            app_metric("delivery-latency-p99", quantile_query(0.99, "impact_in_delivery_duration_seconds_bucket"),
-                       "<", 30, 5, "P99 delivery latency < 30 s (secondary)."),
-            app_metric("retry-rate",
-                       ratio_query(f"impact_in_delivery_retries_total{{{sel()}}}",
-                                   f"impact_in_delivery_total{{{sel()}}}"),
-                       "<", 0.05, 3, "Delivery retries per delivery < 5%."),
-            app_metric("partner-api-latency-p95",
-                       quantile_query(0.95, "impact_in_partner_api_duration_seconds_bucket"),
-                       "<", 5, 5, "Partner API latency p95 < 5 s (secondary)."),
+            class_ratio("delivery-success-rate", outbound("delivery"), ',code_class="2xx"', ">", 0.99, 3,
+                        "Webhook deliveries the partners answer 2xx > 99% (the canary's pods' outbound calls)"),
+            latency(0.95, 10000, 3, "Webhook delivery p95 < 10 s, each call to a partner", name="delivery-latency-p95",
+                    series=outbound("delivery")),
+            latency(0.99, 30000, 5, "Webhook delivery p99 < 30 s, each call to a partner (secondary)",
+                    name="delivery-latency-p99", series=outbound("delivery")),
+            class_ratio("retry-rate", outbound("delivery"), ',outcome="retried"', "<", 0.05, 3,
+                        "Deliveries Envoy had to retry (x-envoy-attempt-count > 1) < 5%"),
+            latency(0.95, 5000, 5, "Other partner API calls p95 < 5 s (secondary)", name="partner-api-latency-p95",
+                    series=outbound("partner_api")),
             app_metric("queue-depth", f"max(impact_in_queue_depth{{{sel()}}})",
                        "<", 1000, 3, "Delivery queue depth < 1000."),
             app_metric("db-pool-utilization",
@@ -689,19 +726,15 @@ def slo_metrics(svc):
                        ratio_query(f'profile_aggregation_total{{{sel(with_label("status", "success"))}}}',
                                    f"profile_aggregation_total{{{sel()}}}"),
                        ">", 0.995, 3, "Profile aggregation success rate > 99.5%."),
-            app_metric("cache-hit-rate",
-                       ratio_query(f'profile_cache_requests_total{{{sel(with_label("result", "hit"))}}}',
-                                   f"profile_cache_requests_total{{{sel()}}}"),
-                       ">", 0.8, 5, "Cache hit rate > 80% (secondary)."),
+            class_ratio("cache-hit-rate", sel(ROUTER), ',outcome="cache_hit"', ">", 0.8, 5,
+                        "Responses the service's cache answered (x-cache: HIT) > 80% (secondary)"),
             app_metric("db-query-latency-p95", quantile_query(0.95, "db_query_duration_seconds_bucket"),
                        "<", 0.1, 3, "Database query latency p95 < 100 ms."),
             app_metric("db-pool-utilization",
                        f"max(db_pool_active_connections{{{sel()}}} / db_pool_connections_max{{{sel()}}})",
                        "<", 0.8, 3, "Database connection pool utilization < 80%."),
-            app_metric("external-fetch-success-rate",
-                       ratio_query(f'profile_external_fetch_total{{{sel(with_label("status", "success"))}}}',
-                                   f"profile_external_fetch_total{{{sel()}}}"),
-                       ">", 0.98, 3, "External fetch success rate > 98%."),
+            class_ratio("external-fetch-success-rate", outbound("hris"), ',code_class="2xx"', ">", 0.98, 3,
+                        "Calls from the canary's pods to the HRIS answered 2xx > 98%"),
             app_metric("memory-utilization",
                        f"sum(container_memory_working_set_bytes{{{pods}}}) / "
                        f'sum(kube_pod_container_resource_limits{{{pods},resource="memory"}})',
@@ -787,7 +820,31 @@ def gate_config(s):
     g = {"window_s": window_s, "min_requests": int(per_replica_rps * window_s), "consecutive": 3,
          "max_error_ratio": 0.05}
     g.update(s["gate"])
+    if "gate_classes" in s:
+        g["classes"] = C(s["gate_classes"], above=[
+            "Per route class: a fault one class's share of the traffic would dilute below the",
+            "service-wide ratio (failing API calls among many page loads) still trips the gate.",
+            UNPLANNED_CLASSES])
     return g
+
+
+def measured(s, what):
+    """The `classes` and `outcomes` of a plugin config: the inbound ones or `outbound`'s."""
+    source = s.get("outbound", {}) if what == "outbound" else s
+    out = {}
+    for key in ("classes", "outcomes"):
+        if key in source:
+            out[key] = C(mark_hosts(source[key]), above=[UNPLANNED_CLASSES])
+    return out
+
+
+def mark_hosts(v):
+    """`v` with each placeholder host name marked where it stands."""
+    if isinstance(v, dict):
+        return {k: mark_hosts(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [mark_hosts(x) for x in v]
+    return C(v, after=NOT_IN_PLAN_PARTNER) if isinstance(v, str) and v.endswith("example.com") else v
 
 
 def router_config(s):
@@ -803,6 +860,7 @@ def router_config(s):
             "follow revisions; a new canary revision starts with a clear gate."]),
         "override": {"header": "x-canary"},
         "sticky": {"cookie": f"canary-{svc}", "max_age_s": 86400, "secure": True},
+        **measured(s, "inbound"),
         "gate": C(gate_config(s), above=[
             "The in-proxy gate catches gross regressions within seconds; the fine SLOs (0.1%, 500 ms)",
             "are judged by the Argo analysis over 5 minutes. Each gateway replica gates on its own",
@@ -889,6 +947,37 @@ def observer_doc(s):
                     "The `revision` label and response header: set once per ReplicaSet, never stale.",
                     "The analysis selects the canary's and the stable's series by it."]),
                 "revision_header": REVISION_HEADER,
+                **measured(s, "inbound"),
+            },
+        },
+    }
+
+
+def outbound_observer_doc(s):
+    svc = s["name"]
+    return {
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": meta(f"canary-gate-outbound-{svc}", NAMESPACE, {"app": "canary-gate"}),
+        "spec": {
+            "selector": {"matchLabels": {"app": svc}},
+            "match": C([{"mode": "CLIENT"}], above=[f"Outbound only: the calls {svc}'s pods make."]),
+            "url": url_marked(wasm_oci()),
+            "imagePullPolicy": "IfNotPresent",
+            "phase": "STATS",
+            "failStrategy": C("FAIL_OPEN", above=[
+                "FAIL_OPEN: if the module cannot be fetched or loaded, calls pass unmeasured;",
+                "canary-gate must never take a service down."]),
+            "pluginConfig": {
+                "service": svc,
+                "role": "observer",
+                "direction": C("outbound", above=[
+                    "The series say direction=\"outbound\": the calling pod's version and revision,",
+                    "by route class (the partner called)."]),
+                "version_label": "role",
+                "revision_label": REVISION_LABEL,
+                "revision_header": REVISION_HEADER,
+                **measured(s, "outbound"),
             },
         },
     }
@@ -1006,6 +1095,11 @@ def files():
          "metrics with reporter=\"observer\" and the pod's revision for every request the pods serve,",
          "whoever calls them, stamp each response with x-canary-revision, and never touch routing."],
         [observer_doc(s) for s in SERVICES])
+    out["wasmplugin/outbound-observer.yaml"] = (
+        ["canary-gate observers of the calls the tier-1 services' own pods make (their partners, the",
+         "HRIS): per-version and per-revision series with direction=\"outbound\", by route class",
+         "(which partner), for the SLOs on those calls. They never touch routing."],
+        [outbound_observer_doc(s) for s in SERVICES if "outbound" in s])
     out["stats/canary-gate-stats-configmap.yaml"] = (
         ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
          "pairs into the Prometheus labels service, version, reporter, revision, direction, class,",

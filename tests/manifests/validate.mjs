@@ -64,13 +64,14 @@ const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"] };
 // canary-gate's configuration (src/config/parse.rs): top-level keys and the keys of nested objects.
 const PLUGIN_KEYS = {
   "": ["service", "role", "version_header", "reason_header", "stable", "canary", "split", "override",
-    "sticky", "metrics", "version_label", "gate", "hosts", "revision_label", "revision_header", "revision_probe_path"],
+    "sticky", "metrics", "version_label", "gate", "hosts", "revision_label", "revision_header", "revision_probe_path",
+    "classes", "outcomes", "direction"],
   split: ["mode", "canary_percent", "hash_key"],
   override: ["header"],
   sticky: ["cookie", "max_age_s", "secure"],
   metrics: ["window_s"],
   gate: ["window_s", "min_requests", "max_error_ratio", "max_p95_ms", "max_p99_ms",
-    "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm"],
+    "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm", "min_outcome_ratio", "max_outcome_ratio", "classes"],
 };
 
 // The tier-1 plan: replicas, container port, canary steps (weight, then pause or null), and
@@ -106,25 +107,25 @@ const UNPLANNED_SLO = new Set(["api-gateway-slo", "reporting-slo", "q2q-ai-slo"]
 const SLO = {
   "canary-gate-abort": { "canary-gate-tripped": ["<", 1, 0, false] },
   "corp-cockpit-slo": {
-    ...errorRates(0.001), "latency-p95": ["<", 1000, 3, false],
-    "request-volume": ["volume", 5, 3, false],
+    ...errorRates(0.001), "api-error-rate": ["<", 0.001, 3, false], "ssr-page-load-p95": ["<", 1000, 3, false],
+    "resource-load-error-rate": ["<", 0.01, 3, false], "request-volume": ["volume", 5, 3, false],
     "web-vitals-lcp-p75": ["<", 2.5, 3, true], "web-vitals-inp-p75": ["<", 200, 3, true],
     "web-vitals-cls-p75": ["<", 0.1, 3, true], "js-error-rate": ["<", 0.001, 3, true],
-    "resource-load-error-rate": ["<", 0.01, 3, true],
   },
+  // Deliveries and partner calls: the canary pods' outbound calls, latencies in ms.
   "impact-in-slo": {
     ...errorRates(0.001), "request-volume": ["volume", 2, 3, false],
-    "delivery-success-rate": [">", 0.99, 3, true], "delivery-latency-p95": ["<", 10, 3, true],
-    "delivery-latency-p99": ["<", 30, 5, true], "retry-rate": ["<", 0.05, 3, true],
-    "partner-api-latency-p95": ["<", 5, 5, true], "queue-depth": ["<", 1000, 3, true],
+    "delivery-success-rate": [">", 0.99, 3, false], "delivery-latency-p95": ["<", 10000, 3, false],
+    "delivery-latency-p99": ["<", 30000, 5, false], "retry-rate": ["<", 0.05, 3, false],
+    "partner-api-latency-p95": ["<", 5000, 5, false], "queue-depth": ["<", 1000, 3, true],
     "db-pool-utilization": ["<", 0.75, 3, true],
   },
   "unified-profile-slo": {
     ...errorRates(0.002), "latency-p95": ["<", 500, 3, false],
     "latency-p99": ["<", 1000, 5, false], "request-volume": ["volume", 10, 3, false],
-    "aggregation-success-rate": [">", 0.995, 3, true], "cache-hit-rate": [">", 0.8, 5, true],
+    "aggregation-success-rate": [">", 0.995, 3, true], "cache-hit-rate": [">", 0.8, 5, false],
     "db-query-latency-p95": ["<", 0.1, 3, true], "db-pool-utilization": ["<", 0.8, 3, true],
-    "external-fetch-success-rate": [">", 0.98, 3, true], "memory-utilization": ["<", 0.85, 3, true],
+    "external-fetch-success-rate": [">", 0.98, 3, false], "memory-utilization": ["<", 0.85, 3, true],
   },
   "api-gateway-slo": errorRates(0.001),
   "reporting-slo": errorRates(0.001),
@@ -451,7 +452,9 @@ function pluginConfigProblems(wp, docs) {
   if (role === "observer") {
     if (cfg.gate) p.push("an observer takes no gate");
     if (wp.metadata.namespace !== "teei-platform") p.push("observers run in teei-platform");
-    if (!isDeepStrictEqual(wp.spec.match, [{ mode: "SERVER" }])) p.push("observer match must be [{mode: SERVER}]");
+    // An inbound observer measures the requests its pods serve; an outbound one, the calls they make.
+    const mode = cfg.direction === "outbound" ? "CLIENT" : "SERVER";
+    if (!isDeepStrictEqual(wp.spec.match, [{ mode }])) p.push(`observer match must be [{mode: ${mode}}]`);
     if (wp.spec.selector?.matchLabels?.app !== cfg.service) p.push("observer selector must be app: <service>");
     if (cfg.revision_label !== REVISION_LABEL)
       p.push(`revision_label must be ${REVISION_LABEL} (set per ReplicaSet, never changed on a running pod)`);
