@@ -94,11 +94,12 @@ pub struct Header {
 /// header (through `scratch`), only once the whole message has proved valid. `None`, having
 /// handed nothing, if the bytes are not a valid message.
 pub fn decode(bytes: &[u8], scratch: &mut Tally, mut each: impl FnMut(&Header, usize, &Tally)) -> Option<Header> {
-    read(bytes, scratch, |_, _, _| ())?;
+    read(bytes, scratch, &mut |_, _, _| ())?;
     read(bytes, scratch, &mut each)
 }
 
-fn read(bytes: &[u8], t: &mut Tally, mut each: impl FnMut(&Header, usize, &Tally)) -> Option<Header> {
+// One copy for both passes (`dyn`).
+fn read(bytes: &[u8], t: &mut Tally, each: &mut dyn FnMut(&Header, usize, &Tally)) -> Option<Header> {
     let (&FORMAT, rest) = bytes.split_first()? else { return None };
     let (identity, rest) = rest.split_first_chunk::<8>()?;
     let mut r = Reader { bytes: rest };
