@@ -17,7 +17,9 @@ pub struct Request {
 /// What to answer.
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    /// Extra headers, written as given (names and values are checked by the handler).
+    pub headers: Vec<(String, String)>,
+    /// Not sent for 204 and 304, which have no body.
     pub body: String,
 }
 
@@ -29,11 +31,12 @@ pub fn serve(stream: TcpStream, mut handler: impl FnMut(&Request) -> Response) {
     while let Some((request, close)) = read_request(&mut reader) {
         let response = handler(&request);
         let reason = if response.status < 400 { "OK" } else { "Error" };
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            response.status,
-            response.body.len()
-        );
+        let bodiless = matches!(response.status, 204 | 304);
+        let body = if bodiless { "" } else { response.body.as_str() };
+        let mut out = format!("HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\n", response.status);
+        if !bodiless {
+            out.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
         for (k, v) in &response.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -41,7 +44,7 @@ pub fn serve(stream: TcpStream, mut handler: impl FnMut(&Request) -> Response) {
             out.push_str("connection: close\r\n");
         }
         out.push_str("\r\n");
-        out.push_str(&response.body);
+        out.push_str(body);
         if writer.write_all(out.as_bytes()).is_err() || close {
             return;
         }

@@ -2,9 +2,24 @@
 //! latency that can be switched while it runs (`POST /_backend/config?error_ratio=0.3&latency_ms=400`).
 //!
 //! Errors follow a deterministic pattern (request n fails iff floor(n·r) grows), so a run of
-//! N requests carries exactly round-down(N·r) errors. The body echoes the request headers so
-//! tests can see what the upstream received. HTTP/1.1 keep-alive, one thread per connection;
-//! header bytes need not be UTF-8 (they are echoed lossily).
+//! N requests carries exactly round-down(N·r) errors. With `error_path_prefix` (e.g. `/api/`)
+//! only requests whose path starts with it are subject to the error ratio, and only they
+//! advance the pattern: N such requests carry exactly round-down(N·r) errors, whatever else is
+//! sent. The body echoes the request headers so tests can see what the upstream received.
+//! HTTP/1.1 keep-alive, one thread per connection; header bytes need not be UTF-8 (they are
+//! echoed lossily).
+//!
+//! A request may also decide its own response, by request headers:
+//!
+//! - `x-backend-status: NNN` answers status NNN (`200..=599`) instead of the error pattern
+//!   (which it neither takes part in nor advances); an invalid value is ignored. The first
+//!   valid line counts. 204 and 304 are sent without a body.
+//! - `x-backend-set: name=value` adds the response header `name: value` (e.g.
+//!   `x-backend-set: x-cache=HIT`); the header may repeat, one response header per line. A
+//!   line whose name is not an HTTP token, or a framing header (`content-length`,
+//!   `transfer-encoding`, `connection`), or whose value holds control bytes, is ignored.
+//!
+//! `GET /_backend/state` reports the behaviour, the requests answered and the 5xx answered.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod http;
@@ -16,9 +31,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 struct Behaviour {
     error_ratio: f64,
+    /// Only paths starting with this are subject to `error_ratio` (empty: every path).
+    error_path_prefix: String,
     latency_ms: u64,
     latency_spread_ms: u64,
 }
@@ -26,7 +43,11 @@ struct Behaviour {
 struct State {
     version: String,
     behaviour: Mutex<Behaviour>,
+    /// Requests answered (control requests aside).
     requests: AtomicU64,
+    /// Requests subject to the error ratio so far: the position in its pattern.
+    patterned: AtomicU64,
+    /// 5xx answered.
     errors: AtomicU64,
     rng: AtomicU64,
 }
@@ -34,8 +55,8 @@ struct State {
 impl State {
     fn behaviour(&self) -> Behaviour {
         match self.behaviour.lock() {
-            Ok(b) => *b,
-            Err(p) => *p.into_inner(),
+            Ok(b) => b.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 }
@@ -44,7 +65,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut listen = "127.0.0.1:18001".to_string();
     let mut version = "stable".to_string();
-    let mut behaviour = Behaviour { error_ratio: 0.0, latency_ms: 0, latency_spread_ms: 0 };
+    let mut behaviour =
+        Behaviour { error_ratio: 0.0, error_path_prefix: String::new(), latency_ms: 0, latency_spread_ms: 0 };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().cloned().unwrap_or_default();
@@ -61,7 +83,7 @@ fn main() {
         };
         if !ok {
             eprintln!("canary-backend: bad argument {flag} {value}");
-            eprintln!("usage: canary-backend --listen ADDR --version NAME [--error-ratio R] [--latency-ms MS] [--latency-spread-ms MS]");
+            eprintln!("usage: canary-backend --listen ADDR --version NAME [--error-ratio R] [--error-path-prefix /PATH] [--latency-ms MS] [--latency-spread-ms MS]");
             std::process::exit(2);
         }
     }
@@ -76,6 +98,7 @@ fn main() {
         version,
         behaviour: Mutex::new(behaviour),
         requests: AtomicU64::new(0),
+        patterned: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         rng: AtomicU64::new(u64::from(std::process::id()) | 1),
     });
@@ -92,6 +115,9 @@ fn apply(b: &mut Behaviour, name: &str, value: &str) -> bool {
         "error_ratio" => {
             value.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).map(|r| b.error_ratio = r).is_some()
         }
+        "error_path_prefix" => {
+            (value.is_empty() || value.starts_with('/')).then(|| b.error_path_prefix = value.to_string()).is_some()
+        }
         "latency_ms" => value.parse().map(|v| b.latency_ms = v).is_ok(),
         "latency_spread_ms" => value.parse().map(|v| b.latency_spread_ms = v).is_ok(),
         _ => false,
@@ -103,12 +129,26 @@ fn handle(state: &State, request: &http::Request) -> http::Response {
         return control(state, &request.method, rest);
     }
     let behaviour = state.behaviour();
-    let n = state.requests.fetch_add(1, Ordering::Relaxed);
-    let fails = ((n + 1) as f64 * behaviour.error_ratio).floor() > (n as f64 * behaviour.error_ratio).floor();
-    if fails {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    let path = request.target.split(['?', '#']).next().unwrap_or_default();
+    let status = match requested_status(request) {
+        Some(status) => status,
+        None if path.starts_with(&behaviour.error_path_prefix) => {
+            let n = state.patterned.fetch_add(1, Ordering::Relaxed);
+            let fails = ((n + 1) as f64 * behaviour.error_ratio).floor() > (n as f64 * behaviour.error_ratio).floor();
+            if fails {
+                500
+            } else {
+                200
+            }
+        }
+        None => 200,
+    };
+    if status >= 500 {
         state.errors.fetch_add(1, Ordering::Relaxed);
     }
-    let status = if fails { 500 } else { 200 };
+    let mut response_headers = vec![("x-served-by".to_string(), state.version.clone())];
+    response_headers.extend(requested_headers(request));
     let headers: BTreeMap<&str, String> =
         request.headers.iter().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned())).collect();
     let body =
@@ -117,7 +157,35 @@ fn handle(state: &State, request: &http::Request) -> http::Response {
     if delay > 0 {
         thread::sleep(Duration::from_millis(delay));
     }
-    http::Response { status, headers: vec![("x-served-by", state.version.clone())], body: body.to_string() }
+    http::Response { status, headers: response_headers, body: body.to_string() }
+}
+
+/// The first valid `x-backend-status` (`200..=599`), if any.
+fn requested_status(request: &http::Request) -> Option<u16> {
+    request
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-backend-status")
+        .find_map(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u16>().ok().filter(|s| (200..=599).contains(s)))
+}
+
+/// The response headers the request's valid `x-backend-set: name=value` lines ask for.
+fn requested_headers(request: &http::Request) -> Vec<(String, String)> {
+    let is_token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    request
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-backend-set")
+        .filter_map(|(_, line)| {
+            let eq = line.iter().position(|&b| b == b'=')?;
+            let (name, value) = (line.get(..eq)?.trim_ascii(), line.get(eq + 1..)?.trim_ascii());
+            let name = String::from_utf8(name.to_vec()).ok()?.to_ascii_lowercase();
+            let framing = ["content-length", "transfer-encoding", "connection"].contains(&name.as_str());
+            let valid_name = !name.is_empty() && name.bytes().all(is_token) && !framing;
+            let valid_value = value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+            (valid_name && valid_value).then(|| (name, String::from_utf8_lossy(value).into_owned()))
+        })
+        .collect()
 }
 
 /// Uniform extra latency in `0..=max_ms` (xorshift; only the distribution matters).
@@ -142,7 +210,7 @@ fn control(state: &State, method: &str, rest: &str) -> http::Response {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            let mut next = *guard;
+            let mut next = guard.clone();
             let valid = query
                 .split('&')
                 .filter(|kv| !kv.is_empty())
@@ -155,6 +223,7 @@ fn control(state: &State, method: &str, rest: &str) -> http::Response {
         }
         ("POST", "reset") => {
             state.requests.store(0, Ordering::Relaxed);
+            state.patterned.store(0, Ordering::Relaxed);
             state.errors.store(0, Ordering::Relaxed);
         }
         (_, "state") => {}
