@@ -7,7 +7,11 @@ grid, a datasource and targets, each target a refId (unique in its panel) and an
 a literal and `$__rate_interval` by 1m, goes into one temporary rule file as a recording rule
 and `promtool check rules` parses it, so Prometheus's own parser checks every query (on a
 failure each expression is checked alone, to name the ones that fail). Per-version
-series must be filtered to one reporter (router or observer), never summed across both.
+series must be filtered to one reporter (router or observer), never summed across both, and
+observer series to one direction (`direction="inbound"`, `direction!="outbound"` or
+`direction="outbound"`): a pod's inbound and outbound observers share service and revision.
+Every recorded series a panel reads (`canary:...`) must be recorded by
+istio/prometheus/canary-gate-rules.yaml.
 
     python3 istio/grafana/check_dashboard.py [DASHBOARD.json]    (PROMTOOL=/path overrides)
 
@@ -23,6 +27,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT = os.path.join(HERE, "canary-gate-dashboard.json")
+RULES = os.path.join(HERE, "..", "prometheus", "canary-gate-rules.yaml")
 
 # Grafana variables and what stands in for them when Prometheus parses the expression.
 SUBSTITUTIONS = {
@@ -33,8 +38,14 @@ SUBSTITUTIONS = {
 }
 VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 # Series that carry the reporter label (per service and version).
-PER_VERSION = re.compile(r"\bcanary_(?:requests_total|responses_total|request_duration_milliseconds\w*|"
+PER_VERSION = re.compile(r"\bcanary_(?:requests_total|responses_total|outcomes_total|request_duration_milliseconds\w*|"
                          r"route_decisions_total|window_\w+)\b")
+# One direction of the observers' series: inbound (or without the label, from observers older
+# than it), or outbound.
+DIRECTION = re.compile(r'direction\s*(?:=\s*"(?:inbound|outbound)"|!=\s*"outbound")')
+# Recorded series: canary:<what>:<window>; the rule file's `- record: NAME` lines.
+RECORDED = re.compile(r"\bcanary:[a-zA-Z0-9_]+:[a-zA-Z0-9_]+\b")
+RECORD_LINE = re.compile(r"^\s*-?\s*record:\s*(\S+)\s*$", re.M)
 
 results = []
 
@@ -116,6 +127,13 @@ def run(dash):
     dup = sorted({i for i in ids if ids.count(i) > 1}, key=str)
     check("panel ids are unique integers", all(isinstance(i, int) for i in ids) and not dup, f"duplicates {dup}")
 
+    try:
+        with open(RULES) as f:
+            recorded = set(RECORD_LINE.findall(f.read()))
+    except OSError as e:
+        recorded = set()
+        check(f"read {os.path.relpath(RULES)}", False, str(e))
+
     promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
     check("promtool found", promtool is not None, "install Debian's `prometheus` package or set PROMTOOL")
 
@@ -147,6 +165,14 @@ def run(dash):
             if PER_VERSION.search(expr):
                 reporters = set(re.findall(r'reporter="(router|observer)"', expr))
                 check(f"{tname}: one reporter (router or observer)", len(reporters) == 1, repr(sorted(reporters)))
+                if reporters == {"observer"}:
+                    selectors = re.findall(r"\{[^}]*\}", expr)
+                    undirected = [m for m in selectors if 'reporter="observer"' in m and not DIRECTION.search(m)]
+                    check(f"{tname}: one direction of the observers", not undirected,
+                          f'add direction="inbound", direction!="outbound" or direction="outbound" to {undirected}')
+            unrecorded = sorted(set(RECORDED.findall(expr)) - recorded)
+            if RECORDED.search(expr):
+                check(f"{tname}: recorded by the rule file", not unrecorded, f"not recorded {unrecorded}")
             concrete, unknown = substitute(expr)
             if not check(f"{tname}: known variables", not unknown, f"unknown {unknown}"):
                 continue
