@@ -582,8 +582,9 @@ def app_metric(name, query, op, threshold, failure_limit, what):
     return metric(name, query, op, threshold, failure_limit, above=[what, APP_METRIC])
 
 
-def observed(hash_arg, extra=""):
-    """The observers' series of one revision. No version label: an observer's is the one its pod
+def observed(hash_arg, extra=',direction="inbound"'):
+    """The observers' series of one revision: by default the requests its pods serve (the
+    outbound observers' calls are apart). No version label: an observer's is the one its pod
     started with, and Argo's promotion leaves it stale."""
     return ('service="{{args.service}}",reporter="observer",revision="{{args.' + hash_arg + '}}"' + extra)
 
@@ -600,7 +601,7 @@ def error_rates(svc, threshold):
               f'sum(rate(canary_requests_total{{{sel(ROUTER)}}}[5m]))')
 
     def inbound(hash_arg):
-        errors = observed(hash_arg, ',code_class="5xx"')
+        errors = observed(hash_arg, ',direction="inbound",code_class="5xx"')
         return (f"sum(rate(canary_responses_total{{{errors}}}[5m])) / "
                 f"sum(rate(canary_requests_total{{{observed(hash_arg)}}}[5m]))")
 
