@@ -603,6 +603,8 @@ function analysisTemplateProblems(entry, gateMetrics) {
         : ['service="{{args.service}}"', 'version="canary"', 'reporter="router"', "[5m]"];
       for (const needle of needles) if (!prom.query.includes(needle)) p.push(`${m.name}: query lacks ${needle}`);
       if (observer && /\bversion=/.test(prom.query)) p.push(`${m.name}: an observer query selects by version`);
+      // Inbound and outbound observers of one pod share service and revision.
+      if (observer && !/direction="(inbound|outbound)"/.test(prom.query)) p.push(`${m.name}: an observer query mixes directions`);
       if (observer && prom.query.includes('reporter="router"')) p.push(`${m.name}: mixes router and observer series`);
     }
     if (at.metadata.name === "canary-gate-abort" && !prom.query.includes('revision=~"{{args.canary-hash}}|"'))
@@ -967,6 +969,7 @@ function main() {
   rejects("a Rollout without the stable-hash argument", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.args = r.spec.strategy.canary.analysis.args.filter((a) => a.name !== "stable-hash"); }), docs));
   rejects("a Rollout passing the canary-hash of the stable ReplicaSet", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.args.find((a) => a.name === "canary-hash").valueFrom.podTemplateHashValue = "Stable"; }), docs));
   rejects("an observer metric selecting the canary by its stale version label", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { const m = e.doc.spec.metrics[inboundAt(e)]; m.provider.prometheus.query = m.provider.prometheus.query.replaceAll('revision="{{args.canary-hash}}"', 'version="canary"'); }), gateMetrics));
+  rejects("an observer metric mixing the pods' own calls into what they serve", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { const m = e.doc.spec.metrics[inboundAt(e)]; m.provider.prometheus.query = m.provider.prometheus.query.replaceAll(',direction="inbound"', ""); }), gateMetrics));
   rejects("an abort metric reading every revision's trip", () => {
     const d = docs.find((x) => x.doc.metadata.name === "canary-gate-abort");
     return analysisTemplateProblems(mutate({ ...d, doc: clone(d.doc) }, (e) => { e.doc.spec.metrics[0].provider.prometheus.query = 'max(canary_gate_tripped{service="{{args.service}}"})'; }), gateMetrics);
