@@ -9,7 +9,8 @@
 //! - c-skip / c-skip-backend: canary-gate configured for another host, so it only reads
 //!   `:authority`: the fixed cost of any Wasm filter in V8, to a `direct_response` / to the backends;
 //! - c-baseline, with `BENCH_BASELINE_WASM=FILE`: c-filter running another build of the filter
-//!   (an earlier commit's), so a change is measured side by side with what it changes.
+//!   (an earlier commit's), so a change is measured side by side with what it changes;
+//! - c-classes: c-filter with 8 route classes by path, none matching: the cost of classes.
 //!
 //! Envoy runs one worker pinned to CPU 0; wrk and the backends run on CPU 1. Users are known by
 //! an `x-user-id` header; with `BENCH_USERS=browser`, by a `session` cookie among a browser's
@@ -20,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
-const VARIANTS: [(&str, u16); 9] = [
+const VARIANTS: [(&str, u16); 10] = [
     ("a-direct", 10001),
     ("c-skip", 10006),
     ("c-direct", 10005),
@@ -30,7 +31,27 @@ const VARIANTS: [(&str, u16); 9] = [
     ("c-filter", 10004),
     ("c-mesh", 10009),
     ("c-baseline", 10008),
+    ("c-classes", 10010),
 ];
+
+/// c-classes' configuration: c-filter's with 8 route classes by path, none of which the
+/// benchmark's `GET /` matches, so every request is checked against all eight.
+const EIGHT_CLASSES: &str = r#"{"service": "checkout-classes", "split": {"canary_percent": 10}, "gate": {"max_error_ratio": 0.05, "max_p95_ms": 200}, "classes": [{"name": "api", "path_prefix": ["/api/"]}, {"name": "v1", "path_prefix": ["/v1/"]}, {"name": "v2", "path_prefix": ["/v2/"]}, {"name": "admin", "path_prefix": ["/admin/"]}, {"name": "health", "path_prefix": ["/healthz", "/readyz"]}, {"name": "script", "path_suffix": [".js", ".mjs"]}, {"name": "style", "path_suffix": [".css"]}, {"name": "image", "path_suffix": [".png", ".jpg", ".svg", ".webp"]}]}"#;
+
+/// Adds the c-classes listener: a copy of c-filter's, in a VM of its own, configured with
+/// [`EIGHT_CLASSES`].
+fn with_classes(config: &str) -> String {
+    let start = config.find("  - name: c-filter\n").expect("c-filter listener in envoy/bench.yaml");
+    let end = config[start + 1..].find("\n  - name: ").map_or(config.len(), |i| start + 1 + i + 1);
+    let filter = &config[start..end];
+    let value_start = filter.find("value: '").expect("c-filter's configuration") + "value: '".len();
+    let value_end = value_start + filter[value_start..].find('\'').expect("quoted configuration");
+    let listener = format!("{}{EIGHT_CLASSES}{}", &filter[..value_start], &filter[value_end..])
+        .replace("c-filter", "c-classes")
+        .replace("port_value: 10004", "port_value: 10010")
+        .replace("vm_id: canary-gate", "vm_id: canary-gate-classes");
+    format!("{}{listener}{}", &config[..end], &config[end..])
+}
 
 /// Adds the c-baseline listener: a copy of c-filter's that loads `wasm` instead of `filter_wasm`,
 /// in a VM of its own.
@@ -135,6 +156,7 @@ fn main() {
     if let Some(wasm) = &baseline {
         config = with_baseline(&config, &filter_wasm, wasm);
     }
+    config = with_classes(&config);
     for (_, port) in VARIANTS {
         let free = free_port();
         config = config.replace(&format!("port_value: {port}"), &format!("port_value: {free}"));
@@ -261,6 +283,7 @@ fn main() {
     println!("|---|---|---|---|");
     for (a, b) in [
         ("c-filter", "c-baseline"),
+        ("c-classes", "c-filter"),
         ("c-filter", "c-skip-backend"),
         ("c-baseline", "c-skip-backend"),
         ("c-filter", "b-native"),
