@@ -49,12 +49,39 @@ write("config", "every-field.json", """{
   "sticky": {"cookie": "pin", "max_age_s": 34560000, "secure": true},
   "metrics": {"window_s": 600},
   "version_label": "app.kubernetes.io/version",
+  "revision_label": "rollouts-pod-template-hash", "revision_header": "x-rev", "revision_probe_path": "/__rev",
   "gate": {"window_s": 10, "min_requests": 50, "max_error_ratio": 0.001, "max_p95_ms": 500,
            "max_p99_ms": 1000.5, "max_error_ratio_over_stable": 0.0025, "consecutive": 3,
-           "dry_run": true, "rearm": 7},
-  "hosts": ["shop.example.com", "*.svc.cluster.local"]
+           "dry_run": true, "rearm": 7, "min_outcome_ratio": {"cache_hit": 0.5},
+           "classes": {"api": {"max_error_ratio": 0.01, "max_p95_ms": 300, "min_requests": 10,
+                               "max_outcome_ratio": {"degraded": 0.000001}},
+                       "page": {"max_p99_ms": 2000.125, "min_outcome_ratio": {"cache_hit": 0.8},
+                                "max_outcome_ratio": {"cache_hit": 0.99}},
+                       "other": {"max_error_ratio_over_stable": 1}}},
+  "hosts": ["shop.example.com", "*.svc.cluster.local"],
+  "filter_state": true,
+  "classes": [
+    {"name": "api", "path_prefix": ["/api/", "/v2/"], "method": ["GET", "POST"]},
+    {"name": "asset", "path_suffix": [".js", ".css"], "method": ["GET", "HEAD"]},
+    {"name": "page", "header": {"name": "accept", "contains": "text/html"}},
+    {"name": "partner", "authority_suffix": ["partner.example.com"], "header": {"name": "x-retry", "present": true}},
+    {"name": "static_v2", "path_prefix": ["/static/"], "path_suffix": [".woff2"],
+     "authority_suffix": ["cdn.example.com", "example.net"]}
+  ],
+  "outcomes": [
+    {"name": "cache_hit", "response_header": "x-cache", "equals": ["HIT", "hit"]},
+    {"name": "degraded", "response_header": "x-degraded", "equals": ["1", "true", "partial answer"]}
+  ]
 }
 """)
+# An outbound observer measuring its calls per partner.
+write("config", "observer-outbound.json", json.dumps({
+    "service": "impact-in", "role": "observer", "direction": "outbound",
+    "classes": [{"name": "payments", "authority_suffix": ["payments.svc.cluster.local"]},
+                {"name": "search", "authority_suffix": ["search.example.com"], "method": ["GET"]}],
+    "outcomes": [{"name": "retried", "response_header": "x-envoy-attempt-count", "equals": ["2", "3"]}],
+    "gate": {"classes": {"payments": {"min_requests": 5}}},
+}, indent=2) + "\n")
 
 
 # --- headers ------------------------------------------------------------------------------------
@@ -105,11 +132,18 @@ def bucket_of(micros):
     return (octave - 5 + 1) * 32 + ((v >> shift) - 32)
 
 
-def tally(latencies_us, errors=0):
+def tally(latencies_us, errors=0, outcomes=()):
+    """A lane's tally after its lane number: `outcomes` holds the count of each outcome."""
     counts = {}
     for us in latencies_us:
         counts[bucket_of(us)] = counts.get(bucket_of(us), 0) + 1
-    out = varint(len(latencies_us)) + varint(errors) + varint(len(counts))
+    return buckets_tally(counts, errors, outcomes)
+
+
+def buckets_tally(counts, errors=0, outcomes=()):
+    requests = sum(counts.values())
+    out = varint(requests) + varint(errors) + varint(len(outcomes))
+    out += b"".join(varint(c) for c in outcomes) + varint(len(counts))
     previous = 0
     for i in sorted(counts):
         out += varint(i - previous) + varint(counts[i])
@@ -117,12 +151,24 @@ def tally(latencies_us, errors=0):
     return out
 
 
-def message(stable, canary, identity=0x0123456789ABCDEF):
-    return b"\x02" + struct.pack("<Q", identity) + stable + canary
+def message(lanes, classes=1, identity=0x0123456789ABCDEF):
+    """FORMAT 3: identity, class count, then the lanes (lane = class * 2 + version) in order."""
+    out = b"\x03" + struct.pack("<Q", identity) + varint(classes) + varint(len(lanes))
+    return out + b"".join(varint(lane) + lanes[lane] for lane in sorted(lanes))
 
 
-def add(version, msg):
-    return bytes([1 | version << 2]) + struct.pack("<H", len(msg)) + msg
+def add(msg, strict=False):
+    return bytes([1 | strict << 2]) + struct.pack("<H", len(msg)) + msg
+
+
+def record(lane, requests):
+    """Requests as (micros, is_error, outcome bits), recorded into one lane and shipped."""
+    out = bytes([9, lane, len(requests)])
+    for micros, is_error, outcome_bits in requests:
+        scaled = micros >= 1 << 32
+        value = micros >> 10 if scaled else micros
+        out += bytes([int(is_error) | scaled << 1, outcome_bits]) + struct.pack("<I", value)
+    return out
 
 
 def advance(step):
@@ -133,26 +179,55 @@ def recent(version, seconds):
     return bytes([2 | version << 2, seconds])
 
 
+def class_recent(version, cls, seconds):
+    return bytes([2 | version << 2 | 8, seconds, cls])
+
+
 def back(step):
     return bytes([3, step])
 
 
-def header(window_s, flags, start):
-    return struct.pack("<HBI", window_s - 1, flags, start)
+def clear(version):
+    return bytes([3 | version << 2 | 8])
 
 
-fast = tally([10_000 + 37 * i for i in range(100)], errors=2)
-slow = tally([400_000 + 911 * i for i in range(40)], errors=9)
-empty = tally([])
-write("window", "message", message(fast, slow))
-write("window", "ramp", header(60, 1, 1_000)
-      + b"".join(add(0, message(fast, slow)) + add(1, message(fast, slow)) + advance(1) for _ in range(5))
-      + recent(1, 3) + advance(30) + recent(0, 60) + back(5) + advance(100) + add(1, message(empty, fast)))
-write("window", "before-first-advance", header(3, 0, 7) + add(1, message(empty, slow)) + add(0, message(fast, empty))
-      + recent(1, 1) + advance(1) + add(1, message(empty, fast)) + advance(2) + advance(1))
-write("window", "end-of-time", header(600, 3, 5) + add(0, message(fast, fast)) + advance(4) + advance(70_000)
-      + add(1, message(slow, slow)) + recent(1, 255) + back(1))
-write("window", "one-second", header(1, 1, 0) + add(1, message(empty, tally([1_000_003 * i % 3_000_000 for i in range(2_000)], 7)))
-      + add(1, message(empty, fast)) + recent(1, 1) + advance(1) + recent(1, 0))
-write("window", "wide-buckets", header(10, 1, 42) + add(0, message(tally([i * i for i in range(1, 1500)]), empty))
-      + advance(9) + add(0, message(tally([0, 63, 64, (1 << 37) - 1, 1 << 40]), empty)) + advance(1) + recent(0, 9))
+def header(window_s, flags, start, classes=1):
+    return struct.pack("<HBBI", window_s - 1, flags, classes - 1, start)
+
+
+fast = tally([10_000 + 37 * i for i in range(100)], errors=2, outcomes=[30, 0, 100])
+slow = tally([400_000 + 911 * i for i in range(40)], errors=9, outcomes=[0, 40])
+plain = tally([2_000 + i for i in range(10)])
+# Three classes: class 0 both versions, class 1 canary, class 2 (`other`) both.
+three = message({0: fast, 1: slow, 3: fast, 4: plain, 5: slow}, classes=3)
+write("window", "message", three)
+write("window", "ramp", header(60, 1, 1_000, classes=3)
+      + b"".join(add(three) + add(message({1: fast, 3: slow}, classes=3), strict=True) + advance(1) for _ in range(5))
+      + recent(1, 3) + class_recent(1, 1, 3) + class_recent(0, 2, 60) + advance(30) + recent(0, 60) + back(5)
+      + advance(100) + add(message({5: fast}, classes=3)))
+write("window", "before-first-advance", header(3, 0, 7, classes=2) + add(message({1: slow}, classes=2))
+      + add(message({0: fast, 2: plain}, classes=2)) + recent(1, 1) + class_recent(0, 1, 1) + advance(1)
+      + add(message({3: fast}, classes=2)) + advance(2) + advance(1))
+# Every lane of the most classes a message may carry, near the end of time.
+every_lane = message({lane: fast if lane % 2 else slow for lane in range(34)}, classes=17)
+write("window", "end-of-time", header(600, 3, 5, classes=17) + add(every_lane) + advance(4) + advance(70_000)
+      + add(every_lane, strict=True) + recent(1, 255) + class_recent(1, 16, 255) + back(1))
+write("window", "one-second", header(1, 1, 0)
+      + add(message({1: tally([1_000_003 * i % 3_000_000 for i in range(2_000)], 7, outcomes=[0, 0, 0, 0, 0, 0, 0, 5])}))
+      + add(message({1: fast})) + recent(1, 1) + advance(1) + recent(1, 0))
+write("window", "wide-buckets", header(10, 1, 42) + add(message({0: tally([i * i for i in range(1, 1500)])}))
+      + advance(9) + add(message({0: tally([0, 63, 64, (1 << 37) - 1, 1 << 40])})) + advance(1) + recent(0, 9))
+# Messages of another class count: the window keeps the lanes of its classes, the coordinator
+# (strict) drops them all.
+write("window", "other-classes", header(5, 1, 100, classes=2)
+      + add(message({0: fast, 3: slow, 5: fast, 9: plain}, classes=5)) + add(message({1: fast}, classes=5), strict=True)
+      + class_recent(1, 1, 5) + class_recent(0, 2, 5) + advance(1) + add(message({1: slow}, classes=1)))
+write("window", "record", header(30, 1, 500, classes=4)
+      + record(3, [(1_500, False, 0b1), (250_000, True, 0b101), (0, False, 0), (1 << 36, True, 0xFF)])
+      + record(6, [(64 * i, i % 3 == 0, i & 0xF) for i in range(40)]) + class_recent(1, 1, 1) + advance(2)
+      + record(1, []) + add(three) + clear(1) + recent(1, 30) + record(7, [(9_999, False, 0b10)]) + advance(40))
+# Bucket counts past u32 once added twice: the window's buckets saturate, its quantiles must not
+# drop to 0.
+huge = buckets_tally({700: 3_000_000_000})
+write("window", "regression-bucket-past-u32-zeroes-quantiles", header(60, 1, 1_000)
+      + add(message({0: huge, 1: huge})) + add(message({1: huge})))

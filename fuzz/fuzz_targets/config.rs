@@ -1,15 +1,19 @@
 //! Arbitrary bytes as the plugin configuration. `Config::parse` must never panic; it must refuse
 //! as invalid JSON exactly what serde_json refuses; every configuration it accepts must satisfy
-//! the documented limits, and a `Router` built from it must decide consistently on a few fixed
-//! requests.
+//! the documented limits (route classes, outcomes and the class gates' names resolved to valid
+//! indexes included) and keep exactly what the JSON writes; its `Classifier` must follow the
+//! documented matching rules on a request built for each class, and a `Router` built from it
+//! must decide consistently on a few fixed requests.
 #![no_main]
 
 #[path = "common.rs"]
 mod common;
 
 use canary_gate::config::{
-    self, Config, KeySource, Role, SplitMode, FULL_WEIGHT_BP, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_WINDOW_S,
+    self, ClassConfig, Config, KeySource, Limits, Role, SplitMode, FULL_WEIGHT_BP, MAX_CLASSES, MAX_COOKIE_AGE_S,
+    MAX_HASH_KEYS, MAX_HOSTS, MAX_MATCH_ENTRIES, MAX_OUTCOMES, MAX_WINDOW_S, OTHER_CLASS,
 };
+use canary_gate::measure::classify::Classifier;
 use canary_gate::model::{Reason, Version};
 use canary_gate::route::bucket::{BucketRng, BUCKETS};
 use canary_gate::route::cookie;
@@ -41,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
     let tree = tree.expect("an accepted configuration is JSON");
     check_config(&c);
     check_numbers(&c, &tree);
+    check_classifier(&c);
     check_router(c);
 });
 
@@ -99,46 +104,269 @@ fn check_config(c: &Config) {
     }
     let g = &c.gate;
     assert!((1..=MAX_WINDOW_S).contains(&g.window_s), "{g:?}");
-    assert!((1..=1_000_000_000).contains(&g.min_requests), "{g:?}");
     assert!((1..=600).contains(&g.consecutive), "{g:?}");
-    for ppm in [g.max_error_ratio_ppm, g.max_error_ratio_over_stable_ppm].into_iter().flatten() {
-        assert!(ppm <= 1_000_000, "{g:?}");
-    }
-    for us in [g.max_p95_us, g.max_p99_us].into_iter().flatten() {
-        assert!((1..=600_000_000).contains(&us), "{g:?}");
-    }
+    check_limits(&g.limits, c);
     if c.role == Role::Observer {
         assert!(!g.has_thresholds(), "{c:?}");
     }
+    assert_eq!(g.has_thresholds(), g.limits.has_thresholds() || g.classes.iter().any(|k| k.limits.has_thresholds()));
+    assert!(["inbound", "outbound"].contains(&c.direction.as_str()), "{c:?}");
+    if c.role == Role::Router {
+        assert_eq!(c.direction, "inbound", "direction is an observer's");
+    }
+    check_classes(c);
+    check_outcomes(c);
 }
 
-/// Every number the configuration keeps is exactly the decimal written in the JSON.
+/// `[a-z0-9_]{1,32}`: class and outcome names are metric labels.
+fn is_label_value(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A `path_prefix` or `path_suffix` entry.
+fn is_path_part(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+}
+
+/// A `hosts` name without wildcard or trailing dot: labels of `[a-z0-9-]{1,63}`.
+fn is_plain_host(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && s.split('.').all(|l| {
+            (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn is_match_list(list: &[String], valid: impl Fn(&str) -> bool) -> bool {
+    list.len() <= MAX_MATCH_ENTRIES && list.iter().all(|s| valid(s))
+}
+
+fn check_classes(c: &Config) {
+    assert!(c.classes.len() <= MAX_CLASSES, "{} classes", c.classes.len());
+    for (i, class) in c.classes.iter().enumerate() {
+        assert!(is_label_value(&class.name) && class.name != OTHER_CLASS, "{class:?}");
+        assert!(c.classes[..i].iter().all(|earlier| earlier.name != class.name), "{:?} named twice", class.name);
+        let fields = [&class.path_prefix, &class.path_suffix, &class.method, &class.authority_suffix];
+        assert!(class.header.is_some() || fields.iter().any(|f| !f.is_empty()), "a class matching anything: {class:?}");
+        assert!(is_match_list(&class.path_prefix, |p| is_path_part(p) && p.starts_with('/')), "{class:?}");
+        assert!(is_match_list(&class.path_suffix, is_path_part), "{class:?}");
+        let is_method =
+            |m: &str| (1..=32).contains(&m.len()) && m.bytes().all(|b| b.is_ascii_uppercase() || b"-_".contains(&b));
+        assert!(is_match_list(&class.method, is_method), "{class:?}");
+        assert!(is_match_list(&class.authority_suffix, is_plain_host), "{class:?}");
+        if let Some(h) = &class.header {
+            assert!(is_header_name(&h.name) && h.contains.as_ref().is_none_or(|t| !t.is_empty()), "{class:?}");
+        }
+    }
+    let other = c.classes.len();
+    for (i, gate) in c.gate.classes.iter().enumerate() {
+        // Indexes 0..other are the configured classes, `other` is one past them.
+        assert!(gate.class <= other, "{gate:?}");
+        let name = c.classes.get(gate.class).map_or(OTHER_CLASS, |k| k.name.as_str());
+        assert_eq!(gate.name, name, "{gate:?}");
+        assert!(c.gate.classes[..i].iter().all(|earlier| earlier.class != gate.class), "{gate:?} twice");
+        check_limits(&gate.limits, c);
+    }
+}
+
+fn check_outcomes(c: &Config) {
+    assert!(c.outcomes.len() <= MAX_OUTCOMES, "{} outcomes", c.outcomes.len());
+    for (i, outcome) in c.outcomes.iter().enumerate() {
+        assert!(is_label_value(&outcome.name), "{outcome:?}");
+        assert!(c.outcomes[..i].iter().all(|earlier| earlier.name != outcome.name), "{outcome:?} named twice");
+        assert!(is_header_name(&outcome.response_header), "{outcome:?}");
+        let is_value = |v: &str| v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+        assert!(!outcome.equals.is_empty() && is_match_list(&outcome.equals, is_value), "{outcome:?}");
+    }
+}
+
+/// The thresholds of the gate or of one of its classes.
+fn check_limits(l: &Limits, c: &Config) {
+    assert!((1..=1_000_000_000).contains(&l.min_requests), "{l:?}");
+    for ppm in [l.max_error_ratio_ppm, l.max_error_ratio_over_stable_ppm].into_iter().flatten() {
+        assert!(ppm <= 1_000_000, "{l:?}");
+    }
+    for us in [l.max_p95_us, l.max_p99_us].into_iter().flatten() {
+        assert!((1..=600_000_000).contains(&us), "{l:?}");
+    }
+    for (i, limit) in l.outcomes.iter().enumerate() {
+        let outcome = c.outcomes.get(limit.outcome).unwrap_or_else(|| panic!("{limit:?} of no outcome"));
+        assert_eq!(limit.name, outcome.name, "{limit:?}");
+        assert!(l.outcomes[..i].iter().all(|earlier| earlier.outcome != limit.outcome), "{limit:?} twice");
+        // A bound is only kept for a ratio written.
+        assert!(limit.min_ppm.is_some() || limit.max_ppm.is_some(), "{limit:?}");
+        for ppm in [limit.min_ppm, limit.max_ppm].into_iter().flatten() {
+            assert!(ppm <= 1_000_000, "{limit:?}");
+        }
+    }
+    assert_eq!(
+        l.has_thresholds(),
+        [l.max_error_ratio_ppm, l.max_p95_us, l.max_p99_us, l.max_error_ratio_over_stable_ppm]
+            .iter()
+            .any(Option::is_some)
+            || !l.outcomes.is_empty()
+    );
+}
+
+/// The number at `path` of `tree`, as written.
+fn number_at<'t>(tree: &'t Value, path: &[&str]) -> Option<&'t str> {
+    let mut v = tree;
+    for key in path {
+        v = v.get(key)?;
+    }
+    match v {
+        Value::Number(n) => Some(n.as_str()),
+        _ => None,
+    }
+}
+
+/// The number at `path` of `tree` scaled by `10^decimals`, read by the reference reader.
+fn exact_at(tree: &Value, path: &[&str], decimals: u32) -> Option<u128> {
+    number_at(tree, path).map(|t| reference_decimal(t, decimals).expect("accepted number is a plain decimal").1)
+}
+
+/// Every number the configuration keeps is exactly the decimal written in the JSON, and every
+/// class, outcome and class gate written is kept, in order.
 fn check_numbers(c: &Config, tree: &Value) {
-    let text = |path: &[&str]| -> Option<&str> {
-        let mut v = tree;
-        for key in path {
-            v = v.get(key)?;
-        }
-        match v {
-            Value::Number(n) => Some(n.as_str()),
-            _ => None,
-        }
-    };
-    let exact = |path: &[&str], decimals: u32| -> Option<u128> {
-        text(path).map(|t| reference_decimal(t, decimals).expect("accepted number is a plain decimal").1)
-    };
-    assert_eq!(exact(&["split", "canary_percent"], 2).unwrap_or(1_000), u128::from(c.split.canary_bp), "{c:?}");
-    let g = &c.gate;
-    assert_eq!(exact(&["gate", "max_error_ratio"], 6), g.max_error_ratio_ppm.map(u128::from));
-    assert_eq!(exact(&["gate", "max_error_ratio_over_stable"], 6), g.max_error_ratio_over_stable_ppm.map(u128::from));
-    assert_eq!(exact(&["gate", "max_p95_ms"], 3), g.max_p95_us.map(u128::from));
-    assert_eq!(exact(&["gate", "max_p99_ms"], 3), g.max_p99_us.map(u128::from));
-    if let Some(t) = text(&["sticky", "max_age_s"]) {
+    assert_eq!(
+        exact_at(tree, &["split", "canary_percent"], 2).unwrap_or(1_000),
+        u128::from(c.split.canary_bp),
+        "{c:?}"
+    );
+    if let Some(t) = number_at(tree, &["sticky", "max_age_s"]) {
         assert_eq!(t.parse::<u32>().ok(), Some(c.sticky.max_age_s));
     }
-    if let Some(t) = text(&["metrics", "window_s"]) {
+    if let Some(t) = number_at(tree, &["metrics", "window_s"]) {
         assert_eq!(t.parse::<u32>().ok(), Some(c.metrics.window_s));
     }
+    let g = &c.gate;
+    for (name, kept) in
+        [("window_s", u64::from(g.window_s)), ("consecutive", u64::from(g.consecutive)), ("rearm", g.rearm)]
+    {
+        if let Some(t) = number_at(tree, &["gate", name]) {
+            assert_eq!(t.parse::<u64>().ok(), Some(kept), "gate.{name}");
+        }
+    }
+    let gate = tree.get("gate");
+    check_limit_numbers(&g.limits, gate, Limits::default().min_requests);
+    let class_gates = gate.and_then(|v| v.get("classes")).and_then(Value::as_object);
+    assert_eq!(class_gates.map_or(0, |m| m.len()), g.classes.len(), "{c:?}");
+    for class in &g.classes {
+        let written = class_gates.and_then(|m| m.get(&class.name)).expect("a class gate is written");
+        // A class's min_requests defaults to the gate's.
+        check_limit_numbers(&class.limits, Some(written), g.limits.min_requests);
+    }
+    let names = |field: &str| -> Vec<&str> {
+        let items = tree.get(field).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        items.iter().map(|item| item.get("name").and_then(Value::as_str).expect("an entry has a name")).collect()
+    };
+    assert_eq!(names("classes"), c.classes.iter().map(|k| k.name.as_str()).collect::<Vec<_>>());
+    assert_eq!(names("outcomes"), c.outcomes.iter().map(|o| o.name.as_str()).collect::<Vec<_>>());
+    assert_eq!(tree.get("direction").and_then(Value::as_str).unwrap_or("inbound"), c.direction);
+}
+
+/// `l` holds exactly the thresholds of `written` (the gate or one class's object).
+fn check_limit_numbers(l: &Limits, written: Option<&Value>, default_min_requests: u64) {
+    let exact = |name: &str, decimals| written.and_then(|w| exact_at(w, &[name], decimals));
+    assert_eq!(exact("max_error_ratio", 6), l.max_error_ratio_ppm.map(u128::from));
+    assert_eq!(exact("max_error_ratio_over_stable", 6), l.max_error_ratio_over_stable_ppm.map(u128::from));
+    assert_eq!(exact("max_p95_ms", 3), l.max_p95_us.map(u128::from));
+    assert_eq!(exact("max_p99_ms", 3), l.max_p99_us.map(u128::from));
+    let min_requests = written.and_then(|w| number_at(w, &["min_requests"])).map(|t| t.parse::<u64>().ok());
+    assert_eq!(min_requests.unwrap_or(Some(default_min_requests)), Some(l.min_requests));
+    for field in ["min_outcome_ratio", "max_outcome_ratio"] {
+        let bounds = written.and_then(|w| w.get(field)).and_then(Value::as_object);
+        for (name, _) in bounds.into_iter().flatten() {
+            assert!(l.outcomes.iter().any(|o| o.name == *name), "{field}.{name} is kept");
+        }
+        for limit in &l.outcomes {
+            let kept = if field == "min_outcome_ratio" { limit.min_ppm } else { limit.max_ppm };
+            let ratio = written.and_then(|w| exact_at(w, &[field, &limit.name], 6));
+            assert_eq!(ratio, kept.map(u128::from), "{field}.{}", limit.name);
+        }
+    }
+}
+
+/// The classifier against the documented rules, on a request built to match each class and on
+/// a few fixed ones.
+fn check_classifier(c: &Config) {
+    let classifier = Classifier::new(c);
+    assert_eq!(classifier.other(), c.classes.len());
+    let fixed = [
+        Headers::default(),
+        Headers::default()
+            .with(":path", "/api/app.js?v=1")
+            .with(":method", "GET")
+            .with(":authority", "Shop.Example.com.:443")
+            .with("accept", "text/html"),
+    ];
+    let built = c.classes.iter().map(|class| {
+        let first = |list: &[String]| list.first().cloned().unwrap_or_default();
+        let path = format!("{}{}", first(&class.path_prefix), first(&class.path_suffix));
+        let mut h = Headers::default().with(":path", format!("{path}?q=/x.js"));
+        if let Some(method) = class.method.first() {
+            h = h.with(":method", method);
+        }
+        if let Some(host) = class.authority_suffix.first() {
+            h = h.with(":authority", format!("a.{}.:8080", host.to_ascii_uppercase()));
+        }
+        if let Some(header) = &class.header {
+            h = h.with(&header.name, format!("<{}>", header.contains.as_deref().unwrap_or_default()));
+        }
+        h
+    });
+    let fixed_count = fixed.len();
+    let requests: Vec<Headers> = fixed.into_iter().chain(built).collect();
+    for (i, h) in requests.iter().enumerate() {
+        let mut reads = Vec::new();
+        let got = classifier.classify(|name| {
+            reads.push(name.to_string());
+            h.get_first(name).map(<[u8]>::to_vec)
+        });
+        assert_eq!(got, reference_class(c, h), "{h:?}");
+        if let Some(own) = i.checked_sub(fixed_count) {
+            assert!(got <= own, "class {own} or an earlier one matches its own request, got {got}: {h:?}");
+        }
+        let mut distinct = reads.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), reads.len(), "each value is read at most once: {reads:?}");
+        assert!(!c.classes.is_empty() || reads.is_empty(), "nothing is read without classes: {reads:?}");
+    }
+}
+
+/// The first class whose fields all hold, else `other` (docs/classes.md).
+fn reference_class(c: &Config, h: &Headers) -> usize {
+    c.classes.iter().position(|class| reference_matches(class, h)).unwrap_or(c.classes.len())
+}
+
+fn reference_matches(class: &ClassConfig, h: &Headers) -> bool {
+    let any = |list: &[String], hit: &dyn Fn(&[u8]) -> bool| list.is_empty() || list.iter().any(|e| hit(e.as_bytes()));
+    let path = h.get_first(":path").map(|p| p.split(|&b| b == b'?').next().unwrap_or_default());
+    let path_ok = (class.path_prefix.is_empty() && class.path_suffix.is_empty())
+        || path.is_some_and(|p| {
+            any(&class.path_prefix, &|e| p.starts_with(e)) && any(&class.path_suffix, &|e| p.ends_with(e))
+        });
+    let method_ok = class.method.is_empty() || h.get_first(":method").is_some_and(|m| any(&class.method, &|e| e == m));
+    // The host: no port, no trailing dot, any case.
+    let host = h.get_first(":authority").map(|a| {
+        let a = a.to_ascii_lowercase();
+        let host = match a.iter().rposition(|&b| b == b':') {
+            Some(colon) if a[colon + 1..].iter().all(u8::is_ascii_digit) => a[..colon].to_vec(),
+            _ => a,
+        };
+        host.strip_suffix(b".").map(<[u8]>::to_vec).unwrap_or(host)
+    });
+    let authority_ok = class.authority_suffix.is_empty()
+        || host.is_some_and(|host| {
+            any(&class.authority_suffix, &|s| {
+                host == s || (host.ends_with(s) && host[..host.len() - s.len()].ends_with(b"."))
+            })
+        });
+    let header_ok = class.header.as_ref().is_none_or(|m| {
+        h.get_first(&m.name)
+            .is_some_and(|v| m.contains.as_ref().is_none_or(|text| v.windows(text.len()).any(|w| w == text.as_bytes())))
+    });
+    path_ok && method_ok && authority_ok && header_ok
 }
 
 fn check_router(c: Config) {
