@@ -206,20 +206,11 @@ fn own_revision(config: &Config) -> Option<Revision> {
 }
 
 /// The response's outcomes: bit `i` set if response header `outcomes[i].response_header`
-/// equals one of its values (each header read at most once; nothing without outcomes).
+/// equals one of its values (nothing read without outcomes).
 fn outcomes_of(config: &Config) -> u8 {
     let mut bits = 0u8;
-    let mut read: Vec<(&str, Option<Vec<u8>>)> = Vec::new();
     for (i, outcome) in config.outcomes.iter().enumerate() {
-        let name = outcome.response_header.as_str();
-        let value = match read.iter().find(|(n, _)| *n == name) {
-            Some((_, value)) => value.clone(),
-            None => {
-                let value = host::response_header(name);
-                read.push((name, value.clone()));
-                value
-            }
-        };
+        let value = host::response_header(&outcome.response_header);
         if value.is_some_and(|v| outcome.equals.iter().any(|e| e.as_bytes() == v.as_slice())) {
             bits |= 1 << i;
         }
