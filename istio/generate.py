@@ -922,64 +922,44 @@ def client_router_doc(s):
     }
 
 
-def observer_doc(s):
+def observer_doc(s, direction="inbound"):
+    """An observer in the service's own sidecars: of the requests its pods serve (inbound), or of
+    the calls they make (outbound)."""
     svc = s["name"]
+    inbound = direction == "inbound"
+    config = {"service": svc, "role": "observer"}
+    if not inbound:
+        config["direction"] = C("outbound", above=[
+            "The series say direction=\"outbound\": the calling pod's version and revision,",
+            "by route class (the partner called)."])
+    config.update({
+        "version_label": C("role", above=[
+            "The `version` label: the pod's `role` (canaryMetadata/stableMetadata) as of proxy",
+            "start, when Istio copies pod labels into node metadata. Argo changes `role` in place",
+            "at promotion, so a promoted pod keeps reporting canary until it restarts."]) if inbound else "role",
+        "revision_label": C(REVISION_LABEL, above=[
+            "The `revision` label and response header: set once per ReplicaSet, never stale.",
+            "The analysis selects the canary's and the stable's series by it."]) if inbound else REVISION_LABEL,
+        "revision_header": REVISION_HEADER,
+        **measured(s, direction),
+    })
+    what = "requests" if inbound else "calls"
     return {
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": "WasmPlugin",
-        "metadata": meta(f"canary-gate-observer-{svc}", NAMESPACE, {"app": "canary-gate"}),
+        "metadata": meta(f"canary-gate-{'observer' if inbound else 'outbound'}-{svc}", NAMESPACE, {"app": "canary-gate"}),
         "spec": {
             "selector": {"matchLabels": {"app": svc}},
-            "match": C([{"mode": "SERVER"}], above=["Inbound only: the requests this service's pods serve."]),
+            "match": C([{"mode": "SERVER" if inbound else "CLIENT"}], above=[
+                "Inbound only: the requests this service's pods serve." if inbound
+                else f"Outbound only: the calls {svc}'s pods make."]),
             "url": url_marked(wasm_oci()),
             "imagePullPolicy": "IfNotPresent",
             "phase": "STATS",
             "failStrategy": C("FAIL_OPEN", above=[
-                "FAIL_OPEN: if the module cannot be fetched or loaded, requests pass unmeasured;",
+                f"FAIL_OPEN: if the module cannot be fetched or loaded, {what} pass unmeasured;",
                 "canary-gate must never take a service down."]),
-            "pluginConfig": {
-                "service": svc,
-                "role": "observer",
-                "version_label": C("role", above=[
-                    "The `version` label: the pod's `role` (canaryMetadata/stableMetadata) as of proxy",
-                    "start, when Istio copies pod labels into node metadata. Argo changes `role` in place",
-                    "at promotion, so a promoted pod keeps reporting canary until it restarts."]),
-                "revision_label": C(REVISION_LABEL, above=[
-                    "The `revision` label and response header: set once per ReplicaSet, never stale.",
-                    "The analysis selects the canary's and the stable's series by it."]),
-                "revision_header": REVISION_HEADER,
-                **measured(s, "inbound"),
-            },
-        },
-    }
-
-
-def outbound_observer_doc(s):
-    svc = s["name"]
-    return {
-        "apiVersion": "extensions.istio.io/v1alpha1",
-        "kind": "WasmPlugin",
-        "metadata": meta(f"canary-gate-outbound-{svc}", NAMESPACE, {"app": "canary-gate"}),
-        "spec": {
-            "selector": {"matchLabels": {"app": svc}},
-            "match": C([{"mode": "CLIENT"}], above=[f"Outbound only: the calls {svc}'s pods make."]),
-            "url": url_marked(wasm_oci()),
-            "imagePullPolicy": "IfNotPresent",
-            "phase": "STATS",
-            "failStrategy": C("FAIL_OPEN", above=[
-                "FAIL_OPEN: if the module cannot be fetched or loaded, calls pass unmeasured;",
-                "canary-gate must never take a service down."]),
-            "pluginConfig": {
-                "service": svc,
-                "role": "observer",
-                "direction": C("outbound", above=[
-                    "The series say direction=\"outbound\": the calling pod's version and revision,",
-                    "by route class (the partner called)."]),
-                "version_label": "role",
-                "revision_label": REVISION_LABEL,
-                "revision_header": REVISION_HEADER,
-                **measured(s, "outbound"),
-            },
+            "pluginConfig": config,
         },
     }
 
@@ -1100,7 +1080,7 @@ def files():
         ["canary-gate observers of the calls the tier-1 services' own pods make (their partners, the",
          "HRIS): per-version and per-revision series with direction=\"outbound\", by route class",
          "(which partner), for the SLOs on those calls. They never touch routing."],
-        [outbound_observer_doc(s) for s in SERVICES if "outbound" in s])
+        [observer_doc(s, "outbound") for s in SERVICES if "outbound" in s])
     out["stats/canary-gate-stats-configmap.yaml"] = (
         ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
          "pairs into the Prometheus labels service, version, reporter, revision, direction, class,",
