@@ -56,8 +56,8 @@ build: toolchain apt-deps
 size:
 	@echo "canary_gate.wasm: $$(stat -c %s $(WASM)) bytes"
 
-# The size budget: 150 KiB, a filter every sidecar downloads and compiles.
-WASM_BUDGET_BYTES := 153600
+# The size budget: 180 KiB, a filter every sidecar downloads and compiles.
+WASM_BUDGET_BYTES := 184320
 ## Fails if the filter is over its size budget.
 size-budget: build
 	@size=$$(stat -c %s $(WASM)); if [ $$size -gt $(WASM_BUDGET_BYTES) ]; then \
