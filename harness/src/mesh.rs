@@ -2,7 +2,9 @@
 //! canary lifecycle: an [`Ingress`] whose routes, clusters and endpoints come from file-based
 //! RDS, CDS and EDS shaped as istiod generates them for a VirtualService with subset-level
 //! routing, and one [`Sidecar`] per pod, its node metadata carrying the pod's labels where
-//! Istio's bootstrap puts them. No Argo logic here: callers move the weights and endpoints.
+//! Istio's bootstrap puts them, with an inbound listener and optionally an [`Outbound`] one
+//! (the pod's own calls to external hosts). No Argo logic here: callers move the weights and
+//! endpoints.
 //!
 //! Every xDS update is written to a staging file and renamed into a watched directory (Envoy
 //! reloads on a move, never on an in-place write); each update method returns once Envoy's
@@ -243,6 +245,10 @@ impl Drop for Proxy {
             let dir = self.dir.path();
             eprintln!("--- {} envoy.log (last lines) ---\n{}", self.what, tail(&dir.join("envoy.log"), 60));
             eprintln!("--- {} access.log (last lines) ---\n{}", self.what, tail(&dir.join("access.log"), 30));
+            let outbound = dir.join("outbound").join("access.log");
+            if outbound.exists() {
+                eprintln!("--- {} outbound access.log (last lines) ---\n{}", self.what, tail(&outbound, 30));
+            }
         }
     }
 }
@@ -542,13 +548,35 @@ impl std::ops::Deref for Ingress {
 /// Pod names `checkout-<revision>-<n>`, unique within the test process.
 static POD_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// One pod of a ReplicaSet: its sidecar Envoy (1 worker) with canary-gate, inbound only, in
-/// front of the pod's application port. The pod's labels are in the node metadata (`LABELS`),
-/// where Istio's bootstrap puts them and where canary-gate's observer reads its version.
+/// The port of the external hosts a pod calls, as the application addresses them (plain HTTP).
+pub const OUTBOUND_PORT: u16 = 80;
+
+/// A pod's own calls out of the mesh: canary-gate on the sidecar's outbound HTTP listener
+/// (Istio's `0.0.0.0_80`, where a WasmPlugin with `match: [{mode: CLIENT}]` goes), and the
+/// external hosts the pod calls, each routed to its server as istiod routes a ServiceEntry's
+/// host: a virtual host `<host>:80` (with istiod's default retry policy and
+/// `include_request_attempt_count`) to the cluster `outbound|80||<host>`.
+pub struct Outbound<'a> {
+    /// canary-gate's configuration on the outbound listener (an outbound observer).
+    pub filter_json: &'a str,
+    /// Each external host name and the port on 127.0.0.1 of the server answering for it.
+    pub hosts: &'a [(&'a str, u16)],
+}
+
+/// One pod of a ReplicaSet: its sidecar Envoy (1 worker) with canary-gate on the inbound
+/// listener in front of the pod's application port, and optionally on an outbound listener
+/// ([`Outbound`]) carrying the pod's own calls. The pod's labels are in the node metadata
+/// (`LABELS`), where Istio's bootstrap puts them and where canary-gate's observers read their
+/// version and revision. Both filters run the same module with the same VM id, so, as in an
+/// Istio sidecar (a WasmPlugin sets no `vm_id`: plugins of the same module share a VM), they
+/// share each worker's VM.
 pub struct Sidecar {
     proxy: Proxy,
-    /// Listener port on 127.0.0.1: the endpoint the ingress's EDS lists for this pod.
+    /// Inbound listener port on 127.0.0.1: the endpoint the ingress's EDS lists for this pod.
     pub port: u16,
+    /// Outbound listener port on 127.0.0.1, if the pod has one: where the application sends
+    /// its calls to the [`Outbound`] hosts (with their `Host`).
+    pub outbound_port: Option<u16>,
     /// Admin port on 127.0.0.1.
     pub admin_port: u16,
     /// The pod's name.
@@ -559,11 +587,87 @@ pub struct Sidecar {
     pub role: Subset,
 }
 
+/// The outbound listener of [`Outbound`]: its listener and its clusters.
+fn outbound_resources(dir: &Path, port: u16, outbound: &Outbound<'_>) -> (Value, Vec<Value>) {
+    let cluster_of = |host: &str| format!("outbound|{OUTBOUND_PORT}||{host}");
+    let virtual_hosts: Vec<Value> = outbound
+        .hosts
+        .iter()
+        .map(|(host, _)| {
+            json!({
+                "name": format!("{host}:{OUTBOUND_PORT}"),
+                "domains": [host, format!("{host}:{OUTBOUND_PORT}")],
+                "include_request_attempt_count": true,
+                "routes": [{
+                    "name": "default",
+                    "match": {"prefix": "/"},
+                    "route": {"cluster": cluster_of(host), "timeout": "0s", "retry_policy": istio_retry_policy()},
+                    "decorator": {"operation": format!("{host}:{OUTBOUND_PORT}/*")}
+                }]
+            })
+        })
+        .collect();
+    let routes = json!({
+        "name": OUTBOUND_PORT.to_string(),
+        "virtual_hosts": virtual_hosts,
+        "validate_clusters": false
+    });
+    let canary_gate = json!({"name": "canary-gate", "typed_config": wasm_config(outbound.filter_json)});
+    let listener = json!({
+        "name": format!("0.0.0.0_{OUTBOUND_PORT}"),
+        "address": socket(port),
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"filters": [http_connection_manager(
+            &format!("outbound_0.0.0.0_{OUTBOUND_PORT}"),
+            &dir.join("outbound"),
+            ("route_config", routes),
+            canary_gate
+        )]}]
+    });
+    let clusters = outbound
+        .hosts
+        .iter()
+        .map(|(host, server)| {
+            json!({
+                "name": cluster_of(host),
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": cluster_of(host),
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(*server)}}]}]
+                }
+            })
+        })
+        .collect();
+    (listener, clusters)
+}
+
 impl Sidecar {
     /// Starts the sidecar of a pod of `revision` labelled `role`, forwarding to the
     /// application at `app_port`, with canary-gate configured by `filter_json` (e.g.
     /// `{"service":"checkout","role":"observer","version_label":"role"}`).
     pub fn start(revision: &str, role: Subset, app_port: u16, filter_json: &str) -> Sidecar {
+        Self::start_with(revision, role, app_port, filter_json, None)
+    }
+
+    /// [`Sidecar::start`], with an outbound listener for the pod's calls to `outbound`'s hosts.
+    pub fn start_with_outbound(
+        revision: &str,
+        role: Subset,
+        app_port: u16,
+        filter_json: &str,
+        outbound: &Outbound<'_>,
+    ) -> Sidecar {
+        Self::start_with(revision, role, app_port, filter_json, Some(outbound))
+    }
+
+    fn start_with(
+        revision: &str,
+        role: Subset,
+        app_port: u16,
+        filter_json: &str,
+        outbound: Option<&Outbound<'_>>,
+    ) -> Sidecar {
         let dir = TempDir::new("mesh-sidecar");
         let (port, admin_port) = (free_port(), free_port());
         let n = POD_SEQUENCE.fetch_add(1, Ordering::SeqCst);
@@ -582,6 +686,35 @@ impl Sidecar {
             }]
         });
         let canary_gate = json!({"name": "canary-gate", "typed_config": wasm_config(filter_json)});
+        let mut listeners = vec![json!({
+            "name": "virtualInbound",
+            "address": socket(port),
+            "traffic_direction": "INBOUND",
+            "filter_chains": [{"filters": [http_connection_manager(
+                &format!("inbound_0.0.0.0_{SERVICE_PORT}"),
+                dir.path(),
+                ("route_config", routes),
+                canary_gate
+            )]}]
+        })];
+        let mut clusters = vec![json!({
+            "name": inbound,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": inbound,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(app_port)}}]}]
+            }
+        })];
+        let outbound_port = outbound.map(|outbound| {
+            let outbound_port = free_port();
+            let outbound_dir = dir.path().join("outbound");
+            fs::create_dir_all(&outbound_dir).unwrap_or_else(|e| panic!("create {}: {e}", outbound_dir.display()));
+            let (listener, external) = outbound_resources(dir.path(), outbound_port, outbound);
+            listeners.push(listener);
+            clusters.extend(external);
+            outbound_port
+        });
         let bootstrap = json!({
             "node": {
                 "id": format!("sidecar~127.0.0.1~{pod}.shop~shop.svc.cluster.local"),
@@ -595,30 +728,17 @@ impl Sidecar {
             },
             "stats_config": shipped_stats_config(),
             "admin": {"address": socket(admin_port)},
-            "static_resources": {
-                "listeners": [{
-                    "name": "virtualInbound",
-                    "address": socket(port),
-                    "filter_chains": [{"filters": [http_connection_manager(
-                        &format!("inbound_0.0.0.0_{SERVICE_PORT}"),
-                        dir.path(),
-                        ("route_config", routes),
-                        canary_gate
-                    )]}]
-                }],
-                "clusters": [{
-                    "name": inbound,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": inbound,
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(app_port)}}]}]
-                    }
-                }]
-            }
+            "static_resources": {"listeners": listeners, "clusters": clusters}
         });
         let proxy = Proxy::start(format!("sidecar {pod}"), dir, &bootstrap, 1, port, admin_port);
-        Sidecar { proxy, port, admin_port, pod, revision: revision.to_string(), role }
+        if let Some(outbound_port) = outbound_port {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(("127.0.0.1", outbound_port)).is_err() {
+                assert!(Instant::now() < deadline, "{}: outbound listener not up within 30 s", proxy.what);
+                sleep(Duration::from_millis(20));
+            }
+        }
+        Sidecar { proxy, port, outbound_port, admin_port, pod, revision: revision.to_string(), role }
     }
 }
 

@@ -1,30 +1,220 @@
 //! Every PromQL query of every AnalysisTemplate in `istio/`, with the arguments its Rollout
-//! passes substituted as Argo does, run against a real Prometheus scraping a real Envoy whose
-//! canary-gate routers are configured from the shipped WasmPlugins: a healthy canary passes
-//! every canary-gate gate, its route classes and cache outcomes included; a canary answering 5%
-//! 5xx fails the error-rate gates. This stack has no observers, so their metrics (by revision,
-//! inbound and outbound) are inconclusive here, like the application's; `lifecycle.rs` measures
-//! the inbound ones against real observer sidecars, `classes.rs` the outbound ones.
+//! passes substituted as Argo does, run against a real Prometheus scraping real Envoys
+//! configured from the shipped WasmPlugins:
+//! - an ingress Envoy running every tier-1 service's gateway router, under steady traffic to
+//!   every service (corp-cockpit's through its route classes, unified-profile's answered by its
+//!   cache 9 times in 10);
+//! - for each service with an outbound observer (impact-in, unified-profile), a pod of the
+//!   canary revision (`role: canary`, `rollouts-pod-template-hash` = the `canary-hash` the
+//!   Rollout passes): a sidecar Envoy with the shipped inbound observer and, on its outbound
+//!   listener, the shipped outbound observer, carrying the pod's own calls: impact-in's webhook
+//!   deliveries (POST to a partner; 1 in 40 answered with `x-envoy-attempt-count: 2`, the
+//!   header a retried call's response carries when the route sets
+//!   `include_attempt_count_in_response`: the partner backend sets it here) and partner API
+//!   reads, unified-profile's HRIS fetches.
+//!
+//! Healthy, every canary-gate metric at the router and every outbound one passes (the retry
+//! rate measures the 1 in 40). Failing, the canary answers 5% 5xx at the router and the
+//! partner and the HRIS answer 5% 5xx: every error-rate gate at the router fails, the delivery
+//! and HRIS success rates fail, latencies, volumes, the cache hit rate and the retry rate pass.
+//! The `[5m]` windows hold the healthy phase too, so each scenario is waited for (90 s at
+//! most) until all its verdicts hold in one set of measurements.
+//! No request reaches the pods' inbound side, so the inbound observers' metrics (by revision)
+//! are inconclusive here, like the application's; `lifecycle.rs` measures them against real
+//! observer sidecars.
 
 use canary_harness::analysis::{
     documents, evaluate, load_rollouts, load_templates, substitute, to_json, Metric, Phase,
 };
+use canary_harness::mesh::{Outbound, Sidecar, Subset};
 use canary_harness::prometheus::Prometheus;
 use canary_harness::{root, wait_until, Backend, Envoy, EnvoyOptions, Layout};
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PROMETHEUS: &str = "http://prometheus.monitoring.svc.cluster.local:9090";
 
-/// The routers' pluginConfig per service, from the shipped gateway WasmPlugins.
-fn router_configs() -> BTreeMap<String, String> {
+/// The pluginConfig of every shipped WasmPlugin.
+fn plugin_configs() -> Vec<Value> {
     documents(&root().join("istio/wasmplugin"), "WasmPlugin")
         .iter()
         .map(|doc| to_json(&doc["spec"]["pluginConfig"]))
-        .filter(|c| c["role"].as_str().unwrap_or("router") == "router" && c["hosts"].is_array())
-        .map(|c| (c["service"].as_str().unwrap_or_default().to_string(), c.to_string()))
         .collect()
+}
+
+fn service_of(config: &Value) -> String {
+    config["service"].as_str().unwrap_or_default().to_string()
+}
+
+fn is_observer(config: &Value) -> bool {
+    config["role"].as_str() == Some("observer")
+}
+
+fn is_outbound(config: &Value) -> bool {
+    config["direction"].as_str() == Some("outbound")
+}
+
+/// The routers' pluginConfig per service, from the shipped gateway WasmPlugins.
+fn router_configs() -> BTreeMap<String, String> {
+    plugin_configs()
+        .iter()
+        .filter(|c| c["role"].as_str().unwrap_or("router") == "router" && c["hosts"].is_array())
+        .map(|c| (service_of(c), c.to_string()))
+        .collect()
+}
+
+/// The observers' pluginConfig per service: outbound ones (`outbound`) or inbound ones.
+fn observer_configs(outbound: bool) -> BTreeMap<String, String> {
+    plugin_configs()
+        .iter()
+        .filter(|c| is_observer(c) && is_outbound(c) == outbound)
+        .map(|c| (service_of(c), c.to_string()))
+        .collect()
+}
+
+/// Where a metric's numbers come from in this stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// canary-gate at the ingress router.
+    Router,
+    /// canary-gate observing a pod's own calls (`direction="outbound"`).
+    Outbound,
+    /// canary-gate observing the requests a pod serves.
+    Inbound,
+    /// The application (not canary-gate).
+    App,
+}
+
+fn source(m: &Metric) -> Source {
+    if !m.from_canary_gate() {
+        Source::App
+    } else if !m.query.contains("reporter=\"observer\"") {
+        Source::Router
+    } else if m.query.contains("direction=\"outbound\"") {
+        Source::Outbound
+    } else {
+        Source::Inbound
+    }
+}
+
+/// The canary's pod-template hash the Rollout of `service` passes its analysis.
+fn canary_hash(service: &str) -> String {
+    load_rollouts(&root().join("istio"))
+        .iter()
+        .find(|r| r.args.iter().any(|(k, v)| k == "service" && v == service))
+        .and_then(|r| r.args.iter().find(|(k, _)| k == "canary-hash").map(|(_, v)| v.clone()))
+        .unwrap_or_else(|| panic!("no canary-hash argument in the Rollout of {service}"))
+}
+
+/// The partner impact-in's pods call (its outbound classes match `partner.example.com` and
+/// subdomains).
+const PARTNER_HOST: &str = "api.partner.example.com";
+/// The HRIS unified-profile's pods call (its outbound class `hris`).
+const HRIS_HOST: &str = "hris.example.com";
+/// One delivery in this many is one Envoy retried (below the template's 5%).
+const RETRIED_EVERY: u64 = 40;
+/// Rounds of outbound calls a second: each round one delivery and one HRIS fetch, and a
+/// partner API read every other round.
+const CALL_ROUNDS_PER_S: u32 = 40;
+
+/// The pods' own calls, paced, until dropped; counts what was sent.
+struct Calls {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// (deliveries, retried deliveries, answers other than 200 or 500).
+    counts: Arc<Mutex<(u64, u64, Vec<String>)>>,
+}
+
+impl Calls {
+    /// Sends impact-in's calls through `impact_in`'s outbound listener and unified-profile's
+    /// through `unified_profile`'s.
+    fn start(impact_in: u16, unified_profile: u16) -> Calls {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts: Arc<Mutex<(u64, u64, Vec<String>)>> = Arc::default();
+        let thread = {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build()
+                    .into();
+                let status = |result: Result<ureq::http::Response<ureq::Body>, ureq::Error>| {
+                    result.map(|mut r| {
+                        let _ = r.body_mut().read_to_string();
+                        r.status().as_u16()
+                    })
+                };
+                let period = Duration::from_secs(1) / CALL_ROUNDS_PER_S;
+                let start = Instant::now();
+                let mut round: u64 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut answers = Vec::new();
+                    // impact-in delivers a webhook to a partner; one in 40 was retried.
+                    let retried = round % RETRIED_EVERY == RETRIED_EVERY - 1;
+                    let mut delivery = agent
+                        .post(format!("http://127.0.0.1:{impact_in}/v1/webhooks"))
+                        .header("host", PARTNER_HOST)
+                        .header("content-type", "application/json");
+                    if retried {
+                        delivery = delivery.header("x-backend-set", "x-envoy-attempt-count=2");
+                    }
+                    answers.push(("delivery", status(delivery.send(r#"{"event":"impact.recorded"}"#))));
+                    // impact-in reads the partner's API.
+                    if round.is_multiple_of(2) {
+                        let url = format!("http://127.0.0.1:{impact_in}/v1/organisations/{}", round % 100);
+                        answers.push(("partner_api", status(agent.get(url).header("host", PARTNER_HOST).call())));
+                    }
+                    // unified-profile fetches a worker from the HRIS.
+                    let url = format!("http://127.0.0.1:{unified_profile}/v1/workers/{}", round % 100);
+                    answers.push(("hris", status(agent.get(url).header("host", HRIS_HOST).call())));
+                    let mut counts = counts.lock().unwrap();
+                    counts.0 += 1;
+                    counts.1 += u64::from(retried);
+                    for (what, answer) in answers {
+                        if !matches!(answer, Ok(200 | 500)) {
+                            counts.2.push(format!("{what}: {answer:?}"));
+                        }
+                    }
+                    drop(counts);
+                    round += 1;
+                    let due = start + period * u32::try_from(round).unwrap_or(u32::MAX);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                }
+            })
+        };
+        Calls { stop, thread: Some(thread), counts }
+    }
+
+    /// (deliveries, retried deliveries, unexpected answers) so far.
+    fn counts(&self) -> (u64, u64, Vec<String>) {
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Calls {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A child process killed when dropped (wrk).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Every (rollout service, metric, substituted query).
@@ -82,6 +272,27 @@ fn abort_metric_reports_the_gate(envoy: &Envoy, prometheus: &Prometheus, service
     });
 }
 
+/// What a measurement must give: `Some(phase)`, or `None` for the abort metric, which reports
+/// whatever the gate decided (see [`abort_metric_reports_the_gate`]).
+fn expected(m: &Metric, failing: bool) -> Option<Phase> {
+    match source(m) {
+        _ if failing && m.query.contains("canary_gate_tripped") => None,
+        Source::App | Source::Inbound => Some(Phase::Inconclusive),
+        // 5% 5xx on every canary path: every error ratio at the router fails (the API's 0.1%,
+        // the assets' 1% of 4xx or 5xx); latencies, volumes and the cache hit rate pass.
+        Source::Router => {
+            let counts_errors = m.query.contains("code_class=\"5xx\"") || m.query.contains("code_class=~\"4xx|5xx\"");
+            Some(if failing && counts_errors { Phase::Failed } else { Phase::Successful })
+        }
+        // 5% 5xx from the partner and the HRIS: the success rates (2xx shares) fail; latencies
+        // and the retry rate pass.
+        Source::Outbound => {
+            let counts_answers = m.query.contains("code_class=");
+            Some(if failing && counts_answers { Phase::Failed } else { Phase::Successful })
+        }
+    }
+}
+
 #[test]
 fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
     let configs = router_configs();
@@ -94,7 +305,23 @@ fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
     let filters: Vec<&str> = configs.values().map(String::as_str).collect();
     let options = EnvoyOptions { layout: Layout::MeshMode, filter_json: filters[0], workers: 2, edit: &weights };
     let envoy = Envoy::start_inline(options, &stable, &canary, &filters);
-    let prometheus = Prometheus::start(&[envoy.admin_port], &[]);
+
+    // A pod of the canary revision per service whose own calls an outbound observer measures,
+    // and the servers those calls reach.
+    let outbound = observer_configs(true);
+    let inbound = observer_configs(false);
+    let services_calling: Vec<&str> = outbound.keys().map(String::as_str).collect();
+    assert_eq!(services_calling, ["impact-in", "unified-profile"], "the outbound observers this test drives calls for");
+    let partner = Backend::start("partner", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
+    let hris = Backend::start("hris", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
+    let pod = |service: &str, host: &str, server: &Backend| {
+        let calls = Outbound { filter_json: &outbound[service], hosts: &[(host, server.port)] };
+        let revision = canary_hash(service);
+        Sidecar::start_with_outbound(&revision, Subset::Canary, canary.port, &inbound[service], &calls)
+    };
+    let impact_in = pod("impact-in", PARTNER_HOST, &partner);
+    let unified_profile = pod("unified-profile", HRIS_HOST, &hris);
+    let prometheus = Prometheus::start(&[envoy.admin_port, impact_in.admin_port, unified_profile.admin_port], &[]);
 
     // Steady traffic to every service (by Host) from wrk, bounded in time. The queries take
     // `rate(...[5m])`, which over a series younger than 5 minutes divides by the whole 5
@@ -122,53 +349,69 @@ request = function()
 end
 "#;
     std::fs::write(&script, lua.replace("HOSTS", &hosts.join(", "))).unwrap();
-    let mut wrk = std::process::Command::new("wrk")
-        .args(["-t1", "-c8", "-d90s", "-s"])
-        .arg(&script)
-        .arg(envoy.url("/"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("wrk (Debian package `wrk`)");
+    let _wrk = Killed(
+        std::process::Command::new("wrk")
+            .args(["-t1", "-c8", "-d240s", "-s"])
+            .arg(&script)
+            .arg(envoy.url("/"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("wrk (Debian package `wrk`)"),
+    );
+    // The pods' own calls, a hundred a second between them.
+    let calls = Calls::start(impact_in.outbound_port.unwrap(), unified_profile.outbound_port.unwrap());
 
-    let verdicts = |scenario: &str| -> Vec<Verdict> {
+    let verdicts = || -> Vec<Verdict> {
         measurements
             .iter()
             .map(|(service, metric, query)| {
                 let result = measure(&prometheus, query);
                 let phase = evaluate(metric, &result);
-                println!("{scenario:>8} {service:<16} {:<28} {phase:?} {result:?}", metric.name);
                 Verdict { service, metric, query, phase, result }
             })
             .collect()
     };
+    // Every verdict of `scenario` as expected at once (the abort metric aside), waited for up
+    // to 90 s: volumes build up and ratios move over the 5-minute windows as traffic goes on
+    // (a ratio just past its threshold may cross back and forth by a call: the verdicts judged
+    // are one set of measurements). Returns them, printed.
+    let settle = |scenario: &str, failing: bool| -> Vec<Verdict> {
+        let started = Instant::now();
+        loop {
+            let all = verdicts();
+            let off: Vec<String> = all
+                .iter()
+                .filter(|v| expected(v.metric, failing).is_some_and(|e| e != v.phase))
+                .map(|v| format!("{} {}/{}: {:?} {:?}", v.service, v.metric.template, v.metric.name, v.phase, v.result))
+                .collect();
+            if off.is_empty() {
+                println!("{scenario}: as expected after {:?}", started.elapsed());
+                for v in &all {
+                    println!("{scenario:>8} {:<16} {:<28} {:?} {:?}", v.service, v.metric.name, v.phase, v.result);
+                }
+                return all;
+            }
+            assert!(started.elapsed() < Duration::from_secs(90), "{scenario}: not as expected within 90 s: {off:#?}");
+            thread::sleep(Duration::from_secs(1));
+        }
+    };
 
-    thread::sleep(Duration::from_secs(30));
-    let from_router = |m: &Metric| m.from_canary_gate() && !m.query.contains("reporter=\"observer\"");
-    for v in verdicts("healthy") {
-        let expected = if from_router(v.metric) { Phase::Successful } else { Phase::Inconclusive };
-        assert_eq!(v.phase, expected, "healthy {} {}/{}: {:?}", v.service, v.metric.template, v.metric.name, v.result);
+    let healthy = settle("healthy", false);
+    // The retry rate measured the deliveries Envoy retried: 1 in 40.
+    for v in healthy.iter().filter(|v| v.metric.name == "retry-rate") {
+        let rate = v.result[0];
+        assert!((0.5 / RETRIED_EVERY as f64..1.5 / RETRIED_EVERY as f64).contains(&rate), "retry rate {rate}");
     }
+    let outbound_measured = healthy.iter().filter(|v| source(v.metric) == Source::Outbound).count();
+    assert!(outbound_measured >= 6, "{outbound_measured} outbound metrics");
 
     canary.configure("error_ratio=0.05");
-    thread::sleep(Duration::from_secs(15));
-    for v in verdicts("failing") {
-        let m = v.metric;
-        if m.query.contains("canary_gate_tripped") {
-            abort_metric_reports_the_gate(&envoy, &prometheus, v.service, m, v.query);
-            continue;
-        }
-        // 5% 5xx on every canary path: every error ratio at the router fails (the API's 0.1%,
-        // the assets' 1% of 4xx or 5xx); latencies, volumes and the cache hit rate pass.
-        let counts_errors = m.query.contains("code_class=\"5xx\"") || m.query.contains("code_class=~\"4xx|5xx\"");
-        let expected = if !from_router(m) {
-            Phase::Inconclusive
-        } else if counts_errors {
-            Phase::Failed
-        } else {
-            Phase::Successful
-        };
-        assert_eq!(v.phase, expected, "failing {} {}/{}: {:?}", v.service, m.template, m.name, v.result);
+    partner.configure("error_ratio=0.05");
+    hris.configure("error_ratio=0.05");
+    for v in settle("failing", true).iter().filter(|v| expected(v.metric, true).is_none()) {
+        abort_metric_reports_the_gate(&envoy, &prometheus, v.service, v.metric, v.query);
     }
-    let _ = wrk.kill();
-    let _ = wrk.wait();
+    let (deliveries, retried, unexpected) = calls.counts();
+    assert!(unexpected.is_empty(), "outbound calls answered neither 200 nor the backends' 500: {unexpected:?}");
+    println!("outbound: {deliveries} deliveries, {retried} retried");
 }

@@ -1,10 +1,18 @@
 //! A real rollout, start to finish, as a cluster runs it: the test plays Argo Rollouts and the
 //! Istio control plane against real Envoys. An ingress Envoy runs the shipped gateway router
 //! (mesh mode) of a tier-1 service, its routes, subset clusters and endpoints fed by file-based
-//! xDS shaped as istiod generates them; each revision is a "pod": a sidecar Envoy with the
-//! shipped observer, its node metadata carrying the pod-template hash, in front of a backend.
-//! A real Prometheus scrapes every proxy, and the shipped AnalysisTemplates are evaluated with
-//! Argo's run semantics (`canary_harness::analysis_run`) against it.
+//! xDS shaped as istiod generates them; each revision is a "pod": a sidecar Envoy, its node
+//! metadata carrying the pod-template hash, with the shipped inbound observer in front of a
+//! backend and the shipped outbound observer on an outbound listener carrying the pod's own
+//! calls to the HRIS (a backend answering for `hris.example.com`). A real Prometheus scrapes
+//! every proxy, and the shipped AnalysisTemplates are evaluated with Argo's run semantics
+//! (`canary_harness::analysis_run`) against it.
+//!
+//! The traffic is what the templates measure in a cluster: users through the ingress, whose
+//! responses the service's cache answered 11 times in 12 (`x-cache: HIT`, set by the backend
+//! on the user's request: `cache-hit-rate`), and every live pod's HRIS fetches, a few a second
+//! (`external-fetch-success-rate`, by the pod's revision); a pod starts fetching when its
+//! ReplicaSet comes up and stops when it is scaled down.
 //!
 //! Time runs `SPEED` times faster than in the Rollout: pauses, the abort scale-down delay,
 //! analysis intervals and initial delays, and the queries' rate windows are divided by it. The
@@ -12,18 +20,24 @@
 //!
 //! Four revisions follow each other behind the two subset names, with many users arriving and
 //! leaving under steady load:
-//! (a) r2 rolls out through the Rollout's steps and is promoted;
-//! (b) r3 fails at 30 % 5xx: the gate trips, the analysis fails, Argo aborts and scales r3 to 0;
-//! (c) r4 rolls out next, with no configuration change, and is judged afresh;
+//! (a) r2 rolls out through the Rollout's steps and is promoted; its cache hit rate and HRIS
+//!     fetch success rate pass at every measurement, from the first (at least 5 of each);
+//! (b) r3 fails at 30 % 5xx on its inbound requests (its HRIS fetches stay healthy): the gate
+//!     trips, the analysis fails, Argo aborts and scales r3 to 0;
+//! (c) r4 rolls out next, with no configuration change, and is judged afresh (the same two
+//!     metrics pass at every measurement);
 //! (d) r5 reaches its first step and is aborted by hand; no gate trip.
+//!
+//! Every HRIS fetch is answered, and each pod's outbound observer counted exactly the fetches
+//! it carried, under the pod's revision and `direction="outbound"`.
 
-use canary_harness::analysis::{background_run, evaluate, load_rollouts, load_templates, to_json};
+use canary_harness::analysis::{background_run, evaluate, load_rollouts, load_templates, to_json, Phase};
 use canary_harness::analysis_run::{AnalysisRun, RunPhase};
-use canary_harness::mesh::{Ingress, Sidecar, Subset};
+use canary_harness::mesh::{prometheus_sum, Ingress, Outbound, Sidecar, Subset};
 use canary_harness::prometheus::Prometheus;
-use canary_harness::{root, Backend, Client};
+use canary_harness::{root, wait_until, Backend, Client};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, sleep};
@@ -44,6 +58,13 @@ const USER_LIFETIME: u32 = 12;
 const SETTLE: Duration = Duration::from_secs(3);
 /// Envoy's own 503s (no healthy upstream) allowed after a manual abort, per ingress.
 const MAX_ENVOY_FAILURES: usize = 10;
+/// HRIS fetches a second each live pod makes.
+const FETCHES_PER_POD: u32 = 4;
+/// A user's requests its cache does not answer: the 10th of its `USER_LIFETIME` (`x-cache`
+/// is HIT on the others: 11 in 12, over the 80% the template asks).
+const CACHE_MISS_AT: u32 = 9;
+/// The route class of the HRIS calls in the shipped outbound observer.
+const HRIS_CLASS: &str = "hris";
 
 /// The shipped `pluginConfig` of the WasmPlugin `name` in `istio/wasmplugin/file`, as JSON.
 fn plugin_config(file: &str, name: &str) -> Value {
@@ -137,8 +158,10 @@ impl Load {
                     let client = Client::new();
                     let period = Duration::from_micros(1_000_000 * workers / RATE);
                     // USERS_PER_THREAD at a time, each replaced after USER_LIFETIME requests.
+                    // The first users are met at every age, so users arrive and leave at a
+                    // steady rate from the start.
                     let mut users: Vec<(u64, u32, Vec<String>)> =
-                        (0..USERS_PER_THREAD).map(|i| (w * 1_000_000 + i, 0, vec![])).collect();
+                        (0..USERS_PER_THREAD).map(|i| (w * 1_000_000 + i, i as u32 % USER_LIFETIME, vec![])).collect();
                     let mut next_id = w * 1_000_000 + USERS_PER_THREAD;
                     let mut i = 0;
                     let start = Instant::now();
@@ -151,6 +174,11 @@ impl Load {
                         let mut headers: Vec<(&str, &[u8])> = vec![("host", host.as_bytes())];
                         if !cookie.is_empty() {
                             headers.push(("cookie", cookie.as_bytes()));
+                        }
+                        // The service's cache answers the user, but for one request in its
+                        // lifetime (the backend sets the header it is asked to).
+                        if *count != CACHE_MISS_AT {
+                            headers.push(("x-backend-set", b"x-cache=HIT"));
                         }
                         let reply = client.get(&url, &headers);
                         for set in &reply.set_cookies {
@@ -195,7 +223,7 @@ impl Load {
     }
 }
 
-/// A revision: its backend and its pod's sidecar.
+/// A revision: its backend and its pod's sidecar (inbound and outbound observers).
 struct Pod {
     revision: String,
     _backend: Backend,
@@ -203,18 +231,96 @@ struct Pod {
 }
 
 impl Pod {
-    fn start(revision: &str, role: Subset, observer: &str, backend_args: &[&str]) -> Pod {
+    fn start(revision: &str, role: Subset, observer: &str, outbound: &Outbound, backend_args: &[&str]) -> Pod {
         let backend = Backend::start(revision, backend_args);
-        let sidecar = Sidecar::start(revision, role, backend.port, observer);
+        let sidecar = Sidecar::start_with_outbound(revision, role, backend.port, observer, outbound);
         Pod { revision: revision.to_string(), _backend: backend, sidecar }
+    }
+
+    fn outbound_port(&self) -> u16 {
+        self.sidecar.outbound_port.unwrap()
     }
 }
 
-/// The test's Argo Rollouts: moves weights and subsets as the controller does, and runs the
-/// background analysis.
+/// What one revision's pod fetched from the HRIS.
+#[derive(Debug, Clone, Default)]
+struct Fetched {
+    calls: u64,
+    /// Calls not answered 200.
+    failed: Vec<(u16, String)>,
+}
+
+/// The pods' own calls to the HRIS: `FETCHES_PER_POD` a second from every live pod, through
+/// its sidecar's outbound listener with the HRIS's `Host`. A pod is live from its ReplicaSet's
+/// start to its scale-down ([`Fetches::up`], [`Fetches::down`]).
+struct Fetches {
+    stop: Arc<AtomicBool>,
+    /// The live pods: (revision, outbound port).
+    live: Arc<Mutex<Vec<(String, u16)>>>,
+    fetched: Arc<Mutex<BTreeMap<String, Fetched>>>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Fetches {
+    fn start(host: String) -> Fetches {
+        let stop = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+        let fetched: Arc<Mutex<BTreeMap<String, Fetched>>> = Arc::default();
+        let thread = {
+            let (stop, live, fetched) = (stop.clone(), live.clone(), fetched.clone());
+            thread::spawn(move || {
+                let client = Client::new();
+                let period = Duration::from_secs(1) / FETCHES_PER_POD;
+                let start = Instant::now();
+                let mut round = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let pods = live.lock().unwrap().clone();
+                    for (revision, port) in pods {
+                        let url = format!("http://127.0.0.1:{port}/v1/workers/{}", round % 500);
+                        let reply = client.get(&url, &[("host", host.as_bytes())]);
+                        let mut fetched = fetched.lock().unwrap();
+                        let entry = fetched.entry(revision).or_default();
+                        entry.calls += 1;
+                        if reply.status != 200 || reply.served_by.as_deref() != Some("hris") {
+                            entry.failed.push((reply.status, reply.body.chars().take(200).collect()));
+                        }
+                    }
+                    round += 1;
+                    if let Some(wait) = (start + period * round).checked_duration_since(Instant::now()) {
+                        sleep(wait);
+                    }
+                }
+            })
+        };
+        Fetches { stop, live, fetched, thread }
+    }
+
+    /// `pod`'s ReplicaSet is up: it starts fetching.
+    fn up(&self, pod: &Pod) {
+        let mut live = self.live.lock().unwrap();
+        if !live.iter().any(|(r, _)| *r == pod.revision) {
+            live.push((pod.revision.clone(), pod.outbound_port()));
+        }
+    }
+
+    /// `pod` is scaled down: no more fetches.
+    fn down(&self, pod: &Pod) {
+        self.live.lock().unwrap().retain(|(r, _)| *r != pod.revision);
+    }
+
+    fn finish(self) -> BTreeMap<String, Fetched> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        Arc::try_unwrap(self.fetched).unwrap().into_inner().unwrap()
+    }
+}
+
+/// The test's Argo Rollouts: moves weights and subsets as the controller does (and scales the
+/// ReplicaSets: their pods fetch from the HRIS while up), and runs the background analysis.
 struct Argo<'a> {
     ingress: &'a Ingress,
     prometheus: &'a Prometheus,
+    fetches: &'a Fetches,
     plan: Plan,
     stable: String,
 }
@@ -231,13 +337,25 @@ struct RunReport {
     phase: RunPhase,
     message: String,
     first_phase: RunPhase,
+    /// The run as it ended: its metrics' measurements.
+    run: AnalysisRun,
+}
+
+impl RunReport {
+    /// The phases of `metric`'s measurements.
+    fn measured(&self, metric: &str) -> Vec<Phase> {
+        let result = self.run.result(metric).unwrap_or_else(|| panic!("no metric {metric} in the run"));
+        result.measurements.iter().map(|(_, phase)| *phase).collect()
+    }
 }
 
 impl Argo<'_> {
     /// Rolls `pod` out through the plan's steps; `manual_abort_after` aborts by hand after
     /// that many steps.
     fn rollout(&mut self, pod: &Pod, stable_pod: &Pod, manual_abort_after: Option<usize>) -> RunReport {
-        // The canary ReplicaSet is up: the DestinationRule's canary subset selects its pods.
+        // The canary ReplicaSet is up: the DestinationRule's canary subset selects its pods,
+        // which make their own calls from now on.
+        self.fetches.up(pod);
         self.ingress.set_endpoints(Subset::Canary, &[pod.sidecar.port]);
         let metrics = load_templates(&root().join("istio"));
         let rollouts = load_rollouts(&root().join("istio"));
@@ -301,25 +419,29 @@ impl Argo<'_> {
             }
         }
         // The end of the steps promotes: stable is repointed at the canary's pods, the
-        // weights return to stable, the analysis is terminated.
+        // weights return to stable, the analysis is terminated; the old stable ReplicaSet,
+        // selected by no subset any more, is scaled down.
         self.ingress.set_endpoints(Subset::Stable, &[pod.sidecar.port]);
         self.ingress.set_weights(100, 0);
+        self.fetches.down(stable_pod);
         self.stable = pod.revision.clone();
         run.terminate();
         let phase = run.reconcile(run_started.map_or(Duration::ZERO, |s| s.elapsed() * SPEED), |_| unreachable!());
         // The next rollout comes later (a new image, minutes or days on): the routers see the
         // promoted revision serve stable first, as they would.
         sleep(SETTLE);
-        RunReport { outcome: Outcome::Promoted, phase, message: run.message.clone(), first_phase: first_phase.unwrap() }
+        let message = run.message.clone();
+        RunReport { outcome: Outcome::Promoted, phase, message, first_phase: first_phase.unwrap(), run }
     }
 
     /// Argo's abort: weights back to stable at once, the canary scaled to zero after
     /// `abortScaleDownDelaySeconds` (its subset left on the aborted ReplicaSet).
-    fn abort(&self, _pod: &Pod, run: AnalysisRun, first_phase: RunPhase, message: &str) -> RunReport {
+    fn abort(&self, pod: &Pod, run: AnalysisRun, first_phase: RunPhase, message: &str) -> RunReport {
         self.ingress.set_weights(100, 0);
         sleep(scaled(self.plan.abort_scale_down));
         self.ingress.set_endpoints(Subset::Canary, &[]);
-        RunReport { outcome: Outcome::Aborted, phase: run.phase, message: message.to_string(), first_phase }
+        self.fetches.down(pod);
+        RunReport { outcome: Outcome::Aborted, phase: run.phase, message: message.to_string(), first_phase, run }
     }
 }
 
@@ -347,25 +469,62 @@ fn gauge(prometheus: &Prometheus, promql: &str) -> Option<f64> {
     prometheus.query(promql).first().map(|s| s.value)
 }
 
+/// `pod`'s outbound observer's count of its HRIS calls (every version; its revision and
+/// direction outbound), from its sidecar's admin.
+fn outbound_calls_counted(pod: &Pod) -> Option<f64> {
+    let labels = [
+        ("service", SERVICE),
+        ("reporter", "observer"),
+        ("revision", pod.revision.as_str()),
+        ("direction", "outbound"),
+        ("class", HRIS_CLASS),
+    ];
+    prometheus_sum(&pod.sidecar.prometheus(), "canary_requests_total", &labels)
+}
+
+/// Every measurement of the run's canary-gate metrics that are new with route classes,
+/// outcomes and outbound observers was taken and Successful: at least `min` each.
+fn assert_measured_successful(what: &str, report: &RunReport, min: usize) {
+    for metric in ["cache-hit-rate", "external-fetch-success-rate"] {
+        let phases = report.measured(metric);
+        assert!(phases.len() >= min, "{what}: {metric} measured {} times: {phases:?}", phases.len());
+        assert!(phases.iter().all(|p| *p == Phase::Successful), "{what}: {metric}: {phases:?}");
+    }
+}
+
 #[test]
 fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let router = plugin_config("router-gateway.yaml", &format!("canary-gate-router-{SERVICE}"));
     let observer = plugin_config("observer.yaml", &format!("canary-gate-observer-{SERVICE}"));
+    let outbound = plugin_config("outbound-observer.yaml", &format!("canary-gate-outbound-{SERVICE}"));
     let host = router["hosts"].as_array().and_then(|h| h.last()).and_then(Value::as_str).unwrap().to_string();
+    // The HRIS's host: the one the outbound observer's `hris` class names.
+    let hris_host = outbound["classes"]
+        .as_array()
+        .and_then(|classes| classes.iter().find(|c| c["name"] == HRIS_CLASS))
+        .and_then(|c| c["authority_suffix"][0].as_str())
+        .unwrap_or_else(|| panic!("no class {HRIS_CLASS} in {outbound}"))
+        .to_string();
     let observer = observer.to_string();
-    let r1 = Pod::start("r1", Subset::Stable, &observer, &[]);
-    let r2 = Pod::start("r2", Subset::Canary, &observer, &[]);
-    let r3 = Pod::start("r3", Subset::Canary, &observer, &["--error-ratio", "0.3"]);
-    let r4 = Pod::start("r4", Subset::Canary, &observer, &[]);
-    let r5 = Pod::start("r5", Subset::Canary, &observer, &[]);
+    let outbound = outbound.to_string();
+    let hris = Backend::start("hris", &[]);
+    let calls = Outbound { filter_json: &outbound, hosts: &[(&hris_host, hris.port)] };
+    let r1 = Pod::start("r1", Subset::Stable, &observer, &calls, &[]);
+    let r2 = Pod::start("r2", Subset::Canary, &observer, &calls, &[]);
+    let r3 = Pod::start("r3", Subset::Canary, &observer, &calls, &["--error-ratio", "0.3"]);
+    let r4 = Pod::start("r4", Subset::Canary, &observer, &calls, &[]);
+    let r5 = Pod::start("r5", Subset::Canary, &observer, &calls, &[]);
+    let pods = [&r1, &r2, &r3, &r4, &r5];
     // At rest both subsets select the stable ReplicaSet's pods.
     let ingress = Ingress::start(&router.to_string(), &[r1.sidecar.port], &[r1.sidecar.port]);
-    let admin_ports: Vec<u16> = std::iter::once(ingress.admin_port)
-        .chain([&r1, &r2, &r3, &r4, &r5].iter().map(|p| p.sidecar.admin_port))
-        .collect();
+    let admin_ports: Vec<u16> =
+        std::iter::once(ingress.admin_port).chain(pods.iter().map(|p| p.sidecar.admin_port)).collect();
     let prometheus = Prometheus::start(&admin_ports, &[]);
+    let fetches = Fetches::start(hris_host);
+    fetches.up(&r1);
     let load = Load::start(ingress.url("/"), host);
-    let mut argo = Argo { ingress: &ingress, prometheus: &prometheus, plan: plan(), stable: "r1".into() };
+    let mut argo =
+        Argo { ingress: &ingress, prometheus: &prometheus, fetches: &fetches, plan: plan(), stable: "r1".into() };
     sleep(Duration::from_secs(3));
 
     // (a) r2 rolls out and is promoted.
@@ -373,6 +532,7 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let a = argo.rollout(&r2, &r1, None);
     assert_eq!(a.outcome, Outcome::Promoted);
     assert_eq!((a.first_phase, a.phase), (RunPhase::Running, RunPhase::Successful), "(a): {}", a.message);
+    assert_measured_successful("(a)", &a, 5);
     // The router tells which revision serves each subset.
     let info = |version: &str| {
         prometheus.query(&format!("canary_revision_info{{service=\"{SERVICE}\",version=\"{version}\"}} == 1"))
@@ -389,6 +549,9 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let b = argo.rollout(&r3, &r2, None);
     assert_eq!(b.outcome, Outcome::Aborted);
     assert_eq!((b.first_phase, b.phase), (RunPhase::Running, RunPhase::Failed), "(b): {}", b.message);
+    // r3's fault is its inbound requests': its HRIS fetches, if measured before the abort, pass.
+    let fetch = b.measured("external-fetch-success-rate");
+    assert!(fetch.iter().all(|p| *p == Phase::Successful), "(b): r3's HRIS fetches: {fetch:?}");
     let tripped = format!("canary_gate_tripped{{service=\"{SERVICE}\",revision=\"r3\"}}");
     assert_eq!(gauge(&prometheus, &tripped), Some(1.0), "the gate tripped on r3");
     sleep(SETTLE);
@@ -398,6 +561,7 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let c = argo.rollout(&r4, &r2, None);
     assert_eq!(c.outcome, Outcome::Promoted);
     assert_eq!((c.first_phase, c.phase), (RunPhase::Running, RunPhase::Successful), "(c): {}", c.message);
+    assert_measured_successful("(c)", &c, 5);
     assert_eq!(gauge(&prometheus, &tripped), Some(0.0), "r3's trip cleared");
     let any_trip = format!("max(canary_gate_tripped{{service=\"{SERVICE}\"}})");
     assert_eq!(gauge(&prometheus, &any_trip), Some(0.0));
@@ -410,7 +574,21 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let scaled_down = Instant::now();
     sleep(Duration::from_secs(4));
     let events = load.finish();
+    let fetched = fetches.finish();
     assert_eq!(gauge(&prometheus, &any_trip), Some(0.0), "(d): no trip");
+
+    // Every pod fetched from the HRIS while up, every fetch was answered, and each pod's
+    // outbound observer counted exactly the fetches it carried, under its own revision.
+    for pod in pods {
+        let made = fetched.get(&pod.revision).cloned().unwrap_or_default();
+        assert!(made.calls >= 10, "{}: {} HRIS fetches", pod.revision, made.calls);
+        assert!(made.failed.is_empty(), "{}: failed HRIS fetches: {:?}", pod.revision, made.failed);
+        wait_until(
+            &format!("{}'s outbound observer counts its fetches", pod.revision),
+            Duration::from_secs(10),
+            || outbound_calls_counted(pod) == Some(made.calls as f64),
+        );
+    }
 
     // Every user that reached a canary revision got there by the weights.
     let bad = pinned_into_a_canary(&events);
@@ -459,15 +637,17 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let r3_first = first(b_start, &|e| e.served_by.as_deref() == Some("r3")).unwrap();
     let tripped_after = first(b_start + r3_first, &|e| e.reason.as_deref() == Some("gate"));
     let r4_after = first(c_start, &|e| e.served_by.as_deref() == Some("r4"));
+    let fetch_counts: Vec<String> = fetched.iter().map(|(r, f)| format!("{r} {}", f.calls)).collect();
     println!(
         "lifecycle: (a) {:?} (b) {:?}, gate {tripped_after:?} after r3's first response (c) {:?}, r4 first served after {r4_after:?} \
-         (d) {} users on r5 at its scale-down, {} Envoy failures; {} requests",
+         (d) {} users on r5 at its scale-down, {} Envoy failures; {} requests; HRIS fetches {}",
         a.phase,
         b.phase,
         c.phase,
         moved.len(),
         failures.len(),
-        events.len()
+        events.len(),
+        fetch_counts.join(", ")
     );
     for line in ingress.log().lines().filter(|l| l.contains("[wasm]") && !l.contains("service=")) {
         println!("{line}");
