@@ -404,6 +404,19 @@ end
     }
     let outbound_measured = healthy.iter().filter(|v| source(v.metric) == Source::Outbound).count();
     assert!(outbound_measured >= 6, "{outbound_measured} outbound metrics");
+    // Each pod's inbound and outbound observers share its sidecar's VM: each keeps its own
+    // window, so the outbound calls show in the outbound window gauges, never the inbound's.
+    for service in ["impact-in", "unified-profile"] {
+        let window = |direction: &str| {
+            let query = format!(
+                "sum(canary_window_requests{{service=\"{service}\",reporter=\"observer\",direction=\"{direction}\"}})"
+            );
+            prometheus.query(&query).first().map_or(0.0, |s| s.value)
+        };
+        wait_until(&format!("{service}'s outbound window counts its calls"), Duration::from_secs(10), || {
+            window("outbound") > 0.0
+        });
+    }
 
     canary.configure("error_ratio=0.05");
     partner.configure("error_ratio=0.05");

@@ -257,6 +257,11 @@ mod tests {
         );
         let none = parse("").unwrap();
         assert!(none.classes.is_empty() && none.outcomes.is_empty());
+        // An Istio sidecar's inbound and outbound observers share a VM: their windows are apart.
+        let measures = |extra: &str| parse(extra).unwrap().measures();
+        assert_eq!(measures(""), "router");
+        assert_eq!(measures(r#","role":"observer""#), "observer");
+        assert_eq!(measures(r#","role":"observer","direction":"outbound""#), "observer-outbound");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

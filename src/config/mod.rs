@@ -343,6 +343,17 @@ impl Config {
         parse::config(bytes)
     }
 
+    /// What this instance measures, as the name of the cross-VM state it shares with the same
+    /// instance in the proxy's other VMs: `router`, `observer`, or `observer-outbound`. An
+    /// Istio sidecar's inbound and outbound observers of one service share a VM, and their
+    /// windows must stay apart.
+    pub fn measures(&self) -> &'static str {
+        match (self.role, self.direction.as_str()) {
+            (Role::Observer, "outbound") => "observer-outbound",
+            (role, _) => role.reporter(),
+        }
+    }
+
     /// The name of `version`.
     pub fn version_name(&self, version: Version) -> &str {
         match version {

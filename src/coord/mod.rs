@@ -51,13 +51,14 @@ impl VmState {
         self.vm_id.get()
     }
 
-    /// The coordinator of `service` as seen by `reporter` in this VM, created on first use.
-    pub fn coordinator(&self, service: &str, reporter: &str) -> Rc<Coordinator> {
+    /// The coordinator of `service` as measured by `measures` ([`crate::config::Config::measures`])
+    /// in this VM, created on first use.
+    pub fn coordinator(&self, service: &str, measures: &str) -> Rc<Coordinator> {
         let mut all = self.coordinators.borrow_mut();
-        if let Some(existing) = all.iter().find(|c| c.is(service, reporter)) {
+        if let Some(existing) = all.iter().find(|c| c.is(service, measures)) {
             return existing.clone();
         }
-        let created = Rc::new(Coordinator::new(service, reporter, self.vm_id.get()));
+        let created = Rc::new(Coordinator::new(service, measures, self.vm_id.get()));
         all.push(created.clone());
         created
     }
@@ -67,7 +68,7 @@ impl VmState {
 /// configuration update creates a new root context in the same VM, and the window must survive
 /// it) and its streams.
 pub struct Coordinator {
-    /// `service/reporter`: names its queue and shared-data keys.
+    /// `service/measures`: names its queue and shared-data keys.
     name: String,
     /// Random id of this VM, for the lease.
     vm_id: u64,
@@ -90,10 +91,11 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// The state of `service` as seen by `reporter` (the role's metric label) in VM `vm_id`.
-    pub fn new(service: &str, reporter: &str, vm_id: u64) -> Self {
+    /// The state of `service` as measured by `measures` (`router`, `observer`,
+    /// `observer-outbound`) in VM `vm_id`.
+    pub fn new(service: &str, measures: &str, vm_id: u64) -> Self {
         Coordinator {
-            name: format!("{service}/{reporter}"),
+            name: format!("{service}/{measures}"),
             vm_id,
             tallies: RefCell::default(),
             recording_identity: Cell::new(None),
@@ -103,7 +105,7 @@ impl Coordinator {
             merged: RefCell::new(None),
             gate: RefCell::new(None),
             gate_tripped: Cell::new(false),
-            revisions: SharedRevisions::new(&format!("{service}/{reporter}")),
+            revisions: SharedRevisions::new(&format!("{service}/{measures}")),
         }
     }
 
@@ -112,9 +114,9 @@ impl Coordinator {
         &self.revisions
     }
 
-    /// Whether this is the coordinator of `service` as seen by `reporter`.
-    pub fn is(&self, service: &str, reporter: &str) -> bool {
-        self.name.strip_prefix(service).and_then(|r| r.strip_prefix('/')) == Some(reporter)
+    /// Whether this is the coordinator of `service` as measured by `measures`.
+    pub fn is(&self, service: &str, measures: &str) -> bool {
+        self.name.strip_prefix(service).and_then(|r| r.strip_prefix('/')) == Some(measures)
     }
 
     /// Whether canary traffic currently goes to stable (request path: one cell read).

@@ -126,7 +126,7 @@ impl RootContext for Root {
         if config.role == Role::Router && !clear_route_cache {
             log::warn!("the host offers no clear_route_cache: routes follow the version header only while it clears the route cache itself (proxy-wasm ABI 0.2.1)");
         }
-        let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.role.reporter()));
+        let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.measures()));
         self.plugin = Some(Rc::new(Plugin {
             router,
             classifier,
