@@ -964,6 +964,31 @@ def observer_doc(s, direction="inbound"):
     }
 
 
+def attempt_count_doc(s):
+    """Envoy names how many attempts a call took in the response only when asked: the outbound
+    observer's `retried` outcome reads it."""
+    svc = s["name"]
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": meta(f"{svc}-attempt-count", NAMESPACE, {"app": "canary-gate"}),
+        "spec": {
+            "workloadSelector": {"labels": {"app": svc}},
+            "configPatches": [C({
+                "applyTo": "VIRTUAL_HOST",
+                "match": {"context": "SIDECAR_OUTBOUND"},
+                "patch": {"operation": "MERGE", "value": {"include_attempt_count_in_response": True}},
+            }, above=[
+                f"Every outbound virtual host of {svc}'s sidecars: responses carry x-envoy-attempt-count,",
+                "the attempts Envoy made (Istio retries per its default retry policy)."])],
+        },
+    }
+
+
+def reads_attempt_count(s):
+    return any(o["response_header"] == "x-envoy-attempt-count" for o in s.get("outbound", {}).get("outcomes", []))
+
+
 # --------------------------------------------------------------------------------------------
 # Stats settings
 
@@ -1081,6 +1106,11 @@ def files():
          "HRIS): per-version and per-revision series with direction=\"outbound\", by route class",
          "(which partner), for the SLOs on those calls. They never touch routing."],
         [observer_doc(s, "outbound") for s in SERVICES if "outbound" in s])
+    out["wasmplugin/attempt-count-envoyfilter.yaml"] = (
+        ["EnvoyFilters that make the sidecars of the services whose outbound observers count retried",
+         "calls (outcome `retried`) name the attempts in each response (x-envoy-attempt-count): Envoy",
+         "adds the header only with include_attempt_count_in_response, which Istio does not set."],
+        [attempt_count_doc(s) for s in SERVICES if reads_attempt_count(s)])
     out["stats/canary-gate-stats-configmap.yaml"] = (
         ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
          "pairs into the Prometheus labels service, version, reporter, revision, direction, class,",

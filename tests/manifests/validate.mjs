@@ -57,9 +57,10 @@ for (const [version, mod] of [["v1", NetV1], ["v1beta1", NetV1beta1], ["v1alpha3
   KINDS[`networking.istio.io/${version}/VirtualService`] = mod.VirtualService;
   KINDS[`networking.istio.io/${version}/DestinationRule`] = mod.DestinationRule;
 }
+KINDS["networking.istio.io/v1alpha3/EnvoyFilter"] = NetV1alpha3.EnvoyFilter;
 
 // Paths (JSON pointers, `*` = any key or index) whose contents the schemas leave open.
-const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"] };
+const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"], EnvoyFilter: ["/spec/configPatches/*/patch/value"] };
 
 // canary-gate's configuration (src/config/parse.rs): top-level keys and the keys of nested objects.
 const PLUGIN_KEYS = {
@@ -192,6 +193,12 @@ function rawSchemaErrors(Model, data) {
 
 const pointer = (keys) => keys.map((k) => "/" + String(k).replace(/~/g, "~0").replace(/\//g, "~1")).join("");
 
+/** Whether JSON pointer `p` is `pattern`, where a `*` segment is any key or index. */
+function matchesPointer(pattern, p) {
+  const want = pattern.split("/"), got = p.split("/");
+  return want.length === got.length && want.every((seg, i) => seg === "*" || seg === got[i]);
+}
+
 /**
  * Fields the schema does not declare. The packages' schemas accept unknown fields, so each field
  * is probed: its value is replaced by a function, which no JSON type matches. A declared field
@@ -217,7 +224,7 @@ function unknownFields(doc, open = OPEN_PATHS[doc?.kind] ?? []) {
       const hit = rawSchemaErrors(Model, probe).some(
         (e) => e.instancePath === p || e.instancePath.startsWith(p + "/"));
       if (!hit) unknown.push(p);
-      else if (!open.includes(p)) visit(value[key], at);
+      else if (!open.some((o) => matchesPointer(o, p))) visit(value[key], at);
     }
   };
   visit(doc, []);
@@ -496,6 +503,20 @@ function pluginConfigProblems(wp, docs) {
       p.push("a gateway router runs in istio-system with selector istio: ingressgateway and no match");
   } else p.push(`role ${role}`);
   return p;
+}
+
+// An outcome on x-envoy-attempt-count needs Envoy to write it into responses, which it does only
+// with include_attempt_count_in_response on the virtual host: Istio does not set it.
+function attemptCountProblems(wp, docs) {
+  const cfg = wp.spec?.pluginConfig ?? {};
+  if (!(cfg.outcomes ?? []).some((o) => o.response_header === "x-envoy-attempt-count")) return [];
+  const context = cfg.direction === "outbound" ? "SIDECAR_OUTBOUND" : "SIDECAR_INBOUND";
+  const sets = byKind(docs, "EnvoyFilter").some(({ doc }) =>
+    doc.metadata?.namespace === wp.metadata.namespace &&
+    isDeepStrictEqual(doc.spec?.workloadSelector?.labels, wp.spec?.selector?.matchLabels) &&
+    (doc.spec?.configPatches ?? []).some((c) => c.applyTo === "VIRTUAL_HOST" && c.match?.context === context &&
+      c.patch?.operation === "MERGE" && c.patch?.value?.include_attempt_count_in_response === true));
+  return sets ? [] : [`outcome on x-envoy-attempt-count without an EnvoyFilter setting include_attempt_count_in_response on ${context} virtual hosts of its workloads`];
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -902,6 +923,7 @@ function main() {
   for (const d of byKind(docs, "AnalysisTemplate")) check(`AnalysisTemplate ${d.doc.metadata.name}: thresholds, NaN-safe conditions, markers`, () => analysisTemplateProblems(d, gateMetrics));
   check("PromQL syntax of every AnalysisTemplate query (promtool check rules)", () => promqlProblems(byKind(docs, "AnalysisTemplate")));
   for (const d of byKind(docs, "WasmPlugin")) check(`WasmPlugin ${d.doc.metadata.namespace}/${d.doc.metadata.name} (${d.file}): pluginConfig`, () => pluginConfigProblems(d.doc, docs));
+  for (const d of byKind(docs, "WasmPlugin")) check(`WasmPlugin ${d.doc.metadata.namespace}/${d.doc.metadata.name}: attempt counts`, () => attemptCountProblems(d.doc, docs));
   const envoy = loadEnvoyStats();
   for (const d of byKind(docs, "ConfigMap")) check(`ConfigMap ${d.doc.metadata.namespace}/${d.doc.metadata.name}: stats_tags`, () => configMapProblems(d.doc, envoy));
   check(`${GATEWAY_PATCH}: Deployment pod template, stats settings, mounted bootstrap`, () => {
@@ -969,6 +991,7 @@ function main() {
   rejects("a Rollout without the stable-hash argument", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.args = r.spec.strategy.canary.analysis.args.filter((a) => a.name !== "stable-hash"); }), docs));
   rejects("a Rollout passing the canary-hash of the stable ReplicaSet", () => rolloutProblems(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.args.find((a) => a.name === "canary-hash").valueFrom.podTemplateHashValue = "Stable"; }), docs));
   rejects("an observer metric selecting the canary by its stale version label", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { const m = e.doc.spec.metrics[inboundAt(e)]; m.provider.prometheus.query = m.provider.prometheus.query.replaceAll('revision="{{args.canary-hash}}"', 'version="canary"'); }), gateMetrics));
+  rejects("a retried-call outcome whose header Envoy never writes (no EnvoyFilter)", () => attemptCountProblems(pick("WasmPlugin", "canary-gate-outbound-impact-in"), docs.filter((d) => d.doc.kind !== "EnvoyFilter")));
   rejects("an observer metric mixing the pods' own calls into what they serve", () => analysisTemplateProblems(mutate(tplEntry(), (e) => { const m = e.doc.spec.metrics[inboundAt(e)]; m.provider.prometheus.query = m.provider.prometheus.query.replaceAll(',direction="inbound"', ""); }), gateMetrics));
   rejects("an abort metric reading every revision's trip", () => {
     const d = docs.find((x) => x.doc.metadata.name === "canary-gate-abort");
