@@ -4,10 +4,12 @@
 //! ```text
 //! plugin JSON ──► config ──────────────► (validated once, at on_configure)
 //! request ──────► route   decide: override, sticky bucket, hash key, mesh pin (by revision), gate
+//!           ├───► measure classify: the route class (path, method, header, host)
 //!           └───► proxy   tag: version and reason headers, Set-Cookie, filter state
 //! response ─────► proxy   observer: stamp its revision; mesh router: learn the subset's
-//!                         revision (route::revisions, shared by coord)
-//! response end ─► measure record: host counters and histogram; this VM's tally
+//!                         revision (route::revisions, shared by coord); outcomes
+//! response end ─► measure record: host counters and histogram; this VM's tally per lane
+//!                         (version and class)
 //! every second ─► coord   ship tallies, lease, merge into the window (measure),
 //!                         evaluate the gate (gate), publish and adopt the verdict,
 //!                         share the revision table, probe a tripped gate's canary subset

@@ -14,6 +14,9 @@
 //! - `x-backend-status: NNN` answers status NNN (`200..=599`) instead of the error pattern
 //!   (which it neither takes part in nor advances); an invalid value is ignored. The first
 //!   valid line counts. 204 and 304 are sent without a body.
+//! - `x-backend-first-attempt-status: NNN` answers NNN only to a first attempt (the request's
+//!   `x-envoy-attempt-count`, which Envoy adds with `include_request_attempt_count`, absent or
+//!   1): a 503 there is a failure Envoy retries, and the retry succeeds.
 //! - `x-backend-set: name=value` adds the response header `name: value` (e.g.
 //!   `x-backend-set: x-cache=HIT`); the header may repeat, one response header per line. A
 //!   line whose name is not an HTTP token, or a framing header (`content-length`,
@@ -160,13 +163,22 @@ fn handle(state: &State, request: &http::Request) -> http::Response {
     http::Response { status, headers: response_headers, body: body.to_string() }
 }
 
-/// The first valid `x-backend-status` (`200..=599`), if any.
+/// The first valid `x-backend-status` (`200..=599`), if any; or, on a first attempt (the
+/// request's `x-envoy-attempt-count` absent or 1), the first valid
+/// `x-backend-first-attempt-status`: a failure Envoy's retry policy retries.
 fn requested_status(request: &http::Request) -> Option<u16> {
-    request
+    let first = |name: &str| {
+        request.headers.iter().filter(|(k, _)| k == name).find_map(|(_, v)| {
+            std::str::from_utf8(v).ok()?.trim().parse::<u16>().ok().filter(|s| (200..=599).contains(s))
+        })
+    };
+    let attempt = request
         .headers
         .iter()
-        .filter(|(k, _)| k == "x-backend-status")
-        .find_map(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u16>().ok().filter(|s| (200..=599).contains(s)))
+        .find(|(k, _)| k == "x-envoy-attempt-count")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok())
+        .unwrap_or(1);
+    first("x-backend-status").or_else(|| (attempt <= 1).then(|| first("x-backend-first-attempt-status")).flatten())
 }
 
 /// The response headers the request's valid `x-backend-set: name=value` lines ask for.

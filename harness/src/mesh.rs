@@ -561,6 +561,9 @@ pub struct Outbound<'a> {
     pub filter_json: &'a str,
     /// Each external host name and the port on 127.0.0.1 of the server answering for it.
     pub hosts: &'a [(&'a str, u16)],
+    /// Fields an EnvoyFilter merges into every outbound virtual host (`applyTo: VIRTUAL_HOST`,
+    /// `context: SIDECAR_OUTBOUND`, `operation: MERGE`), as istiod applies it.
+    pub virtual_host_patch: Option<&'a Value>,
 }
 
 /// One pod of a ReplicaSet: its sidecar Envoy (1 worker) with canary-gate on the inbound
@@ -594,7 +597,7 @@ fn outbound_resources(dir: &Path, port: u16, outbound: &Outbound<'_>) -> (Value,
         .hosts
         .iter()
         .map(|(host, _)| {
-            json!({
+            let mut virtual_host = json!({
                 "name": format!("{host}:{OUTBOUND_PORT}"),
                 "domains": [host, format!("{host}:{OUTBOUND_PORT}")],
                 "include_request_attempt_count": true,
@@ -604,7 +607,11 @@ fn outbound_resources(dir: &Path, port: u16, outbound: &Outbound<'_>) -> (Value,
                     "route": {"cluster": cluster_of(host), "timeout": "0s", "retry_policy": istio_retry_policy()},
                     "decorator": {"operation": format!("{host}:{OUTBOUND_PORT}/*")}
                 }]
-            })
+            });
+            for (field, value) in outbound.virtual_host_patch.and_then(Value::as_object).into_iter().flatten() {
+                virtual_host[field] = value.clone();
+            }
+            virtual_host
         })
         .collect();
     let routes = json!({

@@ -8,10 +8,10 @@
 //!   canary revision (`role: canary`, `rollouts-pod-template-hash` = the `canary-hash` the
 //!   Rollout passes): a sidecar Envoy with the shipped inbound observer and, on its outbound
 //!   listener, the shipped outbound observer, carrying the pod's own calls: impact-in's webhook
-//!   deliveries (POST to a partner; 1 in 40 answered with `x-envoy-attempt-count: 2`, the
-//!   header a retried call's response carries when the route sets
-//!   `include_attempt_count_in_response`: the partner backend sets it here) and partner API
-//!   reads, unified-profile's HRIS fetches.
+//!   deliveries (POST to a partner; the partner refuses the first attempt of 1 in 40 with a
+//!   503, which istiod's default retry policy retries, and the shipped EnvoyFilter makes Envoy
+//!   name the attempts in the response, `x-envoy-attempt-count: 2`) and partner API reads,
+//!   unified-profile's HRIS fetches.
 //!
 //! Healthy, every canary-gate metric at the router and every outbound one passes (the retry
 //! rate measures the 1 in 40). Failing, the canary answers 5% 5xx at the router and the
@@ -56,6 +56,29 @@ fn is_observer(config: &Value) -> bool {
 
 fn is_outbound(config: &Value) -> bool {
     config["direction"].as_str() == Some("outbound")
+}
+
+/// Per service, what the shipped EnvoyFilters merge into its sidecars' outbound virtual hosts.
+fn attempt_count_patches() -> BTreeMap<String, Value> {
+    documents(&root().join("istio/wasmplugin"), "EnvoyFilter")
+        .iter()
+        .map(to_json)
+        .flat_map(|filter| {
+            let app = filter["spec"]["workloadSelector"]["labels"]["app"].as_str().unwrap_or_default().to_string();
+            let patches: Vec<Value> = filter["spec"]["configPatches"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| {
+                    p["applyTo"] == "VIRTUAL_HOST"
+                        && p["match"]["context"] == "SIDECAR_OUTBOUND"
+                        && p["patch"]["operation"] == "MERGE"
+                })
+                .map(|p| p["patch"]["value"].clone())
+                .collect();
+            patches.into_iter().map(move |value| (app.clone(), value))
+        })
+        .collect()
 }
 
 /// The routers' pluginConfig per service, from the shipped gateway WasmPlugins.
@@ -161,7 +184,8 @@ impl Calls {
                         .header("host", PARTNER_HOST)
                         .header("content-type", "application/json");
                     if retried {
-                        delivery = delivery.header("x-backend-set", "x-envoy-attempt-count=2");
+                        // The partner refuses the first attempt: Envoy's retry policy retries it.
+                        delivery = delivery.header("x-backend-first-attempt-status", "503");
                     }
                     answers.push(("delivery", status(delivery.send(r#"{"event":"impact.recorded"}"#))));
                     // impact-in reads the partner's API.
@@ -314,8 +338,14 @@ fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
     assert_eq!(services_calling, ["impact-in", "unified-profile"], "the outbound observers this test drives calls for");
     let partner = Backend::start("partner", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
     let hris = Backend::start("hris", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
+    let patches = attempt_count_patches();
+    assert!(patches.contains_key("impact-in"), "impact-in's retried outcome needs the shipped EnvoyFilter");
     let pod = |service: &str, host: &str, server: &Backend| {
-        let calls = Outbound { filter_json: &outbound[service], hosts: &[(host, server.port)] };
+        let calls = Outbound {
+            filter_json: &outbound[service],
+            hosts: &[(host, server.port)],
+            virtual_host_patch: patches.get(service),
+        };
         let revision = canary_hash(service);
         Sidecar::start_with_outbound(&revision, Subset::Canary, canary.port, &inbound[service], &calls)
     };

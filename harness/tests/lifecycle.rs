@@ -508,7 +508,7 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let observer = observer.to_string();
     let outbound = outbound.to_string();
     let hris = Backend::start("hris", &[]);
-    let calls = Outbound { filter_json: &outbound, hosts: &[(&hris_host, hris.port)] };
+    let calls = Outbound { filter_json: &outbound, hosts: &[(&hris_host, hris.port)], virtual_host_patch: None };
     let r1 = Pod::start("r1", Subset::Stable, &observer, &calls, &[]);
     let r2 = Pod::start("r2", Subset::Canary, &observer, &calls, &[]);
     let r3 = Pod::start("r3", Subset::Canary, &observer, &calls, &["--error-ratio", "0.3"]);
