@@ -1,6 +1,6 @@
 //! `classes` and `outcomes`: named route classes a request is counted under, and named
-//! classifications of a response by a response header. Read and validated here; matched by
-//! [`crate::measure::classify`].
+//! classifications of a response by a response header. Read and validated here; the
+//! measurement's classifier matches them.
 
 use super::json::{Fields, Item};
 use super::{check, refuse, ConfigError};
