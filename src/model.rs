@@ -23,6 +23,18 @@ impl Version {
     }
 }
 
+/// The host of an `:authority` value as DNS and Envoy's virtual hosts see it, in the client's
+/// case: without port, IPv6 brackets or the trailing dot of a fully qualified name.
+pub fn host_of(authority: &[u8]) -> &[u8] {
+    let host = match authority.first() {
+        Some(b'[') => {
+            authority.split(|&b| b == b']').next().map(|h| h.get(1..).unwrap_or_default()).unwrap_or_default()
+        }
+        _ => authority.split(|&b| b == b':').next().unwrap_or_default(),
+    };
+    host.strip_suffix(b".").unwrap_or(host)
+}
+
 /// The version label, and `x-canary-version` response header value, of requests no version
 /// served (mesh mode: the route sent them to no version subset, say a 404 for no route).
 pub const UNKNOWN_VERSION: &str = "unknown";

@@ -347,12 +347,14 @@ fn reference_matches(class: &ClassConfig, h: &Headers) -> bool {
             any(&class.path_prefix, &|e| p.starts_with(e)) && any(&class.path_suffix, &|e| p.ends_with(e))
         });
     let method_ok = class.method.is_empty() || h.get_first(":method").is_some_and(|m| any(&class.method, &|e| e == m));
-    // The host: no port, no trailing dot, any case.
+    // The host: no port (what follows the first `:`, or the `]` of an IPv6 literal), no
+    // brackets, no trailing dot, any case.
     let host = h.get_first(":authority").map(|a| {
         let a = a.to_ascii_lowercase();
-        let host = match a.iter().rposition(|&b| b == b':') {
-            Some(colon) if a[colon + 1..].iter().all(u8::is_ascii_digit) => a[..colon].to_vec(),
-            _ => a,
+        let host = if a.first() == Some(&b'[') {
+            a[1..].split(|&b| b == b']').next().unwrap_or_default().to_vec()
+        } else {
+            a.split(|&b| b == b':').next().unwrap_or_default().to_vec()
         };
         host.strip_suffix(b".").map(<[u8]>::to_vec).unwrap_or(host)
     });

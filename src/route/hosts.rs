@@ -1,6 +1,8 @@
 //! Which requests a router instance handles: its `hosts` against the request's `:authority`,
 //! so one instance per service can sit on a shared gateway.
 
+use crate::model::host_of;
+
 /// One entry of `hosts`: an exact host name or a `*.suffix` wildcard, lower case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
@@ -53,16 +55,9 @@ impl HostMatcher {
     }
 }
 
-/// The host of an `:authority` value as DNS and Envoy's virtual hosts see it: lower-cased,
-/// without port, IPv6 brackets or the trailing dot of a fully qualified name.
+/// The host of an `:authority` value ([`host_of`]), lower-cased.
 pub fn authority_host(authority: &[u8]) -> Vec<u8> {
-    let host = match authority.first() {
-        Some(b'[') => {
-            authority.split(|&b| b == b']').next().map(|h| h.get(1..).unwrap_or_default()).unwrap_or_default()
-        }
-        _ => authority.split(|&b| b == b':').next().unwrap_or_default(),
-    };
-    host.strip_suffix(b".").unwrap_or(host).to_ascii_lowercase()
+    host_of(authority).to_ascii_lowercase()
 }
 
 #[cfg(test)]
