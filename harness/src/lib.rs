@@ -446,6 +446,17 @@ pub fn mesh_config() -> String {
     r#"{"service": "checkout", "split": {"mode": "mesh"}}"#.to_string()
 }
 
+/// An edit of an `envoy/*.yaml` bootstrap that gives its node the pod labels `labels` (YAML
+/// flow mapping entries, e.g. `app: checkout, role: canary`), where Istio puts them.
+pub fn with_node_labels(labels: &str) -> impl Fn(String) -> String + '_ {
+    move |s: String| {
+        s.replace(
+            "node: {id: canary-gate, cluster: canary-gate}",
+            &format!("node: {{id: canary-gate, cluster: canary-gate, metadata: {{LABELS: {{{labels}}}}}}}"),
+        )
+    }
+}
+
 /// Stable and canary backends plus Envoy in `layout` with `filter_json` and 2 workers.
 pub fn start_stack(layout: Layout, filter_json: &str, edit: &dyn Fn(String) -> String) -> (Envoy, Backend, Backend) {
     let stable = Backend::start("stable", &[]);

@@ -656,13 +656,8 @@ const REVISION: &str = "5f7d9c8b4";
 
 #[test]
 fn an_outbound_observer_counts_calls_per_partner_class_under_its_pod_version() {
-    let with_labels = |s: String| {
-        s.replace(
-            "node: {id: canary-gate, cluster: canary-gate}",
-            "node: {id: canary-gate, cluster: canary-gate, metadata: {LABELS: {app: checkout, version: canary, \
-             rollouts-pod-template-hash: 5f7d9c8b4}}}",
-        )
-    };
+    let with_labels =
+        canary_harness::with_node_labels("app: checkout, version: canary, rollouts-pod-template-hash: 5f7d9c8b4");
     let (envoy, stable, _canary) = start_stack(Layout::FilterMode, OUTBOUND, &with_labels);
     // (host, path, x-backend-status, class, times)
     let calls: [(&str, &str, Option<&str>, &str, u64); 9] = [

@@ -153,13 +153,8 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
 
 #[test]
 fn observer_records_under_its_own_version_from_node_metadata_and_never_routes() {
-    let with_labels = |s: String| {
-        s.replace(
-            "node: {id: canary-gate, cluster: canary-gate}",
-            "node: {id: canary-gate, cluster: canary-gate, metadata: {LABELS: {app: checkout, role: canary, \
-             rollouts-pod-template-hash: 5f7d9c8b4}}}",
-        )
-    };
+    let with_labels =
+        canary_harness::with_node_labels("app: checkout, role: canary, rollouts-pod-template-hash: 5f7d9c8b4");
     let (envoy, _stable, _canary) = canary_harness::start_stack(
         Layout::FilterMode,
         r#"{"service":"checkout","role":"observer","version_label":"role"}"#,
