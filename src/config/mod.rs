@@ -249,7 +249,38 @@ pub struct GateConfig {
     pub dry_run: bool,
     /// Changing this value clears a latched trip.
     pub rearm: u64,
+    /// The sequential canary-vs-stable comparison (`gate.compare`), if configured.
+    pub compare: Option<CompareConfig>,
+    /// Period of the merge and of the sequential comparison, in milliseconds; workers read the
+    /// verdict at the same period.
+    pub eval_ms: u32,
 }
+
+/// `gate.compare`: the sequential test that the canary's share of bad responses exceeds its
+/// share of traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareConfig {
+    /// Bound on the probability of a false trip per canary revision, parts per million.
+    pub alpha_ppm: u64,
+    /// The smallest canary-minus-stable bad ratio worth a trip, parts per million.
+    pub min_effect_ppm: u64,
+    /// A response slower than this (µs) is bad in the latency test; `None`: no latency test.
+    pub slow_us: Option<u64>,
+    /// Distinct users the canary's bad responses in the gate window must come from.
+    pub min_users: u32,
+}
+
+impl Default for CompareConfig {
+    fn default() -> Self {
+        CompareConfig { alpha_ppm: 1_000, min_effect_ppm: 10_000, slow_us: None, min_users: 3 }
+    }
+}
+
+/// The range of `gate.eval_ms`.
+pub const EVAL_MS_RANGE: (u64, u64) = (100, 1_000);
+
+/// The largest `gate.compare.min_users`: the users sketch has 64 bits.
+pub const MAX_MIN_USERS: u64 = 32;
 
 /// Thresholds on a set of canary requests (the whole service's, or one class's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,14 +357,26 @@ impl Default for GateConfig {
             consecutive: 2,
             dry_run: false,
             rearm: 0,
+            compare: None,
+            eval_ms: 250,
         }
     }
 }
 
 impl GateConfig {
-    /// Whether any threshold is set, for the service or a class.
+    /// Whether any threshold is set, for the service or a class, or the comparison.
     pub fn has_thresholds(&self) -> bool {
+        self.has_limits() || self.compare.is_some()
+    }
+
+    /// Whether any fixed threshold is set, for the service or a class.
+    pub fn has_limits(&self) -> bool {
         self.limits.has_thresholds() || self.classes.iter().any(|c| c.limits.has_thresholds())
+    }
+
+    /// The latency test's limit, if the comparison has one.
+    pub fn slow_us(&self) -> Option<u64> {
+        self.compare.as_ref().and_then(|c| c.slow_us)
     }
 }
 
@@ -359,6 +402,15 @@ impl Config {
         match version {
             Version::Stable => &self.stable,
             Version::Canary => &self.canary,
+        }
+    }
+
+    /// The period of the cross-VM merge and of the gate's evaluation: `gate.eval_ms` for a
+    /// router, a second for an observer (it has no gate).
+    pub fn eval_period_ms(&self) -> u32 {
+        match self.role {
+            Role::Router => self.gate.eval_ms,
+            Role::Observer => 1_000,
         }
     }
 

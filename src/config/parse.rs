@@ -5,8 +5,9 @@ use super::json::{Fields, Item};
 use super::value;
 use super::{check, classes, decimal, refuse, ConfigError};
 use super::{
-    ClassGate, Config, GateConfig, KeySource, Limits, MetricsConfig, OutcomeLimit, OverrideConfig, Role, SplitConfig,
-    SplitMode, StickyConfig, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS, MAX_WINDOW_S, OTHER_CLASS,
+    ClassGate, CompareConfig, Config, GateConfig, KeySource, Limits, MetricsConfig, OutcomeLimit, OverrideConfig, Role,
+    SplitConfig, SplitMode, StickyConfig, EVAL_MS_RANGE, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS,
+    MAX_MIN_USERS, MAX_WINDOW_S, OTHER_CLASS,
 };
 
 /// Parses and validates the plugin configuration bytes.
@@ -185,6 +186,10 @@ fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
     if let Some(rearm) = f.integer("rearm", u64::MAX)? {
         g.rearm = rearm;
     }
+    let mut eval_ms = u64::from(g.eval_ms);
+    in_range("eval_ms", &mut eval_ms, EVAL_MS_RANGE.0, EVAL_MS_RANGE.1)?;
+    g.eval_ms = eval_ms as u32;
+    f.section("compare", &mut g.compare, |f, into| compare(f, into.insert(CompareConfig::default())))?;
     if let Some(members) = f.members("classes")? {
         for (name, item) in members {
             // A class's minimum volume defaults to the service's.
@@ -195,6 +200,35 @@ fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `gate.compare`.
+fn compare(f: &Fields<'_>, c: &mut CompareConfig) -> Result<(), ConfigError> {
+    if let Some(text) = f.number_text("alpha")? {
+        let path = f.path_of("alpha");
+        c.alpha_ppm = ratio_ppm(&path, text)?;
+        if !(1..=100_000).contains(&c.alpha_ppm) {
+            return Err(refuse(&path, format!("must be in [0.000001, 0.1], got {text}")));
+        }
+    }
+    if let Some(text) = f.number_text("min_effect")? {
+        c.min_effect_ppm = ratio_ppm(&f.path_of("min_effect"), text)?;
+    }
+    c.slow_us = latency_us(f, "slow_ms")?;
+    if let Some(value) = f.integer("min_users", u64::MAX)? {
+        c.min_users = check::in_range(&f.path_of("min_users"), value, 1, MAX_MIN_USERS, "")? as u32;
+    }
+    Ok(())
+}
+
+/// A latency in ms with at most 3 decimals, in `(0, MAX_LATENCY_MS]`, in microseconds.
+fn latency_us(f: &Fields<'_>, name: &'static str) -> Result<Option<u64>, ConfigError> {
+    let Some(text) = f.number_text(name)? else { return Ok(None) };
+    let us = decimal::parse_decimal(text, 3).map_err(|reason| refuse(&f.path_of(name), reason))?;
+    if us == 0 || us > MAX_LATENCY_MS * 1000 {
+        return Err(refuse(&f.path_of(name), format!("must be in (0, {MAX_LATENCY_MS}] ms, got {text}")));
+    }
+    Ok(Some(us))
 }
 
 /// A ratio in `[0, 1]` with at most 6 decimals, in parts per million.
@@ -211,20 +245,12 @@ fn limits(f: &Fields<'_>, l: &mut Limits) -> Result<(), ConfigError> {
     let ratio = |name: &'static str| -> Result<Option<u64>, ConfigError> {
         f.number_text(name)?.map(|text| ratio_ppm(&f.path_of(name), text)).transpose()
     };
-    let millis = |name: &'static str| -> Result<Option<u64>, ConfigError> {
-        let Some(text) = f.number_text(name)? else { return Ok(None) };
-        let us = decimal::parse_decimal(text, 3).map_err(|reason| refuse(&f.path_of(name), reason))?;
-        if us == 0 || us > MAX_LATENCY_MS * 1000 {
-            return Err(refuse(&f.path_of(name), format!("must be in (0, {MAX_LATENCY_MS}] ms, got {text}")));
-        }
-        Ok(Some(us))
-    };
     if let Some(value) = f.integer("min_requests", u64::MAX)? {
         l.min_requests = check::in_range(&f.path_of("min_requests"), value, 1, 1_000_000_000, "")?;
     }
     l.max_error_ratio_ppm = ratio("max_error_ratio")?;
-    l.max_p95_us = millis("max_p95_ms")?;
-    l.max_p99_us = millis("max_p99_ms")?;
+    l.max_p95_us = latency_us(f, "max_p95_ms")?;
+    l.max_p99_us = latency_us(f, "max_p99_ms")?;
     l.max_error_ratio_over_stable_ppm = ratio("max_error_ratio_over_stable")?;
     for (field, is_min) in [("min_outcome_ratio", true), ("max_outcome_ratio", false)] {
         for (name, item) in f.members(field)?.unwrap_or_default() {

@@ -1,10 +1,11 @@
 //! Cross-VM coordination of one service. Envoy runs one VM per worker thread (plus one on the
 //! main thread); the request path records into its own VM's tallies with no host call, and
-//! once a second each VM:
+//! every evaluation period (`gate.eval_ms`; a second for observers) each VM:
 //! 1. ships its tallies through a shared queue ([`wire`]);
 //! 2. renews or takes the lease ([`lease`]); the holder merges every VM's tallies into the
-//!    rolling window, publishes the window gauges, evaluates the gate and publishes the
-//!    verdict in shared data ([`verdict`]);
+//!    rolling window, runs the gate's comparison on the period's counts and publishes the
+//!    verdict in shared data ([`verdict`]); once a second it also publishes the window gauges
+//!    and evaluates the gate's thresholds on the completed seconds;
 //! 3. adopts the published verdict for its own requests.
 //!
 //! Everything goes through the [`Host`] trait, so several fake VMs drive it in tests
@@ -16,10 +17,11 @@ pub mod verdict;
 pub mod wire;
 
 use crate::config::{Config, Role, SplitMode};
-use crate::gate::{Check, Gate};
+use crate::gate::compare::{Compare, PeriodCounts};
+use crate::gate::{Check, Evaluation, Gate};
 use crate::host::Host;
 use crate::measure::metrics::MetricIds;
-use crate::measure::window::{lane, Tally, Window};
+use crate::measure::window::{lane, Completed, Tally, Window};
 use crate::model::{GateState, Revision, Version};
 use lease::{should_claim, Lease};
 use revisions::SharedRevisions;
@@ -78,6 +80,8 @@ pub struct Coordinator {
     recording_identity: Cell<Option<u64>>,
     scratch: RefCell<Tally>,
     queue: Cell<Option<u32>>,
+    /// The evaluation period of the last tick.
+    last_period: Cell<u64>,
     last_tick_s: Cell<u64>,
     /// The merged window and the canary it measures (name, and the identity of its gate),
     /// while this VM holds the lease.
@@ -101,6 +105,7 @@ impl Coordinator {
             recording_identity: Cell::new(None),
             scratch: RefCell::default(),
             queue: Cell::new(None),
+            last_period: Cell::new(0),
             last_tick_s: Cell::new(0),
             merged: RefCell::new(None),
             gate: RefCell::new(None),
@@ -125,8 +130,8 @@ impl Coordinator {
     }
 
     /// Records one completed request of `version` in route class `class` in this VM's tally
-    /// (request path: no host call); bit `i` of `outcomes` set if it had outcome `i`.
-    pub fn record(&self, version: Version, class: usize, micros: u64, is_error: bool, outcomes: u8) {
+    /// (request path: no host call).
+    pub fn record(&self, version: Version, class: usize, completed: &Completed) {
         if let Ok(mut tallies) = self.tallies.try_borrow_mut() {
             let lane = lane(version, class);
             if lane >= tallies.len() && lane < wire::MAX_LANES {
@@ -134,20 +139,22 @@ impl Coordinator {
                 tallies.resize_with(lane + 1, Tally::default);
             }
             if let Some(t) = tallies.get_mut(lane) {
-                t.record(micros, is_error, outcomes);
+                t.record(completed);
             }
         }
     }
 
-    /// Once a second per VM: ship, renew or take the lease, and if held, merge, evaluate the
-    /// gate and publish; then adopt the published verdict. More calls within the same second
-    /// do nothing.
+    /// Once an evaluation period per VM: ship, renew or take the lease, and if held, merge,
+    /// evaluate the gate and publish; then adopt the published verdict. More calls within the
+    /// same period do nothing.
     pub fn tick<H: Host>(&self, host: &H, config: &Config, ids: &MetricIds) {
-        let now_s = host.now_micros() / 1_000_000;
-        if now_s == self.last_tick_s.get() {
+        let now_us = host.now_micros();
+        let period = now_us / (u64::from(config.eval_period_ms()) * 1_000).max(1);
+        if period == self.last_period.replace(period) {
             return;
         }
-        self.last_tick_s.set(now_s);
+        let now_s = now_us / 1_000_000;
+        let new_second = now_s != self.last_tick_s.replace(now_s);
         let queue = self.queue.get().or_else(|| {
             let q = host.register_queue(&format!("canary-gate/{}/tallies", self.name));
             self.queue.set(q);
@@ -155,7 +162,7 @@ impl Coordinator {
         });
         let Some(queue) = queue else { return };
         let mesh_router = config.role == Role::Router && config.split.mode == SplitMode::Mesh;
-        if mesh_router {
+        if mesh_router && new_second {
             self.revisions.sync(host);
             self.revisions.show(host, config, ids);
         }
@@ -168,7 +175,25 @@ impl Coordinator {
         self.ship(host, queue, config.classes.len() + 1, recorded_under);
         let leader = self.hold_lease(host, now_s);
         if leader {
-            self.merge(host, queue, now_s, id, config, ids);
+            if let Ok(mut slot) = self.merged.try_borrow_mut() {
+                if let Some(merged) = self.merge(host, queue, &mut slot, now_s, id, config) {
+                    let completed = merged.shown_s != now_s;
+                    if config.role == Role::Router {
+                        self.evaluate_gate(host, id, config, ids, merged, completed);
+                    }
+                    if completed {
+                        // The gauges show the completed seconds; then the window moves on.
+                        for version in Version::BOTH {
+                            for class in 0..merged.window.classes() {
+                                let stats = merged.window.class_stats(version, class, config.metrics.window_s as usize);
+                                ids.set_window(host, version, class, &stats);
+                            }
+                        }
+                        merged.window.advance_to(now_s);
+                        merged.shown_s = now_s;
+                    }
+                }
+            }
         } else {
             if let Ok(mut merged) = self.merged.try_borrow_mut() {
                 *merged = None;
@@ -181,7 +206,7 @@ impl Coordinator {
         self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
         // A tripped gate sends no user to the canary subset, so no response would tell of a
         // new canary revision: the leader asks the subset once a second.
-        if mesh_router && leader && self.gate_tripped.get() {
+        if mesh_router && leader && new_second && self.gate_tripped.get() {
             self.probe_canary(host, config);
         }
     }
@@ -232,29 +257,45 @@ impl Coordinator {
         held
     }
 
-    /// Merges the shipped tallies into the window of the canary with gate identity `id`.
-    fn merge(&self, host: &impl Host, queue: u32, now_s: u64, id: u64, config: &Config, ids: &MetricIds) {
-        let (Ok(mut merged), Ok(mut scratch)) = (self.merged.try_borrow_mut(), self.scratch.try_borrow_mut()) else {
-            return;
-        };
+    /// Merges the shipped tallies into the window of the canary with gate identity `id`, and
+    /// sums this period's counts for the comparison. Data merged in the first period of a
+    /// second still goes to the second before (it was mostly recorded then): the window's head
+    /// moves on only once that second is published.
+    fn merge<'m>(
+        &self,
+        host: &impl Host,
+        queue: u32,
+        slot: &'m mut Option<Merged>,
+        now_s: u64,
+        id: u64,
+        config: &Config,
+    ) -> Option<&'m mut Merged> {
+        let Ok(mut scratch) = self.scratch.try_borrow_mut() else { return None };
         // A new canary or a new window length starts a new window; a re-arm starts a clean
         // canary side, so the re-armed gate never judges the errors that tripped it.
         let window_s = config.merged_window_s() as usize;
         let classes = config.classes.len() + 1;
-        let merged = match merged.as_mut() {
-            Some(m) if m.window.len_s() == window_s && m.window.classes() == classes && m.canary == config.canary => m,
-            _ => merged.insert(Merged {
+        let fits =
+            |m: &Merged| m.window.len_s() == window_s && m.window.classes() == classes && m.canary == config.canary;
+        if !slot.as_ref().is_some_and(fits) {
+            *slot = Some(Merged {
                 canary: config.canary.clone(),
                 identity: id,
                 window: Window::new(window_s, classes),
-            }),
-        };
+                period: PeriodCounts::default(),
+                // Published at once: the first data goes to the second before.
+                shown_s: now_s.saturating_sub(1),
+            });
+        }
+        let merged = slot.as_mut()?;
         if merged.identity != id {
             merged.identity = id;
             merged.window.clear(Version::Canary);
         }
-        let window = &mut merged.window;
-        window.advance_to(now_s);
+        // The first period of a new second merges into the second before.
+        merged.window.advance_to(if merged.shown_s == now_s { now_s } else { now_s.saturating_sub(1) });
+        let (window, period) = (&mut merged.window, &mut merged.period);
+        *period = PeriodCounts::default();
         while let Some(message) = host.dequeue(queue) {
             // Canary requests recorded before a re-arm or a new canary belong to the gate that
             // judged them; tallies counted under another configuration's classes are dropped.
@@ -262,75 +303,101 @@ impl Coordinator {
                 let version = if lane % 2 == 0 { Version::Stable } else { Version::Canary };
                 if header.classes == classes && (version == Version::Stable || header.identity == id) {
                     window.add(version, lane / 2, tally);
+                    period.add(version, tally);
                 }
             });
             if decoded.is_none() {
                 log::warn!("dropped a malformed window message for {}", self.name);
             }
         }
-        for version in Version::BOTH {
-            for class in 0..classes {
-                let stats = window.class_stats(version, class, config.metrics.window_s as usize);
-                ids.set_window(host, version, class, &stats);
-            }
-        }
-        if config.role == Role::Observer {
-            return;
-        }
-        let gate_s = config.gate.window_s as usize;
-        let mut checks = vec![Check {
-            class: None,
-            limits: &config.gate.limits,
-            canary: window.recent_stats(Version::Canary, gate_s),
-            stable: window.recent_stats(Version::Stable, gate_s),
-        }];
-        for class in &config.gate.classes {
-            checks.push(Check {
-                class: Some(&class.name),
-                limits: &class.limits,
-                canary: window.class_stats(Version::Canary, class.class, gate_s),
-                stable: window.class_stats(Version::Stable, class.class, gate_s),
-            });
-        }
-        self.evaluate_gate(host, id, config, ids, &checks);
+        Some(merged)
     }
 
-    /// Evaluates the gate on the merged window and publishes the verdict.
-    fn evaluate_gate(&self, host: &impl Host, id: u64, config: &Config, ids: &MetricIds, checks: &[Check<'_>]) {
+    /// Evaluates the gate: the comparison on this period, and with a `completed` second the
+    /// thresholds on the window up to it; publishes the verdict.
+    fn evaluate_gate(
+        &self,
+        host: &impl Host,
+        id: u64,
+        config: &Config,
+        ids: &MetricIds,
+        merged: &mut Merged,
+        completed: bool,
+    ) {
         let Ok(mut slot) = self.gate.try_borrow_mut() else { return };
         let key = self.verdict_key();
+        let evidence_key = format!("canary-gate/{}/evidence", self.name);
         let gate = match slot.as_mut() {
             Some((held, gate)) if *held == id => gate,
             _ => {
                 // Taking over (or a new canary, or a re-arm): a trip already published for this
-                // identity stays latched.
+                // identity stays latched, and the comparison resumes where its last holder left it.
                 let published = host.shared_data(&key).0.as_deref().and_then(SharedVerdict::decode);
-                let gate = if published.is_some_and(|v| v.trips(id)) { Gate::latched() } else { Gate::default() };
+                let gate = if published.is_some_and(|v| v.trips(id)) {
+                    Gate::latched(&config.gate)
+                } else {
+                    let resumed = host.shared_data(&evidence_key).0.as_deref().and_then(|bytes| {
+                        let (held, state) = bytes.split_first_chunk::<8>()?;
+                        let compare = config.gate.compare.as_ref()?;
+                        (u64::from_le_bytes(*held) == id).then(|| Compare::decode(compare, state)).flatten()
+                    });
+                    resumed.map_or_else(|| Gate::new(&config.gate), |c| Gate::resumed(&config.gate, c))
+                };
                 &mut slot.insert((id, gate)).1
             }
         };
-        let evaluation = gate.evaluate(&config.gate, checks);
-        let canary_requests = checks.first().map_or(0, |c| c.canary.requests);
+        let gate_s = config.gate.window_s as usize;
+        let window = &mut merged.window;
+        let canary = window.recent_stats(Version::Canary, gate_s);
+        let stable = window.recent_stats(Version::Stable, gate_s);
+        let (mut evaluation, judgement) = gate.compare(&config.gate, &merged.period, &canary, &stable);
+        if let Some(judgement) = &judgement {
+            ids.set_evidence(host, &judgement.log_statistic);
+            if let Some(state) = gate.compare_state().filter(|_| merged.period != PeriodCounts::default()) {
+                let mut bytes = id.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&state.encode());
+                host.set_shared_data(&evidence_key, &bytes, None);
+            }
+        }
         if evaluation.tripped_now {
-            let g = &config.gate;
-            let action = if g.dry_run { "dry run, routing unchanged" } else { "routing canary traffic to stable" };
-            let revision = self.revisions.with(|r| r.serving(Version::Canary));
-            log::warn!(
-                "gate tripped for {} canary `{}`{}: {} in the last {} s ({} requests), {} evaluations in a row; {action}",
-                config.service,
-                config.canary,
-                revision.map(|r| format!(" (revision {})", r.as_str())).unwrap_or_default(),
-                evaluation.breaches,
-                g.window_s,
-                canary_requests,
-                g.consecutive
-            );
+            self.log_trip(config, &evaluation, "", canary.requests);
+        }
+        if completed {
+            let mut checks = vec![Check { class: None, limits: &config.gate.limits, canary, stable }];
+            for class in &config.gate.classes {
+                checks.push(Check {
+                    class: Some(&class.name),
+                    limits: &class.limits,
+                    canary: window.class_stats(Version::Canary, class.class, gate_s),
+                    stable: window.class_stats(Version::Stable, class.class, gate_s),
+                });
+            }
+            let thresholds = gate.evaluate(&config.gate, &checks);
+            if thresholds.tripped_now {
+                let g = &config.gate;
+                let detail = format!(" in the last {} s, {} evaluations in a row", g.window_s, g.consecutive);
+                self.log_trip(config, &thresholds, &detail, canary.requests);
+            }
+            evaluation = Evaluation { tripped_now: evaluation.tripped_now || thresholds.tripped_now, ..thresholds };
         }
         self.show_gate(host, config, ids, evaluation.state, evaluation.tripped_now);
         let verdict = SharedVerdict { state: evaluation.state, identity: id };
         if !host.set_shared_data(&key, &verdict.encode(), None) {
             log::warn!("cannot publish the gate verdict for {}", config.service);
         }
+    }
+
+    fn log_trip(&self, config: &Config, evaluation: &Evaluation, detail: &str, canary_requests: u64) {
+        let action =
+            if config.gate.dry_run { "dry run, routing unchanged" } else { "routing canary traffic to stable" };
+        let revision = self.revisions.with(|r| r.serving(Version::Canary));
+        log::warn!(
+            "gate tripped for {} canary `{}`{}: {}{detail} ({canary_requests} canary requests in the gate window); {action}",
+            config.service,
+            config.canary,
+            revision.map(|r| format!(" (revision {})", r.as_str())).unwrap_or_default(),
+            evaluation.breaches,
+        );
     }
 }
 
@@ -361,6 +428,10 @@ struct Merged {
     /// The gate identity (canary and `rearm`) the canary side was recorded under.
     identity: u64,
     window: Window,
+    /// The counts merged in this evaluation period, for the comparison.
+    period: PeriodCounts,
+    /// The second the window's head stands for; the gauges and thresholds see it complete.
+    shown_s: u64,
 }
 
 #[cfg(test)]

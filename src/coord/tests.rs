@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::host::fake::{FakeProxy, FakeVm};
 use crate::host::Host;
 use crate::measure::metrics::MetricIds;
-use crate::measure::window::Tally;
+use crate::measure::window::{Completed, Tally};
 use crate::model::{GateState, Version};
 use std::rc::Rc;
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -40,7 +40,7 @@ impl<'p> Vm<'p> {
 
     fn serve(&self, version: Version, requests: u64, errors: u64) {
         for i in 0..requests {
-            self.coord.record(version, 0, 10_000, i < errors, 0);
+            self.coord.record(version, 0, &Completed { micros: 10_000, is_error: i < errors, ..Completed::default() });
         }
     }
 
@@ -205,7 +205,7 @@ fn malformed_and_foreign_format_data_is_dropped_not_trusted() {
     let a = Vm::new(&proxy, 1, GATED);
     let queue = "canary-gate/checkout/router/tallies";
     let mut good: [Tally; 2] = Default::default();
-    good[Version::Canary.index()].record(1_000, false, 0);
+    good[Version::Canary.index()].record(&Completed { micros: 1_000, ..Completed::default() });
     let message = wire::encode(&good, 1, identity("canary", 0));
     let mut foreign = message.clone();
     foreign[0] = foreign[0].wrapping_add(1);
@@ -288,7 +288,7 @@ fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
     let config = Config::parse(GATED.as_bytes()).unwrap();
     let ids = MetricIds::define(&host, &config, None);
     let first = vm_state.coordinator("checkout", "router");
-    first.record(Version::Canary, 0, 1_000, false, 0);
+    first.record(Version::Canary, 0, &Completed { micros: 1_000, ..Completed::default() });
     first.tick(&host, &config, &ids);
     proxy.advance_ms(1000);
     // A configuration update: Envoy starts a new root context, whose start brings a new seed.
@@ -298,7 +298,7 @@ fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
     assert!(Rc::ptr_eq(&first, &again), "one coordinator per service and role in a VM");
     assert_eq!(vm_state.vm_id(), 41);
     let ids = MetricIds::define(&host, &updated, None);
-    again.record(Version::Canary, 0, 1_000, false, 0);
+    again.record(Version::Canary, 0, &Completed { micros: 1_000, ..Completed::default() });
     again.tick(&host, &updated, &ids);
     assert_eq!(lease_holder(&proxy), Some(41), "the holder renews its own lease at once");
     assert_eq!(window_requests(&proxy, "canary"), 2, "and keeps its window");

@@ -1,7 +1,7 @@
 //! The message a worker VM ships once a second to the VM that merges windows: the gate identity
 //! the tallies were recorded under, the number of route classes, then each non-empty lane's
-//! tally (version and class) as LEB128 varints with outcome counts and sparse histogram
-//! buckets. Decoding validates every field and answers `None` to anything malformed; it never
+//! tally (version and class) as LEB128 varints: counts, users sketches, outcome counts and
+//! sparse histogram buckets. Decoding validates every field and answers `None` to anything malformed; it never
 //! panics and allocates nothing unbounded.
 
 use crate::config::{MAX_CLASSES, MAX_OUTCOMES};
@@ -9,7 +9,7 @@ use crate::measure::histogram::BUCKETS;
 use crate::measure::window::Tally;
 
 /// Format tag of the message; bumped on any layout change.
-const FORMAT: u8 = 3;
+const FORMAT: u8 = 4;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
@@ -63,6 +63,9 @@ pub fn encode(lanes: &[Tally], classes: usize, identity: u64) -> Vec<u8> {
         put_varint(&mut out, lane as u64);
         put_varint(&mut out, t.requests);
         put_varint(&mut out, t.errors);
+        put_varint(&mut out, t.slow);
+        put_varint(&mut out, t.error_users);
+        put_varint(&mut out, t.slow_users);
         let outcomes = t.outcomes.iter().rposition(|&c| c > 0).map_or(0, |last| last + 1);
         put_varint(&mut out, outcomes as u64);
         for &c in t.outcomes.iter().take(outcomes) {
@@ -113,6 +116,10 @@ fn read(bytes: &[u8], t: &mut Tally, each: &mut dyn FnMut(&Header, usize, &Tally
         t.clear();
         let requests = r.varint()?;
         let errors = r.varint()?;
+        let slow = r.varint()?;
+        // Each error or slow request sets one bit of its users' sketch.
+        let error_users = r.varint().filter(|u| u64::from(u.count_ones()) <= errors)?;
+        let slow_users = r.varint().filter(|u| u64::from(u.count_ones()) <= slow)?;
         let outcomes = usize::try_from(r.varint()?).ok().filter(|&n| n <= MAX_OUTCOMES)?;
         for slot in t.outcomes.iter_mut().take(outcomes) {
             *slot = r.varint().filter(|&c| c <= requests)?;
@@ -130,11 +137,14 @@ fn read(bytes: &[u8], t: &mut Tally, each: &mut dyn FnMut(&Header, usize, &Tally
             t.latency.add(index, count);
             latency_total += u64::from(count);
         }
-        if requests == 0 || errors > requests || latency_total != requests {
+        if requests == 0 || errors > requests || slow > requests || latency_total != requests {
             return None;
         }
         t.requests = requests;
         t.errors = errors;
+        t.slow = slow;
+        t.error_users = error_users;
+        t.slow_users = slow_users;
         each(&header, lane, t);
     }
     t.clear();
@@ -144,6 +154,7 @@ fn read(bytes: &[u8], t: &mut Tally, each: &mut dyn FnMut(&Header, usize, &Tally
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::window::{user_bit, Completed};
     use wasm_bindgen_test::wasm_bindgen_test;
 
     /// Lanes of two classes: the first class's stable and canary, the second's canary.
@@ -151,7 +162,13 @@ mod tests {
         let mut t: Vec<Tally> = (0..4).map(|_| Tally::default()).collect();
         for i in 0..1_000u64 {
             let lane = [0, 1, 3][(i % 3) as usize];
-            t[lane].record(i * 1_009 % 3_000_000, i % 7 == 0, (i % 5 == 0) as u8 | u8::from(i % 11 == 0) << 2);
+            t[lane].record(&Completed {
+                micros: i * 1_009 % 3_000_000,
+                is_error: i % 7 == 0,
+                is_slow: i % 13 == 0,
+                outcomes: (i % 5 == 0) as u8 | u8::from(i % 11 == 0) << 2,
+                user: user_bit(i % 17),
+            });
         }
         t
     }
@@ -212,22 +229,25 @@ mod tests {
             }
             out
         };
-        // classes, lanes, then per lane: lane, requests, errors, outcomes (n, counts),
-        // buckets (n, delta/count pairs).
-        let one = [1, 1, 0, 1, 0, 0, 1, 0, 1];
+        // classes, lanes, then per lane: lane, requests, errors, slow, error users, slow
+        // users, outcomes (n, counts), buckets (n, delta/count pairs).
+        let one = [1, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1];
         assert_eq!(decoded(&message(&one)).map(|(h, l)| (h.classes, l.len())), Some((1, 1)), "the valid twin");
         for (bad, why) in [
             (vec![0, 0], "no class"),
             (vec![MAX_CLASSES as u64 + 2, 0], "too many classes"),
             (vec![1, MAX_LANES as u64 + 1], "too many lanes"),
-            (vec![1, 1, 2, 1, 0, 0, 1, 0, 1], "lane of no class"),
-            (vec![2, 2, 1, 1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 1, 0, 1], "lanes out of order"),
-            (vec![1, 1, 0, 0, 0, 0, 0], "an empty lane"),
-            (vec![1, 1, 0, 1, 2, 0, 1, 0, 1], "errors > requests"),
-            (vec![1, 1, 0, 1, 0, 1, 2, 1, 0, 1], "an outcome > requests"),
-            (vec![1, 1, 0, 1, 0, MAX_OUTCOMES as u64 + 1], "too many outcomes"),
-            (vec![1, 1, 0, 1, 0, 0, 1, BUCKETS as u64, 1], "bucket out of range"),
-            (vec![1, 1, 0, 2, 0, 0, 1, 0, 1], "bucket counts not the requests"),
+            (vec![1, 1, 2, 1, 0, 0, 0, 0, 0, 1, 0, 1], "lane of no class"),
+            (vec![2, 2, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1], "lanes out of order"),
+            (vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0], "an empty lane"),
+            (vec![1, 1, 0, 1, 2, 0, 0, 0, 0, 1, 0, 1], "errors > requests"),
+            (vec![1, 1, 0, 1, 0, 2, 0, 0, 0, 1, 0, 1], "slow > requests"),
+            (vec![1, 1, 0, 2, 1, 0, 3, 0, 0, 1, 0, 2], "more error users than errors"),
+            (vec![1, 1, 0, 2, 0, 1, 0, 5, 0, 1, 0, 2], "more slow users than slow requests"),
+            (vec![1, 1, 0, 1, 0, 0, 0, 0, 1, 2, 1, 0, 1], "an outcome > requests"),
+            (vec![1, 1, 0, 1, 0, 0, 0, 0, MAX_OUTCOMES as u64 + 1], "too many outcomes"),
+            (vec![1, 1, 0, 1, 0, 0, 0, 0, 0, 1, BUCKETS as u64, 1], "bucket out of range"),
+            (vec![1, 1, 0, 2, 0, 0, 0, 0, 0, 1, 0, 1], "bucket counts not the requests"),
         ] {
             assert_eq!(decoded(&message(&bad)), None, "{why}");
         }

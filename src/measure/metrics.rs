@@ -35,6 +35,8 @@ pub struct MetricIds {
     gate_tripped: Option<u32>,
     gate_trips: Option<u32>,
     gate_state: Option<u32>,
+    /// `canary_gate_evidence` per test of the comparison (none without `gate.compare`).
+    evidence: [Option<u32>; 2],
     vm_memory: Option<u32>,
 }
 
@@ -159,6 +161,14 @@ impl MetricIds {
             gate_tripped: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_TRIPPED, svc)),
             gate_trips: stats.define_metric(MetricKind::Counter, &service_series(names::GATE_TRIPS, svc)),
             gate_state: stats.define_metric(MetricKind::Gauge, &service_series(names::GATE_STATE, svc)),
+            evidence: names::EVIDENCE_TESTS.map(|test| {
+                let defined = match test {
+                    "errors" => config.gate.compare.is_some(),
+                    _ => config.gate.slow_us().is_some(),
+                };
+                let name = format!("{}.test.{test}", service_series(names::GATE_EVIDENCE, svc));
+                defined.then(|| stats.define_metric(MetricKind::Gauge, &name)).flatten()
+            }),
             vm_memory: stats.define_metric(MetricKind::Gauge, names::VM_MEMORY),
         }
     }
@@ -245,6 +255,16 @@ impl MetricIds {
         record(stats, tripped_id, u64::from(state == GateState::Tripped));
         if tripped_now {
             increment(stats, self.gate_trips);
+        }
+    }
+
+    /// Publishes the comparison's evidence: `ln R` per test, ×1000, 0 while at or below 0.
+    pub fn set_evidence(&self, stats: &impl Stats, log_statistic: &[Option<f64>; 2]) {
+        for (id, log_r) in self.evidence.iter().zip(log_statistic) {
+            if let Some(log_r) = log_r {
+                // Saturating float-to-int conversion: NaN is 0.
+                record(stats, *id, (log_r * 1000.0).round().max(0.0) as u64);
+            }
         }
     }
 

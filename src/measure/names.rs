@@ -41,6 +41,12 @@ pub const GATE_TRIPS: &str = "canary_gate_trips_total";
 /// 0 ok, 1 inconclusive, 2 breaching, 3 tripped (gauge, label `service` only).
 pub const GATE_STATE: &str = "canary_gate_state";
 
+/// The natural log of the gate comparison's test statistic, ×1000, 0 while at or below 0
+/// (gauge, labels `service`, `test`).
+pub const GATE_EVIDENCE: &str = "canary_gate_evidence";
+/// Values of the `test` label of [`GATE_EVIDENCE`].
+pub const EVIDENCE_TESTS: [&str; 2] = ["errors", "latency"];
+
 /// 1 for the revision a router sees serving a version now, 0 for one it saw before (gauge,
 /// labels `service`, `version`, `revision`).
 pub const REVISION_INFO: &str = "canary_revision_info";

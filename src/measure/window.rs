@@ -18,6 +18,30 @@ pub fn lane(version: Version, class: usize) -> usize {
 /// Outcome counts, one per configured outcome.
 pub type Outcomes = [u64; MAX_OUTCOMES];
 
+/// A distinct-users sketch: one bit per user, mergeable by OR across workers and seconds. Its
+/// popcount never exceeds the number of distinct users it saw.
+pub type Users = u64;
+
+/// The sketch bit of user `id` (a bucket, or any stable number per user).
+pub fn user_bit(id: u64) -> Users {
+    1 << (id.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
+}
+
+/// One completed request, as the request path records it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// Its duration in microseconds.
+    pub micros: u64,
+    /// Answered 5xx.
+    pub is_error: bool,
+    /// Slower than the latency test's limit.
+    pub is_slow: bool,
+    /// Bit `i` set if it had outcome `i`.
+    pub outcomes: u8,
+    /// Its user's [`user_bit`] (0: not known).
+    pub user: Users,
+}
+
 /// What one VM saw for one version since its last shipment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -25,6 +49,12 @@ pub struct Tally {
     pub requests: u64,
     /// Of which answered 5xx.
     pub errors: u64,
+    /// Of which slower than the latency test's limit.
+    pub slow: u64,
+    /// The users of the errors.
+    pub error_users: Users,
+    /// The users of the slow ones.
+    pub slow_users: Users,
     /// Their durations in microseconds.
     pub latency: Histogram,
     /// Of which had each outcome.
@@ -32,13 +62,20 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Records one completed request; bit `i` of `outcomes` set if it had outcome `i`.
-    pub fn record(&mut self, micros: u64, is_error: bool, outcomes: u8) {
+    /// Records one completed request.
+    pub fn record(&mut self, c: &Completed) {
         self.requests += 1;
-        self.errors += u64::from(is_error);
-        self.latency.record(micros);
+        self.errors += u64::from(c.is_error);
+        self.slow += u64::from(c.is_slow);
+        if c.is_error {
+            self.error_users |= c.user;
+        }
+        if c.is_slow {
+            self.slow_users |= c.user;
+        }
+        self.latency.record(c.micros);
         for (i, count) in self.outcomes.iter_mut().enumerate() {
-            *count += u64::from(outcomes >> i & 1);
+            *count += u64::from(c.outcomes >> i & 1);
         }
     }
 
@@ -51,6 +88,9 @@ impl Tally {
     pub fn clear(&mut self) {
         self.requests = 0;
         self.errors = 0;
+        self.slow = 0;
+        self.error_users = 0;
+        self.slow_users = 0;
         self.latency.clear();
         self.outcomes = Outcomes::default();
     }
@@ -61,6 +101,9 @@ impl Tally {
 struct Second {
     requests: u64,
     errors: u64,
+    slow: u64,
+    error_users: Users,
+    slow_users: Users,
     buckets: Vec<(u16, u32)>,
     /// Outcome counts; empty while none was seen this second.
     outcomes: Vec<u64>,
@@ -70,6 +113,9 @@ impl Second {
     fn clear(&mut self) {
         self.requests = 0;
         self.errors = 0;
+        self.slow = 0;
+        self.error_users = 0;
+        self.slow_users = 0;
         self.buckets.clear();
         self.outcomes.clear();
     }
@@ -94,6 +140,7 @@ struct LaneWindow {
     seconds: Vec<Second>,
     requests: u64,
     errors: u64,
+    slow: u64,
     latency: Histogram,
     outcomes: Outcomes,
 }
@@ -104,6 +151,7 @@ impl LaneWindow {
             seconds: vec![Second::default(); window_s],
             requests: 0,
             errors: 0,
+            slow: 0,
             latency: Histogram::default(),
             outcomes: Outcomes::default(),
         }
@@ -113,6 +161,7 @@ impl LaneWindow {
         if let Some(second) = self.seconds.get_mut(slot) {
             self.requests -= second.requests.min(self.requests);
             self.errors -= second.errors.min(self.errors);
+            self.slow -= second.slow.min(self.slow);
             for &(i, c) in &second.buckets {
                 self.latency.remove(usize::from(i), c);
             }
@@ -127,8 +176,12 @@ impl LaneWindow {
         let Some(second) = self.seconds.get_mut(slot) else { return };
         second.requests += tally.requests;
         second.errors += tally.errors;
+        second.slow += tally.slow;
+        second.error_users |= tally.error_users;
+        second.slow_users |= tally.slow_users;
         self.requests += tally.requests;
         self.errors += tally.errors;
+        self.slow += tally.slow;
         if tally.outcomes.iter().any(|&c| c > 0) {
             second.outcomes.resize(MAX_OUTCOMES, 0);
             for ((total, sum), &c) in self.outcomes.iter_mut().zip(second.outcomes.iter_mut()).zip(&tally.outcomes) {
@@ -156,6 +209,12 @@ pub struct WindowStats {
     pub errors: u64,
     /// `errors / requests` in parts per million (0 without requests).
     pub error_ratio_ppm: u64,
+    /// Requests slower than the latency test's limit.
+    pub slow: u64,
+    /// The users of the errors.
+    pub error_users: Users,
+    /// The users of the slow requests.
+    pub slow_users: Users,
     /// Latency quantiles in microseconds (0 without requests).
     pub p50_us: u64,
     /// 95th percentile.
@@ -169,7 +228,11 @@ pub struct WindowStats {
 impl WindowStats {
     /// The share of requests with outcome `i`, in parts per million (0 without requests).
     pub fn outcome_ratio_ppm(&self, i: usize) -> u64 {
-        let count = self.outcomes.get(i).copied().unwrap_or(0);
+        self.share_ppm(self.outcomes.get(i).copied().unwrap_or(0))
+    }
+
+    /// `count / requests` in parts per million (0 without requests).
+    pub fn share_ppm(&self, count: u64) -> u64 {
         count.saturating_mul(1_000_000).checked_div(self.requests).unwrap_or(0)
     }
 }
@@ -268,6 +331,7 @@ impl Window {
     fn summarize_lanes(&mut self, lanes: &[usize], seconds: usize) -> WindowStats {
         self.scratch.clear();
         let (mut requests, mut errors, mut outcomes) = (0, 0, Outcomes::default());
+        let (mut slow, mut error_users, mut slow_users) = (0, 0, 0);
         let mut add_outcomes = |counts: &[u64]| {
             for (total, &c) in outcomes.iter_mut().zip(counts) {
                 *total += c;
@@ -277,8 +341,13 @@ impl Window {
             for lane in lanes.iter().filter_map(|&i| self.lanes.get(i)) {
                 requests += lane.requests;
                 errors += lane.errors;
+                slow += lane.slow;
                 add_outcomes(&lane.outcomes);
                 self.scratch.merge(&lane.latency);
+                for second in &lane.seconds {
+                    error_users |= second.error_users;
+                    slow_users |= second.slow_users;
+                }
             }
         } else {
             let head = self.head.unwrap_or(0);
@@ -288,6 +357,9 @@ impl Window {
                 for second in slots.iter().filter_map(|&slot| lane.seconds.get(slot)) {
                     requests += second.requests;
                     errors += second.errors;
+                    slow += second.slow;
+                    error_users |= second.error_users;
+                    slow_users |= second.slow_users;
                     add_outcomes(&second.outcomes);
                     for &(i, c) in &second.buckets {
                         self.scratch.add(usize::from(i), c);
@@ -295,7 +367,7 @@ impl Window {
                 }
             }
         }
-        WindowStats { outcomes, ..summarize(requests, errors, &self.scratch) }
+        WindowStats { outcomes, slow, error_users, slow_users, ..summarize(requests, errors, &self.scratch) }
     }
 }
 
@@ -308,7 +380,7 @@ fn summarize(requests: u64, errors: u64, latency: &Histogram) -> WindowStats {
         p50_us: q(0.50),
         p95_us: q(0.95),
         p99_us: q(0.99),
-        outcomes: Outcomes::default(),
+        ..WindowStats::default()
     }
 }
 
@@ -320,7 +392,7 @@ mod tests {
     fn tally(requests: u64, errors: u64, micros: u64) -> Tally {
         let mut t = Tally::default();
         for i in 0..requests {
-            t.record(micros, i < errors, 0);
+            t.record(&Completed { micros, is_error: i < errors, ..Completed::default() });
         }
         t
     }
@@ -399,7 +471,12 @@ mod tests {
         let with_outcomes = |requests: u64, errors: u64, outcome_bits: u8| {
             let mut t = Tally::default();
             for i in 0..requests {
-                t.record(2_000, i < errors, outcome_bits);
+                t.record(&Completed {
+                    micros: 2_000,
+                    is_error: i < errors,
+                    outcomes: outcome_bits,
+                    ..Completed::default()
+                });
             }
             t
         };

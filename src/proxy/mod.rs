@@ -7,7 +7,8 @@ use crate::config::{Config, Role, SplitMode};
 use crate::coord::{Coordinator, VmState};
 use crate::measure::classify::{ClassIndex, Classifier};
 use crate::measure::metrics::MetricIds;
-use crate::model::{Revision, Version, UNKNOWN_VERSION};
+use crate::measure::window::{user_bit, Completed};
+use crate::model::{Reason, Revision, Version, UNKNOWN_VERSION};
 use crate::route::bucket::BucketRng;
 use crate::route::{Decision, RequestHeaders, Router};
 use host::ProxyHost;
@@ -61,6 +62,8 @@ impl Drop for Plugin {
 struct Root {
     plugin: Option<Rc<Plugin>>,
     rng: Rc<Cell<BucketRng>>,
+    /// The second of the last counter flush.
+    flushed_s: u64,
 }
 
 impl Context for Root {
@@ -127,6 +130,7 @@ impl RootContext for Root {
             log::warn!("the host offers no clear_route_cache: routes follow the version header only while it clears the route cache itself (proxy-wasm ABI 0.2.1)");
         }
         let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.measures()));
+        let period = Duration::from_millis(u64::from(config.eval_period_ms()));
         self.plugin = Some(Rc::new(Plugin {
             router,
             classifier,
@@ -136,7 +140,7 @@ impl RootContext for Root {
             own_revision,
             clear_route_cache,
         }));
-        if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1)) {
+        if let Err(status) = proxy_wasm::hostcalls::set_tick_period(period) {
             log::warn!("cannot set tick period: {status:?}");
         }
         true
@@ -144,8 +148,13 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(plugin) = &self.plugin {
-            plugin.metrics.flush(&ProxyHost);
-            plugin.metrics.note_vm_memory(&ProxyHost, host::vm_memory_bytes());
+            // Counters and memory once a second; the coordinator every evaluation period.
+            let now_s = host::now_micros() / 1_000_000;
+            if now_s != self.flushed_s {
+                self.flushed_s = now_s;
+                plugin.metrics.flush(&ProxyHost);
+                plugin.metrics.note_vm_memory(&ProxyHost, host::vm_memory_bytes());
+            }
             plugin.coordinator.tick(&ProxyHost, plugin.router.config(), &plugin.metrics);
         }
     }
@@ -340,12 +349,34 @@ impl HttpContext for Stream {
         let (class, outcomes) = (self.class, self.outcomes);
         self.plugin.metrics.record_request(&ProxyHost, version, class, reason, status, micros / 1_000, outcomes);
         if let Some(version) = version {
-            self.plugin.coordinator.record(version, class, micros, status >= 500, outcomes);
+            let completed = Completed {
+                micros,
+                is_error: status >= 500,
+                is_slow: self.plugin.router.config().gate.slow_us().is_some_and(|limit| micros > limit),
+                outcomes,
+                user: self.user(),
+            };
+            self.plugin.coordinator.record(version, class, &completed);
         }
     }
 }
 
 impl Stream {
+    /// The request's user for the gate's distinct-users sketch: its bucket; a tester's
+    /// overrides count as one user; a request with no known user (mesh mode), as its own.
+    fn user(&self) -> u64 {
+        match self.decision {
+            Some(Decision { reason: Reason::Override, .. }) => user_bit(u64::MAX),
+            Some(Decision { bucket: Some(bucket), .. }) => user_bit(u64::from(bucket)),
+            _ => {
+                let mut rng = self.rng.get();
+                let bit = user_bit(u64::from(rng.next_bucket()));
+                self.rng.set(rng);
+                bit
+            }
+        }
+    }
+
     /// The version that served: the chosen one in filter mode; in mesh mode, the version of
     /// the upstream cluster the route chose, else the pinned or overridden one.
     fn served_version(&self, decision: &Decision) -> Option<Version> {

@@ -34,6 +34,9 @@ pub struct Decision {
     pub reason: Reason,
     /// A bucket the response must store in the sticky cookie.
     pub new_bucket: Option<u16>,
+    /// The user's bucket, when the filter bucketed the request (its user's identity for the
+    /// gate's distinct-users count).
+    pub bucket: Option<u16>,
     /// Mesh mode: the pin the request's cookie carried, honoured or not.
     pub pin: Option<Pin>,
     /// Mesh mode: the pin could not be checked (its canary revision is not known yet); keep
@@ -43,7 +46,7 @@ pub struct Decision {
 
 impl Decision {
     fn new(version: Option<Version>, reason: Reason) -> Decision {
-        Decision { version, reason, new_bucket: None, pin: None, keep_pin: false }
+        Decision { version, reason, new_bucket: None, bucket: None, pin: None, keep_pin: false }
     }
 }
 
@@ -169,7 +172,7 @@ impl Router {
             let bucket = rng.next_bucket();
             (bucket, Reason::Random, Some(bucket))
         };
-        Decision { new_bucket, ..Decision::new(Some(self.version_of_bucket(bucket)), reason) }
+        Decision { new_bucket, bucket: Some(bucket), ..Decision::new(Some(self.version_of_bucket(bucket)), reason) }
     }
 
     /// Canary iff the bucket lies below the canary weight.

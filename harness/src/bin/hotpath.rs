@@ -3,7 +3,7 @@
 //! `hotpath N` runs N requests; the difference between two N gives the cost of one.
 
 use canary_gate::config::Config;
-use canary_gate::measure::window::Tally;
+use canary_gate::measure::window::{user_bit, Completed, Tally};
 use canary_gate::model::Version;
 use canary_gate::route::bucket::BucketRng;
 use canary_gate::route::{RequestHeaders, Router};
@@ -46,7 +46,9 @@ fn main() {
         let version = decision.version.unwrap_or(Version::Stable);
         canary += u64::from(version == Version::Canary);
         let slot = usize::from(version == Version::Canary);
-        tallies[slot].record(black_box(1_000 + i % 50_000), i % 100 == 0, 0);
+        let micros = black_box(1_000 + i % 50_000);
+        let sketch = user_bit(u64::from(decision.bucket.unwrap_or(0)));
+        tallies[slot].record(&Completed { micros, is_error: i % 100 == 0, user: sketch, ..Completed::default() });
     }
     println!("{n} requests, {canary} canary, {} recorded", tallies[0].requests + tallies[1].requests);
 }

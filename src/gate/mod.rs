@@ -1,10 +1,17 @@
-//! The in-proxy SLO gate: evaluates the canary's window once a second and trips after
-//! `consecutive` breached evaluations in a row. A trip is latched until the canary changes
-//! (another version name) or the configuration's `rearm` value changes.
+//! The in-proxy SLO gate: evaluates the fixed thresholds on the canary's window once a second
+//! and trips after `consecutive` breached evaluations in a row; runs the sequential
+//! canary-vs-stable comparison ([`compare`]) every evaluation period and trips as soon as it
+//! rejects. A trip is latched until the canary changes (another version name or revision) or
+//! the configuration's `rearm` value changes.
+
+pub mod compare;
+pub mod logmath;
+pub mod sequential;
 
 use crate::config::{GateConfig, Limits};
 use crate::measure::window::WindowStats;
 use crate::model::GateState;
+use compare::{percent, Compare, Judgement, PeriodCounts};
 
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,17 +46,55 @@ impl Check<'_> {
     }
 }
 
-/// Evaluation state carried from one second to the next.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Evaluation state carried from one evaluation to the next.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Gate {
     consecutive_breaches: u32,
     tripped: bool,
+    /// The state of the last threshold evaluation.
+    limits_state: GateState,
+    /// The comparison's tests, with `gate.compare`.
+    compare: Option<Compare>,
+    /// The comparison rejects, but the window does not confirm it yet.
+    compare_unconfirmed: bool,
 }
 
 impl Gate {
+    /// A fresh gate for `config`.
+    pub fn new(config: &GateConfig) -> Self {
+        Gate {
+            consecutive_breaches: 0,
+            tripped: false,
+            limits_state: if config.has_limits() { GateState::Inconclusive } else { GateState::Ok },
+            compare: config.compare.as_ref().map(Compare::new),
+            compare_unconfirmed: false,
+        }
+    }
+
     /// A gate that is already latched (a trip found in shared data).
-    pub fn latched() -> Self {
-        Gate { consecutive_breaches: 0, tripped: true }
+    pub fn latched(config: &GateConfig) -> Self {
+        Gate { tripped: true, ..Gate::new(config) }
+    }
+
+    /// A gate that resumes the comparison's state `compare` (a VM taking over the evaluation).
+    pub fn resumed(config: &GateConfig, compare: Compare) -> Self {
+        Gate { compare: Some(compare), ..Gate::new(config) }
+    }
+
+    /// The comparison's state, for a VM that takes over.
+    pub fn compare_state(&self) -> Option<&Compare> {
+        self.compare.as_ref()
+    }
+
+    /// The state to publish: tripped, else the worse of the thresholds' and the comparison's.
+    pub fn state(&self) -> GateState {
+        if self.tripped {
+            GateState::Tripped
+        } else if self.compare_unconfirmed || self.limits_state == GateState::Breaching {
+            GateState::Breaching
+        } else {
+            self.limits_state
+        }
     }
 
     /// Whether the gate is latched.
@@ -57,8 +102,8 @@ impl Gate {
         self.tripped
     }
 
-    /// Evaluates one second's checks. Any conclusive check that breaches is a breach; with
-    /// none conclusive the verdict is inconclusive.
+    /// Evaluates one second's threshold checks. Any conclusive check that breaches is a breach;
+    /// with none conclusive the thresholds' verdict is inconclusive.
     pub fn evaluate(&mut self, config: &GateConfig, checks: &[Check<'_>]) -> Evaluation {
         let mut breaches = String::new();
         for check in checks.iter().filter(|c| c.conclusive() || self.tripped) {
@@ -67,28 +112,45 @@ impl Gate {
         if self.tripped {
             return Evaluation { state: GateState::Tripped, tripped_now: false, breaches };
         }
-        if !config.has_thresholds() || !checks.iter().any(Check::conclusive) {
+        let (limits_state, tripped_now) = if !config.has_limits() || !checks.iter().any(Check::conclusive) {
             self.consecutive_breaches = 0;
-            let state = if config.has_thresholds() { GateState::Inconclusive } else { GateState::Ok };
-            return Evaluation { state, tripped_now: false, breaches: String::new() };
-        }
-        if breaches.is_empty() {
+            breaches.clear();
+            (if config.has_limits() { GateState::Inconclusive } else { GateState::Ok }, false)
+        } else if breaches.is_empty() {
             self.consecutive_breaches = 0;
-            return Evaluation { state: GateState::Ok, tripped_now: false, breaches };
-        }
-        self.consecutive_breaches += 1;
-        if self.consecutive_breaches >= config.consecutive.max(1) {
-            self.tripped = true;
-            Evaluation { state: GateState::Tripped, tripped_now: true, breaches }
+            (GateState::Ok, false)
         } else {
-            Evaluation { state: GateState::Breaching, tripped_now: false, breaches }
-        }
+            self.consecutive_breaches += 1;
+            (GateState::Breaching, self.consecutive_breaches >= config.consecutive.max(1))
+        };
+        self.limits_state = limits_state;
+        self.tripped = tripped_now;
+        Evaluation { state: self.state(), tripped_now, breaches }
     }
-}
 
-/// `12345` ppm as `1.2345%`.
-fn percent(ppm: u64) -> String {
-    format!("{}.{:04}%", ppm / 10_000, ppm % 10_000)
+    /// Takes in one evaluation period of the comparison and judges it, with the gate window's
+    /// figures of both versions; a rejection the window confirms trips the gate at once. The
+    /// judgement is `None` without `gate.compare`.
+    pub fn compare(
+        &mut self,
+        config: &GateConfig,
+        counts: &PeriodCounts,
+        canary: &WindowStats,
+        stable: &WindowStats,
+    ) -> (Evaluation, Option<Judgement>) {
+        let (Some(tests), Some(compare_config)) = (self.compare.as_mut(), config.compare.as_ref()) else {
+            return (Evaluation { state: self.state(), tripped_now: false, breaches: String::new() }, None);
+        };
+        if !self.tripped {
+            tests.observe(counts);
+        }
+        let judgement = tests.judge(compare_config, canary, stable);
+        self.compare_unconfirmed = judgement.rejected_unconfirmed;
+        let tripped_now = !self.tripped && judgement.trip.is_some();
+        self.tripped |= tripped_now;
+        let breaches = judgement.trip.clone().unwrap_or_default();
+        (Evaluation { state: self.state(), tripped_now, breaches }, Some(judgement))
+    }
 }
 
 /// `123456` µs as `123.456ms`.
@@ -171,6 +233,12 @@ mod tests {
 
     fn gate(limits: Limits) -> GateConfig {
         GateConfig { limits, ..GateConfig::default() }
+    }
+
+    impl Default for Gate {
+        fn default() -> Self {
+            Gate::new(&config())
+        }
     }
 
     /// Evaluates the whole service only.
