@@ -120,6 +120,25 @@ impl Reason {
     }
 }
 
+/// `text` in double quotes for a log line or an error, every byte that is not printable
+/// ASCII as `\xNN` (lighter than `{:?}`, which links Unicode tables into the filter).
+pub fn quoted(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for &b in text {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The SLO gate's state, exported as `canary_gate_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateState {
@@ -160,6 +179,12 @@ mod tests {
         for bad in [&b""[..], b"a.b", b"a b", b"\xff", &[b'a'; Revision::MAX_LEN + 1]] {
             assert_eq!(Revision::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn quoting_escapes_all_but_printable_ascii() {
+        assert_eq!(quoted(b"a-b"), r#""a-b""#);
+        assert_eq!(quoted("é\"\\\n".as_bytes()), r#""\xc3\xa9\"\\\x0a""#);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -1,7 +1,7 @@
 //! Validators of single values: each answers `Err` naming `field` and what was expected.
 
 use super::{refuse, ConfigError};
-use crate::model::UNKNOWN_VERSION;
+use crate::model::{quoted, UNKNOWN_VERSION};
 
 /// `[a-z0-9-]{1,63}`: service names become metric labels and shared-data keys.
 pub fn service(field: &str, name: &str) -> Result<(), ConfigError> {
@@ -10,7 +10,7 @@ pub fn service(field: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(refuse(field, format!("must match [a-z0-9-]{{1,63}}, got {name:?}")))
+        Err(refuse(field, format!("must match [a-z0-9-]{{1,63}}, got {}", quoted(name.as_bytes()))))
     }
 }
 
@@ -25,7 +25,7 @@ pub fn version_name(field: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(refuse(field, format!("must match [A-Za-z0-9_-]{{1,63}}, got {name:?}")))
+        Err(refuse(field, format!("must match [A-Za-z0-9_-]{{1,63}}, got {}", quoted(name.as_bytes()))))
     }
 }
 
@@ -37,7 +37,7 @@ pub fn header_name(field: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(refuse(field, format!("must be a lower-case HTTP header name, got {name:?}")))
+        Err(refuse(field, format!("must be a lower-case HTTP header name, got {}", quoted(name.as_bytes()))))
     }
 }
 
@@ -47,19 +47,22 @@ pub fn label_name(field: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(refuse(field, format!("must be a label name, got {name:?}")))
+        Err(refuse(field, format!("must be a label name, got {}", quoted(name.as_bytes()))))
     }
 }
 
 /// A request path the filter answers itself: `/` and visible ASCII, no query or fragment.
 pub fn probe_path(field: &str, path: &str) -> Result<(), ConfigError> {
     if !path.starts_with('/') {
-        return Err(refuse(field, format!("must be a path that starts with `/`, got {path:?}")));
+        return Err(refuse(field, format!("must be a path that starts with `/`, got {}", quoted(path.as_bytes()))));
     }
     if path.len() > 128 || !path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') {
         return Err(refuse(
             field,
-            format!("must be at most 128 visible ASCII characters, no query or fragment, got {path:?}"),
+            format!(
+                "must be at most 128 visible ASCII characters, no query or fragment, got {}",
+                quoted(path.as_bytes())
+            ),
         ));
     }
     Ok(())
@@ -70,7 +73,7 @@ pub fn token(field: &str, name: &str) -> Result<(), ConfigError> {
     if (1..=128).contains(&name.len()) && name.bytes().all(is_token_byte) {
         Ok(())
     } else {
-        Err(refuse(field, format!("must be an HTTP token (cookie name), got {name:?}")))
+        Err(refuse(field, format!("must be an HTTP token (cookie name), got {}", quoted(name.as_bytes()))))
     }
 }
 
@@ -89,7 +92,7 @@ pub fn host_pattern(field: &str, host: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(refuse(field, format!("must be a lower-case host name or `*.suffix`, got {host:?}")))
+        Err(refuse(field, format!("must be a lower-case host name or `*.suffix`, got {}", quoted(host.as_bytes()))))
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::json::{Fields, Item};
 use super::{check, refuse, ConfigError};
+use crate::model::quoted;
 
 /// Upper bound on `classes`: each multiplies the per-version series.
 pub const MAX_CLASSES: usize = 16;
@@ -58,7 +59,7 @@ fn label_value(field: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(refuse(field, format!("must match [a-z0-9_]{{1,32}}, got {name:?}")))
+        Err(refuse(field, format!("must match [a-z0-9_]{{1,32}}, got {}", quoted(name.as_bytes()))))
     }
 }
 
@@ -101,7 +102,10 @@ fn path_part(field: &str, text: &str, must_start_with_slash: bool) -> Result<(),
         Ok(())
     } else {
         let start = if must_start_with_slash { "starting with `/`, " } else { "" };
-        Err(refuse(field, format!("must be 1..=128 visible ASCII characters, {start}no `?` or `#`, got {text:?}")))
+        Err(refuse(
+            field,
+            format!("must be 1..=128 visible ASCII characters, {start}no `?` or `#`, got {}", quoted(text.as_bytes())),
+        ))
     }
 }
 
@@ -110,7 +114,7 @@ fn method(field: &str, text: &str) -> Result<(), ConfigError> {
     if (1..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
         Ok(())
     } else {
-        Err(refuse(field, format!("must be an upper-case HTTP method, got {text:?}")))
+        Err(refuse(field, format!("must be an upper-case HTTP method, got {}", quoted(text.as_bytes()))))
     }
 }
 
@@ -156,7 +160,10 @@ fn class(f: &Fields<'_>) -> Result<ClassConfig, ConfigError> {
         authority_suffix: string_list(f, "authority_suffix", &|at, t| {
             check::host_pattern(at, t)?;
             if t.starts_with('*') || t.ends_with('.') {
-                return Err(refuse(at, format!("must be a host name (it matches its subdomains too), got {t:?}")));
+                return Err(refuse(
+                    at,
+                    format!("must be a host name (it matches its subdomains too), got {}", quoted(t.as_bytes())),
+                ));
             }
             Ok(())
         })?,
@@ -203,7 +210,10 @@ pub fn outcomes(path: &str, items: Vec<Item<'_>>) -> Result<Vec<OutcomeConfig>, 
                 if t.len() <= 256 && t.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
                     Ok(())
                 } else {
-                    Err(refuse(at, format!("must be at most 256 visible ASCII characters, got {t:?}")))
+                    Err(refuse(
+                        at,
+                        format!("must be at most 256 visible ASCII characters, got {}", quoted(t.as_bytes())),
+                    ))
                 }
             })?;
             if equals.is_empty() {

@@ -80,9 +80,15 @@ pub struct Coordinator {
     recording_identity: Cell<Option<u64>>,
     scratch: RefCell<Tally>,
     queue: Cell<Option<u32>>,
-    /// The evaluation period of the last tick.
-    last_period: Cell<u64>,
-    last_tick_s: Cell<u64>,
+    /// The evaluation periods of the last shipment, merge and verdict read.
+    shipped_period: Cell<u64>,
+    merged_period: Cell<u64>,
+    read_period: Cell<u64>,
+    /// Whether this VM held the lease at its last shipment.
+    leader: Cell<bool>,
+    /// The seconds of the last revision-table sync and canary probe.
+    synced_s: Cell<u64>,
+    probed_s: Cell<u64>,
     /// The merged window and the canary it measures (name, and the identity of its gate),
     /// while this VM holds the lease.
     merged: RefCell<Option<Merged>>,
@@ -105,8 +111,12 @@ impl Coordinator {
             recording_identity: Cell::new(None),
             scratch: RefCell::default(),
             queue: Cell::new(None),
-            last_period: Cell::new(0),
-            last_tick_s: Cell::new(0),
+            shipped_period: Cell::new(0),
+            merged_period: Cell::new(0),
+            read_period: Cell::new(0),
+            leader: Cell::new(false),
+            synced_s: Cell::new(0),
+            probed_s: Cell::new(0),
             merged: RefCell::new(None),
             gate: RefCell::new(None),
             gate_tripped: Cell::new(false),
@@ -144,37 +154,57 @@ impl Coordinator {
         }
     }
 
-    /// Once an evaluation period per VM: ship, renew or take the lease, and if held, merge,
-    /// evaluate the gate and publish; then adopt the published verdict. More calls within the
-    /// same period do nothing.
-    pub fn tick<H: Host>(&self, host: &H, config: &Config, ids: &MetricIds) {
+    /// Every evaluation period, in three steps at fixed offsets into the period (wall clock,
+    /// so every VM of the proxy agrees): at its start each VM ships its tallies and renews or
+    /// takes the lease; at [`MERGE_OFFSET`] the holder merges what was shipped, evaluates the
+    /// gate and publishes the verdict; at [`READ_OFFSET`] every VM adopts the verdict. A tick
+    /// late in a period does the steps still due, in order. Returns the milliseconds until the
+    /// next step, the tick period to ask the host for.
+    pub fn tick<H: Host>(&self, host: &H, config: &Config, ids: &MetricIds) -> u64 {
+        let period_ms = u64::from(config.eval_period_ms()).max(1);
         let now_us = host.now_micros();
-        let period = now_us / (u64::from(config.eval_period_ms()) * 1_000).max(1);
-        if period == self.last_period.replace(period) {
-            return;
-        }
-        let now_s = now_us / 1_000_000;
-        let new_second = now_s != self.last_tick_s.replace(now_s);
+        let (now_ms, now_s) = (now_us / 1_000, now_us / 1_000_000);
+        let (period, phase) = (now_ms / period_ms, now_ms % period_ms);
+        let (merge_at, read_at) =
+            (period_ms * MERGE_OFFSET.0 / MERGE_OFFSET.1, period_ms * READ_OFFSET.0 / READ_OFFSET.1);
+        let next = if phase < merge_at {
+            merge_at - phase
+        } else if phase < read_at {
+            read_at - phase
+        } else {
+            period_ms - phase
+        };
         let queue = self.queue.get().or_else(|| {
             let q = host.register_queue(&format!("canary-gate/{}/tallies", self.name));
             self.queue.set(q);
             q
         });
-        let Some(queue) = queue else { return };
+        let Some(queue) = queue else { return next };
         let mesh_router = config.role == Role::Router && config.split.mode == SplitMode::Mesh;
-        if mesh_router && new_second {
-            self.revisions.sync(host);
-            self.revisions.show(host, config, ids);
+        if self.shipped_period.replace(period) != period {
+            if mesh_router && now_s != self.synced_s.replace(now_s) {
+                self.revisions.sync(host);
+                self.revisions.show(host, config, ids);
+            }
+            // The trip is latched to the canary that earned it: its revision when observers
+            // name it, so a new canary revision starts with a clear gate.
+            let canary_revision = self.revisions.with(|r| r.serving(Version::Canary)).filter(|_| mesh_router);
+            let subject = canary_revision.as_ref().map_or(config.canary.as_str(), |r| r.as_str());
+            let id = identity(subject, config.gate.rearm);
+            let recorded_under = self.recording_identity.replace(Some(id)).unwrap_or(id);
+            self.ship(host, queue, config.classes.len() + 1, recorded_under);
+            self.leader.set(self.hold_lease(host, now_s));
+            if !self.leader.get() {
+                if let Ok(mut merged) = self.merged.try_borrow_mut() {
+                    *merged = None;
+                }
+                if let Ok(mut gate) = self.gate.try_borrow_mut() {
+                    *gate = None;
+                }
+            }
         }
-        // The trip is latched to the canary that earned it: its revision when observers name
-        // it, so a new canary revision starts with a clear gate.
-        let canary_revision = self.revisions.with(|r| r.serving(Version::Canary)).filter(|_| mesh_router);
-        let subject = canary_revision.as_ref().map_or(config.canary.as_str(), |r| r.as_str());
-        let id = identity(subject, config.gate.rearm);
-        let recorded_under = self.recording_identity.replace(Some(id)).unwrap_or(id);
-        self.ship(host, queue, config.classes.len() + 1, recorded_under);
-        let leader = self.hold_lease(host, now_s);
-        if leader {
+        let id = self.recording_identity.get().unwrap_or_default();
+        if phase >= merge_at && self.leader.get() && self.merged_period.replace(period) != period {
             if let Ok(mut slot) = self.merged.try_borrow_mut() {
                 if let Some(merged) = self.merge(host, queue, &mut slot, now_s, id, config) {
                     let completed = merged.shown_s != now_s;
@@ -194,21 +224,17 @@ impl Coordinator {
                     }
                 }
             }
-        } else {
-            if let Ok(mut merged) = self.merged.try_borrow_mut() {
-                *merged = None;
-            }
-            if let Ok(mut gate) = self.gate.try_borrow_mut() {
-                *gate = None;
+        }
+        if phase >= read_at && self.read_period.replace(period) != period {
+            let verdict = host.shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
+            self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
+            // A tripped gate sends no user to the canary subset, so no response would tell of
+            // a new canary revision: the leader asks the subset once a second.
+            if mesh_router && self.leader.get() && self.gate_tripped.get() && now_s != self.probed_s.replace(now_s) {
+                self.probe_canary(host, config);
             }
         }
-        let verdict = host.shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
-        self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
-        // A tripped gate sends no user to the canary subset, so no response would tell of a
-        // new canary revision: the leader asks the subset once a second.
-        if mesh_router && leader && new_second && self.gate_tripped.get() {
-            self.probe_canary(host, config);
-        }
+        next
     }
 
     /// Sends the revision probe to the canary subset's cluster, if one was seen serving.
@@ -418,6 +444,12 @@ impl Coordinator {
         ids.set_gate(host, config, revision.as_ref().map(|r| r.as_str()), state, tripped_now);
     }
 }
+
+/// Where in an evaluation period the lease holder merges (a fraction of the period): after
+/// every VM shipped at the period's start, with room for a late timer.
+pub const MERGE_OFFSET: (u64, u64) = (1, 8);
+/// Where in an evaluation period every VM adopts the verdict: after the merge.
+pub const READ_OFFSET: (u64, u64) = (1, 4);
 
 /// A probe answered later than this is dropped: the next tick sends another.
 const PROBE_TIMEOUT_MS: u64 = 900;

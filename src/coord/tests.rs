@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::host::fake::{FakeProxy, FakeVm};
 use crate::host::Host;
 use crate::measure::metrics::MetricIds;
-use crate::measure::window::{Completed, Tally};
+use crate::measure::window::{user_bit, Completed, Tally};
 use crate::model::{GateState, Version};
 use std::rc::Rc;
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -16,6 +16,15 @@ use wasm_bindgen_test::wasm_bindgen_test;
 const START_S: u64 = 1_800_000_000;
 const GATED: &str =
     r#"{"service":"checkout","gate":{"max_error_ratio":0.05,"window_s":5,"min_requests":20,"consecutive":2}}"#;
+
+/// A proxy whose clock reads late in an evaluation period: one tick of a VM does all three
+/// steps (ship, merge if it holds the lease, read the verdict), as a tick of a VM late in the
+/// period does.
+fn late_in_a_second() -> FakeProxy {
+    let proxy = FakeProxy::at(START_S);
+    proxy.advance_ms(900);
+    proxy
+}
 
 /// One VM: its coordinator, configuration and stat ids.
 struct Vm<'p> {
@@ -44,8 +53,8 @@ impl<'p> Vm<'p> {
         }
     }
 
-    fn tick(&self) {
-        self.coord.tick(&self.host, &self.config, &self.ids);
+    fn tick(&self) -> u64 {
+        self.coord.tick(&self.host, &self.config, &self.ids)
     }
 }
 
@@ -76,7 +85,7 @@ fn lease_holder(proxy: &FakeProxy) -> Option<u64> {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn one_vm_holds_the_lease_and_merges_every_vms_tallies() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let vms = [Vm::new(&proxy, 1, GATED), Vm::new(&proxy, 2, GATED), Vm::new(&proxy, 3, GATED)];
     for (i, vm) in vms.iter().enumerate() {
         vm.serve(Version::Stable, 10 * (i as u64 + 1), 0);
@@ -103,7 +112,7 @@ fn one_vm_holds_the_lease_and_merges_every_vms_tallies() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn the_lease_passes_on_when_its_holder_stops_and_the_window_goes_on() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let (a, b) = (Vm::new(&proxy, 1, GATED), Vm::new(&proxy, 2, GATED));
     second(&proxy, &[&a, &b]);
     assert_eq!(lease_holder(&proxy), Some(1));
@@ -125,7 +134,7 @@ fn the_lease_passes_on_when_its_holder_stops_and_the_window_goes_on() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn a_trip_is_latched_adopted_by_every_vm_and_survives_a_lease_hand_over() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let (a, b) = (Vm::new(&proxy, 1, GATED), Vm::new(&proxy, 2, GATED));
     // Healthy: 50 canary requests a second with 1 error.
     for _ in 0..3 {
@@ -172,7 +181,7 @@ fn a_trip_is_latched_adopted_by_every_vm_and_survives_a_lease_hand_over() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn a_new_canary_or_a_rearm_clears_the_latch_and_dry_run_never_reroutes() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let mut a = Vm::new(&proxy, 1, GATED);
     let trip = |vm: &Vm<'_>| {
         for _ in 0..4 {
@@ -201,7 +210,7 @@ fn a_new_canary_or_a_rearm_clears_the_latch_and_dry_run_never_reroutes() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn malformed_and_foreign_format_data_is_dropped_not_trusted() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let a = Vm::new(&proxy, 1, GATED);
     let queue = "canary-gate/checkout/router/tallies";
     let mut good: [Tally; 2] = Default::default();
@@ -238,7 +247,7 @@ fn malformed_and_foreign_format_data_is_dropped_not_trusted() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn clock_jumps_neither_lose_the_lease_nor_corrupt_the_window() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let (a, b) = (Vm::new(&proxy, 1, GATED), Vm::new(&proxy, 2, GATED));
     for _ in 0..3 {
         a.serve(Version::Canary, 30, 0);
@@ -267,7 +276,7 @@ fn clock_jumps_neither_lose_the_lease_nor_corrupt_the_window() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn a_configuration_update_keeps_the_window_of_the_same_canary() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let mut a = Vm::new(&proxy, 1, GATED);
     a.serve(Version::Canary, 40, 0);
     second(&proxy, &[&a]);
@@ -281,7 +290,7 @@ fn a_configuration_update_keeps_the_window_of_the_same_canary() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let vm_state = VmState::default();
     vm_state.start(41);
     let host = proxy.vm();
@@ -307,7 +316,7 @@ fn a_new_root_context_in_the_same_vm_keeps_its_lease_and_window() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn a_rearmed_gate_never_judges_the_errors_that_tripped_it() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let mut a = Vm::new(&proxy, 1, GATED);
     for _ in 0..3 {
         a.serve(Version::Canary, 50, 20);
@@ -356,7 +365,7 @@ fn revision_info(proxy: &FakeProxy, version: &str, revision: &str) -> Option<u64
 
 #[wasm_bindgen_test(unsupported = test)]
 fn a_revision_one_vm_learns_reaches_every_vm_within_a_tick() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let (a, b) = (Vm::new(&proxy, 1, MESH_GATED), Vm::new(&proxy, 2, MESH_GATED));
     second(&proxy, &[&a, &b]);
     let serving = |vm: &Vm<'_>, v: Version| vm.coord.revisions().with(|t| t.serving(v));
@@ -382,7 +391,7 @@ fn a_revision_one_vm_learns_reaches_every_vm_within_a_tick() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn a_new_canary_revision_starts_with_a_clear_gate_and_the_tripped_gate_probes_for_it() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let vm = Vm::new(&proxy, 1, MESH_GATED);
     let learn = |version, text: &str| {
         vm.coord.revisions().learn(&vm.host, "checkout", version, rev(text), proxy.time_ms() / 1000)
@@ -433,7 +442,7 @@ fn a_new_canary_revision_starts_with_a_clear_gate_and_the_tripped_gate_probes_fo
 
 #[wasm_bindgen_test(unsupported = test)]
 fn filter_mode_keys_the_latch_on_the_version_name_and_never_probes() {
-    let proxy = FakeProxy::at(START_S);
+    let proxy = late_in_a_second();
     let vm = Vm::new(&proxy, 1, GATED);
     vm.coord.revisions().learn(&vm.host, "checkout", Version::Canary, rev("r3"), START_S);
     for _ in 0..4 {
@@ -446,4 +455,125 @@ fn filter_mode_keys_the_latch_on_the_version_name_and_never_probes() {
     assert!(vm.coord.gate_tripped(), "filter mode: a new revision is no new canary");
     assert!(proxy.http_calls().is_empty());
     assert_eq!(revision_info(&proxy, "canary", "r4"), None);
+}
+
+const COMPARED: &str = r#"{"service":"checkout","gate":{"compare":{}}}"#;
+const EVIDENCE: &str = "canary_gate_evidence.service.checkout.test.errors";
+
+impl Vm<'_> {
+    /// Records `requests` of `version` from distinct users, the first `errors` of them 5xx.
+    fn serve_users(&self, version: Version, requests: u64, errors: u64, first_user: u64) {
+        for i in 0..requests {
+            let user = user_bit(first_user + i);
+            self.coord.record(
+                version,
+                0,
+                &Completed { micros: 1_000, is_error: i < errors, user, ..Completed::default() },
+            );
+        }
+    }
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn each_period_ships_at_its_start_merges_then_reads_at_fixed_offsets() {
+    let proxy = FakeProxy::at(START_S);
+    let config = r#"{"service":"checkout","gate":{"compare":{},"eval_ms":200}}"#;
+    let (a, b) = (Vm::new(&proxy, 1, config), Vm::new(&proxy, 2, config));
+    a.serve(Version::Stable, 10, 0);
+    b.serve(Version::Stable, 5, 0);
+    // The period's start: both ship, VM 1 takes the lease; nothing merged yet.
+    assert_eq!((a.tick(), b.tick()), (25, 25), "next: the merge, 1/8 into the period");
+    assert_eq!(proxy.queued("canary-gate/checkout/router/tallies"), 2);
+    proxy.advance_ms(25);
+    assert_eq!((a.tick(), b.tick()), (25, 25), "next: the read, 1/4 into the period");
+    assert_eq!(proxy.queued("canary-gate/checkout/router/tallies"), 0, "the holder merged both");
+    assert_eq!(window_requests(&proxy, "stable"), 15);
+    proxy.advance_ms(25);
+    assert_eq!((a.tick(), b.tick()), (150, 150), "next: the next period's start");
+    // A tick in the middle of the period finds nothing due.
+    proxy.advance_ms(70);
+    assert_eq!(a.tick(), 80);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_canary_worse_than_stable_trips_within_a_few_periods_and_every_vm_follows() {
+    let proxy = FakeProxy::at(START_S);
+    let (a, b) = (Vm::new(&proxy, 1, COMPARED), Vm::new(&proxy, 2, COMPARED));
+    let mut periods = 0;
+    while !(a.coord.gate_tripped() && b.coord.gate_tripped()) {
+        assert!(periods < 8, "no trip after {periods} periods");
+        // Per period: 10% canary traffic, a third of it failing; stable healthy.
+        for (i, vm) in [&a, &b].into_iter().enumerate() {
+            vm.serve_users(Version::Stable, 45, 0, 0);
+            vm.serve_users(Version::Canary, 5, 2, 1_000 * periods + 10 * i as u64);
+        }
+        for offset in [0, 32, 31, 187] {
+            proxy.advance_ms(offset);
+            a.tick();
+            b.tick();
+        }
+        periods += 1;
+    }
+    assert!(periods <= 3, "4 canary errors a period at 10% of the traffic: {periods} periods");
+    assert_eq!(gate_state(&proxy), GateState::Tripped.value());
+    assert!(gauge(&proxy, EVIDENCE) >= 6_908, "ln(1/alpha) x 1000");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn an_incident_on_both_versions_alike_builds_no_evidence() {
+    let proxy = late_in_a_second();
+    let vm = Vm::new(&proxy, 1, COMPARED);
+    for s in 0..600 {
+        vm.serve_users(Version::Stable, 90, 27, s * 100);
+        vm.serve_users(Version::Canary, 10, 3, s * 100 + 90);
+        second(&proxy, &[&vm]);
+    }
+    assert!(!vm.coord.gate_tripped());
+    assert_eq!(gate_state(&proxy), GateState::Ok.value());
+    assert!(gauge(&proxy, EVIDENCE) < 3_000, "{}", gauge(&proxy, EVIDENCE));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_next_holder_resumes_the_evidence_instead_of_starting_over() {
+    let proxy = late_in_a_second();
+    let (a, b) = (Vm::new(&proxy, 1, COMPARED), Vm::new(&proxy, 2, COMPARED));
+    // Some evidence, short of a trip: two canary errors, none on stable.
+    a.serve_users(Version::Stable, 90, 0, 0);
+    a.serve_users(Version::Canary, 10, 2, 100);
+    second(&proxy, &[&a, &b]);
+    let before = gauge(&proxy, EVIDENCE);
+    assert!(before > 2_000 && !a.coord.gate_tripped(), "{before}");
+    // VM 1 stops; VM 2 takes over once the lease expires (with an empty window), and three
+    // more errors trip the gate: alone, they would bring ln R to 5.4 only.
+    for _ in 0..LEASE_TTL_S {
+        second(&proxy, &[&b]);
+    }
+    assert_eq!(lease_holder(&proxy), Some(2));
+    b.serve_users(Version::Stable, 90, 0, 0);
+    b.serve_users(Version::Canary, 10, 3, 200);
+    second(&proxy, &[&b]);
+    assert!(b.coord.gate_tripped(), "evidence {}", gauge(&proxy, EVIDENCE));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn errors_from_too_few_users_never_trip_the_comparison() {
+    let proxy = late_in_a_second();
+    let vm = Vm::new(&proxy, 1, COMPARED);
+    for _ in 0..30 {
+        vm.serve_users(Version::Stable, 90, 0, 0);
+        // One user's failing requests: the same user each time.
+        for _ in 0..3 {
+            let user = user_bit(7);
+            vm.coord.record(
+                Version::Canary,
+                0,
+                &Completed { micros: 1_000, is_error: true, user, ..Completed::default() },
+            );
+        }
+        vm.serve_users(Version::Canary, 7, 0, 100);
+        second(&proxy, &[&vm]);
+    }
+    assert!(gauge(&proxy, EVIDENCE) > 20_000, "the test rejects");
+    assert!(!vm.coord.gate_tripped());
+    assert_eq!(gate_state(&proxy), GateState::Breaching.value(), "shown as breaching");
 }

@@ -120,17 +120,18 @@ impl Second {
         self.outcomes.clear();
     }
 
-    /// Keeps the slot within `BUCKETS` entries by summing duplicates.
+    /// Keeps the slot within `BUCKETS` entries by summing duplicates (through a dense array:
+    /// no sort, whose code is larger than this whole module).
     fn compact(&mut self) {
-        self.buckets.sort_unstable_by_key(|&(i, _)| i);
-        let mut out: Vec<(u16, u32)> = Vec::with_capacity(self.buckets.len());
+        let mut dense = vec![0u32; BUCKETS];
         for &(i, c) in &self.buckets {
-            match out.last_mut() {
-                Some(last) if last.0 == i => last.1 = last.1.saturating_add(c),
-                _ => out.push((i, c)),
+            if let Some(d) = dense.get_mut(usize::from(i)) {
+                *d = d.saturating_add(c);
             }
         }
-        self.buckets = out;
+        self.buckets.clear();
+        // BUCKETS < u16::MAX, so every index fits.
+        self.buckets.extend(dense.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| (i as u16, c)));
     }
 }
 

@@ -8,7 +8,7 @@ use crate::coord::{Coordinator, VmState};
 use crate::measure::classify::{ClassIndex, Classifier};
 use crate::measure::metrics::MetricIds;
 use crate::measure::window::{user_bit, Completed};
-use crate::model::{Reason, Revision, Version, UNKNOWN_VERSION};
+use crate::model::{quoted, Reason, Revision, Version, UNKNOWN_VERSION};
 use crate::route::bucket::BucketRng;
 use crate::route::{Decision, RequestHeaders, Router};
 use host::ProxyHost;
@@ -155,7 +155,11 @@ impl RootContext for Root {
                 plugin.metrics.flush(&ProxyHost);
                 plugin.metrics.note_vm_memory(&ProxyHost, host::vm_memory_bytes());
             }
-            plugin.coordinator.tick(&ProxyHost, plugin.router.config(), &plugin.metrics);
+            let next_ms = plugin.coordinator.tick(&ProxyHost, plugin.router.config(), &plugin.metrics);
+            // Envoy re-arms the tick timer from now: the next step lands on its offset.
+            if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(next_ms.max(1))) {
+                log::warn!("cannot set tick period: {status:?}");
+            }
         }
     }
 
@@ -187,10 +191,10 @@ fn own_version(router: &Router) -> Option<Version> {
     let version = label.as_deref().and_then(|v| router.version_named(v));
     if version.is_none() {
         log::warn!(
-            "observer for {}: node label `{}` is {:?}, neither `{}` nor `{}`; counting its requests as version `unknown`",
+            "observer for {}: node label `{}` is {}, neither `{}` nor `{}`; counting its requests as version `unknown`",
             config.service,
             config.version_label,
-            label.as_deref().map(String::from_utf8_lossy),
+            label.as_deref().map_or_else(|| "absent".into(), quoted),
             config.stable,
             config.canary
         );
@@ -204,10 +208,10 @@ fn own_revision(config: &Config) -> Option<Revision> {
     let revision = label.as_deref().and_then(Revision::parse);
     if revision.is_none() {
         log::warn!(
-            "observer for {}: node label `{}` is {:?}, not a revision; series carry revision `unknown` and responses no `{}`",
+            "observer for {}: node label `{}` is {}, not a revision; series carry revision `unknown` and responses no `{}`",
             config.service,
             config.revision_label,
-            label.as_deref().map(String::from_utf8_lossy),
+            label.as_deref().map_or_else(|| "absent".into(), quoted),
             config.revision_header
         );
     }
