@@ -52,7 +52,8 @@ write("config", "every-field.json", """{
   "revision_label": "rollouts-pod-template-hash", "revision_header": "x-rev", "revision_probe_path": "/__rev",
   "gate": {"window_s": 10, "min_requests": 50, "max_error_ratio": 0.001, "max_p95_ms": 500,
            "max_p99_ms": 1000.5, "max_error_ratio_over_stable": 0.0025, "consecutive": 3,
-           "dry_run": true, "rearm": 7, "min_outcome_ratio": {"cache_hit": 0.5},
+           "dry_run": true, "rearm": 7, "min_outcome_ratio": {"cache_hit": 0.5}, "eval_ms": 1000,
+           "compare": {"alpha": 0.1, "min_effect": 0, "slow_ms": 600000, "min_users": 1},
            "classes": {"api": {"max_error_ratio": 0.01, "max_p95_ms": 300, "min_requests": 10,
                                "max_outcome_ratio": {"degraded": 0.000001}},
                        "page": {"max_p99_ms": 2000.125, "min_outcome_ratio": {"cache_hit": 0.8},
@@ -72,6 +73,14 @@ write("config", "every-field.json", """{
     {"name": "cache_hit", "response_header": "x-cache", "equals": ["HIT", "hit"]},
     {"name": "degraded", "response_header": "x-degraded", "equals": ["1", "true", "partial answer"]}
   ]
+}
+""")
+# The sequential comparison with every field of `gate.compare`, numbers written exactly as kept
+# (the lowest alpha and eval_ms, the highest min_users).
+write("config", "compare.json", """{
+  "service": "checkout", "split": {"canary_percent": 5},
+  "gate": {"window_s": 30, "eval_ms": 100, "dry_run": true,
+           "compare": {"alpha": 0.000001, "min_effect": 0.025, "slow_ms": 250.125, "min_users": 32}}
 }
 """)
 # An outbound observer measuring its calls per partner.
@@ -132,17 +141,32 @@ def bucket_of(micros):
     return (octave - 5 + 1) * 32 + ((v >> shift) - 32)
 
 
-def tally(latencies_us, errors=0, outcomes=()):
-    """A lane's tally after its lane number: `outcomes` holds the count of each outcome."""
+def user_bit(user):
+    """The users sketch bit of user `user` (measure::window::user_bit)."""
+    return 1 << ((((user + 1) * 0x9E3779B97F4A7C15) % (1 << 64)) >> 58)
+
+
+def users(ids):
+    sketch = 0
+    for user in ids:
+        sketch |= user_bit(user)
+    return sketch
+
+
+def tally(latencies_us, errors=0, outcomes=(), slow=0, error_users=(), slow_users=()):
+    """A lane's tally after its lane number: `outcomes` holds the count of each outcome, the users
+    the ids whose bits make the sketches (at most one per error, or slow request)."""
     counts = {}
     for us in latencies_us:
         counts[bucket_of(us)] = counts.get(bucket_of(us), 0) + 1
-    return buckets_tally(counts, errors, outcomes)
+    return buckets_tally(counts, errors, outcomes, slow, error_users, slow_users)
 
 
-def buckets_tally(counts, errors=0, outcomes=()):
+def buckets_tally(counts, errors=0, outcomes=(), slow=0, error_users=(), slow_users=()):
     requests = sum(counts.values())
-    out = varint(requests) + varint(errors) + varint(len(outcomes))
+    assert errors <= requests and slow <= requests and len(error_users) <= errors and len(slow_users) <= slow
+    out = varint(requests) + varint(errors) + varint(slow) + varint(users(error_users)) + varint(users(slow_users))
+    out += varint(len(outcomes))
     out += b"".join(varint(c) for c in outcomes) + varint(len(counts))
     previous = 0
     for i in sorted(counts):
@@ -152,8 +176,8 @@ def buckets_tally(counts, errors=0, outcomes=()):
 
 
 def message(lanes, classes=1, identity=0x0123456789ABCDEF):
-    """FORMAT 3: identity, class count, then the lanes (lane = class * 2 + version) in order."""
-    out = b"\x03" + struct.pack("<Q", identity) + varint(classes) + varint(len(lanes))
+    """FORMAT 4: identity, class count, then the lanes (lane = class * 2 + version) in order."""
+    out = b"\x04" + struct.pack("<Q", identity) + varint(classes) + varint(len(lanes))
     return out + b"".join(varint(lane) + lanes[lane] for lane in sorted(lanes))
 
 
@@ -162,12 +186,15 @@ def add(msg, strict=False):
 
 
 def record(lane, requests):
-    """Requests as (micros, is_error, outcome bits), recorded into one lane and shipped."""
+    """Requests as (micros, is_error, outcome bits[, is_slow, user id or None]), recorded into one
+    lane and shipped."""
     out = bytes([9, lane, len(requests)])
-    for micros, is_error, outcome_bits in requests:
+    for micros, is_error, outcome_bits, *rest in requests:
+        is_slow, user = rest if rest else (False, None)
         scaled = micros >= 1 << 32
         value = micros >> 10 if scaled else micros
-        out += bytes([int(is_error) | scaled << 1, outcome_bits]) + struct.pack("<I", value)
+        bits = int(is_error) | scaled << 1 | int(is_slow) << 2 | (user is not None) << 3
+        out += bytes([bits, outcome_bits, user or 0]) + struct.pack("<I", value)
     return out
 
 
@@ -195,8 +222,10 @@ def header(window_s, flags, start, classes=1):
     return struct.pack("<HBBI", window_s - 1, flags, classes - 1, start)
 
 
-fast = tally([10_000 + 37 * i for i in range(100)], errors=2, outcomes=[30, 0, 100])
-slow = tally([400_000 + 911 * i for i in range(40)], errors=9, outcomes=[0, 40])
+fast = tally([10_000 + 37 * i for i in range(100)], errors=2, outcomes=[30, 0, 100], slow=1, error_users=[7])
+# As many error users as errors (the most a sketch may hold), slow requests from three users.
+slow = tally([400_000 + 911 * i for i in range(40)], errors=9, outcomes=[0, 40], slow=40,
+             error_users=range(9), slow_users=[1, 2, 3])
 plain = tally([2_000 + i for i in range(10)])
 # Three classes: class 0 both versions, class 1 canary, class 2 (`other`) both.
 three = message({0: fast, 1: slow, 3: fast, 4: plain, 5: slow}, classes=3)
@@ -223,8 +252,10 @@ write("window", "other-classes", header(5, 1, 100, classes=2)
       + add(message({0: fast, 3: slow, 5: fast, 9: plain}, classes=5)) + add(message({1: fast}, classes=5), strict=True)
       + class_recent(1, 1, 5) + class_recent(0, 2, 5) + advance(1) + add(message({1: slow}, classes=1)))
 write("window", "record", header(30, 1, 500, classes=4)
-      + record(3, [(1_500, False, 0b1), (250_000, True, 0b101), (0, False, 0), (1 << 36, True, 0xFF)])
-      + record(6, [(64 * i, i % 3 == 0, i & 0xF) for i in range(40)]) + class_recent(1, 1, 1) + advance(2)
+      + record(3, [(1_500, False, 0b1), (250_000, True, 0b101, True, 4), (0, False, 0, False, 0),
+                   (1 << 36, True, 0xFF, True, None), (900_000, False, 0, True, 4)])
+      + record(6, [(64 * i, i % 3 == 0, i & 0xF, i % 4 == 0, i % 5) for i in range(40)])
+      + class_recent(1, 1, 1) + advance(2)
       + record(1, []) + add(three) + clear(1) + recent(1, 30) + record(7, [(9_999, False, 0b10)]) + advance(40))
 # Bucket counts past u32 once added twice: the window's buckets saturate, its quantiles must not
 # drop to 0.

@@ -1,7 +1,8 @@
 //! Arbitrary bytes as the plugin configuration. `Config::parse` must never panic; it must refuse
 //! as invalid JSON exactly what serde_json refuses; every configuration it accepts must satisfy
 //! the documented limits (route classes, outcomes and the class gates' names resolved to valid
-//! indexes included) and keep exactly what the JSON writes; its `Classifier` must follow the
+//! indexes included, and the gate's comparison and evaluation period) and keep exactly what the
+//! JSON writes (defaults where it writes nothing); its `Classifier` must follow the
 //! documented matching rules on a request built for each class, and a `Router` built from it
 //! must decide consistently on a few fixed requests.
 #![no_main]
@@ -10,8 +11,9 @@
 mod common;
 
 use canary_gate::config::{
-    self, ClassConfig, Config, KeySource, Limits, Role, SplitMode, FULL_WEIGHT_BP, MAX_CLASSES, MAX_COOKIE_AGE_S,
-    MAX_HASH_KEYS, MAX_HOSTS, MAX_MATCH_ENTRIES, MAX_OUTCOMES, MAX_WINDOW_S, OTHER_CLASS,
+    self, ClassConfig, CompareConfig, Config, GateConfig, KeySource, Limits, Role, SplitMode, FULL_WEIGHT_BP,
+    MAX_CLASSES, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_MATCH_ENTRIES, MAX_OUTCOMES, MAX_WINDOW_S,
+    OTHER_CLASS,
 };
 use canary_gate::measure::classify::Classifier;
 use canary_gate::model::{Reason, Version};
@@ -107,15 +109,34 @@ fn check_config(c: &Config) {
     assert!((1..=600).contains(&g.consecutive), "{g:?}");
     check_limits(&g.limits, c);
     if c.role == Role::Observer {
-        assert!(!g.has_thresholds(), "{c:?}");
+        assert!(!g.has_thresholds() && g.compare.is_none(), "{c:?}");
     }
-    assert_eq!(g.has_thresholds(), g.limits.has_thresholds() || g.classes.iter().any(|k| k.limits.has_thresholds()));
+    assert_eq!(g.has_limits(), g.limits.has_thresholds() || g.classes.iter().any(|k| k.limits.has_thresholds()));
+    assert_eq!(g.has_thresholds(), g.has_limits() || g.compare.is_some());
+    check_compare(g);
+    // A router evaluates every `gate.eval_ms`; an observer (no gate) merges once a second.
+    let period = if c.role == Role::Router { g.eval_ms } else { 1_000 };
+    assert_eq!(c.eval_period_ms(), period, "{c:?}");
+    assert_eq!(c.merged_window_s(), c.metrics.window_s.max(g.window_s));
     assert!(["inbound", "outbound"].contains(&c.direction.as_str()), "{c:?}");
     if c.role == Role::Router {
         assert_eq!(c.direction, "inbound", "direction is an observer's");
     }
     check_classes(c);
     check_outcomes(c);
+}
+
+/// `gate.eval_ms` and `gate.compare` within their documented ranges.
+fn check_compare(g: &GateConfig) {
+    assert!((100..=1_000).contains(&g.eval_ms), "{g:?}");
+    assert_eq!(g.slow_us(), g.compare.as_ref().and_then(|k| k.slow_us));
+    let Some(k) = &g.compare else { return };
+    // alpha in [0.000001, 0.1], min_effect a ratio, slow_ms in (0, 600000] ms, min_users 1..=32
+    // (the users sketch has 64 bits).
+    assert!((1..=100_000).contains(&k.alpha_ppm), "{k:?}");
+    assert!(k.min_effect_ppm <= 1_000_000, "{k:?}");
+    assert!(k.slow_us.is_none_or(|us| (1..=600_000_000).contains(&us)), "{k:?}");
+    assert!((1..=32).contains(&k.min_users), "{k:?}");
 }
 
 /// `[a-z0-9_]{1,32}`: class and outcome names are metric labels.
@@ -239,14 +260,18 @@ fn check_numbers(c: &Config, tree: &Value) {
         assert_eq!(t.parse::<u32>().ok(), Some(c.metrics.window_s));
     }
     let g = &c.gate;
-    for (name, kept) in
-        [("window_s", u64::from(g.window_s)), ("consecutive", u64::from(g.consecutive)), ("rearm", g.rearm)]
-    {
-        if let Some(t) = number_at(tree, &["gate", name]) {
-            assert_eq!(t.parse::<u64>().ok(), Some(kept), "gate.{name}");
-        }
+    let defaults = GateConfig::default();
+    for (name, kept, default) in [
+        ("window_s", u64::from(g.window_s), u64::from(defaults.window_s)),
+        ("consecutive", u64::from(g.consecutive), u64::from(defaults.consecutive)),
+        ("rearm", g.rearm, defaults.rearm),
+        ("eval_ms", u64::from(g.eval_ms), u64::from(defaults.eval_ms)),
+    ] {
+        let written = number_at(tree, &["gate", name]).map(|t| t.parse::<u64>().ok());
+        assert_eq!(written.unwrap_or(Some(default)), Some(kept), "gate.{name}");
     }
     let gate = tree.get("gate");
+    check_compare_numbers(g, gate.and_then(|v| v.get("compare")));
     check_limit_numbers(&g.limits, gate, Limits::default().min_requests);
     let class_gates = gate.and_then(|v| v.get("classes")).and_then(Value::as_object);
     assert_eq!(class_gates.map_or(0, |m| m.len()), g.classes.len(), "{c:?}");
@@ -262,6 +287,24 @@ fn check_numbers(c: &Config, tree: &Value) {
     assert_eq!(names("classes"), c.classes.iter().map(|k| k.name.as_str()).collect::<Vec<_>>());
     assert_eq!(names("outcomes"), c.outcomes.iter().map(|o| o.name.as_str()).collect::<Vec<_>>());
     assert_eq!(tree.get("direction").and_then(Value::as_str).unwrap_or("inbound"), c.direction);
+}
+
+/// `gate.compare` is kept exactly when written, with exactly its numbers (the defaults where it
+/// writes none).
+fn check_compare_numbers(g: &GateConfig, written: Option<&Value>) {
+    let Some(written) = written else {
+        assert_eq!(g.compare, None);
+        return;
+    };
+    assert!(written.is_object(), "an accepted `gate.compare` is an object: {written}");
+    let k = g.compare.as_ref().expect("a written `gate.compare` is kept");
+    let defaults = CompareConfig::default();
+    let exact = |name: &str, decimals| exact_at(written, &[name], decimals);
+    assert_eq!(exact("alpha", 6).unwrap_or(u128::from(defaults.alpha_ppm)), u128::from(k.alpha_ppm), "{k:?}");
+    assert_eq!(exact("min_effect", 6).unwrap_or(u128::from(defaults.min_effect_ppm)), u128::from(k.min_effect_ppm));
+    assert_eq!(exact("slow_ms", 3), k.slow_us.map(u128::from), "{k:?}");
+    let min_users = number_at(written, &["min_users"]).map(|t| t.parse::<u32>().ok());
+    assert_eq!(min_users.unwrap_or(Some(defaults.min_users)), Some(k.min_users), "{k:?}");
 }
 
 /// `l` holds exactly the thresholds of `written` (the gate or one class's object).

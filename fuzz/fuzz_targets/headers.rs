@@ -211,13 +211,21 @@ fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
         _ => None,
     };
     if let Some(v) = input.override_value.and_then(named) {
-        return Decision { version: Some(v), reason: Reason::Override, new_bucket: None, pin: None, keep_pin: false };
+        return Decision {
+            version: Some(v),
+            reason: Reason::Override,
+            new_bucket: None,
+            bucket: None,
+            pin: None,
+            keep_pin: false,
+        };
     }
     if input.gate {
         return Decision {
             version: Some(Version::Stable),
             reason: Reason::Gate,
             new_bucket: None,
+            bucket: None,
             pin: None,
             keep_pin: false,
         };
@@ -237,7 +245,15 @@ fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
         (b, Reason::Random, Some(b))
     };
     assert!(bucket < BUCKETS);
-    Decision { version: Some(router.version_of_bucket(bucket)), reason, new_bucket, pin: None, keep_pin: false }
+    // The bucket decided is the user's identity for the gate's distinct-users count.
+    Decision {
+        version: Some(router.version_of_bucket(bucket)),
+        reason,
+        new_bucket,
+        bucket: Some(bucket),
+        pin: None,
+        keep_pin: false,
+    }
 }
 
 fn check_mesh(router: &Router, h: &Headers, input: &Input<'_>) {
@@ -261,7 +277,7 @@ fn check_mesh(router: &Router, h: &Headers, input: &Input<'_>) {
         }
     };
     let d = router.decide(h, &mut BucketRng::new(input.seed), input.gate);
-    assert_eq!(d.new_bucket, None, "mesh mode never buckets");
+    assert_eq!((d.new_bucket, d.bucket), (None, None), "mesh mode never buckets");
     let pinned = input.cookie.and_then(|c| first_valid(c, STICKY, pin_of));
     // With no revision learned: a pin naming a version only is honoured; with a revision, a
     // stable pin is (stable is safe) and a canary one cannot be checked: the mesh decides and

@@ -3,9 +3,13 @@
 //! of some class count while time advances in arbitrary steps. The window's figures, per lane
 //! (`class_stats`) and per version over every class (`recent_stats`, `stats`), outcome counts
 //! included, are compared with a plain model (a list of what was added to which lane at which
-//! second). Decoded messages must re-encode to an equivalent message no longer than them; tallies
-//! recorded request by request must count what was recorded and survive the wire; histogram
-//! merge/remove keep totals consistent and quantiles are monotone in q.
+//! second). Slow counts add up like the error counts; the users sketches of errors and of slow
+//! requests are OR-merged across messages, seconds and classes. Every input (and every message
+//! in it) is also read by a reference decoder written from the format's rules: `wire::decode`
+//! must accept exactly what it accepts and hand over the same lanes. Decoded messages must
+//! re-encode to an equivalent message no longer than them; tallies recorded request by request
+//! must count what was recorded (the sketches: the OR of the users' bits) and survive the wire;
+//! histogram merge/remove keep totals consistent and quantiles are monotone in q.
 //!
 //! Input layout (so seeds can be written by hand; fuzz/make_seeds.py writes some):
 //!   [w_lo, w_hi, flags, classes]
@@ -19,9 +23,10 @@
 //!     op & 3 == 1  op & 8 clear: add a message: u16 LE length, then that many message bytes;
 //!                  op & 4: as the coordinator, only a message of the window's class count (else
 //!                  every lane, the window keeping those of its classes)
-//!                  op & 8 set: record: [lane] [n], then n requests of [bits] [outcomes]
-//!                  [micros: u32 LE] (bits: bit 0 a 5xx, bit 1 micros × 1024; outcomes: bit i
-//!                  outcome i), shipped in lane `lane % (2 × classes)` of a message and added
+//!                  op & 8 set: record: [lane] [n], then n requests of [bits] [outcomes] [user]
+//!                  [micros: u32 LE] (bits: bit 0 a 5xx, bit 1 micros × 1024, bit 2 slow, bit 3
+//!                  the user is known: `user_bit(user)`, else 0; outcomes: bit i outcome i),
+//!                  shipped in lane `lane % (2 × classes)` of a message and added
 //!     op & 3 == 2  one byte of seconds; op & 8 clear: recent_stats(version (op >> 2) & 1,
 //!                  seconds); op & 8 set: class_stats(version, class byte % (classes + 1),
 //!                  seconds) (one class past the window's: empty)
@@ -36,7 +41,7 @@ mod common;
 use canary_gate::config::{MAX_CLASSES, MAX_OUTCOMES, MAX_WINDOW_S};
 use canary_gate::coord::wire;
 use canary_gate::measure::histogram::{self, Histogram, BUCKETS};
-use canary_gate::measure::window::{lane, Outcomes, Tally, Window, WindowStats};
+use canary_gate::measure::window::{lane, user_bit, Completed, Outcomes, Tally, Users, Window, WindowStats};
 use canary_gate::model::Version;
 use common::Cursor;
 use libfuzzer_sys::fuzz_target;
@@ -53,6 +58,9 @@ struct Entry {
     lane: usize,
     requests: u64,
     errors: u64,
+    slow: u64,
+    error_users: Users,
+    slow_users: Users,
     outcomes: Outcomes,
     buckets: Vec<(usize, u32)>,
 }
@@ -129,6 +137,9 @@ impl Model {
             lane,
             requests: t.requests,
             errors: t.errors,
+            slow: t.slow,
+            error_users: t.error_users,
+            slow_users: t.slow_users,
             outcomes: t.outcomes,
             buckets: t.latency.nonzero().collect(),
         });
@@ -143,10 +154,13 @@ impl Model {
         let head = self.head.unwrap_or(0);
         let low = head.saturating_sub(seconds.saturating_sub(1));
         let recent = |e: &Entry| seconds >= self.w || (seconds > 0 && (low..=head).contains(&e.second.unwrap_or(0)));
-        let mut sums = Sums { requests: 0, errors: 0, outcomes: Outcomes::default(), counts: vec![0; BUCKETS] };
+        let mut sums = Sums { counts: vec![0; BUCKETS], ..Sums::default() };
         for e in self.entries.iter().filter(|e| wanted(e.lane) && recent(e)) {
             sums.requests += e.requests;
             sums.errors += e.errors;
+            sums.slow += e.slow;
+            sums.error_users |= e.error_users;
+            sums.slow_users |= e.slow_users;
             for (total, &c) in sums.outcomes.iter_mut().zip(&e.outcomes) {
                 *total += c;
             }
@@ -180,10 +194,14 @@ fn ppm(part: u64, whole: u64) -> u64 {
     (u128::from(part) * 1_000_000).checked_div(u128::from(whole)).map_or(0, |r| r as u64)
 }
 
-/// Exact sums over some lanes and seconds.
+/// Exact sums over some lanes and seconds (the users sketches: their OR).
+#[derive(Default)]
 struct Sums {
     requests: u64,
     errors: u64,
+    slow: u64,
+    error_users: Users,
+    slow_users: Users,
     outcomes: Outcomes,
     /// Per histogram bucket.
     counts: Vec<u64>,
@@ -197,6 +215,9 @@ fn figures(sums: &Sums) -> WindowStats {
         requests: sums.requests,
         errors: sums.errors,
         error_ratio_ppm: ppm(sums.errors, sums.requests),
+        slow: sums.slow,
+        error_users: sums.error_users,
+        slow_users: sums.slow_users,
         p50_us: q(0.50),
         p95_us: q(0.95),
         p99_us: q(0.99),
@@ -238,6 +259,9 @@ fn compare(window: &mut Window, model: &Model, every_lane: bool) {
             assert_eq!(got.outcome_ratio_ppm(i), ppm(got.outcomes[i], got.requests), "outcome {i}");
         }
         assert_eq!(got.outcome_ratio_ppm(MAX_OUTCOMES), 0, "no such outcome");
+        assert_eq!(got.share_ppm(got.slow), ppm(got.slow, got.requests), "slow share");
+        assert_eq!(got.share_ppm(got.errors), got.error_ratio_ppm, "error share");
+        check_sketches(&got);
         if every_lane {
             for class in 0..=model.classes {
                 let got = window.class_stats(version(v), class, model.w as usize);
@@ -281,6 +305,8 @@ fn check_saturated(window: &Window, model: &Model, message: &[u8], lanes: &[(usi
     for v in 0..2 {
         let (got, exact) = (window.stats(version(v)), model.sums(model.w, |lane| lane % 2 == v));
         assert_eq!((got.requests, got.errors, got.outcomes), (exact.requests, exact.errors, exact.outcomes));
+        assert_eq!((got.slow, got.error_users, got.slow_users), (exact.slow, exact.error_users, exact.slow_users));
+        check_sketches(&got);
         assert_eq!(got.error_ratio_ppm, ppm(exact.errors, exact.requests));
         assert!(got.p50_us <= got.p95_us && got.p95_us <= got.p99_us, "{got:?}");
         let held = || exact.counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, _)| i);
@@ -291,16 +317,35 @@ fn check_saturated(window: &Window, model: &Model, message: &[u8], lanes: &[(usi
     }
 }
 
+/// A sketch never counts more users than the requests it stands for: each sets one bit.
+fn check_sketches(s: &WindowStats) {
+    assert!(u64::from(s.error_users.count_ones()) <= s.errors, "{s:?}");
+    assert!(u64::from(s.slow_users.count_ones()) <= s.slow, "{s:?}");
+    assert!(s.errors <= s.requests && s.slow <= s.requests, "{s:?}");
+}
+
 /// Records `n` requests read from `input` into a tally, checking what it counts.
 fn record(input: &mut Cursor<'_>, n: u8) -> Tally {
     let mut t = Tally::default();
-    let (mut errors, mut outcomes, mut counts) = (0u64, Outcomes::default(), vec![0u32; BUCKETS]);
+    let (mut errors, mut slow, mut outcomes, mut counts) = (0u64, 0u64, Outcomes::default(), vec![0u32; BUCKETS]);
+    // The distinct known users of the errors and of the slow requests.
+    let (mut error_ids, mut slow_ids) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let bits = input.byte().unwrap_or(0);
         let outcome_bits = input.byte().unwrap_or(0);
+        let id = input.byte().unwrap_or(0);
         let micros = u64::from(input.u32()) << if bits & 2 != 0 { 10 } else { 0 };
-        t.record(micros, bits & 1 != 0, outcome_bits);
-        errors += u64::from(bits & 1);
+        let (is_error, is_slow, known) = (bits & 1 != 0, bits & 4 != 0, bits & 8 != 0);
+        let user = if known { user_bit(u64::from(id)) } else { 0 };
+        assert!(!known || user.count_ones() == 1, "a user is one bit: {id} -> {user:#x}");
+        t.record(&Completed { micros, is_error, is_slow, outcomes: outcome_bits, user });
+        errors += u64::from(is_error);
+        slow += u64::from(is_slow);
+        for (ids, bad) in [(&mut error_ids, is_error), (&mut slow_ids, is_slow)] {
+            if bad && known && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
         for (i, count) in outcomes.iter_mut().enumerate() {
             *count += u64::from(outcome_bits >> i & 1);
         }
@@ -308,7 +353,11 @@ fn record(input: &mut Cursor<'_>, n: u8) -> Tally {
         counts[bucket] += 1;
         check_bucket(micros, bucket);
     }
-    assert_eq!((t.requests, t.errors, t.outcomes), (u64::from(n), errors, outcomes));
+    assert_eq!((t.requests, t.errors, t.slow, t.outcomes), (u64::from(n), errors, slow, outcomes));
+    let sketch = |ids: &[u8]| ids.iter().fold(0, |acc, &id| acc | user_bit(u64::from(id)));
+    assert_eq!((t.error_users, t.slow_users), (sketch(&error_ids), sketch(&slow_ids)));
+    assert!(t.error_users.count_ones() as usize <= error_ids.len(), "at most one bit per distinct user");
+    assert!(t.slow_users.count_ones() as usize <= slow_ids.len(), "at most one bit per distinct user");
     assert_eq!(t.is_empty(), n == 0);
     let nonzero: Vec<(usize, u32)> = counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| (i, c)).collect();
     assert_eq!(t.latency.nonzero().collect::<Vec<_>>(), nonzero);
@@ -415,19 +464,144 @@ fuzz_target!(|data: &[u8]| {
     compare(&mut window, &model, true);
 });
 
-/// Decodes `bytes` as one message; when valid, checks its lanes, the round trip and the
-/// histograms, and returns the lanes handed over (lane, tally).
+/// One lane of a message as the reference decoder reads it.
+#[derive(Debug, PartialEq)]
+struct RefLane {
+    lane: usize,
+    requests: u64,
+    errors: u64,
+    slow: u64,
+    error_users: u64,
+    slow_users: u64,
+    outcomes: Outcomes,
+    buckets: Vec<(usize, u32)>,
+}
+
+/// A message as the reference decoder reads it: identity, class count, lanes.
+type RefMessage = (u64, usize, Vec<RefLane>);
+
+/// The format of the messages `wire` writes.
+const FORMAT: u8 = 4;
+
+/// A LEB128 value of at most 10 bytes that fits in 64 bits (redundant zero groups allowed).
+fn reference_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut value: u128 = 0;
+    for i in 0..10 {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u128::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return u64::try_from(value).ok();
+        }
+    }
+    None
+}
+
+/// The message format written out from its rules, independently of `wire::decode`:
+///   FORMAT, identity (8 bytes LE), classes (1..=MAX_CLASSES + 1), lane count, then per lane in
+///   strictly increasing lane order (< 2 × classes): requests (> 0), errors (<= requests), slow
+///   (<= requests), error users (popcount <= errors), slow users (popcount <= slow), the number of
+///   outcome counts (<= MAX_OUTCOMES) and each (<= requests), the number of buckets (<= BUCKETS)
+///   and per bucket its index delta (> 0 but for the first; index < BUCKETS) and count (1..=u32
+///   max), the counts summing to the requests; nothing after the last lane.
+fn reference_decode(bytes: &[u8]) -> Option<RefMessage> {
+    let (&format, rest) = bytes.split_first()?;
+    let (identity, mut input) = rest.split_first_chunk::<8>()?;
+    if format != FORMAT {
+        return None;
+    }
+    let r = &mut input;
+    let classes = reference_varint(r)?;
+    if !(1..=MAX_WINDOW_CLASSES as u64).contains(&classes) {
+        return None;
+    }
+    let count = reference_varint(r)?;
+    let mut lanes: Vec<RefLane> = Vec::new();
+    for _ in 0..count {
+        let lane = reference_varint(r)?;
+        if lane >= 2 * classes || lanes.last().is_some_and(|previous| lane <= previous.lane as u64) {
+            return None;
+        }
+        let requests = reference_varint(r)?;
+        let errors = reference_varint(r)?;
+        let slow = reference_varint(r)?;
+        let error_users = reference_varint(r)?;
+        let slow_users = reference_varint(r)?;
+        let mut outcomes = Outcomes::default();
+        let n = reference_varint(r)?;
+        if n > MAX_OUTCOMES as u64 {
+            return None;
+        }
+        for slot in outcomes.iter_mut().take(n as usize) {
+            *slot = reference_varint(r)?;
+        }
+        let entries = reference_varint(r)?;
+        if entries > BUCKETS as u64 {
+            return None;
+        }
+        let mut buckets: Vec<(usize, u32)> = Vec::new();
+        let mut index: u128 = 0;
+        for k in 0..entries {
+            let delta = reference_varint(r)?;
+            let count = u32::try_from(reference_varint(r)?).ok()?;
+            index += u128::from(delta);
+            if (k > 0 && delta == 0) || index >= BUCKETS as u128 || count == 0 {
+                return None;
+            }
+            buckets.push((index as usize, count));
+        }
+        let total: u64 = buckets.iter().map(|&(_, c)| u64::from(c)).sum();
+        let valid = requests > 0
+            && errors <= requests
+            && slow <= requests
+            && u64::from(error_users.count_ones()) <= errors
+            && u64::from(slow_users.count_ones()) <= slow
+            && outcomes.iter().all(|&c| c <= requests)
+            && total == requests;
+        if !valid {
+            return None;
+        }
+        let lane = lane as usize;
+        lanes.push(RefLane { lane, requests, errors, slow, error_users, slow_users, outcomes, buckets });
+    }
+    if !r.is_empty() {
+        return None;
+    }
+    Some((u64::from_le_bytes(*identity), classes as usize, lanes))
+}
+
+/// Decodes `bytes` as one message; checks the answer against the reference decoder's and, when
+/// valid, its lanes, the round trip and the histograms, and returns the lanes handed over (lane,
+/// tally).
 fn check_message(bytes: &[u8]) -> Option<Vec<(usize, Tally)>> {
     let mut scratch = Tally::default();
     let mut lanes: Vec<(usize, Tally)> = Vec::new();
     let mut headers = Vec::new();
+    let reference = reference_decode(bytes);
     let Some(header) = wire::decode(bytes, &mut scratch, |header, lane, t| {
         headers.push(*header);
         lanes.push((lane, t.clone()));
     }) else {
         assert!(lanes.is_empty(), "a refused message hands nothing over");
+        assert_eq!(reference, None, "refused a valid message");
         return None;
     };
+    let reference = reference.expect("accepted a message the format refuses");
+    assert_eq!((header.identity, header.classes), (reference.0, reference.1));
+    let read: Vec<RefLane> = lanes
+        .iter()
+        .map(|(lane, t)| RefLane {
+            lane: *lane,
+            requests: t.requests,
+            errors: t.errors,
+            slow: t.slow,
+            error_users: t.error_users,
+            slow_users: t.slow_users,
+            outcomes: t.outcomes,
+            buckets: t.latency.nonzero().collect(),
+        })
+        .collect();
+    assert_eq!(read, reference.2, "the lanes the format says");
     assert!(headers.iter().all(|h| *h == header), "each lane comes with the message's header");
     assert!((1..=MAX_WINDOW_CLASSES).contains(&header.classes), "{header:?}");
     assert!(lanes.len() <= wire::MAX_LANES);
@@ -435,7 +609,9 @@ fn check_message(bytes: &[u8]) -> Option<Vec<(usize, Tally)>> {
     for (lane, tally) in &lanes {
         assert!(*lane < 2 * header.classes, "lane {lane} of {header:?}");
         assert!(!tally.is_empty(), "an empty lane is not shipped");
-        assert!(tally.errors <= tally.requests);
+        assert!(tally.errors <= tally.requests && tally.slow <= tally.requests, "{tally:?}");
+        assert!(u64::from(tally.error_users.count_ones()) <= tally.errors, "{tally:?}");
+        assert!(u64::from(tally.slow_users.count_ones()) <= tally.slow, "{tally:?}");
         assert!(tally.outcomes.iter().all(|&c| c <= tally.requests), "{:?}", tally.outcomes);
         assert_eq!(tally.latency.total(), tally.requests);
         assert_eq!(tally.latency.nonzero().map(|(_, c)| u64::from(c)).sum::<u64>(), tally.requests);

@@ -447,8 +447,57 @@ mod tests {
         );
         assert!(c.hosts.is_empty());
         assert_eq!(c.gate, GateConfig::default());
+        assert_eq!((c.gate.compare.as_ref(), c.gate.eval_ms, c.eval_period_ms()), (None, 250, 250));
+        assert!(!c.gate.has_thresholds() && c.gate.slow_us().is_none());
         assert!(!c.filter_state);
         assert!(Config::parse(br#"{"service":"a","filter_state":true}"#).unwrap().filter_state);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn an_empty_compare_is_the_documented_default() {
+        assert_eq!(
+            CompareConfig::default(),
+            CompareConfig { alpha_ppm: 1_000, min_effect_ppm: 10_000, slow_us: None, min_users: 3 }
+        );
+        let g = Config::parse(br#"{"service":"a","gate":{"compare":{}}}"#).unwrap().gate;
+        assert_eq!(g.compare, Some(CompareConfig::default()));
+        assert_eq!(g, GateConfig { compare: Some(CompareConfig::default()), ..GateConfig::default() });
+        // The comparison is a threshold of its own (an observer may not have it), not a fixed limit.
+        assert!(g.has_thresholds() && !g.has_limits());
+        assert_eq!(g.slow_us(), None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn compare_and_eval_ms_parse_exactly() {
+        let c = Config::parse(
+            br#"{"service":"a","gate":{"eval_ms":100,
+                "compare":{"alpha":0.000001,"min_effect":0.025,"slow_ms":250.125,"min_users":32}}}"#,
+        )
+        .unwrap();
+        let expected = CompareConfig { alpha_ppm: 1, min_effect_ppm: 25_000, slow_us: Some(250_125), min_users: 32 };
+        assert_eq!((c.gate.eval_ms, c.eval_period_ms()), (100, 100));
+        assert_eq!(c.gate.compare, Some(expected));
+        assert_eq!(c.gate.slow_us(), Some(250_125));
+        // The other ends of each range; a fixed limit alongside is kept apart.
+        let c = Config::parse(
+            br#"{"service":"a","gate":{"eval_ms":1000,"max_p95_ms":300,
+                "compare":{"alpha":0.1,"min_effect":0,"slow_ms":600000,"min_users":1}}}"#,
+        )
+        .unwrap();
+        let expected =
+            CompareConfig { alpha_ppm: 100_000, min_effect_ppm: 0, slow_us: Some(600_000_000), min_users: 1 };
+        assert_eq!((c.gate.eval_ms, c.gate.compare.as_ref()), (1_000, Some(&expected)));
+        assert_eq!(c.gate.limits.max_p95_us, Some(300_000));
+        assert!(c.gate.has_limits() && c.gate.has_thresholds());
+        // Each field alone leaves the others at their defaults.
+        let g = Config::parse(br#"{"service":"a","gate":{"compare":{"min_effect":0.999999,"slow_ms":0.001}}}"#)
+            .unwrap()
+            .gate;
+        let expected = CompareConfig { min_effect_ppm: 999_999, slow_us: Some(1), ..CompareConfig::default() };
+        assert_eq!((g.eval_ms, g.compare), (250, Some(expected)));
+        // An observer merges once a second whatever `gate.eval_ms` says (it has no gate).
+        let observer = Config::parse(br#"{"service":"a","role":"observer","gate":{"eval_ms":500}}"#).unwrap();
+        assert_eq!((observer.gate.eval_ms, observer.eval_period_ms()), (500, 1_000));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -537,6 +586,31 @@ mod tests {
             (r#"{"service":"a","gate":{"dry_run":1}}"#, "gate.dry_run", "invalid type"),
             (r#"{"service":"a","gate":{"max_error_rate":0.1}}"#, "gate.max_error_rate", "unknown field"),
             (r#"{"service":"a","role":"observer","gate":{"max_p95_ms":100}}"#, "gate", "router role only"),
+            (r#"{"service":"a","gate":{"eval_ms":99}}"#, "gate.eval_ms", "must be in 100..=1000, got 99"),
+            (r#"{"service":"a","gate":{"eval_ms":1001}}"#, "gate.eval_ms", "must be in 100..=1000, got 1001"),
+            (r#"{"service":"a","gate":{"eval_ms":250.5}}"#, "gate.eval_ms", "invalid value"),
+            (r#"{"service":"a","gate":{"compare":{"alpha":0}}}"#, "gate.compare.alpha", "[0.000001, 0.1], got 0"),
+            (r#"{"service":"a","gate":{"compare":{"alpha":0.2}}}"#, "gate.compare.alpha", "[0.000001, 0.1], got 0.2"),
+            (r#"{"service":"a","gate":{"compare":{"alpha":0.0000001}}}"#, "gate.compare.alpha", "[0.000001, 0.1]"),
+            (r#"{"service":"a","gate":{"compare":{"alpha":1.5}}}"#, "gate.compare.alpha", "[0.000001, 0.1], got 1.5"),
+            (r#"{"service":"a","gate":{"compare":{"min_effect":1}}}"#, "gate.compare.min_effect", "below 1"),
+            (r#"{"service":"a","gate":{"compare":{"alpha":"0.01"}}}"#, "gate.compare.alpha", "invalid type"),
+            (r#"{"service":"a","gate":{"compare":{"min_effect":1.5}}}"#, "gate.compare.min_effect", "between 0 and 1"),
+            (r#"{"service":"a","gate":{"compare":{"min_effect":-0.1}}}"#, "gate.compare.min_effect", "negative"),
+            (r#"{"service":"a","gate":{"compare":{"slow_ms":0}}}"#, "gate.compare.slow_ms", "(0, 600000] ms, got 0"),
+            (r#"{"service":"a","gate":{"compare":{"slow_ms":600000.001}}}"#, "gate.compare.slow_ms", "(0, 600000]"),
+            (r#"{"service":"a","gate":{"compare":{"slow_ms":0.0005}}}"#, "gate.compare.slow_ms", "3 decimals"),
+            (r#"{"service":"a","gate":{"compare":{"min_users":0}}}"#, "gate.compare.min_users", "1..=32, got 0"),
+            (r#"{"service":"a","gate":{"compare":{"min_users":33}}}"#, "gate.compare.min_users", "1..=32, got 33"),
+            (r#"{"service":"a","gate":{"compare":{"beta":1}}}"#, "gate.compare.beta", "unknown field `beta`"),
+            (r#"{"service":"a","gate":{"compare":true}}"#, "gate.compare", "invalid type"),
+            (r#"{"service":"a","gate":{"compare":{},"compare":{}}}"#, "gate.compare", "duplicate field `compare`"),
+            (
+                r#"{"service":"a","gate":{"classes":{"other":{"compare":{}}}}}"#,
+                "gate.classes.other.compare",
+                "unknown field",
+            ),
+            (r#"{"service":"a","role":"observer","gate":{"compare":{}}}"#, "gate", "router role only"),
             (r#"{"service":"a","hosts":["Shop.example.com"]}"#, "hosts[0]", "lower-case host"),
             (r#"{"service":"a","hosts":["a.b","*"]}"#, "hosts[1]", "lower-case host"),
             (r#"{"service":"a","hosts":["."]}"#, "hosts[0]", "lower-case host"),

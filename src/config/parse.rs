@@ -17,7 +17,10 @@ pub fn config(bytes: &[u8]) -> Result<Config, ConfigError> {
     Fields::read(String::new(), &value, |f| top_level(f, &mut config))?;
     resolve_gate_names(&mut config)?;
     if config.role == Role::Observer && config.gate.has_thresholds() {
-        return Err(refuse("gate", "thresholds apply to the router role only (an observer never reroutes)"));
+        return Err(refuse(
+            "gate",
+            "thresholds and `compare` apply to the router role only (an observer never reroutes)",
+        ));
     }
     if config.split.mode == SplitMode::Filter {
         sticky_cookie_is_no_hash_key(&config)?;
@@ -206,13 +209,17 @@ fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
 fn compare(f: &Fields<'_>, c: &mut CompareConfig) -> Result<(), ConfigError> {
     if let Some(text) = f.number_text("alpha")? {
         let path = f.path_of("alpha");
-        c.alpha_ppm = ratio_ppm(&path, text)?;
-        if !(1..=100_000).contains(&c.alpha_ppm) {
-            return Err(refuse(&path, format!("must be in [0.000001, 0.1], got {text}")));
-        }
+        c.alpha_ppm = decimal::parse_decimal(text, 6)
+            .ok()
+            .filter(|ppm| (1..=100_000).contains(ppm))
+            .ok_or_else(|| refuse(&path, format!("must be in [0.000001, 0.1], got {text}")))?;
     }
     if let Some(text) = f.number_text("min_effect")? {
-        c.min_effect_ppm = ratio_ppm(&f.path_of("min_effect"), text)?;
+        let path = f.path_of("min_effect");
+        c.min_effect_ppm = ratio_ppm(&path, text)?;
+        if c.min_effect_ppm >= 1_000_000 {
+            return Err(refuse(&path, format!("must be below 1 (no effect exceeds 1), got {text}")));
+        }
     }
     c.slow_us = latency_us(f, "slow_ms")?;
     if let Some(value) = f.integer("min_users", u64::MAX)? {
