@@ -10,8 +10,8 @@
 //!                         revision (route::revisions, shared by coord); outcomes
 //! response end ─► measure record: host counters and histogram; this VM's tally per lane
 //!                         (version and class)
-//! every second ─► coord   ship tallies, lease, merge into the window (measure),
-//!                         evaluate the gate (gate), publish and adopt the verdict,
+//! each period ──► coord   ship tallies, lease, merge into the window (measure),
+//! (gate.eval_ms)          evaluate the gate (gate), publish and adopt the verdict,
 //!                         share the revision table, probe a tripped gate's canary subset
 //! ```
 //!

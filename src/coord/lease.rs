@@ -1,6 +1,6 @@
 //! Electing the one VM that merges windows and evaluates the gate: a lease in Envoy's shared
 //! data, renewed every tick by its holder and taken over by another VM once it is older than
-//! its time to live. Touched once a second per VM, never per request.
+//! its time to live. Touched once an evaluation period per VM, never per request.
 
 /// How long a lease holds without renewal.
 pub const LEASE_TTL_S: u64 = 3;

@@ -1,8 +1,8 @@
-//! The message a worker VM ships once a second to the VM that merges windows: the gate identity
-//! the tallies were recorded under, the number of route classes, then each non-empty lane's
-//! tally (version and class) as LEB128 varints: counts, users sketches, outcome counts and
-//! sparse histogram buckets. Decoding validates every field and answers `None` to anything malformed; it never
-//! panics and allocates nothing unbounded.
+//! The message a worker VM ships every evaluation period to the VM that merges windows: the
+//! gate identity the tallies were recorded under, the number of route classes, then each
+//! non-empty lane's tally (version and class) as LEB128 varints: counts, users sketches,
+//! outcome counts and sparse histogram buckets. Decoding validates every field and answers
+//! `None` to anything malformed; it never panics and allocates nothing unbounded.
 
 use crate::config::{MAX_CLASSES, MAX_OUTCOMES};
 use crate::measure::histogram::BUCKETS;

@@ -1,6 +1,7 @@
 //! Tallies per lane (a version and a route class) and the rolling window they are merged into.
 //!
-//! Each worker VM fills a [`Tally`] per lane on its request path, and ships them once a second.
+//! Each worker VM fills a [`Tally`] per lane on its request path, and ships them every
+//! evaluation period.
 //! One VM merges the shipped tallies into a [`Window`]: a ring of one-second slots per lane, so
 //! the window's requests, errors, outcomes and quantiles cover exactly the last `window_s`
 //! seconds. Memory is fixed by `window_s`, the number of classes and the histogram size, never
