@@ -365,7 +365,9 @@ impl Coordinator {
                     let resumed = host.shared_data(&evidence_key).0.as_deref().and_then(|bytes| {
                         let (held, state) = bytes.split_first_chunk::<8>()?;
                         let compare = config.gate.compare.as_ref()?;
-                        (u64::from_le_bytes(*held) == id).then(|| Compare::decode(compare, state)).flatten()
+                        (u64::from_le_bytes(*held) == id)
+                            .then(|| Compare::decode(compare, config.gate.eval_ms, state))
+                            .flatten()
                     });
                     resumed.map_or_else(|| Gate::new(&config.gate), |c| Gate::resumed(&config.gate, c))
                 };

@@ -3,6 +3,12 @@
 //! at its share of `alpha` and the gate window shows the effect: the canary's bad ratio exceeds
 //! stable's by more than `min_effect`, and its bad responses come from at least `min_users`
 //! distinct users (see [`super::sequential`] for why).
+//!
+//! The tests take in *blocks* of consecutive evaluation periods: a block closes once it holds
+//! requests of both versions (a period without one carries no evidence, and at a few requests
+//! a second most periods lack one), and keeps at most [`BLOCK_MAX_MS`] of periods. When a
+//! block closes depends on request counts only, never on which responses were bad, so each
+//! block's likelihood ratio keeps expectation at most 1 under the null.
 
 use super::logmath::ln;
 use super::sequential::{Period, Sequential};
@@ -12,6 +18,10 @@ use crate::model::Version;
 
 /// The tests, in the order of the judgement's figures.
 pub use crate::measure::names::EVIDENCE_TESTS as TESTS;
+
+/// The longest span of periods one block keeps: older periods are dropped unread, so a block
+/// never mixes traffic shares of minutes apart.
+pub const BLOCK_MAX_MS: u32 = 10_000;
 
 /// One evaluation period's counts for both tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,6 +33,16 @@ pub struct PeriodCounts {
 }
 
 impl PeriodCounts {
+    /// Adds `other`'s counts.
+    fn absorb(&mut self, other: &PeriodCounts) {
+        for (p, o) in [(&mut self.errors, &other.errors), (&mut self.slow, &other.slow)] {
+            p.canary += o.canary;
+            p.stable += o.stable;
+            p.canary_bad += o.canary_bad;
+            p.stable_bad += o.stable_bad;
+        }
+    }
+
     /// Adds one merged tally of `version`.
     pub fn add(&mut self, version: Version, tally: &Tally) {
         for (p, bad) in [(&mut self.errors, tally.errors), (&mut self.slow, tally.slow)] {
@@ -55,17 +75,39 @@ pub struct Judgement {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compare {
     tests: [Option<Sequential>; 2],
+    /// The periods of the open block, oldest first; at most `block_periods`.
+    block: Vec<PeriodCounts>,
+    block_periods: usize,
 }
 
 impl Compare {
-    /// Fresh tests for `config` (the latency test only with `slow_ms`).
-    pub fn new(config: &CompareConfig) -> Self {
-        Compare { tests: [Some(Sequential::default()), config.slow_us.map(|_| Sequential::default())] }
+    /// Fresh tests for `config` (the latency test only with `slow_ms`), taking in a period
+    /// every `eval_ms`.
+    pub fn new(config: &CompareConfig, eval_ms: u32) -> Self {
+        let block_periods = (BLOCK_MAX_MS / eval_ms.max(1)).max(1) as usize;
+        Compare {
+            tests: [Some(Sequential::default()), config.slow_us.map(|_| Sequential::default())],
+            block: Vec::with_capacity(block_periods),
+            block_periods,
+        }
     }
 
-    /// Takes in one evaluation period.
+    /// Takes in one evaluation period: the tests see the open block once it holds requests of
+    /// both versions.
     pub fn observe(&mut self, counts: &PeriodCounts) {
-        for (test, period) in self.tests.iter_mut().zip([counts.errors, counts.slow]) {
+        if self.block.len() >= self.block_periods {
+            self.block.remove(0);
+        }
+        self.block.push(*counts);
+        let mut total = PeriodCounts::default();
+        for period in &self.block {
+            total.absorb(period);
+        }
+        if total.errors.canary == 0 || total.errors.stable == 0 {
+            return;
+        }
+        self.block.clear();
+        for (test, period) in self.tests.iter_mut().zip([total.errors, total.slow]) {
             if let Some(test) = test {
                 test.observe(period);
             }
@@ -134,8 +176,9 @@ impl Compare {
         out
     }
 
-    /// The state in `bytes`, if valid and shaped like `config`'s tests.
-    pub fn decode(config: &CompareConfig, mut bytes: &[u8]) -> Option<Compare> {
+    /// The state in `bytes`, if valid and shaped like `config`'s tests (the open block is not
+    /// kept: dropping periods unread is always safe).
+    pub fn decode(config: &CompareConfig, eval_ms: u32, mut bytes: &[u8]) -> Option<Compare> {
         let mut tests = [None, None];
         for test in &mut tests {
             let (&present, rest) = bytes.split_first()?;
@@ -148,7 +191,7 @@ impl Compare {
         }
         let [errors, latency] = &tests;
         (bytes.is_empty() && errors.is_some() && latency.is_some() == config.slow_us.is_some())
-            .then_some(Compare { tests })
+            .then(|| Compare { tests, ..Compare::new(config, eval_ms) })
     }
 }
 
@@ -189,7 +232,7 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn trips_when_the_test_rejects_and_the_window_shows_the_effect() {
         let config = CompareConfig::default();
-        let mut c = Compare::new(&config);
+        let mut c = Compare::new(&config, 250);
         c.observe(&failing_period());
         let early = c.judge(&config, &window(20, 2, 2), &window(180, 0, 0));
         assert_eq!((early.trip.as_deref(), early.rejected_unconfirmed), (None, false), "{early:?}");
@@ -206,7 +249,7 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn a_rejection_without_the_effect_or_enough_users_does_not_trip() {
         let config = CompareConfig::default();
-        let mut c = Compare::new(&config);
+        let mut c = Compare::new(&config, 250);
         for _ in 0..3 {
             c.observe(&failing_period());
         }
@@ -222,8 +265,9 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn the_latency_test_spends_half_of_alpha() {
         let config = CompareConfig { slow_us: Some(200_000), ..CompareConfig::default() };
-        let mut c = Compare::new(&config);
-        let slow = PeriodCounts { slow: failing_period().errors, ..Default::default() };
+        let mut c = Compare::new(&config, 250);
+        let requests = Period { canary_bad: 0, ..failing_period().errors };
+        let slow = PeriodCounts { errors: requests, slow: failing_period().errors };
         let slow_window = |requests, slow, users: u64| WindowStats {
             requests,
             slow,
@@ -232,6 +276,7 @@ mod tests {
         };
         let mut periods = 0;
         while c.judge(&config, &slow_window(60, 6, 6), &slow_window(540, 0, 0)).trip.is_none() {
+            assert!(periods < 10, "no trip");
             c.observe(&slow);
             periods += 1;
         }
@@ -242,15 +287,41 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn sparse_periods_add_up_to_blocks_of_both_versions() {
+        let config = CompareConfig::default();
+        let one = |canary, stable, canary_bad| PeriodCounts {
+            errors: Period { canary, stable, canary_bad, stable_bad: 0 },
+            ..Default::default()
+        };
+        let evidence = |c: &Compare| c.judge(&config, &window(0, 0, 0), &window(0, 0, 0)).log_statistic[0].unwrap();
+        // Two requests a second: a failing canary request, then stable ones, periods apart.
+        let mut c = Compare::new(&config, 250);
+        c.observe(&one(1, 0, 1));
+        c.observe(&one(0, 0, 0));
+        assert!(evidence(&c).abs() < 1e-9, "no stable request yet: nothing judged");
+        c.observe(&one(0, 2, 0));
+        assert!(evidence(&c) > 0.5, "the block closed: 1 bad canary request of 3");
+        // A block keeps 10 s of periods: a canary request 11 s before the first stable one
+        // is dropped unread.
+        let mut c = Compare::new(&config, 250);
+        c.observe(&one(1, 0, 1));
+        for _ in 0..43 {
+            c.observe(&one(0, 0, 0));
+        }
+        c.observe(&one(0, 2, 0));
+        assert!(evidence(&c).abs() < 1e-9);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn the_state_round_trips_for_the_same_tests_only() {
         let with_latency = CompareConfig { slow_us: Some(1_000), ..CompareConfig::default() };
-        let mut c = Compare::new(&with_latency);
+        let mut c = Compare::new(&with_latency, 250);
         c.observe(&failing_period());
         let bytes = c.encode();
-        assert_eq!(Compare::decode(&with_latency, &bytes), Some(c.clone()));
-        assert_eq!(Compare::decode(&CompareConfig::default(), &bytes), None, "another shape");
-        assert_eq!(Compare::decode(&with_latency, &bytes[..bytes.len() - 1]), None);
-        assert_eq!(Compare::decode(&with_latency, &[]), None);
+        assert_eq!(Compare::decode(&with_latency, 250, &bytes), Some(c.clone()));
+        assert_eq!(Compare::decode(&CompareConfig::default(), 250, &bytes), None, "another shape");
+        assert_eq!(Compare::decode(&with_latency, 250, &bytes[..bytes.len() - 1]), None);
+        assert_eq!(Compare::decode(&with_latency, 250, &[]), None);
         assert_eq!(ppm_decimal(1_000), "0.001");
         assert_eq!(ppm_decimal(100_000), "0.1");
         assert_eq!(

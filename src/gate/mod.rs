@@ -66,7 +66,7 @@ impl Gate {
             consecutive_breaches: 0,
             tripped: false,
             limits_state: if config.has_limits() { GateState::Inconclusive } else { GateState::Ok },
-            compare: config.compare.as_ref().map(Compare::new),
+            compare: config.compare.as_ref().map(|c| Compare::new(c, config.eval_ms)),
             compare_unconfirmed: false,
         }
     }
