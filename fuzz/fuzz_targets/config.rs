@@ -114,8 +114,9 @@ fn check_config(c: &Config) {
     assert_eq!(g.has_limits(), g.limits.has_thresholds() || g.classes.iter().any(|k| k.limits.has_thresholds()));
     assert_eq!(g.has_thresholds(), g.has_limits() || g.compare.is_some());
     check_compare(g);
-    // A router evaluates every `gate.eval_ms`; an observer (no gate) merges once a second.
-    let period = if c.role == Role::Router { g.eval_ms } else { 1_000 };
+    // A router with a gate evaluates every `gate.eval_ms`; one without, and an observer (no
+    // gate), merge once a second.
+    let period = if c.role == Role::Router && g.has_thresholds() { g.eval_ms } else { 1_000 };
     assert_eq!(c.eval_period_ms(), period, "{c:?}");
     assert_eq!(c.merged_window_s(), c.metrics.window_s.max(g.window_s));
     assert!(["inbound", "outbound"].contains(&c.direction.as_str()), "{c:?}");

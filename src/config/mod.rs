@@ -406,11 +406,12 @@ impl Config {
     }
 
     /// The period of the cross-VM merge and of the gate's evaluation: `gate.eval_ms` for a
-    /// router, a second for an observer (it has no gate).
+    /// router with a gate; a second for a router without one, and for an observer (it has no
+    /// gate): nothing to decide faster, and a quarter of the idle ticks.
     pub fn eval_period_ms(&self) -> u32 {
         match self.role {
-            Role::Router => self.gate.eval_ms,
-            Role::Observer => 1_000,
+            Role::Router if self.gate.has_thresholds() => self.gate.eval_ms,
+            Role::Router | Role::Observer => 1_000,
         }
     }
 
@@ -447,7 +448,7 @@ mod tests {
         );
         assert!(c.hosts.is_empty());
         assert_eq!(c.gate, GateConfig::default());
-        assert_eq!((c.gate.compare.as_ref(), c.gate.eval_ms, c.eval_period_ms()), (None, 250, 250));
+        assert_eq!((c.gate.compare.as_ref(), c.gate.eval_ms, c.eval_period_ms()), (None, 250, 1_000), "no gate");
         assert!(!c.gate.has_thresholds() && c.gate.slow_us().is_none());
         assert!(!c.filter_state);
         assert!(Config::parse(br#"{"service":"a","filter_state":true}"#).unwrap().filter_state);
