@@ -182,15 +182,13 @@ impl Coordinator {
         let Some(queue) = queue else { return next };
         let mesh_router = config.role == Role::Router && config.split.mode == SplitMode::Mesh;
         if self.shipped_period.replace(period) != period {
-            if mesh_router && now_s != self.synced_s.replace(now_s) {
+            if mesh_router {
                 self.revisions.sync(host);
-                self.revisions.show(host, config, ids);
+                if now_s != self.synced_s.replace(now_s) {
+                    self.revisions.show(host, config, ids);
+                }
             }
-            // The trip is latched to the canary that earned it: its revision when observers
-            // name it, so a new canary revision starts with a clear gate.
-            let canary_revision = self.revisions.with(|r| r.serving(Version::Canary)).filter(|_| mesh_router);
-            let subject = canary_revision.as_ref().map_or(config.canary.as_str(), |r| r.as_str());
-            let id = identity(subject, config.gate.rearm);
+            let id = self.gate_identity(config, mesh_router);
             let recorded_under = self.recording_identity.replace(Some(id)).unwrap_or(id);
             self.ship(host, queue, config.classes.len() + 1, recorded_under);
             self.leader.set(self.hold_lease(host, now_s));
@@ -226,6 +224,12 @@ impl Coordinator {
             }
         }
         if phase >= read_at && self.read_period.replace(period) != period {
+            // The verdict applies to the canary this VM routes to now: a revision the holder
+            // learned since the shipment must not clear the trip of the one still pinned here.
+            if mesh_router {
+                self.revisions.sync(host);
+            }
+            let id = self.gate_identity(config, mesh_router);
             let verdict = host.shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
             self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
             // A tripped gate sends no user to the canary subset, so no response would tell of
@@ -235,6 +239,14 @@ impl Coordinator {
             }
         }
         next
+    }
+
+    /// The identity a trip is latched to: the canary's revision when observers name it (mesh
+    /// mode), so a new canary revision starts with a clear gate; else its name; and `rearm`.
+    fn gate_identity(&self, config: &Config, mesh_router: bool) -> u64 {
+        let canary_revision = self.revisions.with(|r| r.serving(Version::Canary)).filter(|_| mesh_router);
+        let subject = canary_revision.as_ref().map_or(config.canary.as_str(), |r| r.as_str());
+        identity(subject, config.gate.rearm)
     }
 
     /// Sends the revision probe to the canary subset's cluster, if one was seen serving.

@@ -283,7 +283,7 @@ mod tests {
         let j = c.judge(&config, &slow_window(60, 6, 6), &slow_window(540, 0, 0));
         assert!(j.trip.unwrap().starts_with("compare latency:"));
         assert!(j.log_statistic[1].unwrap() >= 2000f64.ln() && j.log_statistic[0].unwrap().abs() < 1e-9);
-        assert_eq!(periods, 2, "4 slow canary responses at 10% of the traffic: ln R 7.69 >= ln 2000 = 7.60");
+        assert_eq!(periods, 2, "4 slow canary responses at 10% of the traffic: ln R 8.02 >= ln 2000 = 7.60");
     }
 
     #[wasm_bindgen_test(unsupported = test)]
