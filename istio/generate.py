@@ -83,6 +83,8 @@ STATS_TAGS = [
     ("code_class", r"^wasmcustom\.canary_responses_total\..*(\.code_class\.([1-5]xx|none))$"),
     ("reason", r"^wasmcustom\.canary_route_decisions_total\..*(\.reason\.([a-z]+))$"),
     ("outcome", r"^wasmcustom\.canary_(?:outcomes_total|window_outcome_ratio_ppm)\..*(\.outcome\.([a-z0-9_]+))$"),
+    # The gate comparison's test (canary_gate_evidence), last in its name.
+    ("test", r"^wasmcustom\.canary_gate_evidence\..*(\.test\.(errors|latency))$"),
 ]
 
 # Ingress gateway replicas sharing the traffic (not in the tier-1 plan). Each replica gates on
@@ -93,15 +95,32 @@ GATE_MIN_REQUESTS = 20
 # Canary volume floor of the services the plan gives none (not in the tier-1 plan).
 DEFAULT_VOLUME_FLOOR_RPS = 2
 
-# Tier-1 services. `volume_floor_rps`: the plan's canary request-volume floor. `planned`: replicas, port and pause lengths come from the tier-1 plan;
-# otherwise they are placeholders marked NOT_IN_PLAN. Steps: (weight, pause) with pause None
-# on the last step (100: the end of the steps promotes the canary). `public_hosts`: the names
-# clients use through the ingress gateway (placeholders, not in the plan).
+# gate.compare in every router (docs/gate.md#the-comparison): the anytime-valid test that the
+# canary's share of bad responses exceeds its share of traffic. It judges the canary against
+# stable, so it needs no threshold from the plan: alpha bounds the probability of a false trip
+# per canary revision over the whole rollout, min_effect is the smallest canary-minus-stable
+# bad ratio over the gate window worth a trip (both canary-gate's defaults). min_users keeps
+# its default and is left out: a mesh-mode router knows no user (each request counts as one),
+# so there only min_effect guards against one client's failures.
+COMPARE = {"alpha": 0.001, "min_effect": 0.01}
+
+# Tier-1 services. `volume_floor_rps`: the plan's canary request-volume floor. `compare_slow`:
+# (gate.compare.slow_ms, the SLO it stands for), a second comparison on responses slower than
+# slow_ms, only where the plan has a latency SLO on the requests the router sees that reads as
+# "slower than X ms"; the others, and the services the plan gives no SLOs (api-gateway,
+# reporting, q2q-ai), compare 5xx only. `planned`: replicas, port and pause lengths come from
+# the tier-1 plan; otherwise they are placeholders marked NOT_IN_PLAN. Steps: (weight, pause)
+# with pause None on the last step (100: the end of the steps promotes the canary).
+# `public_hosts`: the names clients use through the ingress gateway (placeholders, not in the plan).
 SERVICES = [
     {"name": "corp-cockpit", "replicas": 4, "port": 4321, "planned": True, "volume_floor_rps": 5,
      "public_hosts": ["cockpit.example.com"],
      "steps": [(10, "5m"), (30, "10m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 2000},
+     # The plan's SSR page load p95 < 1 s: a response slower than 1 s is a slow one. Assets and
+     # API routes answer far faster, so counting every class adds only responses that are slow
+     # for them too; the test judges the canary's share of slow responses against stable's.
+     "compare_slow": (1000, "the plan's SSR page load p95 < 1 s"),
      # Astro: API routes under /api/, pages asked for as HTML, built assets by extension.
      "classes": [
          {"name": "api", "path_prefix": ["/api/"]},
@@ -113,6 +132,9 @@ SERVICES = [
     {"name": "impact-in", "replicas": 4, "port": 3002, "planned": True, "volume_floor_rps": 2,
      "steps": [(10, "10m"), (40, "20m"), (100, None)],
      "gate": {},
+     # No compare_slow: the plan's latency SLOs are the partner deliveries' and partner API
+     # calls' (the pods' outbound calls, 5 s to 30 s), which the gateway router never sees; its
+     # inbound API has an error-rate SLO only.
      # Its pods' calls to the partners: webhook deliveries (POST) and other partner API calls;
      # a delivery Envoy retried answers with x-envoy-attempt-count above 1.
      "outbound": {
@@ -128,6 +150,9 @@ SERVICES = [
     {"name": "unified-profile", "replicas": 5, "port": 3003, "planned": True, "volume_floor_rps": 10,
      "steps": [(20, "5m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 1000, "max_p99_ms": 2000},
+     # The plan's primary SLO, p95 < 500 ms: a response slower than 500 ms is one the SLO allows
+     # only 5% of. The test trips when the canary's share of them exceeds stable's.
+     "compare_slow": (500, "the plan's p95 < 500 ms"),
      # The service says whether its cache answered in x-cache; its pods fetch from the HRIS.
      "outcomes": [{"name": "cache_hit", "response_header": "x-cache", "equals": ["HIT", "hit"]}],
      "outbound": {"classes": [{"name": "hris", "authority_suffix": ["hris.example.com"]}]},
@@ -821,6 +846,17 @@ def gate_config(s):
     g = {"window_s": window_s, "min_requests": int(per_replica_rps * window_s), "consecutive": 3,
          "max_error_ratio": 0.05}
     g.update(s["gate"])
+    compare = dict(COMPARE)
+    slow = []
+    if "compare_slow" in s:
+        compare["slow_ms"], slo = s["compare_slow"]
+        slow = [f"slow_ms: {slo}. With it, a second test on slow responses; each test gets alpha/2."]
+    g["compare"] = C(compare, above=[
+        "The canary against stable, every eval_ms (250 ms): trips at once when the anytime-valid",
+        "test rejects at alpha (a bound on false trips per canary revision, however long the",
+        "rollout) and the gate window shows the canary's bad ratio over stable's by more than",
+        "min_effect. A failure both versions share (a dependency down) never trips it.",
+        *slow])
     if "gate_classes" in s:
         g["classes"] = C(s["gate_classes"], above=[
             "Per route class: a fault one class's share of the traffic would dilute below the",
@@ -863,8 +899,9 @@ def router_config(s):
         "sticky": {"cookie": f"canary-{svc}", "max_age_s": 86400, "secure": True},
         **measured(s, "inbound"),
         "gate": C(gate_config(s), above=[
-            "The in-proxy gate catches gross regressions within seconds; the fine SLOs (0.1%, 500 ms)",
-            "are judged by the Argo analysis over 5 minutes. Each gateway replica gates on its own",
+            "The in-proxy gate: `compare` trips on a canary worse than stable within seconds, the fixed",
+            "thresholds on gross regressions whatever stable does; the fine SLOs (0.1%, 500 ms) are",
+            "judged by the Argo analysis over 5 minutes. Each gateway replica gates on its own",
             f"requests: window_s and min_requests hold at the canary's volume floor of {volume_floor(s)} req/s",
             f"over {GATEWAY_REPLICAS} replicas ({'the tier-1 plan' if 'volume_floor_rps' in s else 'not in the tier-1 plan'};"
             " GATEWAY_REPLICAS is not in the plan).",
@@ -1114,8 +1151,8 @@ def files():
     out["stats/canary-gate-stats-configmap.yaml"] = (
         ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
          "pairs into the Prometheus labels service, version, reporter, revision, direction, class,",
-         "code_class, reason and outcome (the same tags as envoy/*.yaml). Envoy merges it into Istio's",
-         "bootstrap (repeated fields appended)."],
+         "code_class, reason, outcome and test (the same tags as envoy/*.yaml). Envoy merges it into",
+         "Istio's bootstrap (repeated fields appended)."],
         [stats_configmap_doc(NAMESPACE, "Sidecars: pods annotated sidecar.istio.io/bootstrapOverride: canary-gate-stats."),
          stats_configmap_doc(GATEWAY_NAMESPACE, "Ingress gateway: mounted by istio/stats/gateway-proxy-config.yaml.")])
     out["stats/gateway-proxy-config.yaml"] = (

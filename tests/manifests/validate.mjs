@@ -62,7 +62,8 @@ KINDS["networking.istio.io/v1alpha3/EnvoyFilter"] = NetV1alpha3.EnvoyFilter;
 // Paths (JSON pointers, `*` = any key or index) whose contents the schemas leave open.
 const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"], EnvoyFilter: ["/spec/configPatches/*/patch/value"] };
 
-// canary-gate's configuration (src/config/parse.rs): top-level keys and the keys of nested objects.
+// canary-gate's configuration (src/config/parse.rs): top-level keys and the keys of nested objects
+// (a dotted parent is an object inside another).
 const PLUGIN_KEYS = {
   "": ["service", "role", "version_header", "reason_header", "stable", "canary", "split", "override",
     "sticky", "metrics", "version_label", "gate", "hosts", "revision_label", "revision_header", "revision_probe_path",
@@ -72,7 +73,9 @@ const PLUGIN_KEYS = {
   sticky: ["cookie", "max_age_s", "secure"],
   metrics: ["window_s"],
   gate: ["window_s", "min_requests", "max_error_ratio", "max_p95_ms", "max_p99_ms",
-    "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm", "min_outcome_ratio", "max_outcome_ratio", "classes"],
+    "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm", "min_outcome_ratio", "max_outcome_ratio", "classes",
+    "compare", "eval_ms"],
+  "gate.compare": ["alpha", "min_effect", "slow_ms", "min_users"],
 };
 
 // The tier-1 plan: replicas, container port, canary steps (weight, then pause or null), and
@@ -444,7 +447,7 @@ function pluginConfigProblems(wp, docs) {
   const cfg = wp.spec?.pluginConfig;
   if (!cfg || typeof cfg !== "object") return ["no pluginConfig"];
   for (const [parent, keys] of Object.entries(PLUGIN_KEYS)) {
-    const obj = parent ? cfg[parent] : cfg;
+    const obj = parent ? parent.split(".").reduce((o, k) => o?.[k], cfg) : cfg;
     if (obj === undefined) continue;
     if (!obj || typeof obj !== "object" || Array.isArray(obj)) { p.push(`pluginConfig.${parent} must be an object`); continue; }
     for (const k of Object.keys(obj)) if (!keys.includes(k)) p.push(`unknown pluginConfig key ${parent ? parent + "." : ""}${k}`);
@@ -495,6 +498,20 @@ function pluginConfigProblems(wp, docs) {
     if (!(g.window_s <= 60)) p.push(`gate.window_s ${g.window_s}: over a minute, the gate is no faster than the analysis`);
     const latency = { "unified-profile": { max_p95_ms: 1000, max_p99_ms: 2000 }, "corp-cockpit": { max_p95_ms: 2000 } }[cfg.service] ?? {};
     for (const k of ["max_p95_ms", "max_p99_ms"]) if (g[k] !== latency[k]) p.push(`gate.${k} must be ${latency[k]}`);
+    // The canary-vs-stable comparison in every router; its latency test where the plan has a
+    // latency SLO on the requests the router sees (istio/generate.py, `compare_slow`).
+    const c = g.compare;
+    if (!c || typeof c !== "object") p.push("gate.compare missing: every router compares the canary with stable");
+    else {
+      if (!(c.alpha === undefined || (c.alpha >= 0.000001 && c.alpha <= 0.1))) p.push(`gate.compare.alpha ${c.alpha} outside [0.000001, 0.1]`);
+      if (!(c.min_effect === undefined || (c.min_effect > 0 && c.min_effect < 1))) p.push(`gate.compare.min_effect ${c.min_effect}: 0 trips on any difference`);
+      const slow = { "unified-profile": 500, "corp-cockpit": 1000 }[cfg.service];
+      if (c.slow_ms !== slow) p.push(`gate.compare.slow_ms must be ${slow} (the plan's latency SLO)`);
+      if (!(c.min_users === undefined || (Number.isInteger(c.min_users) && c.min_users >= 1 && c.min_users <= 32)))
+        p.push(`gate.compare.min_users ${c.min_users} outside 1..=32`);
+    }
+    if (!(g.eval_ms === undefined || (Number.isInteger(g.eval_ms) && g.eval_ms >= 100 && g.eval_ms <= 1000)))
+      p.push(`gate.eval_ms ${g.eval_ms} outside 100..=1000`);
     if (wp.spec.priority !== 10) p.push("router priority must be 10");
     const client = isDeepStrictEqual(wp.spec.match, [{ mode: "CLIENT" }]);
     if (client) {
@@ -703,6 +720,11 @@ const TAG_SAMPLES = [
     { service: "impact-in", revision: "6c9b8d7f5" }, "wasmcustom.canary_gate_tripped"],
   ["wasmcustom.canary_gate_state.service.corp-cockpit.revision.unknown",
     { service: "corp-cockpit", revision: "unknown" }, "wasmcustom.canary_gate_state"],
+  // The gate comparison's evidence, per test: service and test only.
+  ["wasmcustom.canary_gate_evidence.service.unified-profile.test.latency",
+    { service: "unified-profile", test: "latency" }, "wasmcustom.canary_gate_evidence"],
+  ["wasmcustom.canary_gate_evidence.service.api-gateway.test.errors",
+    { service: "api-gateway", test: "errors" }, "wasmcustom.canary_gate_evidence"],
   // The router's view of which revision serves each version: no reporter.
   ["wasmcustom.canary_revision_info.service.corp-cockpit.version.stable.revision.5d8f7c9b4",
     { service: "corp-cockpit", version: "stable", revision: "5d8f7c9b4" }, "wasmcustom.canary_revision_info"],
@@ -985,6 +1007,11 @@ function main() {
   const observerWp = () => pick("WasmPlugin", "canary-gate-observer-corp-cockpit");
   const inboundAt = (e) => e.doc.spec.metrics.findIndex((m) => m.name === "inbound-error-rate");
   rejects("an observer reading its revision from the role label", () => pluginConfigProblems(mutate(observerWp(), (w) => { w.spec.pluginConfig.revision_label = "role"; }), docs));
+  rejects("a router without gate.compare", () => pluginConfigProblems(mutate(router(), (w) => { delete w.spec.pluginConfig.gate.compare; }), docs));
+  rejects("a pluginConfig with gate.compare.alfa", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.gate.compare.alfa = 0.01; }), docs));
+  rejects("a comparison whose latency test is not the plan's p95 < 500 ms", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.gate.compare.slow_ms = 200; }), docs));
+  rejects("a gate.eval_ms over a second", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.gate.eval_ms = 2000; }), docs));
+  rejects("a stats tag regex that no longer captures the comparison's test", () => configMapProblems(mutate(pick("ConfigMap", "canary-gate-stats"), (c) => { c.data["custom_bootstrap.json"] = c.data["custom_bootstrap.json"].replace("(\\\\.test\\\\.(errors|latency))", "\\\\.test\\\\.(errors|latency)"); }), envoy));
   rejects("a router learning revisions from another header than the observers stamp", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.revision_header = "x-revision"; }), docs));
   rejects("a WasmPlugin image by tag only", () => pluginConfigProblems(mutate(observerWp(), (w) => { w.spec.url = w.spec.url.replace(/@sha256:[0-9a-f]+$/, ""); }), docs));
   rejects("a WasmPlugin pinning another digest than the pin file", () => imageProblems(observerWp(), { pin: "0.1.0@sha256:" + "0".repeat(64) }));
