@@ -1,6 +1,7 @@
 # canary-gate: build, test and demo on a real local Envoy.
 #   make demo    build everything, start Envoy + two backend versions, run the canary ramp live
-#   make test    install what is missing, lint, unit tests (host and wasm32), Envoy end-to-end tests
+#   make test    install what is missing, lint, unit tests (host and wasm32), the gate simulation,
+#                Envoy end-to-end tests
 #   make check   the fast checks alone: no Envoy, no root
 #   make help    every target
 
@@ -26,8 +27,8 @@ export ENVOY_BIN := $(abspath $(ENVOY))
 export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
-.PHONY: help size-budget build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit check e2e test demo bench \
-	bench-throughput bench-instructions bench-gate size image image-test manifests node-deps rules fuzz fuzz-smoke soak \
+.PHONY: help size-budget build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
+	bench-throughput bench-instructions bench-gate bench-idle size image image-test manifests node-deps rules fuzz fuzz-smoke soak \
 	flake-check clean
 
 # The exports canary-gate's glue uses. The proxy-wasm SDK exports every callback; Envoy skips
@@ -129,6 +130,10 @@ wasm-unit: wasm-test-runner
 ## The fast checks: fmt, clippy, host and wasm32 unit tests. No Envoy, no root.
 check: lint unit wasm-unit
 
+## The gate.compare simulation in release (~2 min): false trips, detection times; target/simulation.md.
+simulate:
+	cargo test --release --test simulation -- --nocapture
+
 ## End-to-end tests (harness/tests): real Envoy, real backends, loopback only.
 e2e: build envoy
 	cargo test -p canary-harness --tests --no-fail-fast -- --test-threads 2
@@ -146,7 +151,7 @@ rules: apt-deps
 	bash envoy/check_compose.sh
 
 ## Everything CI runs, installing what is missing.
-test: deps check size-budget fuzz-smoke manifests rules image-test e2e
+test: deps check simulate size-budget fuzz-smoke manifests rules image-test e2e
 
 ## The filter as an OCI image (Istio WasmPlugin, compat variant) in target/oci/canary-gate.
 image: build
@@ -156,8 +161,8 @@ image: build
 image-test: build apt-deps
 	PYTHON=$(PYTHON) bash istio/image/roundtrip.sh $(WASM)
 
-## Benchmarks (not in `make test`; results in BENCHMARKS.md): throughput, instructions, gate reaction.
-bench: bench-throughput bench-instructions bench-gate
+## Benchmarks (not in `make test`; results in BENCHMARKS.md): throughput, instructions, gate reaction, idle CPU.
+bench: bench-throughput bench-instructions bench-gate bench-idle
 
 ## wrk against one Envoy with a listener per variant, alternating rounds, medians and ratios.
 bench-throughput: build envoy apt-deps
@@ -171,9 +176,13 @@ bench-instructions: apt-deps
 	large=$$(valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/hotpath 101000 2>&1 | awk '/Collected/ {print $$4}'); \
 	echo "core decision + record: $$(( (large - small) / 100000 )) instructions per request (callgrind, 100,000 requests)"
 
-## Fault-to-fallback time of the SLO gate, median over several runs.
+## Fault-to-fallback time of the SLO gate (comparison at eval_ms 250 and 100, threshold): 9 runs each, min/median/max.
 bench-gate: build envoy
 	cargo run --quiet --release -p canary-harness --bin bench_gate
+
+## Idle Envoy CPU (no traffic, 60 s): canary-gate comparing every 250 ms and 1000 ms, no gate, no canary-gate.
+bench-idle: build envoy
+	cargo run --quiet --release -p canary-harness --bin bench_idle
 
 ## Repeats what depends on timing: the rule tests 50 times, the Envoy end-to-end suites 3 times.
 flake-check: build envoy apt-deps
