@@ -366,10 +366,11 @@ impl Coordinator {
         let key = self.verdict_key();
         let evidence_key = format!("canary-gate/{}/evidence", self.name);
         let gate = match slot.as_mut() {
-            Some((held, gate)) if *held == id => gate,
+            Some((held, gate)) if *held == id && gate.fits(&config.gate) => gate,
             _ => {
-                // Taking over (or a new canary, or a re-arm): a trip already published for this
-                // identity stays latched, and the comparison resumes where its last holder left it.
+                // Taking over (or a new canary, a re-arm, or an update that changes the
+                // comparison's tests): a trip already published for this identity stays latched,
+                // and the comparison resumes where its last holder left it if its tests fit.
                 let published = host.shared_data(&key).0.as_deref().and_then(SharedVerdict::decode);
                 let gate = if published.is_some_and(|v| v.trips(id)) {
                     Gate::latched(&config.gate)

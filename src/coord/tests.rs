@@ -577,3 +577,22 @@ fn errors_from_too_few_users_never_trip_the_comparison() {
     assert!(!vm.coord.gate_tripped());
     assert_eq!(gate_state(&proxy), GateState::Breaching.value(), "shown as breaching");
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn an_update_that_turns_the_comparison_on_starts_it_at_once() {
+    let proxy = late_in_a_second();
+    let mut vm = Vm::new(&proxy, 1, GATED);
+    for _ in 0..3 {
+        vm.serve_users(Version::Stable, 90, 0, 0);
+        vm.serve_users(Version::Canary, 10, 0, 100);
+        second(&proxy, &[&vm]);
+    }
+    vm.reconfigure(r#"{"service":"checkout","gate":{"max_error_ratio":0.5,"compare":{}}}"#);
+    for s in 0..3 {
+        vm.serve_users(Version::Stable, 90, 0, 0);
+        vm.serve_users(Version::Canary, 10, 3, 1_000 + 10 * s);
+        second(&proxy, &[&vm]);
+    }
+    assert!(vm.coord.gate_tripped(), "3 canary errors a second in 10% of the traffic, under 50%");
+    assert!(gauge(&proxy, EVIDENCE) >= 6_908);
+}

@@ -92,6 +92,12 @@ impl Compare {
         }
     }
 
+    /// Whether it runs the latency test.
+    pub fn has_latency(&self) -> bool {
+        let [_, latency] = &self.tests;
+        latency.is_some()
+    }
+
     /// Takes in one evaluation period: the tests see the open block once it holds requests of
     /// both versions.
     pub fn observe(&mut self, counts: &PeriodCounts) {

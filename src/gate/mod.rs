@@ -81,6 +81,12 @@ impl Gate {
         Gate { compare: Some(compare), ..Gate::new(config) }
     }
 
+    /// Whether its comparison has the tests `config` asks for (none, errors, or errors and
+    /// latency): a configuration update that changes them needs a new gate.
+    pub fn fits(&self, config: &GateConfig) -> bool {
+        self.compare.as_ref().map(Compare::has_latency) == config.compare.as_ref().map(|c| c.slow_us.is_some())
+    }
+
     /// The comparison's state, for a VM that takes over.
     pub fn compare_state(&self) -> Option<&Compare> {
         self.compare.as_ref()
