@@ -1,8 +1,8 @@
 //! A deterministic host simulation of `gate.compare`: the real decision code (`Gate::new` /
 //! `Gate::resumed` and `Gate::compare`, with a real `Window` for the gate window's effect and
 //! users figures) fed with simulated traffic, period by period, as the proxy's leader VM feeds
-//! it. Run it in release: `make simulate` (`cargo test --release --test simulation --
-//! --nocapture`); it prints a Markdown report and writes it to `target/simulation.md`.
+//! it. Run it optimised: `make simulate` (`cargo test --profile simulation --test simulation
+//! -- --nocapture`); it prints a Markdown report and writes it to `target/simulation.md`.
 //!
 //! # The proxy's schedule
 //!
@@ -50,9 +50,8 @@
 //!
 //! # Speed
 //!
-//! `Gate::compare` judges all of its tests every period, microseconds of logarithms in the
-//! filter's size-optimised release build, and 10,000 half-hour rollouts are 72 million
-//! periods. So the simulation judges only the periods that can judge otherwise:
+//! `Gate::compare` judges all of its tests every period, microseconds of logarithms, and
+//! 10,000 half-hour rollouts are 72 million periods. So the simulation judges only the periods that can judge otherwise:
 //! * A gate's comparison state is kept between periods. A period with bad responses and
 //!   requests of both versions, or one after a rejection the window did not confirm, is judged
 //!   by `Gate::compare` on a gate resumed with that state (`Gate::resumed`, what a VM taking
@@ -657,7 +656,7 @@ fn find(results: &[CellResult], fault: Fault, start_min: u64, rate: f64) -> &Cel
 }
 
 #[test]
-#[cfg_attr(debug_assertions, ignore = "run in release: make simulate")]
+#[cfg_attr(debug_assertions, ignore = "run optimised: make simulate")]
 fn healthy_rollouts_rarely_trip_and_faulty_canaries_are_caught() {
     let c = configs();
     let alpha = c.defaults.compare.as_ref().map_or(0, |c| c.alpha_ppm) as f64 / 1e6;

@@ -218,6 +218,6 @@ fn observer_without_its_version_label_records_nothing_and_says_why() {
             0
         );
     }
-    assert!(envoy.log().contains("node label `version` is None"), "{}", envoy.log());
-    assert!(envoy.log().contains("node label `rollouts-pod-template-hash` is None"), "{}", envoy.log());
+    assert!(envoy.log().contains("node label `version` is absent"), "{}", envoy.log());
+    assert!(envoy.log().contains("node label `rollouts-pod-template-hash` is absent"), "{}", envoy.log());
 }

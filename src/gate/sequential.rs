@@ -67,7 +67,7 @@
 //! [`crate::config::GateConfig::eval_ms`] keep the canary's share steady within a period, so
 //! a global incident that starts mid-period hits both versions alike.
 
-use super::logmath::{ln, log_add};
+use super::logmath::{exp, ln, log_add};
 
 /// Relative risks of the alternative mixture: from barely worse to "every bad response is the
 /// canary's".
@@ -77,6 +77,25 @@ pub const RISKS: [f64; 10] = [1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 
 pub const WEIGHTS: [f64; 10] = {
     let rest = 0.75 / 9.0;
     [rest, rest, rest, rest, rest, rest, rest, rest, rest, 0.25]
+};
+
+/// `ln` of [`RISKS`] and of [`WEIGHTS`], precomputed (the request path never needs them, the
+/// evaluation every period does; a unit test checks them).
+const LN_RISKS: [f64; 10] = [
+    0.095_310_179_804_324_93,
+    0.223_143_551_314_209_76,
+    0.405_465_108_108_164_4,
+    std::f64::consts::LN_2,
+    1.098_612_288_668_109_8,
+    1.609_437_912_434_100_3,
+    std::f64::consts::LN_10,
+    3.401_197_381_662_155_5,
+    4.605_170_185_988_092,
+    6.907_755_278_982_137,
+];
+const LN_WEIGHTS: [f64; 10] = {
+    let rest = -2.484_906_649_788_000_4;
+    [rest, rest, rest, rest, rest, rest, rest, rest, rest, -1.386_294_361_119_890_6]
 };
 
 /// `π_1`, the prior weight of a fault from the first request.
@@ -141,8 +160,8 @@ impl Sequential {
             return;
         }
         let share = p.canary as f64 / (p.canary as f64 + p.stable as f64);
-        for (log_a, &risk) in self.log_a.iter_mut().zip(RISKS.iter()) {
-            let step = p.canary_bad as f64 * ln(risk) - bad as f64 * ln(1.0 + share * (risk - 1.0));
+        for ((log_a, &risk), &ln_risk) in self.log_a.iter_mut().zip(RISKS.iter()).zip(LN_RISKS.iter()) {
+            let step = p.canary_bad as f64 * ln_risk - bad as f64 * ln(1.0 + share * (risk - 1.0));
             *log_a = (*log_a + step).max(LOG_FLOOR);
         }
         self.since_start = self.since_start.saturating_add(bad);
@@ -158,8 +177,11 @@ impl Sequential {
 
     /// `ln R`: the log of the test statistic. Rejects at `alpha` once `ln R ≥ ln(1/alpha)`.
     pub fn log_statistic(&self) -> f64 {
-        let mixed = self.log_a.iter().zip(WEIGHTS).fold(f64::NEG_INFINITY, |acc, (&a, w)| log_add(acc, a + ln(w)));
-        log_add(mixed, ln(unstarted_weight(self.starts)))
+        // ln Σ e^{x_i}, computed around the largest term.
+        let unstarted = ln(unstarted_weight(self.starts));
+        let terms = self.log_a.iter().zip(LN_WEIGHTS).map(|(&a, w)| a + w).chain([unstarted]);
+        let top = terms.clone().fold(f64::NEG_INFINITY, f64::max);
+        top + ln(terms.map(|x| exp(x - top)).sum())
     }
 
     /// The starts begun so far.
@@ -208,6 +230,15 @@ mod tests {
 
     fn period(canary: u64, stable: u64, canary_bad: u64, stable_bad: u64) -> Period {
         Period { canary, stable, canary_bad, stable_bad }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_precomputed_logs_are_the_logs() {
+        for (i, (&r, &w)) in RISKS.iter().zip(WEIGHTS.iter()).enumerate() {
+            assert!((LN_RISKS[i] - r.ln()).abs() < 1e-15, "{r}");
+            assert!((LN_WEIGHTS[i] - w.ln()).abs() < 1e-15, "{w}");
+        }
+        assert!((WEIGHTS.iter().sum::<f64>() - 1.0).abs() < 1e-15);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
