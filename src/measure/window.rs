@@ -97,6 +97,10 @@ impl Tally {
     }
 }
 
+/// A second's bucket list is compacted once it is longer than this (or than the second's
+/// distinct buckets, if more).
+const COMPACT_AT: usize = 256;
+
 /// One second of one lane, stored sparsely.
 #[derive(Debug, Clone, Default)]
 struct Second {
@@ -196,7 +200,10 @@ impl LaneWindow {
             second.buckets.push((i as u16, c));
             self.latency.add(i, c);
         }
-        if second.buckets.len() > BUCKETS {
+        // Several VMs ship several times a second: summing duplicates early keeps each slot near
+        // the second's distinct buckets, so the slots' memory stops growing once the window has
+        // seen its traffic.
+        if second.buckets.len() > COMPACT_AT {
             second.compact();
         }
     }
