@@ -7,7 +7,7 @@
 //! seconds. Memory is fixed by `window_s`, the number of classes and the histogram size, never
 //! by traffic.
 
-use super::histogram::{Histogram, BUCKETS};
+use super::histogram::Histogram;
 use crate::config::MAX_OUTCOMES;
 use crate::model::Version;
 
@@ -97,10 +97,6 @@ impl Tally {
     }
 }
 
-/// A second's bucket list is compacted once it is longer than this (or than the second's
-/// distinct buckets, if more).
-const COMPACT_AT: usize = 256;
-
 /// One second of one lane, stored sparsely.
 #[derive(Debug, Clone, Default)]
 struct Second {
@@ -125,18 +121,30 @@ impl Second {
         self.outcomes.clear();
     }
 
-    /// Keeps the slot within `BUCKETS` entries by summing duplicates (through a dense array:
-    /// no sort, whose code is larger than this whole module).
-    fn compact(&mut self) {
-        let mut dense = vec![0u32; BUCKETS];
-        for &(i, c) in &self.buckets {
-            if let Some(d) = dense.get_mut(usize::from(i)) {
-                *d = d.saturating_add(c);
+    /// Adds a histogram's counts to the slot's sorted bucket list, summing equal buckets:
+    /// the list holds exactly the second's distinct buckets. Merged through the window's
+    /// `scratch`, so no allocation once the window has seen its traffic.
+    fn add_buckets(&mut self, latency: &Histogram, scratch: &mut Vec<(u16, u32)>) {
+        scratch.clear();
+        let mut old = self.buckets.iter().copied().peekable();
+        for (i, c) in latency.nonzero() {
+            // BUCKETS < u16::MAX, so every index fits.
+            let i = i as u16;
+            while let Some(&entry) = old.peek().filter(|(j, _)| *j < i) {
+                scratch.push(entry);
+                old.next();
+            }
+            match old.peek() {
+                Some(&(j, d)) if j == i => {
+                    scratch.push((i, d.saturating_add(c)));
+                    old.next();
+                }
+                _ => scratch.push((i, c)),
             }
         }
+        scratch.extend(old);
         self.buckets.clear();
-        // BUCKETS < u16::MAX, so every index fits.
-        self.buckets.extend(dense.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| (i as u16, c)));
+        self.buckets.extend_from_slice(scratch);
     }
 }
 
@@ -178,7 +186,7 @@ impl LaneWindow {
         }
     }
 
-    fn add(&mut self, slot: usize, tally: &Tally) {
+    fn add(&mut self, slot: usize, tally: &Tally, scratch: &mut Vec<(u16, u32)>) {
         let Some(second) = self.seconds.get_mut(slot) else { return };
         second.requests += tally.requests;
         second.errors += tally.errors;
@@ -195,17 +203,8 @@ impl LaneWindow {
                 *sum += c;
             }
         }
-        for (i, c) in tally.latency.nonzero() {
-            // BUCKETS < u16::MAX, so every index fits.
-            second.buckets.push((i as u16, c));
-            self.latency.add(i, c);
-        }
-        // Several VMs ship several times a second: summing duplicates early keeps each slot near
-        // the second's distinct buckets, so the slots' memory stops growing once the window has
-        // seen its traffic.
-        if second.buckets.len() > COMPACT_AT {
-            second.compact();
-        }
+        second.add_buckets(&tally.latency, scratch);
+        self.latency.merge(&tally.latency);
     }
 }
 
@@ -252,6 +251,8 @@ pub struct Window {
     lanes: Vec<LaneWindow>,
     /// Reused by [`Window::recent_stats`].
     scratch: Histogram,
+    /// Reused by the slots' bucket merges.
+    merge_scratch: Vec<(u16, u32)>,
     window_s: usize,
     /// The second the head slot stands for; `None` before the first advance.
     head: Option<u64>,
@@ -265,6 +266,7 @@ impl Window {
         Window {
             lanes: (0..2 * classes.max(1)).map(|_| LaneWindow::new(window_s)).collect(),
             scratch: Histogram::default(),
+            merge_scratch: Vec::new(),
             window_s,
             head: None,
         }
@@ -316,7 +318,7 @@ impl Window {
     pub fn add(&mut self, version: Version, class: usize, tally: &Tally) {
         let slot = self.slot(self.head.unwrap_or(0));
         if let Some(lane) = self.lanes.get_mut(lane(version, class)) {
-            lane.add(slot, tally);
+            lane.add(slot, tally, &mut self.merge_scratch);
         }
     }
 
@@ -396,6 +398,7 @@ fn summarize(requests: u64, errors: u64, latency: &Histogram) -> WindowStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::histogram::BUCKETS;
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn tally(requests: u64, errors: u64, micros: u64) -> Tally {
