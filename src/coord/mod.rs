@@ -86,8 +86,9 @@ pub struct Coordinator {
     read_period: Cell<u64>,
     /// Whether this VM held the lease at its last shipment.
     leader: Cell<bool>,
-    /// The seconds of the last revision-table sync and canary probe.
-    synced_s: Cell<u64>,
+    /// The second the revision table was last shown in `canary_revision_info`.
+    revisions_shown_s: Cell<u64>,
+    /// The second the canary subset was last probed.
     probed_s: Cell<u64>,
     /// The merged window and the canary it measures (name, and the identity of its gate),
     /// while this VM holds the lease.
@@ -115,7 +116,7 @@ impl Coordinator {
             merged_period: Cell::new(0),
             read_period: Cell::new(0),
             leader: Cell::new(false),
-            synced_s: Cell::new(0),
+            revisions_shown_s: Cell::new(0),
             probed_s: Cell::new(0),
             merged: RefCell::new(None),
             gate: RefCell::new(None),
@@ -184,7 +185,7 @@ impl Coordinator {
         if self.shipped_period.replace(period) != period {
             if mesh_router {
                 self.revisions.sync(host);
-                if now_s != self.synced_s.replace(now_s) {
+                if now_s != self.revisions_shown_s.replace(now_s) {
                     self.revisions.show(host, config, ids);
                 }
             }
