@@ -36,7 +36,7 @@ export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 # each response body (and queue message), and drops their code.
 WASM_EXPORTS := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
 	proxy_on_vm_start proxy_on_configure proxy_on_tick proxy_on_context_create \
-	proxy_on_request_headers proxy_on_response_headers proxy_on_log proxy_on_delete \
+	proxy_on_request_headers proxy_on_request_body proxy_on_response_headers proxy_on_log proxy_on_delete \
 	proxy_on_http_call_response
 
 ## Build the filter (.wasm, unused exports pruned, shrunk by binaryen) and the test backend.

@@ -78,6 +78,18 @@ impl Client {
         Self::reply(self.agent.post(url).send_empty())
     }
 
+    /// `method` `url` with `headers` and `body` (sent with its content-length).
+    pub fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        match request.body(body.to_vec()) {
+            Ok(request) => Self::reply(self.agent.run(request)),
+            Err(e) => Self::reply(Err(ureq::Error::Http(e))),
+        }
+    }
+
     fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
         match result {
             Ok(mut response) => {

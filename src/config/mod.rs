@@ -11,6 +11,7 @@ mod decimal;
 mod json;
 mod parse;
 mod value;
+mod vitals;
 
 use crate::model::Version;
 use std::fmt;
@@ -18,6 +19,8 @@ use std::fmt;
 pub use check::is_token_byte;
 pub use classes::{ClassConfig, HeaderMatch, OutcomeConfig, MAX_CLASSES, MAX_MATCH_ENTRIES, MAX_OUTCOMES, OTHER_CLASS};
 pub use decimal::{parse_decimal, percent_to_bp};
+pub use value::{parse as parse_json, Value as JsonValue};
+pub use vitals::{VitalsConfig, VitalsLimits, MAX_BEACONS_PER_SECOND, MAX_BEACON_BYTES};
 
 /// Basis points in 100%: weights are kept as integers in `0..=10_000`.
 pub const FULL_WEIGHT_BP: u16 = 10_000;
@@ -141,6 +144,8 @@ pub struct Config {
     /// Observer role: `inbound` (requests to this pod) or `outbound` (this pod's calls), the
     /// `direction` metric label.
     pub direction: String,
+    /// The web-vitals beacon endpoint (router role), if set.
+    pub vitals: Option<VitalsConfig>,
 }
 
 impl Default for Config {
@@ -166,6 +171,7 @@ impl Default for Config {
             classes: Vec::new(),
             outcomes: Vec::new(),
             direction: "inbound".into(),
+            vitals: None,
         }
     }
 }
@@ -254,6 +260,8 @@ pub struct GateConfig {
     /// Period of the merge and of the sequential comparison, in milliseconds; workers read the
     /// verdict at the same period.
     pub eval_ms: u32,
+    /// Limits on the canary's web vitals (`gate.vitals`), if set.
+    pub vitals: Option<VitalsLimits>,
 }
 
 /// `gate.compare`: the sequential test that the canary's share of bad responses exceeds its
@@ -359,6 +367,7 @@ impl Default for GateConfig {
             rearm: 0,
             compare: None,
             eval_ms: 250,
+            vitals: None,
         }
     }
 }
@@ -371,7 +380,7 @@ impl GateConfig {
 
     /// Whether any fixed threshold is set, for the service or a class.
     pub fn has_limits(&self) -> bool {
-        self.limits.has_thresholds() || self.classes.iter().any(|c| c.limits.has_thresholds())
+        self.limits.has_thresholds() || self.classes.iter().any(|c| c.limits.has_thresholds()) || self.vitals.is_some()
     }
 
     /// The latency test's limit, if the comparison has one.

@@ -3,7 +3,7 @@
 
 use super::json::{Fields, Item};
 use super::value;
-use super::{check, classes, decimal, refuse, ConfigError};
+use super::{check, classes, decimal, refuse, vitals, ConfigError};
 use super::{
     ClassGate, CompareConfig, Config, GateConfig, KeySource, Limits, MetricsConfig, OutcomeLimit, OverrideConfig, Role,
     SplitConfig, SplitMode, StickyConfig, EVAL_MS_RANGE, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS,
@@ -25,7 +25,24 @@ pub fn config(bytes: &[u8]) -> Result<Config, ConfigError> {
     if config.split.mode == SplitMode::Filter {
         sticky_cookie_is_no_hash_key(&config)?;
     }
+    vitals_fit(&config)?;
     Ok(config)
+}
+
+/// The beacon endpoint belongs to a router, on a path of its own; its limits need it.
+fn vitals_fit(config: &Config) -> Result<(), ConfigError> {
+    match &config.vitals {
+        Some(_) if config.role == Role::Observer => {
+            Err(refuse("vitals", "applies to the router role only (the router knows which version a user gets)"))
+        }
+        Some(v) if v.path == config.revision_probe_path => {
+            Err(refuse("vitals.path", "must differ from revision_probe_path"))
+        }
+        None if config.gate.vitals.is_some() => {
+            Err(refuse("gate.vitals", "needs `vitals`, the endpoint that collects what it limits"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A keyless user's bucket is stored in the sticky cookie; were it also a hash-key cookie, the
@@ -99,6 +116,7 @@ fn top_level(f: &Fields<'_>, c: &mut Config) -> Result<(), ConfigError> {
     if let Some(items) = f.array("outcomes")? {
         c.outcomes = classes::outcomes("outcomes", items)?;
     }
+    f.section("vitals", &mut c.vitals, |f, into| vitals::endpoint(f, into.get_or_insert_with(Default::default)))?;
     if let Some(i) = f.variant("direction", &["inbound", "outbound"])? {
         if c.role != Role::Observer {
             return Err(refuse("direction", "applies to the observer role only (a router handles inbound requests)"));
@@ -193,6 +211,7 @@ fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
     in_range("eval_ms", &mut eval_ms, EVAL_MS_RANGE.0, EVAL_MS_RANGE.1)?;
     g.eval_ms = eval_ms as u32;
     f.section("compare", &mut g.compare, |f, into| compare(f, into.insert(CompareConfig::default())))?;
+    f.section("vitals", &mut g.vitals, |f, into| vitals::limits(f, into.get_or_insert_with(Default::default)))?;
     if let Some(members) = f.members("classes")? {
         for (name, item) in members {
             // A class's minimum volume defaults to the service's.

@@ -11,6 +11,7 @@
 //! Everything goes through the [`Host`] trait, so several fake VMs drive it in tests
 //! (`host::fake`).
 
+pub mod beacons;
 pub mod lease;
 pub mod revisions;
 pub mod verdict;
@@ -20,9 +21,12 @@ use crate::config::{Config, Role, SplitMode};
 use crate::gate::compare::{Compare, PeriodCounts};
 use crate::gate::{Check, Evaluation, Gate};
 use crate::host::Host;
+use crate::measure::beacon::Report;
 use crate::measure::metrics::MetricIds;
+use crate::measure::vitals::{self, VitalsStats};
 use crate::measure::window::{lane, Completed, Tally, Window};
 use crate::model::{GateState, Revision, Version};
+use beacons::BeaconBudget;
 use lease::{should_claim, Lease};
 use revisions::SharedRevisions;
 use std::cell::{Cell, RefCell};
@@ -80,6 +84,12 @@ pub struct Coordinator {
     recording_identity: Cell<Option<u64>>,
     scratch: RefCell<Tally>,
     queue: Cell<Option<u32>>,
+    /// Per vitals lane (version and [`vitals::LANES`]): the beacons' reports since the last
+    /// shipment, shipped on their own queue.
+    vital_tallies: RefCell<Vec<Tally>>,
+    vitals_queue: Cell<Option<u32>>,
+    /// This VM's share of the beacon rate limit.
+    beacons: Cell<BeaconBudget>,
     /// The evaluation periods of the last shipment, merge and verdict read.
     shipped_period: Cell<u64>,
     merged_period: Cell<u64>,
@@ -112,6 +122,9 @@ impl Coordinator {
             recording_identity: Cell::new(None),
             scratch: RefCell::default(),
             queue: Cell::new(None),
+            vital_tallies: RefCell::default(),
+            vitals_queue: Cell::new(None),
+            beacons: Cell::default(),
             shipped_period: Cell::new(0),
             merged_period: Cell::new(0),
             read_period: Cell::new(0),
@@ -138,6 +151,22 @@ impl Coordinator {
     /// Whether canary traffic currently goes to stable (request path: one cell read).
     pub fn gate_tripped(&self) -> bool {
         self.gate_tripped.get()
+    }
+
+    /// Whether one more beacon fits `vitals.max_per_second` at `now_s`; counts it if so
+    /// (no host call).
+    pub fn admit_beacon(&self, now_s: u64, limit: u32) -> bool {
+        let mut budget = self.beacons.get();
+        let admitted = budget.admit(now_s, u64::from(limit));
+        self.beacons.set(budget);
+        admitted
+    }
+
+    /// Records a taken beacon's reports for `version` in this VM's vitals tally (no host call).
+    pub fn record_beacon(&self, version: Version, reports: &[Report]) {
+        if let Ok(mut tallies) = self.vital_tallies.try_borrow_mut() {
+            vitals::tally(&mut tallies, version, reports);
+        }
     }
 
     /// Records one completed request of `version` in route class `class` in this VM's tally
@@ -191,7 +220,15 @@ impl Coordinator {
             }
             let id = self.gate_identity(config, mesh_router);
             let recorded_under = self.recording_identity.replace(Some(id)).unwrap_or(id);
-            self.ship(host, queue, config.classes.len() + 1, recorded_under);
+            self.ship(host, queue, &self.tallies, config.classes.len() + 1, recorded_under);
+            if config.vitals.is_some() {
+                if let Some(vitals_queue) = self.vitals_queue(host) {
+                    self.ship(host, vitals_queue, &self.vital_tallies, vitals::LANES, recorded_under);
+                }
+                let mut budget = self.beacons.get();
+                budget.sync(host, &format!("canary-gate/{}/beacons", self.name), now_s);
+                self.beacons.set(budget);
+            }
             self.leader.set(self.hold_lease(host, now_s));
             if !self.leader.get() {
                 if let Ok(mut merged) = self.merged.try_borrow_mut() {
@@ -217,8 +254,15 @@ impl Coordinator {
                                 let stats = merged.window.class_stats(version, class, config.metrics.window_s as usize);
                                 ids.set_window(host, version, class, &stats);
                             }
+                            if let (Some(window), Some(vitals_ids)) = (&mut merged.vitals, ids.vitals()) {
+                                let figures = VitalsStats::of(window, version, config.metrics.window_s as usize);
+                                vitals_ids.set_window(host, version, &figures);
+                            }
                         }
                         merged.window.advance_to(now_s);
+                        if let Some(vitals) = &mut merged.vitals {
+                            vitals.advance_to(now_s);
+                        }
                         merged.shown_s = now_s;
                     }
                 }
@@ -264,8 +308,16 @@ impl Coordinator {
         format!("canary-gate/{}/verdict", self.name)
     }
 
-    fn ship(&self, host: &impl Host, queue: u32, classes: usize, identity: u64) {
-        let Ok(mut tallies) = self.tallies.try_borrow_mut() else { return };
+    fn vitals_queue(&self, host: &impl Host) -> Option<u32> {
+        self.vitals_queue.get().or_else(|| {
+            let q = host.register_queue(&format!("canary-gate/{}/vitals", self.name));
+            self.vitals_queue.set(q);
+            q
+        })
+    }
+
+    fn ship(&self, host: &impl Host, queue: u32, tallies: &RefCell<Vec<Tally>>, classes: usize, identity: u64) {
+        let Ok(mut tallies) = tallies.try_borrow_mut() else { return };
         if tallies.iter().all(Tally::is_empty) {
             return;
         }
@@ -314,13 +366,18 @@ impl Coordinator {
         // canary side, so the re-armed gate never judges the errors that tripped it.
         let window_s = config.merged_window_s() as usize;
         let classes = config.classes.len() + 1;
-        let fits =
-            |m: &Merged| m.window.len_s() == window_s && m.window.classes() == classes && m.canary == config.canary;
+        let fits = |m: &Merged| {
+            m.window.len_s() == window_s
+                && m.window.classes() == classes
+                && m.canary == config.canary
+                && m.vitals.is_some() == config.vitals.is_some()
+        };
         if !slot.as_ref().is_some_and(fits) {
             *slot = Some(Merged {
                 canary: config.canary.clone(),
                 identity: id,
                 window: Window::new(window_s, classes),
+                vitals: config.vitals.as_ref().map(|_| Window::new(window_s, vitals::LANES)),
                 period: PeriodCounts::default(),
                 // Published at once: the first data goes to the second before.
                 shown_s: now_s.saturating_sub(1),
@@ -330,9 +387,28 @@ impl Coordinator {
         if merged.identity != id {
             merged.identity = id;
             merged.window.clear(Version::Canary);
+            if let Some(vitals) = &mut merged.vitals {
+                vitals.clear(Version::Canary);
+            }
         }
         // The first period of a new second merges into the second before.
-        merged.window.advance_to(if merged.shown_s == now_s { now_s } else { now_s.saturating_sub(1) });
+        let head_s = if merged.shown_s == now_s { now_s } else { now_s.saturating_sub(1) };
+        merged.window.advance_to(head_s);
+        if let Some(vitals) = &mut merged.vitals {
+            vitals.advance_to(head_s);
+            let queue = self.vitals_queue(host);
+            while let Some(message) = queue.and_then(|q| host.dequeue(q)) {
+                let decoded = wire::decode(&message, &mut scratch, |header, lane, tally| {
+                    let version = if lane % 2 == 0 { Version::Stable } else { Version::Canary };
+                    if header.classes == vitals::LANES && (version == Version::Stable || header.identity == id) {
+                        vitals.add(version, lane / 2, tally);
+                    }
+                });
+                if decoded.is_none() {
+                    log::warn!("dropped a malformed vitals message for {}", self.name);
+                }
+            }
+        }
         let (window, period) = (&mut merged.window, &mut merged.period);
         *period = PeriodCounts::default();
         while let Some(message) = host.dequeue(queue) {
@@ -414,7 +490,8 @@ impl Coordinator {
                     stable: window.class_stats(Version::Stable, class.class, gate_s),
                 });
             }
-            let thresholds = gate.evaluate(&config.gate, &checks);
+            let vitals = merged.vitals.as_mut().map(|w| VitalsStats::of(w, Version::Canary, gate_s));
+            let thresholds = gate.evaluate(&config.gate, &checks, vitals.as_ref());
             if thresholds.tripped_now {
                 let g = &config.gate;
                 let detail = format!(" in the last {} s, {} evaluations in a row", g.window_s, g.consecutive);
@@ -476,6 +553,8 @@ struct Merged {
     /// The gate identity (canary and `rearm`) the canary side was recorded under.
     identity: u64,
     window: Window,
+    /// The web vitals' window, with `vitals`.
+    vitals: Option<Window>,
     /// The counts merged in this evaluation period, for the comparison.
     period: PeriodCounts,
     /// The second the window's head stands for; the gauges and thresholds see it complete.

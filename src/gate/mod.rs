@@ -8,7 +8,9 @@ pub mod compare;
 pub mod logmath;
 pub mod sequential;
 
-use crate::config::{GateConfig, Limits};
+use crate::config::{GateConfig, Limits, VitalsLimits};
+use crate::measure::beacon::Vital;
+use crate::measure::vitals::VitalsStats;
 use crate::measure::window::WindowStats;
 use crate::model::GateState;
 use compare::{percent, Compare, Judgement, PeriodCounts};
@@ -110,15 +112,22 @@ impl Gate {
 
     /// Evaluates one second's threshold checks. Any conclusive check that breaches is a breach;
     /// with none conclusive the thresholds' verdict is inconclusive.
-    pub fn evaluate(&mut self, config: &GateConfig, checks: &[Check<'_>]) -> Evaluation {
+    pub fn evaluate(&mut self, config: &GateConfig, checks: &[Check<'_>], vitals: Option<&VitalsStats>) -> Evaluation {
         let mut breaches = String::new();
         for check in checks.iter().filter(|c| c.conclusive() || self.tripped) {
             note_breaches(&mut breaches, check);
         }
+        let vitals = config.vitals.as_ref().zip(vitals);
+        let vitals_conclusive =
+            vitals.is_some_and(|(limits, canary)| canary.page_views >= limits.min_page_views.max(1));
+        if let Some((limits, canary)) = vitals.filter(|_| vitals_conclusive || self.tripped) {
+            note_vitals_breaches(&mut breaches, limits, canary);
+        }
+        let conclusive = vitals_conclusive || checks.iter().any(Check::conclusive);
         if self.tripped {
             return Evaluation { state: GateState::Tripped, tripped_now: false, breaches };
         }
-        let (limits_state, tripped_now) = if !config.has_limits() || !checks.iter().any(Check::conclusive) {
+        let (limits_state, tripped_now) = if !config.has_limits() || !conclusive {
             self.consecutive_breaches = 0;
             breaches.clear();
             (if config.has_limits() { GateState::Inconclusive } else { GateState::Ok }, false)
@@ -215,6 +224,34 @@ fn note_breaches(out: &mut String, check: &Check<'_>) {
     }
 }
 
+/// The canary's web vitals against `gate.vitals`.
+fn note_vitals_breaches(out: &mut String, limits: &VitalsLimits, canary: &VitalsStats) {
+    let mut note = |text: String| {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(&text);
+    };
+    for (vital, limit) in [(Vital::Lcp, limits.max_lcp_p75_us), (Vital::Inp, limits.max_inp_p75_us)] {
+        let p75 = canary.p75(vital);
+        if let Some(limit) = limit.filter(|&limit| p75 > limit) {
+            note(format!("{} p75 {} > {}", vital.name(), millis(p75), millis(limit)));
+        }
+    }
+    let cls = canary.p75(Vital::Cls);
+    if let Some(limit) = limits.max_cls_p75_millionths.filter(|&limit| cls > limit) {
+        note(format!("CLS p75 {} > {}", millionths(cls), millionths(limit)));
+    }
+    let js = canary.js_error_ratio_ppm();
+    if let Some(limit) = limits.max_js_error_ratio_ppm.filter(|&limit| js > limit) {
+        note(format!("js_error_ratio {} > {} ({} page views)", percent(js), percent(limit), canary.page_views));
+    }
+}
+
+fn millionths(value: u64) -> String {
+    format!("{}.{:06}", value / 1_000_000, value % 1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +286,7 @@ mod tests {
 
     /// Evaluates the whole service only.
     fn judge(g: &mut Gate, c: &GateConfig, canary: &WindowStats, stable: &WindowStats) -> Evaluation {
-        g.evaluate(c, &[Check { class: None, limits: &c.limits, canary: *canary, stable: *stable }])
+        g.evaluate(c, &[Check { class: None, limits: &c.limits, canary: *canary, stable: *stable }], None)
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -317,15 +354,20 @@ mod tests {
         // 3% errors overall (under 5%) are 30% of the API calls.
         let whole = stats(100, 30_000, 50_000);
         let mut g = Gate::default();
-        let e = g.evaluate(&c, &[check(None, &c.limits, whole), check(Some("api"), &api, stats(10, 300_000, 50_000))]);
+        let e = g.evaluate(
+            &c,
+            &[check(None, &c.limits, whole), check(Some("api"), &api, stats(10, 300_000, 50_000))],
+            None,
+        );
         assert!(e.tripped_now, "{e:?}");
         assert_eq!(e.breaches, "class api: error_ratio 30.0000% > 1.0000%");
         // Too few API calls to judge: the whole service alone decides.
         let mut g = Gate::default();
-        let e = g.evaluate(&c, &[check(None, &c.limits, whole), check(Some("api"), &api, stats(9, 1_000_000, 0))]);
+        let e =
+            g.evaluate(&c, &[check(None, &c.limits, whole), check(Some("api"), &api, stats(9, 1_000_000, 0))], None);
         assert_eq!(e.state, GateState::Ok);
         let only_class = GateConfig { limits: Limits::default(), classes: Vec::new(), ..c.clone() };
-        let e = Gate::default().evaluate(&only_class, &[check(Some("api"), &api, stats(9, 1_000_000, 0))]);
+        let e = Gate::default().evaluate(&only_class, &[check(Some("api"), &api, stats(9, 1_000_000, 0))], None);
         assert_eq!(e.state, GateState::Ok, "no thresholds in the config: ok");
     }
 
@@ -337,8 +379,11 @@ mod tests {
         let c = GateConfig { limits: limits.clone(), consecutive: 1, ..GateConfig::default() };
         let with_hits = |hits: u64| WindowStats { outcomes: [0, hits, 0, 0, 0, 0, 0, 0], ..stats(100, 0, 0) };
         let judge = |hits| {
-            Gate::default()
-                .evaluate(&c, &[Check { class: None, limits: &limits, canary: with_hits(hits), stable: with_hits(0) }])
+            Gate::default().evaluate(
+                &c,
+                &[Check { class: None, limits: &limits, canary: with_hits(hits), stable: with_hits(0) }],
+                None,
+            )
         };
         assert_eq!(judge(85).state, GateState::Ok);
         assert_eq!(judge(70).breaches, "cache_hit ratio 70.0000% < 80.0000%");

@@ -6,6 +6,7 @@
 
 use super::classify::Classifier;
 use super::names::{self, class_series, code_class, series, service_series, SeriesKey, CODE_CLASSES};
+use super::vitals::VitalsIds;
 use super::window::WindowStats;
 use crate::config::{Config, Role};
 use crate::host::{MetricKind, Stats};
@@ -38,6 +39,7 @@ pub struct MetricIds {
     /// `canary_gate_evidence` per test of the comparison (none without `gate.compare`).
     evidence: [Option<u32>; 2],
     vm_memory: Option<u32>,
+    vitals: Option<VitalsIds>,
 }
 
 /// Where each counter sits in [`MetricIds::counters`]: per version, per class its requests, its
@@ -170,7 +172,13 @@ impl MetricIds {
                 defined.then(|| stats.define_metric(MetricKind::Gauge, &name)).flatten()
             }),
             vm_memory: stats.define_metric(MetricKind::Gauge, names::VM_MEMORY),
+            vitals: config.vitals.as_ref().map(|_| VitalsIds::define(stats, config)),
         }
+    }
+
+    /// The beacon endpoint's stats, with `vitals`.
+    pub fn vitals(&self) -> Option<&VitalsIds> {
+        self.vitals.as_ref()
     }
 
     /// Adds the pending counts to the host counters (each VM, once a second).

@@ -47,6 +47,30 @@ pub const GATE_EVIDENCE: &str = "canary_gate_evidence";
 /// Values of the `test` label of [`GATE_EVIDENCE`].
 pub const EVIDENCE_TESTS: [&str; 2] = ["errors", "latency"];
 
+/// Web vitals a page reported, per version (histograms): [`crate::measure::beacon::Vital`]
+/// order. Times in milliseconds; CLS ×1000 as an integer (100 is a CLS of 0.1).
+pub const WEB_VITALS: [&str; 5] = [
+    "canary_web_vitals_lcp_milliseconds",
+    "canary_web_vitals_inp_milliseconds",
+    "canary_web_vitals_cls",
+    "canary_web_vitals_fcp_milliseconds",
+    "canary_web_vitals_ttfb_milliseconds",
+];
+/// Page events per version (counters): page views, JS errors, resource load errors.
+pub const WEB_EVENTS: [&str; 3] =
+    ["canary_web_page_views_total", "canary_web_js_errors_total", "canary_web_resource_errors_total"];
+/// Rolling-window web vitals per version (gauges): P75 of LCP and INP in milliseconds, P75 of
+/// CLS ×1000, JS errors per page view in parts per million, page views.
+pub const WINDOW_WEB: [&str; 5] = [
+    "canary_window_web_vitals_lcp_p75_milliseconds",
+    "canary_window_web_vitals_inp_p75_milliseconds",
+    "canary_window_web_vitals_cls_p75",
+    "canary_window_web_js_error_ratio_ppm",
+    "canary_window_web_page_views",
+];
+/// Beacons refused or dropped (counter, labels `service`, `reason`).
+pub const VITALS_REJECTED: &str = "canary_vitals_rejected_total";
+
 /// 1 for the revision a router sees serving a version now, 0 for one it saw before (gauge,
 /// labels `service`, `version`, `revision`).
 pub const REVISION_INFO: &str = "canary_revision_info";
@@ -107,6 +131,11 @@ pub fn class_series(metric: &str, key: SeriesKey<'_>, class: &str, extra: Option
         Some((label, value)) => format!("{base}.{label}.{value}"),
         None => base,
     }
+}
+
+/// `metric.service.S.version.V`, for series only a router reports and no class divides.
+pub fn version_series(metric: &str, service: &str, version: &str) -> String {
+    format!("{metric}.service.{service}.version.{version}")
 }
 
 /// `canary_revision_info.service.S.version.V.revision.X`.

@@ -225,6 +225,8 @@ pub struct WindowStats {
     pub slow_users: Users,
     /// Latency quantiles in microseconds (0 without requests).
     pub p50_us: u64,
+    /// 75th percentile.
+    pub p75_us: u64,
     /// 95th percentile.
     pub p95_us: u64,
     /// 99th percentile.
@@ -389,6 +391,7 @@ fn summarize(requests: u64, errors: u64, latency: &Histogram) -> WindowStats {
         errors,
         error_ratio_ppm: errors.saturating_mul(1_000_000).checked_div(requests).unwrap_or(0),
         p50_us: q(0.50),
+        p75_us: q(0.75),
         p95_us: q(0.95),
         p99_us: q(0.99),
         ..WindowStats::default()

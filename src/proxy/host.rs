@@ -41,6 +41,11 @@ pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) {
     }
 }
 
+/// The first `size` bytes of the buffered request body (empty if the host has none).
+pub fn request_body(size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default()
+}
+
 /// The response's `:status`, if it is a number.
 pub fn response_status() -> Option<u64> {
     let value = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status").ok().flatten()?;

@@ -1,6 +1,7 @@
 //! proxy-wasm glue: reads headers and properties through [`host`], asks the pure modules, and
 //! applies the answer. Compiled for the proxy (wasm32-wasip1) only.
 
+mod beacon;
 mod host;
 
 use crate::config::{Config, Role, SplitMode};
@@ -61,6 +62,8 @@ impl Drop for Plugin {
 #[derive(Default)]
 struct Root {
     plugin: Option<Rc<Plugin>>,
+    /// Beacons waiting for their body.
+    pending: Rc<beacon::PendingBeacons>,
     rng: Rc<Cell<BucketRng>>,
     /// The second of the last counter flush.
     flushed_s: u64,
@@ -160,10 +163,12 @@ impl RootContext for Root {
             if let Err(status) = proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(next_ms.max(1))) {
                 log::warn!("cannot set tick period: {status:?}");
             }
+            // Last: it switches the effective context to each stream it answers.
+            self.pending.answer_overdue(plugin, host::now_micros());
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plugin = self.plugin.clone()?;
         let class = plugin.classifier.other();
         Some(Box::new(Stream {
@@ -176,6 +181,9 @@ impl RootContext for Root {
             skipped: false,
             class,
             outcomes: 0,
+            beacon: false,
+            context_id,
+            pending: self.pending.clone(),
         }))
     }
 
@@ -251,6 +259,16 @@ struct Stream {
     class: ClassIndex,
     /// The response's outcomes: bit `i` set if it has outcome `i`.
     outcomes: u8,
+    /// A web-vitals beacon whose body is being buffered.
+    beacon: bool,
+    context_id: u32,
+    pending: Rc<beacon::PendingBeacons>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.end_wait();
+    }
 }
 
 struct HostRequestHeaders;
@@ -270,7 +288,7 @@ impl Context for Stream {}
 // The Makefile's WASM_EXPORTS keeps only the callbacks implemented here (Envoy skips the
 // others): a new callback needs its export added there.
 impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let router = &self.plugin.router;
         if !router.handles(|| host::request_header(":authority")) {
             self.skipped = true;
@@ -278,7 +296,21 @@ impl HttpContext for Stream {
         }
         let config = router.config();
         self.started_us = host::now_micros();
-        self.class = self.plugin.classifier.classify(host::request_header);
+        // With the beacon endpoint the path is read here, and the classifier reuses it.
+        let mut path = config.vitals.as_ref().map(|_| host::request_header(":path"));
+        if let (Some(vitals), Some(Some(p))) = (&config.vitals, &path) {
+            if beacon::is_endpoint(p, &vitals.path) {
+                return self.take_beacon(end_of_stream);
+            }
+        }
+        self.class = self.plugin.classifier.classify(|name| {
+            if name == ":path" {
+                if let Some(p) = path.take() {
+                    return p;
+                }
+            }
+            host::request_header(name)
+        });
         if config.role == Role::Observer {
             return self.answer_probe();
         }
@@ -297,6 +329,13 @@ impl HttpContext for Stream {
         }
         self.decision = Some(decision);
         Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.beacon {
+            return Action::Continue;
+        }
+        self.beacon_body(body_size, end_of_stream)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

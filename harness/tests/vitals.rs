@@ -1,0 +1,354 @@
+//! The web-vitals beacon endpoint through a real Envoy (2 workers): beacons answered by the
+//! filter itself and never forwarded, attributed to the version the request would be routed to,
+//! exported per version; bad beacons refused and counted; the rate limit; the gate on vitals;
+//! and a proxy that holds beacon bodies back (no `allow_on_headers_stop_iteration`).
+
+use canary_harness::chaos::assert_no_wasm_errors;
+use canary_harness::{filter_config, start_stack, wait_until, Backend, Client, Envoy, EnvoyOptions, Layout, Reply};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ENDPOINT: &str = "/__canary/vitals";
+
+/// `filter_config(50)` with the beacon endpoint and `extra` top-level members (`, "gate": ...`).
+fn vitals_config(vitals: &str, extra: &str) -> String {
+    let base = filter_config(50.0);
+    let body = base.trim_end().strip_suffix('}').unwrap_or_else(|| panic!("config is an object"));
+    format!("{body},\n  \"vitals\": {vitals}{extra}\n}}")
+}
+
+fn post(envoy: &Envoy, headers: &[(&str, &str)], body: &str) -> Reply {
+    Client::new().send("POST", &envoy.url(ENDPOINT), headers, body.as_bytes())
+}
+
+fn counter(envoy: &Envoy, metric: &str, version: &str) -> u64 {
+    envoy.stat(&format!("wasmcustom.{metric}.service.checkout.version.{version}"))
+}
+
+fn rejected(envoy: &Envoy, reason: &str) -> u64 {
+    envoy.stat(&format!("wasmcustom.canary_vitals_rejected_total.service.checkout.reason.{reason}"))
+}
+
+/// Every `canary_vitals_rejected_total` by reason.
+fn rejections(envoy: &Envoy) -> BTreeMap<String, u64> {
+    let body = Client::new().get(&envoy.admin("/stats?filter=canary_vitals_rejected_total"), &[]).body;
+    body.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            Some((name.rsplit('.').next()?.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A histogram's `_count` and `_sum` and its cumulative buckets, from `/stats/prometheus`.
+#[derive(Debug, Default)]
+struct Histogram {
+    count: u64,
+    sum: f64,
+    buckets: Vec<(f64, u64)>,
+}
+
+fn histogram(envoy: &Envoy, metric: &str, version: &str) -> Histogram {
+    let body = Client::new().get(&envoy.admin("/stats/prometheus"), &[]).body;
+    let labels = format!("service=\"checkout\",version=\"{version}\"");
+    let mut h = Histogram::default();
+    for line in body.lines().filter(|l| l.starts_with(metric) && l.contains(&labels)) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        if series.starts_with(&format!("{metric}_count")) {
+            h.count = value.parse().unwrap();
+        } else if series.starts_with(&format!("{metric}_sum")) {
+            h.sum = value.parse().unwrap();
+        } else if let Some(le) = series.split("le=\"").nth(1).and_then(|s| s.strip_suffix("\"}")) {
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+            h.buckets.push((le, value.parse().unwrap()));
+        }
+    }
+    h
+}
+
+impl Histogram {
+    /// Samples at or below `value` (the smallest bucket bound holding it).
+    fn at_or_below(&self, value: f64) -> u64 {
+        self.buckets.iter().filter(|(le, _)| *le >= value).map(|&(_, c)| c).next().unwrap_or(0)
+    }
+
+    /// Samples in the bucket Envoy puts `value` in: its histograms keep two significant digits
+    /// (circllhist), and a bin counts toward every bucket bound at or above its lower edge.
+    fn in_bucket_of(&self, value: f64) -> u64 {
+        let unit = 10f64.powi(value.log10().floor() as i32 - 1).max(1.0);
+        let value = (value / unit).floor() * unit;
+        let below = self.buckets.iter().filter(|(le, _)| *le < value).map(|&(_, c)| c).next_back().unwrap_or(0);
+        self.at_or_below(value) - below
+    }
+}
+
+/// Waits until `metric` of `version` holds `count` samples (histograms merge on Envoy's flush).
+fn wait_for_histogram(envoy: &Envoy, metric: &str, version: &str, count: u64) -> Histogram {
+    wait_until(&format!("{metric} of {version} holds {count} samples"), Duration::from_secs(20), || {
+        histogram(envoy, metric, version).count >= count
+    });
+    histogram(envoy, metric, version)
+}
+
+#[test]
+fn beacons_are_answered_by_the_filter_attributed_and_exported_per_version() {
+    let json = vitals_config(r#"{"max_per_second": 1000}"#, "");
+    let (envoy, stable, canary) = start_stack(Layout::FilterMode, &json, &|s| s);
+    // Every series is there, at 0, before the first beacon.
+    for version in ["stable", "canary"] {
+        for metric in ["canary_web_page_views_total", "canary_web_js_errors_total", "canary_web_resource_errors_total"]
+        {
+            let name = format!("wasmcustom.{metric}.service.checkout.version.{version}");
+            let listed = Client::new().get(&envoy.admin(&format!("/stats?filter={name}")), &[]).body;
+            assert!(listed.contains(&format!("{name}: 0")), "{name} missing: {listed}");
+        }
+        for metric in
+            ["canary_web_vitals_lcp_milliseconds", "canary_web_vitals_cls", "canary_web_vitals_ttfb_milliseconds"]
+        {
+            let h = histogram(&envoy, metric, version);
+            assert!(!h.buckets.is_empty() && h.count == 0, "{metric} {version}: {h:?}");
+        }
+    }
+    let client = Client::new();
+    // A tester's override: the canary, with what a canary page reports.
+    let canary_page = r#"[{"name":"page_view"},{"name":"LCP","value":3012.4,"rating":"poor","delta":3012.4,
+        "id":"v5-1","navigationType":"navigate"},{"name":"CLS","value":0.25},{"name":"INP","value":312},
+        {"name":"FCP","value":850.5},{"name":"TTFB","value":12.2},{"name":"js_error"},{"name":"resource_error"}]"#;
+    let reply = post(&envoy, &[("x-canary", "canary"), ("content-type", "text/plain;charset=UTF-8")], canary_page);
+    assert_eq!(reply.status, 204, "{reply:?}");
+    assert!(reply.set_cookies.is_empty(), "a beacon issues no cookie: {reply:?}");
+    // One metric object, as JSON, with a query string.
+    let stable_lcp = r#"{"name":"LCP","value":1200.6,"id":"v5-2","delta":1200.6}"#;
+    let url = envoy.url(&format!("{ENDPOINT}?t=1"));
+    let reply = client.send(
+        "POST",
+        &url,
+        &[("x-canary", "stable"), ("content-type", "application/json")],
+        stable_lcp.as_bytes(),
+    );
+    assert_eq!(reply.status, 204, "{reply:?}");
+    // Users placed by their sticky cookie or their hash key: the version their pages came from.
+    let mut expected = BTreeMap::from([("stable", 0u64), ("canary", 1u64)]);
+    for user in 0..24 {
+        let (headers, page): (Vec<(String, String)>, Reply) = if user % 2 == 0 {
+            let page = client.get(&envoy.url("/"), &[]);
+            let cookie = page.cookie_pair("canary_bucket").unwrap_or_else(|| panic!("no cookie: {page:?}"));
+            (vec![("cookie".into(), cookie)], page)
+        } else {
+            let id = format!("user-{user}");
+            let page = client.get(&envoy.url("/"), &[("x-user-id", id.as_bytes())]);
+            (vec![("x-user-id".into(), id)], page)
+        };
+        let version = page.version.clone().unwrap_or_else(|| panic!("no version: {page:?}"));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let reply = post(&envoy, &headers, r#"[{"name":"page_view"}]"#);
+        assert_eq!(reply.status, 204, "{reply:?}");
+        *expected.get_mut(version.as_str()).unwrap() += 1;
+    }
+    assert!(expected.values().all(|&n| n >= 2), "both versions served pages: {expected:?}");
+    // A request the filter cannot place (a fresh random bucket) is answered, not attributed.
+    let reply = post(&envoy, &[], r#"{"name":"page_view"}"#);
+    assert_eq!(reply.status, 204, "{reply:?}");
+    wait_until("counters flushed", Duration::from_secs(5), || {
+        counter(&envoy, "canary_web_page_views_total", "stable") == expected["stable"]
+            && counter(&envoy, "canary_web_page_views_total", "canary") == expected["canary"]
+    });
+    assert_eq!(rejected(&envoy, "no_version"), 1);
+    assert_eq!(counter(&envoy, "canary_web_js_errors_total", "canary"), 1);
+    assert_eq!(counter(&envoy, "canary_web_resource_errors_total", "canary"), 1);
+    assert_eq!(counter(&envoy, "canary_web_js_errors_total", "stable"), 0);
+    // Histograms hold exactly the reported values: integer ms, CLS ×1000.
+    for (metric, version, value) in [
+        ("canary_web_vitals_lcp_milliseconds", "canary", 3012.0),
+        ("canary_web_vitals_lcp_milliseconds", "stable", 1201.0),
+        ("canary_web_vitals_cls", "canary", 250.0),
+        ("canary_web_vitals_inp_milliseconds", "canary", 312.0),
+        ("canary_web_vitals_fcp_milliseconds", "canary", 851.0),
+        ("canary_web_vitals_ttfb_milliseconds", "canary", 12.0),
+    ] {
+        let h = wait_for_histogram(&envoy, metric, version, 1);
+        assert_eq!(h.count, 1, "{metric} {version}: {h:?}");
+        assert_eq!(h.in_bucket_of(value), 1, "{metric} {version} holds {value}: {h:?}");
+        assert!((h.sum - value).abs() <= value * 0.05 + 1.0, "{metric} {version} sum {} vs {value}", h.sum);
+    }
+    assert_eq!(histogram(&envoy, "canary_web_vitals_cls", "stable").count, 0);
+    // The window gauges, merged across workers: P75 within the window histogram's 1.6%.
+    let gauge = |metric: &str, version: &str| counter(&envoy, metric, version);
+    wait_until("window gauges", Duration::from_secs(10), || {
+        gauge("canary_window_web_page_views", "canary") == expected["canary"]
+            && gauge("canary_window_web_page_views", "stable") == expected["stable"]
+    });
+    let lcp = gauge("canary_window_web_vitals_lcp_p75_milliseconds", "canary") as f64;
+    assert!((lcp - 3012.4).abs() / 3012.4 < 0.02, "canary LCP p75 {lcp}");
+    let lcp = gauge("canary_window_web_vitals_lcp_p75_milliseconds", "stable") as f64;
+    assert!((lcp - 1200.6).abs() / 1200.6 < 0.02, "stable LCP p75 {lcp}");
+    let cls = gauge("canary_window_web_vitals_cls_p75", "canary") as f64;
+    assert!((cls - 250.0).abs() / 250.0 < 0.02, "canary CLS p75 {cls}");
+    assert_eq!(gauge("canary_window_web_js_error_ratio_ppm", "canary"), 1_000_000 / expected["canary"]);
+    assert_eq!(gauge("canary_window_web_js_error_ratio_ppm", "stable"), 0);
+    // Beacons never reach a backend and never count as requests.
+    assert_eq!(stable.requests() + canary.requests(), 24, "only the pages were forwarded");
+    let requests = envoy.version_stats("checkout", "stable").requests_total
+        + envoy.version_stats("checkout", "canary").requests_total;
+    assert_eq!(requests, 24);
+    assert_no_wasm_errors(&envoy.log());
+}
+
+/// A raw HTTP/1.1 request with a chunked body sent in `chunks`, without a content-length: the
+/// status Envoy answers.
+fn raw_chunked_post(port: u16, chunks: &[Vec<u8>]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {ENDPOINT} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-canary: canary\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    let _ = stream.write_all(head.as_bytes());
+    for chunk in chunks {
+        let _ = stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes());
+        let _ = stream.write_all(chunk);
+        let _ = stream.write_all(b"\r\n");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn bad_beacons_are_refused_counted_and_never_forwarded() {
+    let json = vitals_config(r#"{"max_body_bytes": 1024, "max_per_second": 1000}"#, "");
+    let (envoy, stable, canary) = start_stack(Layout::FilterMode, &json, &|s| s);
+    let client = Client::new();
+    let canary_user = [("x-canary", "canary")];
+    let big = format!(r#"[{}]"#, vec![r#"{"name":"page_view"}"#; 60].join(","));
+    assert!(big.len() > 1024);
+    let cases: Vec<(&str, u16, Reply)> = vec![
+        ("method", 400, client.get(&envoy.url(ENDPOINT), &[("x-canary", b"canary")])),
+        ("method", 400, client.send("PUT", &envoy.url(ENDPOINT), &canary_user, b"{\"name\":\"page_view\"}")),
+        ("too_large", 413, post(&envoy, &canary_user, &big)),
+        ("malformed", 400, post(&envoy, &canary_user, "{\"name\":\"LCP\",")),
+        ("malformed", 400, post(&envoy, &canary_user, "")),
+        ("malformed", 400, post(&envoy, &canary_user, "[]")),
+        ("malformed", 400, post(&envoy, &canary_user, "{\"name\":\"LCP\",\"value\":NaN}")),
+        ("malformed", 400, post(&envoy, &canary_user, "\u{1}\u{2}\u{3}")),
+        ("unknown_name", 400, post(&envoy, &canary_user, "[{\"name\":\"page_view\"},{\"name\":\"CPU\",\"value\":1}]")),
+        ("bad_value", 400, post(&envoy, &canary_user, "{\"name\":\"LCP\",\"value\":-5}")),
+        ("bad_value", 400, post(&envoy, &canary_user, "{\"name\":\"LCP\",\"value\":\"1200\"}")),
+        ("bad_value", 400, post(&envoy, &canary_user, "{\"name\":\"CLS\",\"value\":null}")),
+        ("bad_value", 400, post(&envoy, &canary_user, "{\"name\":\"INP\"}")),
+    ];
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for (reason, status, reply) in &cases {
+        assert_eq!(reply.status, *status, "{reason}: {reply:?}");
+        *expected.entry(reason.to_string()).or_default() += 1;
+    }
+    // A chunked body with no length: refused once it passes the limit, mid-stream.
+    let chunks: Vec<Vec<u8>> = (0..8).map(|_| vec![b' '; 200]).collect();
+    assert_eq!(raw_chunked_post(envoy.port, &chunks), 413);
+    *expected.entry("too_large".into()).or_default() += 1;
+    // A chunked body within the limit is taken.
+    let good: Vec<Vec<u8>> = vec![b"[{\"name\":\"page_".to_vec(), b"view\"}]".to_vec()];
+    assert_eq!(raw_chunked_post(envoy.port, &good), 204);
+    wait_until("rejections counted", Duration::from_secs(5), || {
+        expected.iter().all(|(reason, &n)| rejected(&envoy, reason) == n)
+    });
+    let all = rejections(&envoy);
+    for (reason, n) in &all {
+        assert_eq!(*n, expected.get(reason).copied().unwrap_or(0), "reason {reason}: {all:?}");
+    }
+    wait_until("the good one counted", Duration::from_secs(5), || {
+        counter(&envoy, "canary_web_page_views_total", "canary") == 1
+    });
+    // No bad beacon was taken in part, forwarded, or counted as a request.
+    assert_eq!(counter(&envoy, "canary_web_js_errors_total", "canary"), 0);
+    assert_eq!(stable.requests() + canary.requests(), 0);
+    assert_eq!(envoy.version_stats("checkout", "canary").requests_total, 0);
+    // The proxy goes on serving.
+    assert_eq!(client.get(&envoy.url("/"), &[]).status, 200);
+    assert_no_wasm_errors(&envoy.log());
+}
+
+#[test]
+fn beacons_past_max_per_second_are_dropped_and_counted() {
+    const LIMIT: u64 = 20;
+    const SENT: u64 = 120;
+    let json = vitals_config(&format!(r#"{{"max_per_second": {LIMIT}}}"#), "");
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &json, &|s| s);
+    let now_s = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    // Start early in a second, so the burst spans as few seconds as it can.
+    while SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_millis() > 100 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (first_s, started) = (now_s(), Instant::now());
+    let statuses: Vec<u16> =
+        (0..SENT).map(|_| post(&envoy, &[("x-canary", "canary")], r#"{"name":"page_view"}"#).status).collect();
+    let (seconds, took) = (now_s() - first_s + 1, started.elapsed());
+    let taken = statuses.iter().filter(|&&s| s == 204).count() as u64;
+    let dropped = statuses.iter().filter(|&&s| s == 429).count() as u64;
+    assert_eq!(taken + dropped, SENT, "{statuses:?}");
+    // Each second admits its limit, and no worker alone passes it; two workers may each admit up
+    // to it before they learn of the other's at their next tick.
+    assert!(taken >= LIMIT, "taken {taken} in {seconds} s");
+    assert!(taken <= 2 * LIMIT * seconds, "taken {taken} in {seconds} s ({took:?})");
+    wait_until("drops counted", Duration::from_secs(5), || {
+        rejected(&envoy, "rate_limited") == dropped && counter(&envoy, "canary_web_page_views_total", "canary") == taken
+    });
+    // The next second admits again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(post(&envoy, &[("x-canary", "canary")], r#"{"name":"page_view"}"#).status, 204);
+    assert_no_wasm_errors(&envoy.log());
+}
+
+#[test]
+fn canary_vitals_over_their_limits_trip_the_gate() {
+    let gate = r#",
+  "gate": {"window_s": 30, "consecutive": 1, "vitals": {"max_lcp_p75_ms": 2500, "max_cls_p75": 0.1, "min_page_views": 5}}"#;
+    let json = vitals_config("{}", gate);
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &json, &|s| s);
+    let page = |version: &str, lcp: f64, cls: f64| {
+        let body = format!(r#"[{{"name":"page_view"}},{{"name":"LCP","value":{lcp}}},{{"name":"CLS","value":{cls}}}]"#);
+        assert_eq!(post(&envoy, &[("x-canary", version)], &body).status, 204);
+    };
+    // Slow stable pages are no concern of the gate's; four slow canary pages are too few.
+    for _ in 0..6 {
+        page("stable", 4000.0, 0.3);
+    }
+    for _ in 0..4 {
+        page("canary", 4000.0, 0.3);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(envoy.gate_stats("checkout"), (0, 0, 1), "inconclusive below min_page_views");
+    page("canary", 4000.0, 0.3);
+    let took = wait_until("the gate trips", Duration::from_secs(10), || envoy.gate_stats("checkout").0 == 1);
+    assert!(took < Duration::from_secs(5), "tripped after {took:?}");
+    let log = envoy.log();
+    let line = log.lines().find(|l| l.contains("gate tripped")).unwrap_or_else(|| panic!("no trip line:\n{log}"));
+    assert!(line.contains("LCP p75") && line.contains("> 2500.000ms") && line.contains("CLS p75"), "{line}");
+    // Canary users now get stable.
+    assert_eq!(Client::new().get(&envoy.url("/"), &[("x-user-id", b"someone")]).version.as_deref(), Some("stable"));
+    assert_no_wasm_errors(&log);
+}
+
+#[test]
+fn a_proxy_that_holds_beacon_bodies_back_answers_them_and_says_why() {
+    // The filter inline, without `allow_on_headers_stop_iteration`: Envoy keeps the body from it.
+    let json = vitals_config("{}", "");
+    let (stable, canary) = (Backend::start("stable", &[]), Backend::start("canary", &[]));
+    let options = EnvoyOptions { layout: Layout::FilterMode, filter_json: &json, workers: 2, edit: &|s| s };
+    let envoy = Envoy::start_inline(options, &stable, &canary, &[&json]);
+    let started = Instant::now();
+    let reply = post(&envoy, &[("x-canary", "canary")], r#"{"name":"page_view"}"#);
+    assert_eq!(reply.status, 204, "{reply:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "answered after {:?}", started.elapsed());
+    wait_until("counted", Duration::from_secs(5), || rejected(&envoy, "no_body") == 1);
+    assert_eq!(counter(&envoy, "canary_web_page_views_total", "canary"), 0);
+    let log = envoy.log();
+    assert!(log.contains("allow_on_headers_stop_iteration"), "no hint in the log:\n{log}");
+    assert_eq!(stable.requests() + canary.requests(), 0);
+    // Bodiless refusals need no body: answered at once.
+    assert_eq!(Client::new().get(&envoy.url(ENDPOINT), &[]).status, 400);
+}

@@ -1,0 +1,325 @@
+//! Web-vitals beacons: the body a page posts to the `vitals` endpoint, read into reports.
+//!
+//! A beacon is one JSON object or an array of them, as the npm `web-vitals` library's
+//! `onLCP`/`onINP`/`onCLS`/`onFCP`/`onTTFB` callbacks hand them over (`{"name": "LCP", "value":
+//! 1834.2, "id": ..., "delta": ...}`; fields other than `name` and `value` are ignored), plus the
+//! events `page_view`, `js_error` and `resource_error`. A beacon is taken whole or refused whole.
+
+use crate::config::{parse_json, JsonValue};
+
+/// A web vital with a value, recorded in a histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vital {
+    /// Largest Contentful Paint.
+    Lcp,
+    /// Interaction to Next Paint.
+    Inp,
+    /// Cumulative Layout Shift (unitless).
+    Cls,
+    /// First Contentful Paint.
+    Fcp,
+    /// Time to First Byte.
+    Ttfb,
+}
+
+impl Vital {
+    /// Every vital, in lane order.
+    pub const ALL: [Vital; 5] = [Vital::Lcp, Vital::Inp, Vital::Cls, Vital::Fcp, Vital::Ttfb];
+
+    /// Its name in a beacon, as web-vitals writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vital::Lcp => "LCP",
+            Vital::Inp => "INP",
+            Vital::Cls => "CLS",
+            Vital::Fcp => "FCP",
+            Vital::Ttfb => "TTFB",
+        }
+    }
+
+    /// Its index in [`Vital::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Times are kept in microseconds (3 decimals of a millisecond), CLS in millionths.
+    fn decimals(self) -> u32 {
+        match self {
+            Vital::Cls => 6,
+            _ => 3,
+        }
+    }
+
+    /// The largest value taken: an hour, or a CLS of 1000.
+    fn max_scaled(self) -> u64 {
+        match self {
+            Vital::Cls => 1_000_000_000,
+            _ => 3_600_000_000,
+        }
+    }
+}
+
+/// A page event, counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A page was loaded.
+    PageView,
+    /// An uncaught JS error or unhandled rejection.
+    JsError,
+    /// A resource (image, script, style) failed to load.
+    ResourceError,
+}
+
+/// One thing a beacon reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// A vital's value: microseconds for times, millionths for CLS.
+    Vital(Vital, u64),
+    /// An event.
+    Event(Event),
+}
+
+/// Why a beacon was refused; the `reason` label of `canary_vitals_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not a `POST`.
+    Method,
+    /// Body over `vitals.max_body_bytes`, or more reports than [`MAX_REPORTS`].
+    TooLarge,
+    /// Not JSON, or not an object or a non-empty array of objects with a string `name`.
+    Malformed,
+    /// A `name` that is neither a vital nor an event.
+    UnknownName,
+    /// A vital whose `value` is missing, not a number, negative or beyond any page's.
+    BadValue,
+    /// Over `vitals.max_per_second` for the proxy.
+    RateLimited,
+    /// The request would be left to the mesh with no pin: no version to attribute it to.
+    NoVersion,
+    /// The body never reached the filter (Envoy holds it back without
+    /// `allow_on_headers_stop_iteration`).
+    NoBody,
+}
+
+impl Rejection {
+    /// Every reason, in metric order.
+    pub const ALL: [Rejection; 8] = [
+        Rejection::Method,
+        Rejection::TooLarge,
+        Rejection::Malformed,
+        Rejection::UnknownName,
+        Rejection::BadValue,
+        Rejection::RateLimited,
+        Rejection::NoVersion,
+        Rejection::NoBody,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Method => "method",
+            Rejection::TooLarge => "too_large",
+            Rejection::Malformed => "malformed",
+            Rejection::UnknownName => "unknown_name",
+            Rejection::BadValue => "bad_value",
+            Rejection::RateLimited => "rate_limited",
+            Rejection::NoVersion => "no_version",
+            Rejection::NoBody => "no_body",
+        }
+    }
+
+    /// The status it is answered with (a beacon without a version or whose body the proxy
+    /// held back is not the client's fault).
+    pub fn status(self) -> u32 {
+        match self {
+            Rejection::TooLarge => 413,
+            Rejection::RateLimited => 429,
+            Rejection::NoVersion | Rejection::NoBody => 204,
+            _ => 400,
+        }
+    }
+
+    /// Its index in [`Rejection::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The most reports one beacon may carry (a page sends at most a dozen).
+pub const MAX_REPORTS: usize = 64;
+
+/// Reads a beacon body into `out` (cleared first); on a refusal `out` is left empty.
+pub fn read(body: &[u8], out: &mut Vec<Report>) -> Result<(), Rejection> {
+    out.clear();
+    let result = read_into(body, out);
+    if result.is_err() {
+        out.clear();
+    }
+    result
+}
+
+fn read_into(body: &[u8], out: &mut Vec<Report>) -> Result<(), Rejection> {
+    let value = parse_json(body).map_err(|_| Rejection::Malformed)?;
+    match &value {
+        JsonValue::Object(_) => out.push(report(&value)?),
+        JsonValue::Array(items) if !items.is_empty() => {
+            if items.len() > MAX_REPORTS {
+                return Err(Rejection::TooLarge);
+            }
+            for item in items {
+                out.push(report(item)?);
+            }
+        }
+        _ => return Err(Rejection::Malformed),
+    }
+    Ok(())
+}
+
+fn report(item: &JsonValue) -> Result<Report, Rejection> {
+    let JsonValue::Object(members) = item else { return Err(Rejection::Malformed) };
+    let field = |name: &str| members.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let Some(JsonValue::String(name)) = field("name") else { return Err(Rejection::Malformed) };
+    let event = match name.as_str() {
+        "page_view" => Some(Event::PageView),
+        "js_error" => Some(Event::JsError),
+        "resource_error" => Some(Event::ResourceError),
+        _ => None,
+    };
+    if let Some(event) = event {
+        return Ok(Report::Event(event));
+    }
+    let vital = Vital::ALL.into_iter().find(|v| v.name() == name).ok_or(Rejection::UnknownName)?;
+    let Some(JsonValue::Number(text)) = field("value") else { return Err(Rejection::BadValue) };
+    let value = scaled(text, vital.decimals()).filter(|&v| v <= vital.max_scaled()).ok_or(Rejection::BadValue)?;
+    Ok(Report::Vital(vital, value))
+}
+
+/// A JSON number's text times `10^decimals`, rounded half up; `None` if negative or too large.
+/// Exact, with no floating point: `scaled("1834.25", 3) == Some(1_834_250)`,
+/// `scaled("1.5e-2", 6) == Some(15_000)`.
+pub fn scaled(text: &str, decimals: u32) -> Option<u64> {
+    if text.starts_with('-') {
+        return None;
+    }
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = || whole.bytes().chain(fraction.bytes()).map(|b| u64::from(b.wrapping_sub(b'0')));
+    if digits().any(|d| d > 9) {
+        return None;
+    }
+    // How many of the digits form the integer part of the scaled value.
+    let whole_digits = i64::from(exponent) + i64::from(decimals) + whole.len() as i64;
+    let count = whole.len() + fraction.len();
+    let mut value: u64 = 0;
+    for d in digits().take(usize::try_from(whole_digits).unwrap_or(0)) {
+        value = value.checked_mul(10)?.checked_add(d)?;
+    }
+    if whole_digits > count as i64 {
+        let zeros = u32::try_from(whole_digits - count as i64).ok().filter(|&z| z <= 19)?;
+        value = value.checked_mul(10u64.pow(zeros))?;
+    }
+    let next = usize::try_from(whole_digits).ok().and_then(|i| digits().nth(i));
+    if next.is_some_and(|d| d >= 5) && whole_digits >= 0 {
+        value = value.checked_add(1)?;
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn reports(body: &str) -> Result<Vec<Report>, Rejection> {
+        let mut out = vec![Report::Event(Event::PageView)];
+        read(body.as_bytes(), &mut out).map(|()| out)
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn scales_decimal_text_exactly() {
+        assert_eq!(scaled("1834.25", 3), Some(1_834_250));
+        assert_eq!(scaled("0", 3), Some(0));
+        assert_eq!(scaled("12", 3), Some(12_000));
+        assert_eq!(scaled("0.1", 6), Some(100_000));
+        assert_eq!(scaled("0.10423452345", 6), Some(104_235));
+        assert_eq!(scaled("0.0000004", 6), Some(0));
+        assert_eq!(scaled("0.0000005", 6), Some(1));
+        assert_eq!(scaled("1.5e-2", 6), Some(15_000));
+        assert_eq!(scaled("1E+2", 3), Some(100_000));
+        assert_eq!(scaled("2.5e3", 3), Some(2_500_000));
+        assert_eq!(scaled("1e-7", 6), Some(0));
+        assert_eq!(scaled("5e-7", 6), Some(1));
+        assert_eq!(scaled("1e-400", 6), Some(0));
+        assert_eq!(scaled("123.4999", 0), Some(123));
+        assert_eq!(scaled("99.5", 0), Some(100));
+        assert_eq!(scaled("-1", 3), None);
+        assert_eq!(scaled("1e400", 3), None);
+        assert_eq!(scaled("18446744073709551616", 0), None);
+        assert_eq!(scaled("1e99999999999", 3), None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn reads_what_web_vitals_sends() {
+        let lcp = r#"{"name":"LCP","value":1834.2999999523163,"rating":"good","delta":1834.2999999523163,
+            "id":"v4-1700000000000-1234567890123","navigationType":"navigate","entries":[{"startTime":1834.3}]}"#;
+        assert_eq!(reports(lcp), Ok(vec![Report::Vital(Vital::Lcp, 1_834_300)]));
+        let batch = r#"[{"name":"CLS","value":0.1523},{"name":"INP","value":312},{"name":"FCP","value":420.5},
+            {"name":"TTFB","value":12.1},{"name":"page_view"},{"name":"js_error","message":"x"},
+            {"name":"resource_error"}]"#;
+        assert_eq!(
+            reports(batch),
+            Ok(vec![
+                Report::Vital(Vital::Cls, 152_300),
+                Report::Vital(Vital::Inp, 312_000),
+                Report::Vital(Vital::Fcp, 420_500),
+                Report::Vital(Vital::Ttfb, 12_100),
+                Report::Event(Event::PageView),
+                Report::Event(Event::JsError),
+                Report::Event(Event::ResourceError),
+            ])
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn refuses_anything_else_whole() {
+        let cases = [
+            ("", Rejection::Malformed),
+            ("{", Rejection::Malformed),
+            ("[]", Rejection::Malformed),
+            ("42", Rejection::Malformed),
+            (r#""LCP""#, Rejection::Malformed),
+            (r#"[{"name":"LCP","value":1},7]"#, Rejection::Malformed),
+            (r#"{"value":1}"#, Rejection::Malformed),
+            (r#"{"name":3,"value":1}"#, Rejection::Malformed),
+            (r#"{"name":"lcp","value":1}"#, Rejection::UnknownName),
+            (r#"[{"name":"LCP","value":1},{"name":"CPU","value":1}]"#, Rejection::UnknownName),
+            (r#"{"name":"LCP"}"#, Rejection::BadValue),
+            (r#"{"name":"LCP","value":null}"#, Rejection::BadValue),
+            (r#"{"name":"LCP","value":"12"}"#, Rejection::BadValue),
+            (r#"{"name":"LCP","value":-3}"#, Rejection::BadValue),
+            (r#"{"name":"INP","value":3600001}"#, Rejection::BadValue),
+            (r#"{"name":"CLS","value":1e308}"#, Rejection::BadValue),
+            (r#"{"name":"LCP","value":NaN}"#, Rejection::Malformed),
+            (r#"{"name":"LCP","value":1}{"name":"LCP","value":1}"#, Rejection::Malformed),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(reports(body), Err(expected), "{body}");
+        }
+        let many = format!("[{}]", vec![r#"{"name":"page_view"}"#; MAX_REPORTS + 1].join(","));
+        assert_eq!(reports(&many), Err(Rejection::TooLarge));
+        let most = format!("[{}]", vec![r#"{"name":"page_view"}"#; MAX_REPORTS].join(","));
+        assert_eq!(reports(&most).map(|r| r.len()), Ok(MAX_REPORTS));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn never_panics_on_bytes() {
+        let mut out = Vec::new();
+        for body in [&b"\xff\xfe"[..], b"[[[[[[[[[[", b"{\"name\":\"LCP\",\"value\":1e-99999999999}", b"\0"] {
+            let _ = read(body, &mut out);
+        }
+        assert_eq!(read(b"{\"name\":\"LCP\",\"value\":1e-99999999999}", &mut out), Err(Rejection::BadValue));
+    }
+}

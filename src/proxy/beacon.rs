@@ -1,0 +1,162 @@
+//! The `vitals` endpoint: a `POST` of web-vitals reports, answered by the filter itself and
+//! never forwarded. The body is buffered by Envoy until it ends (or passes the limit).
+
+use super::host::{self, ProxyHost};
+use super::Plugin;
+use super::{HostRequestHeaders, Stream};
+use crate::measure::beacon::{self, Rejection};
+use crate::model::Reason;
+use proxy_wasm::types::Action;
+use std::cell::{Cell, RefCell};
+
+/// Beacons whose body is awaited, at most this many per VM; more are answered 429.
+const MAX_PENDING: usize = 64;
+/// A beacon whose body has not reached the filter by then never will: the Wasm plugin runs
+/// without `allow_on_headers_stop_iteration`, and Envoy holds the body back.
+const BODY_WAIT_US: u64 = 1_000_000;
+
+/// The beacons of one VM waiting for their body: (context id, since), bounded.
+#[derive(Default)]
+pub struct PendingBeacons {
+    waiting: RefCell<Vec<(u32, u64)>>,
+    warned: Cell<bool>,
+}
+
+impl PendingBeacons {
+    fn add(&self, context_id: u32, now_us: u64) -> bool {
+        let Ok(mut waiting) = self.waiting.try_borrow_mut() else { return false };
+        if waiting.len() >= MAX_PENDING {
+            return false;
+        }
+        waiting.push((context_id, now_us));
+        true
+    }
+
+    pub fn remove(&self, context_id: u32) {
+        if let Ok(mut waiting) = self.waiting.try_borrow_mut() {
+            waiting.retain(|&(id, _)| id != context_id);
+        }
+    }
+
+    /// Answers the beacons whose body never came (204, counted `no_body`), and says once why.
+    /// Called at the end of a tick: it switches the host's effective context.
+    pub fn answer_overdue(&self, plugin: &Plugin, now_us: u64) {
+        let overdue: Vec<u32> = match self.waiting.try_borrow_mut() {
+            Ok(mut waiting) => {
+                let (late, waiting_on): (Vec<_>, Vec<_>) =
+                    waiting.iter().partition(|&&(_, since)| now_us.saturating_sub(since) >= BODY_WAIT_US);
+                *waiting = waiting_on;
+                late.into_iter().map(|(id, _)| id).collect()
+            }
+            Err(_) => return,
+        };
+        if overdue.is_empty() {
+            return;
+        }
+        if !self.warned.replace(true) {
+            log::warn!(
+                "{}: web-vitals beacon bodies never reach the filter: set `allow_on_headers_stop_iteration: true` in \
+                 the Wasm plugin configuration (Envoy 1.35 or later); beacons are answered 204 and dropped",
+                plugin.router.config().service
+            );
+        }
+        for id in overdue {
+            if proxy_wasm::hostcalls::set_effective_context(id).is_ok() {
+                if let Some(ids) = plugin.metrics.vitals() {
+                    ids.reject(&ProxyHost, Rejection::NoBody);
+                }
+                host::send_response(Rejection::NoBody.status(), &[("cache-control", "no-store")], b"");
+            }
+        }
+    }
+}
+
+/// Whether the request path (query aside) is the endpoint's.
+pub fn is_endpoint(path: &[u8], endpoint: &str) -> bool {
+    path.split(|&b| b == b'?').next() == Some(endpoint.as_bytes())
+}
+
+impl Stream {
+    /// Request headers of a beacon: refuses what the headers already rule out, else waits for
+    /// the body. Never counted as a request.
+    pub(super) fn take_beacon(&mut self, end_of_stream: bool) -> Action {
+        self.skipped = true;
+        let Some(vitals) = self.plugin.router.config().vitals.as_ref() else { return Action::Continue };
+        if host::request_header(":method").as_deref() != Some(b"POST") {
+            return self.refuse_beacon(Rejection::Method);
+        }
+        let declared = host::request_header("content-length")
+            .and_then(|v| std::str::from_utf8(&v).ok().and_then(|v| v.trim().parse::<u64>().ok()));
+        if declared.is_some_and(|length| length > u64::from(vitals.max_body_bytes)) {
+            return self.refuse_beacon(Rejection::TooLarge);
+        }
+        if end_of_stream {
+            return self.finish_beacon(&[]);
+        }
+        if !self.pending.add(self.context_id, self.started_us) {
+            return self.refuse_beacon(Rejection::RateLimited);
+        }
+        self.beacon = true;
+        Action::Pause
+    }
+
+    /// A chunk of a beacon's body: Envoy buffers it until the last one.
+    pub(super) fn beacon_body(&mut self, buffered: usize, end_of_stream: bool) -> Action {
+        let limit = self.plugin.router.config().vitals.as_ref().map_or(0, |v| v.max_body_bytes as usize);
+        if buffered > limit {
+            self.end_wait();
+            return self.refuse_beacon(Rejection::TooLarge);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.end_wait();
+        self.finish_beacon(&host::request_body(buffered))
+    }
+
+    /// A whole beacon: within the rate limit, well formed, of a user whose version is known.
+    fn finish_beacon(&mut self, body: &[u8]) -> Action {
+        let plugin = self.plugin.clone();
+        let (router, coordinator) = (&plugin.router, &plugin.coordinator);
+        let Some(vitals) = router.config().vitals.as_ref() else { return Action::Continue };
+        if !coordinator.admit_beacon(self.started_us / 1_000_000, vitals.max_per_second) {
+            return self.refuse_beacon(Rejection::RateLimited);
+        }
+        let mut reports = Vec::new();
+        if let Err(rejection) = beacon::read(body, &mut reports) {
+            return self.refuse_beacon(rejection);
+        }
+        // The version this request would be routed to; a user the filter cannot place (a fresh
+        // random bucket, or the mesh's choice with no pin) has none.
+        let mut rng = self.rng.get();
+        let decision = coordinator
+            .revisions()
+            .with(|table| router.decide_with(&HostRequestHeaders, &mut rng, coordinator.gate_tripped(), table));
+        self.rng.set(rng);
+        let version = decision.version.filter(|_| !matches!(decision.reason, Reason::Random | Reason::Mesh));
+        let Some(version) = version else { return self.refuse_beacon(Rejection::NoVersion) };
+        coordinator.record_beacon(version, &reports);
+        if let Some(ids) = plugin.metrics.vitals() {
+            ids.record(&ProxyHost, version, &reports);
+        }
+        host::send_response(204, &[("cache-control", "no-store")], b"");
+        Action::Pause
+    }
+
+    /// The body came (or the stream ends): no longer waiting for it.
+    pub(super) fn end_wait(&mut self) {
+        if std::mem::replace(&mut self.beacon, false) {
+            self.pending.remove(self.context_id);
+        }
+    }
+
+    fn refuse_beacon(&mut self, rejection: Rejection) -> Action {
+        if let Some(ids) = self.plugin.metrics.vitals() {
+            ids.reject(&ProxyHost, rejection);
+        }
+        let config = self.plugin.router.config();
+        log::debug!("{}: beacon refused ({}), answered {}", config.service, rejection.as_str(), rejection.status());
+        host::send_response(rejection.status(), &[("cache-control", "no-store")], b"");
+        Action::Pause
+    }
+}
