@@ -348,7 +348,30 @@ fn a_proxy_that_holds_beacon_bodies_back_answers_them_and_says_why() {
     assert_eq!(counter(&envoy, "canary_web_page_views_total", "canary"), 0);
     let log = envoy.log();
     assert!(log.contains("allow_on_headers_stop_iteration"), "no hint in the log:\n{log}");
-    assert_eq!(stable.requests() + canary.requests(), 0);
-    // Bodiless refusals need no body: answered at once.
+    // In the query the beacon needs no body: taken as well as refused at once.
+    let beacon = r#"[{"name":"page_view"},{"name":"LCP","value":1834.5}]"#;
+    let url = envoy.url(&format!("{ENDPOINT}?beacon={}", percent_encoded(beacon)));
+    let reply = Client::new().send("POST", &url, &[("x-canary", "canary")], b"");
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let url = envoy.url(&format!("{ENDPOINT}?beacon={}", percent_encoded(r#"{"name":"LCP","value":-1}"#)));
+    assert_eq!(Client::new().send("POST", &url, &[("x-canary", "canary")], b"").status, 400);
     assert_eq!(Client::new().get(&envoy.url(ENDPOINT), &[]).status, 400);
+    wait_until("the query beacon counted", Duration::from_secs(5), || {
+        counter(&envoy, "canary_web_page_views_total", "canary") == 1 && rejected(&envoy, "bad_value") == 1
+    });
+    assert_eq!(wait_for_histogram(&envoy, "canary_web_vitals_lcp_milliseconds", "canary", 1).count, 1);
+    assert_eq!(stable.requests() + canary.requests(), 0);
+    assert_no_wasm_errors(&envoy.log());
+}
+
+/// `text` as `encodeURIComponent` writes it.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -194,6 +194,44 @@ fn report(item: &JsonValue) -> Result<Report, Rejection> {
     Ok(Report::Vital(vital, value))
 }
 
+/// The query parameter that carries a beacon in the URL instead of the body.
+pub const QUERY_PARAMETER: &str = "beacon";
+
+/// The beacon in `path`'s query parameter [`QUERY_PARAMETER`], percent-decoded (`+` is a
+/// space): `None` without one, `Err` if it is not valid percent-encoding or longer than `max`
+/// bytes decoded.
+pub fn from_query(path: &[u8], max: usize) -> Option<Result<Vec<u8>, Rejection>> {
+    let query = path.splitn(2, |&b| b == b'?').nth(1)?;
+    let value = query.split(|&b| b == b'&').find_map(|pair| {
+        let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+        (name == QUERY_PARAMETER.as_bytes()).then(|| value.get(1..).unwrap_or_default())
+    })?;
+    Some(percent_decode(value, max))
+}
+
+fn percent_decode(text: &[u8], max: usize) -> Result<Vec<u8>, Rejection> {
+    let mut out = Vec::with_capacity(text.len().min(max));
+    let mut bytes = text.iter();
+    while let Some(&b) = bytes.next() {
+        let byte = match b {
+            b'%' => {
+                let hex = |d: Option<&u8>| d.and_then(|&d| char::from(d).to_digit(16));
+                match (hex(bytes.next()), hex(bytes.next())) {
+                    (Some(high), Some(low)) => (high * 16 + low) as u8,
+                    _ => return Err(Rejection::Malformed),
+                }
+            }
+            b'+' => b' ',
+            b => b,
+        };
+        if out.len() >= max {
+            return Err(Rejection::TooLarge);
+        }
+        out.push(byte);
+    }
+    Ok(out)
+}
+
 /// A JSON number's text times `10^decimals`, rounded half up; `None` if negative or too large.
 /// Exact, with no floating point: `scaled("1834.25", 3) == Some(1_834_250)`,
 /// `scaled("1.5e-2", 6) == Some(15_000)`.
@@ -312,6 +350,20 @@ mod tests {
         assert_eq!(reports(&many), Err(Rejection::TooLarge));
         let most = format!("[{}]", vec![r#"{"name":"page_view"}"#; MAX_REPORTS].join(","));
         assert_eq!(reports(&most).map(|r| r.len()), Ok(MAX_REPORTS));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn reads_a_beacon_from_the_query() {
+        let path = b"/__canary/vitals?x=1&beacon=%5B%7B%22name%22%3A%22LCP%22%2C%22value%22%3A12%7D%5D&y";
+        assert_eq!(from_query(path, 4096), Some(Ok(br#"[{"name":"LCP","value":12}]"#.to_vec())));
+        assert_eq!(from_query(b"/v?beacon=a+b%20c", 4096), Some(Ok(b"a b c".to_vec())));
+        assert_eq!(from_query(b"/v?beacon=", 4096), Some(Ok(Vec::new())));
+        assert_eq!(from_query(b"/v?beacons=1&xbeacon=2", 4096), None);
+        assert_eq!(from_query(b"/v", 4096), None);
+        assert_eq!(from_query(b"/v?beacon=%4", 4096), Some(Err(Rejection::Malformed)));
+        assert_eq!(from_query(b"/v?beacon=%zz", 4096), Some(Err(Rejection::Malformed)));
+        assert_eq!(from_query(b"/v?beacon=abcdef", 5), Some(Err(Rejection::TooLarge)));
+        assert_eq!(from_query(b"/v?beacon=abcde", 5), Some(Ok(b"abcde".to_vec())));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -1,5 +1,7 @@
 //! The `vitals` endpoint: a `POST` of web-vitals reports, answered by the filter itself and
-//! never forwarded. The body is buffered by Envoy until it ends (or passes the limit).
+//! never forwarded. The reports come in the body, buffered by Envoy until it ends (or passes the
+//! limit), or in the query parameter `beacon` (for proxies whose Wasm plugin configuration
+//! cannot set `allow_on_headers_stop_iteration`, such as Istio's WasmPlugin).
 
 use super::host::{self, ProxyHost};
 use super::Plugin;
@@ -79,11 +81,18 @@ pub fn is_endpoint(path: &[u8], endpoint: &str) -> bool {
 impl Stream {
     /// Request headers of a beacon: refuses what the headers already rule out, else waits for
     /// the body. Never counted as a request.
-    pub(super) fn take_beacon(&mut self, end_of_stream: bool) -> Action {
+    pub(super) fn take_beacon(&mut self, path: &[u8], end_of_stream: bool) -> Action {
         self.skipped = true;
-        let Some(vitals) = self.plugin.router.config().vitals.as_ref() else { return Action::Continue };
+        let plugin = self.plugin.clone();
+        let Some(vitals) = plugin.router.config().vitals.as_ref() else { return Action::Continue };
         if host::request_header(":method").as_deref() != Some(b"POST") {
             return self.refuse_beacon(Rejection::Method);
+        }
+        // In the query, it needs no body (nor `allow_on_headers_stop_iteration`).
+        match beacon::from_query(path, vitals.max_body_bytes as usize) {
+            Some(Ok(body)) => return self.finish_beacon(&body),
+            Some(Err(rejection)) => return self.refuse_beacon(rejection),
+            None => {}
         }
         let declared = host::request_header("content-length")
             .and_then(|v| std::str::from_utf8(&v).ok().and_then(|v| v.trim().parse::<u64>().ok()));

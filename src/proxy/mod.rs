@@ -300,7 +300,7 @@ impl HttpContext for Stream {
         let mut path = config.vitals.as_ref().map(|_| host::request_header(":path"));
         if let (Some(vitals), Some(Some(p))) = (&config.vitals, &path) {
             if beacon::is_endpoint(p, &vitals.path) {
-                return self.take_beacon(end_of_stream);
+                return self.take_beacon(p, end_of_stream);
             }
         }
         self.class = self.plugin.classifier.classify(|name| {
