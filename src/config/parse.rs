@@ -41,6 +41,10 @@ fn vitals_fit(config: &Config) -> Result<(), ConfigError> {
         None if config.gate.vitals.is_some() => {
             Err(refuse("gate.vitals", "needs `vitals`, the endpoint that collects what it limits"))
         }
+        _ if config.gate.vitals.as_ref().is_some_and(|l| !l.has_thresholds()) => Err(refuse(
+            "gate.vitals",
+            "sets no limit: give one of `max_lcp_p75_ms`, `max_inp_p75_ms`, `max_cls_p75`, `max_js_error_ratio`",
+        )),
         _ => Ok(()),
     }
 }

@@ -96,12 +96,6 @@ pub fn limits(f: &Fields<'_>, l: &mut VitalsLimits) -> Result<(), ConfigError> {
         }
         l.max_js_error_ratio_ppm = Some(ppm);
     }
-    if !l.has_thresholds() {
-        return Err(refuse(
-            f.path(),
-            "sets no limit: give one of `max_lcp_p75_ms`, `max_inp_p75_ms`, `max_cls_p75`, `max_js_error_ratio`",
-        ));
-    }
     Ok(())
 }
 
@@ -112,5 +106,78 @@ impl VitalsLimits {
             || self.max_inp_p75_us.is_some()
             || self.max_cls_p75_millionths.is_some()
             || self.max_js_error_ratio_ppm.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Role};
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn defaults_and_every_field() {
+        let c = Config::parse(br#"{"service":"web","vitals":{}}"#).unwrap();
+        let v = c.vitals.unwrap();
+        assert_eq!((v.path.as_str(), v.max_body_bytes, v.max_per_second), ("/__canary/vitals", 4096, 200));
+        assert!(c.gate.vitals.is_none() && !c.gate.has_thresholds());
+        assert!(Config::parse(br#"{"service":"web"}"#).unwrap().vitals.is_none());
+        let c = Config::parse(
+            br#"{"service":"web","vitals":{"path":"/rum","max_body_bytes":65536,"max_per_second":5},
+                "gate":{"vitals":{"max_lcp_p75_ms":2500,"max_inp_p75_ms":200.5,"max_cls_p75":0.1,
+                "max_js_error_ratio":0.001,"min_page_views":20}}}"#,
+        )
+        .unwrap();
+        let v = c.vitals.as_ref().unwrap();
+        assert_eq!((v.path.as_str(), v.max_body_bytes, v.max_per_second), ("/rum", 65_536, 5));
+        let l = c.gate.vitals.as_ref().unwrap();
+        assert_eq!(l.min_page_views, 20);
+        assert_eq!((l.max_lcp_p75_us, l.max_inp_p75_us), (Some(2_500_000), Some(200_500)));
+        assert_eq!((l.max_cls_p75_millionths, l.max_js_error_ratio_ppm), (Some(100_000), Some(1_000)));
+        assert!(c.gate.has_limits() && c.gate.has_thresholds());
+        assert_eq!((c.role, c.eval_period_ms()), (Role::Router, 250));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn refusals_name_the_field_and_the_reason() {
+        let cases = [
+            (r#"{"vitals":{"path":"rum"}}"#, "vitals.path", "starts with `/`"),
+            (r#"{"vitals":{"path":"/rum?x=1"}}"#, "vitals.path", "no query"),
+            (r#"{"vitals":{"path":"/__canary/revision"}}"#, "vitals.path", "revision_probe_path"),
+            (r#"{"vitals":{"max_body_bytes":0}}"#, "vitals.max_body_bytes", "1..=65536 bytes"),
+            (r#"{"vitals":{"max_body_bytes":65537}}"#, "vitals.max_body_bytes", "65536"),
+            (r#"{"vitals":{"max_per_second":0}}"#, "vitals.max_per_second", "1..=100000"),
+            (r#"{"vitals":{"max_per_second":1.5}}"#, "vitals.max_per_second", "integer"),
+            (r#"{"vitals":{"sample":1}}"#, "vitals.sample", "unknown field"),
+            (r#"{"vitals":[]}"#, "vitals", "expected an object"),
+            (r#"{"role":"observer","vitals":{}}"#, "vitals", "router role only"),
+            (r#"{"gate":{"vitals":{"max_lcp_p75_ms":2500}}}"#, "gate.vitals", "needs `vitals`"),
+            (r#"{"vitals":{},"gate":{"vitals":{}}}"#, "gate.vitals", "sets no limit"),
+            (r#"{"vitals":{},"gate":{"vitals":{"min_page_views":10}}}"#, "gate.vitals", "sets no limit"),
+            (r#"{"vitals":{},"gate":{"vitals":{"max_lcp_p75_ms":0}}}"#, "gate.vitals.max_lcp_p75_ms", "(0, 600000]"),
+            (r#"{"vitals":{},"gate":{"vitals":{"max_inp_p75_ms":-1}}}"#, "gate.vitals.max_inp_p75_ms", "negative"),
+            (r#"{"vitals":{},"gate":{"vitals":{"max_cls_p75":0}}}"#, "gate.vitals.max_cls_p75", "(0, 100]"),
+            (
+                r#"{"vitals":{},"gate":{"vitals":{"max_cls_p75":"0.1"}}}"#,
+                "gate.vitals.max_cls_p75",
+                "expected a number",
+            ),
+            (
+                r#"{"vitals":{},"gate":{"vitals":{"max_js_error_ratio":1.5}}}"#,
+                "gate.vitals.max_js_error_ratio",
+                "between 0 and 1",
+            ),
+            (
+                r#"{"vitals":{},"gate":{"vitals":{"max_cls_p75":0.1,"min_page_views":0}}}"#,
+                "gate.vitals.min_page_views",
+                "1..=",
+            ),
+            (r#"{"vitals":{},"gate":{"vitals":{"max_fid_ms":100}}}"#, "gate.vitals.max_fid_ms", "unknown field"),
+        ];
+        for (json, field, reason) in cases {
+            let json = json.replacen('{', r#"{"service":"web","#, 1);
+            let e = Config::parse(json.as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{json} -> {e}");
+            assert!(e.reason.contains(reason), "{json} -> {e}");
+        }
     }
 }

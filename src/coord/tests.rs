@@ -596,3 +596,54 @@ fn an_update_that_turns_the_comparison_on_starts_it_at_once() {
     assert!(vm.coord.gate_tripped(), "3 canary errors a second in 10% of the traffic, under 50%");
     assert!(gauge(&proxy, EVIDENCE) >= 6_908);
 }
+
+const VITALS: &str = r#"{"service":"checkout","vitals":{"max_per_second":1000},
+    "gate":{"window_s":10,"consecutive":1,"vitals":{"max_lcp_p75_ms":2500,"min_page_views":4}}}"#;
+
+fn web_gauge(proxy: &FakeProxy, metric: &str, version: &str) -> u64 {
+    gauge(proxy, &format!("{metric}.service.checkout.version.{version}"))
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn beacons_of_every_vm_merge_into_one_vitals_window_and_gate() {
+    use crate::measure::beacon::{Event, Report, Vital};
+    let proxy = late_in_a_second();
+    let (a, b) = (Vm::new(&proxy, 1, VITALS), Vm::new(&proxy, 2, VITALS));
+    let page = |lcp_ms: u64| {
+        [Report::Event(Event::PageView), Report::Vital(Vital::Lcp, lcp_ms * 1000), Report::Event(Event::JsError)]
+    };
+    // Two slow canary pages per VM, fast stable ones on one VM only.
+    for vm in [&a, &b] {
+        vm.coord.record_beacon(Version::Canary, &page(3_000));
+        vm.coord.record_beacon(Version::Canary, &page(3_400));
+    }
+    a.coord.record_beacon(Version::Stable, &[Report::Event(Event::PageView), Report::Vital(Vital::Lcp, 900_000)]);
+    second(&proxy, &[&a, &b]);
+    second(&proxy, &[&a, &b]);
+    assert_eq!(web_gauge(&proxy, "canary_window_web_page_views", "canary"), 4);
+    assert_eq!(web_gauge(&proxy, "canary_window_web_page_views", "stable"), 1);
+    let p75 = web_gauge(&proxy, "canary_window_web_vitals_lcp_p75_milliseconds", "canary");
+    assert!((3_340..=3_460).contains(&p75), "p75 of 3000, 3000, 3400, 3400: {p75}");
+    assert_eq!(web_gauge(&proxy, "canary_window_web_js_error_ratio_ppm", "canary"), 1_000_000);
+    assert_eq!(web_gauge(&proxy, "canary_window_web_js_error_ratio_ppm", "stable"), 0);
+    // Four canary page views: conclusive, over the limit, tripped; every VM reroutes.
+    assert_eq!(gate_state(&proxy), GateState::Tripped.value());
+    assert!(a.coord.gate_tripped() && b.coord.gate_tripped());
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_new_gate_identity_starts_the_canary_vitals_afresh() {
+    use crate::measure::beacon::{Event, Report};
+    let proxy = late_in_a_second();
+    let mut a = Vm::new(&proxy, 1, VITALS);
+    a.coord.record_beacon(Version::Canary, &[Report::Event(Event::PageView)]);
+    a.coord.record_beacon(Version::Stable, &[Report::Event(Event::PageView)]);
+    second(&proxy, &[&a]);
+    assert_eq!(web_gauge(&proxy, "canary_window_web_page_views", "canary"), 1);
+    // A re-arm is a new gate identity, as a new canary revision is: the canary side starts over.
+    a.reconfigure(&VITALS.replace(r#""consecutive":1,"#, r#""consecutive":1,"rearm":1,"#));
+    second(&proxy, &[&a]);
+    second(&proxy, &[&a]);
+    assert_eq!(web_gauge(&proxy, "canary_window_web_page_views", "canary"), 0);
+    assert_eq!(web_gauge(&proxy, "canary_window_web_page_views", "stable"), 1);
+}

@@ -255,7 +255,7 @@ fn millionths(value: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OutcomeLimit;
+    use crate::config::{OutcomeLimit, VitalsLimits};
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn stats(requests: u64, error_ratio_ppm: u64, p95_us: u64) -> WindowStats {
@@ -395,5 +395,50 @@ mod tests {
         let mut g = Gate::default();
         let e = judge(&mut g, &GateConfig::default(), &stats(1000, 1_000_000, 9_000_000), &stats(0, 0, 0));
         assert_eq!(e.state, GateState::Ok);
+    }
+
+    fn vitals(page_views: u64, js_errors: u64, lcp_us: u64, cls_millionths: u64) -> VitalsStats {
+        let mut v = VitalsStats { page_views, js_errors, ..VitalsStats::default() };
+        v.samples = [page_views, 0, page_views, 0, 0];
+        v.p75 = [lcp_us, 0, cls_millionths, 0, 0];
+        v
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn vitals_over_their_limits_trip_once_there_are_enough_page_views() {
+        let c = GateConfig {
+            consecutive: 2,
+            vitals: Some(VitalsLimits {
+                min_page_views: 20,
+                max_lcp_p75_us: Some(2_500_000),
+                max_cls_p75_millionths: Some(100_000),
+                max_js_error_ratio_ppm: Some(1_000),
+                ..VitalsLimits::default()
+            }),
+            ..GateConfig::default()
+        };
+        let mut g = Gate::new(&c);
+        let bad = vitals(19, 5, 4_000_000, 300_000);
+        for _ in 0..5 {
+            let e = g.evaluate(&c, &[], Some(&bad));
+            assert_eq!((e.state, e.tripped_now, e.breaches.as_str()), (GateState::Inconclusive, false, ""));
+        }
+        let healthy = vitals(400, 0, 1_800_000, 20_000);
+        assert_eq!(g.evaluate(&c, &[], Some(&healthy)).state, GateState::Ok);
+        let slow = vitals(400, 0, 3_100_000, 20_000);
+        let first = g.evaluate(&c, &[], Some(&slow));
+        assert_eq!((first.state, first.tripped_now), (GateState::Breaching, false));
+        assert_eq!(first.breaches, "LCP p75 3100.000ms > 2500.000ms");
+        let bad = vitals(400, 2, 4_000_000, 250_000);
+        let second = g.evaluate(&c, &[], Some(&bad));
+        assert_eq!((second.state, second.tripped_now), (GateState::Tripped, true));
+        assert_eq!(
+            second.breaches,
+            "LCP p75 4000.000ms > 2500.000ms, CLS p75 0.250000 > 0.100000, \
+             js_error_ratio 0.5000% > 0.1000% (400 page views)"
+        );
+        // Without vitals figures (no beacon window yet) the limits are inconclusive.
+        let mut g = Gate::new(&c);
+        assert_eq!(g.evaluate(&c, &[], None).state, GateState::Inconclusive);
     }
 }
