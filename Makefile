@@ -18,7 +18,7 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 FUZZ_TOOL := $(TOOLS)/bin/cargo-fuzz
 PYTHON ?= python3
-APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose valgrind
+APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose valgrind chromium
 # Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
@@ -28,12 +28,13 @@ export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
 .PHONY: help size-budget build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
-	bench-throughput bench-instructions bench-gate bench-idle size image image-test manifests node-deps rules fuzz fuzz-smoke soak \
+	bench-throughput bench-instructions bench-gate bench-idle size image image-test manifests node-deps browser-deps rules fuzz fuzz-smoke soak \
 	flake-check clean
 
 # The exports canary-gate's glue uses. The proxy-wasm SDK exports every callback; Envoy skips
 # a callback the module does not export, so pruning the rest saves a call into the VM for
-# each response body (and queue message), and drops their code.
+# each response body (and queue message), and drops their code. Request bodies are read for
+# the web-vitals beacons: a request with a body calls into the VM once per chunk, and returns.
 WASM_EXPORTS := memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate \
 	proxy_on_vm_start proxy_on_configure proxy_on_tick proxy_on_context_create \
 	proxy_on_request_headers proxy_on_request_body proxy_on_response_headers proxy_on_log proxy_on_delete \
@@ -57,8 +58,9 @@ build: toolchain apt-deps
 size:
 	@echo "canary_gate.wasm: $$(stat -c %s $(WASM)) bytes"
 
-# The size budget: 180 KiB, a filter every sidecar downloads and compiles.
-WASM_BUDGET_BYTES := 184320
+# The size budget: 200 KiB, a filter every sidecar downloads and compiles (180 KiB until the
+# web-vitals endpoint, which added 20 KB: BENCHMARKS.md).
+WASM_BUDGET_BYTES := 204800
 ## Fails if the filter is over its size budget.
 size-budget: build
 	@size=$$(stat -c %s $(WASM)); if [ $$size -gt $(WASM_BUDGET_BYTES) ]; then \
@@ -96,6 +98,12 @@ tests/manifests/node_modules: tests/manifests/package-lock.json
 	npm ci --prefix tests/manifests --no-audit --no-fund
 	@touch $@
 
+## puppeteer-core and web-vitals for the browser test (harness/tests/vitals_browser.rs, Debian's chromium).
+browser-deps: tests/browser/node_modules
+tests/browser/node_modules: tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund
+	@touch $@
+
 ## cargo-fuzz for the nightly toolchain.
 $(FUZZ_TOOL):
 	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
@@ -110,7 +118,7 @@ fuzz: $(FUZZ_TOOL)
 	PATH=$(abspath $(TOOLS))/bin:$$PATH bash fuzz/run.sh 300
 
 ## Everything `make test` needs.
-deps: toolchain envoy apt-deps wasm-test-runner node-deps
+deps: toolchain envoy apt-deps wasm-test-runner node-deps browser-deps
 
 ## rustfmt and clippy (host, workspace, and the filter's wasm32-wasip1 build).
 lint: toolchain

@@ -17,10 +17,19 @@ pub struct Request {
 /// What to answer.
 pub struct Response {
     pub status: u16,
+    /// `content-type` of the body.
+    pub content_type: &'static str,
     /// Extra headers, written as given (names and values are checked by the handler).
     pub headers: Vec<(String, String)>,
     /// Not sent for 204 and 304, which have no body.
-    pub body: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON answer.
+    pub fn json(status: u16, headers: Vec<(String, String)>, body: &serde_json::Value) -> Response {
+        Response { status, content_type: "application/json", headers, body: body.to_string().into_bytes() }
+    }
 }
 
 /// Serves requests on `stream` until the peer closes or asks to.
@@ -32,8 +41,8 @@ pub fn serve(stream: TcpStream, mut handler: impl FnMut(&Request) -> Response) {
         let response = handler(&request);
         let reason = if response.status < 400 { "OK" } else { "Error" };
         let bodiless = matches!(response.status, 204 | 304);
-        let body = if bodiless { "" } else { response.body.as_str() };
-        let mut out = format!("HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\n", response.status);
+        let body = if bodiless { &[][..] } else { response.body.as_slice() };
+        let mut out = format!("HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\n", response.status, response.content_type);
         if !bodiless {
             out.push_str(&format!("content-length: {}\r\n", body.len()));
         }
@@ -44,8 +53,9 @@ pub fn serve(stream: TcpStream, mut handler: impl FnMut(&Request) -> Response) {
             out.push_str("connection: close\r\n");
         }
         out.push_str("\r\n");
-        out.push_str(body);
-        if writer.write_all(out.as_bytes()).is_err() || close {
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(body);
+        if writer.write_all(&bytes).is_err() || close {
             return;
         }
     }

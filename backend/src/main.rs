@@ -23,8 +23,13 @@
 //!   `transfer-encoding`, `connection`), or whose value holds control bytes, is ignored.
 //!
 //! `GET /_backend/state` reports the behaviour, the requests answered and the 5xx answered.
+//!
+//! For the browser tests, `--static [PREFIX=]DIR` (repeatable) serves `GET PREFIX<path>` from
+//! files in DIR (PREFIX defaults to `/static/`), with `?delay_ms=N` to hold an answer back; see
+//! `files.rs`. Those requests are counted but take no part in the error pattern.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod files;
 mod http;
 
 use std::collections::BTreeMap;
@@ -45,6 +50,8 @@ struct Behaviour {
 
 struct State {
     version: String,
+    /// `--static` mounts.
+    mounts: Vec<files::Mount>,
     behaviour: Mutex<Behaviour>,
     /// Requests answered (control requests aside).
     requests: AtomicU64,
@@ -68,6 +75,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut listen = "127.0.0.1:18001".to_string();
     let mut version = "stable".to_string();
+    let mut mounts = Vec::new();
     let mut behaviour =
         Behaviour { error_ratio: 0.0, error_path_prefix: String::new(), latency_ms: 0, latency_spread_ms: 0 };
     let mut it = args.iter();
@@ -82,11 +90,21 @@ fn main() {
                 version = value.clone();
                 true
             }
+            "--static" => match files::Mount::parse(&value) {
+                Ok(mount) => {
+                    mounts.push(mount);
+                    true
+                }
+                Err(e) => {
+                    eprintln!("canary-backend: {e}");
+                    false
+                }
+            },
             other => apply(&mut behaviour, other.trim_start_matches("--").replace('-', "_").as_str(), &value),
         };
         if !ok {
             eprintln!("canary-backend: bad argument {flag} {value}");
-            eprintln!("usage: canary-backend --listen ADDR --version NAME [--error-ratio R] [--error-path-prefix /PATH] [--latency-ms MS] [--latency-spread-ms MS]");
+            eprintln!("usage: canary-backend --listen ADDR --version NAME [--error-ratio R] [--error-path-prefix /PATH] [--latency-ms MS] [--latency-spread-ms MS] [--static [/PREFIX/=]DIR]...");
             std::process::exit(2);
         }
     }
@@ -99,6 +117,7 @@ fn main() {
     };
     let state = Arc::new(State {
         version,
+        mounts,
         behaviour: Mutex::new(behaviour),
         requests: AtomicU64::new(0),
         patterned: AtomicU64::new(0),
@@ -133,6 +152,15 @@ fn handle(state: &State, request: &http::Request) -> http::Response {
     }
     let behaviour = state.behaviour();
     state.requests.fetch_add(1, Ordering::Relaxed);
+    if request.method == "GET" {
+        if let Some((status, content_type, body)) = files::serve(&state.mounts, &request.target) {
+            let headers = vec![
+                ("x-served-by".to_string(), state.version.clone()),
+                ("cache-control".to_string(), "no-store".to_string()),
+            ];
+            return http::Response { status, content_type, headers, body };
+        }
+    }
     let path = request.target.split(['?', '#']).next().unwrap_or_default();
     let status = match requested_status(request) {
         Some(status) => status,
@@ -160,7 +188,7 @@ fn handle(state: &State, request: &http::Request) -> http::Response {
     if delay > 0 {
         thread::sleep(Duration::from_millis(delay));
     }
-    http::Response { status, headers: response_headers, body: body.to_string() }
+    http::Response::json(status, response_headers, &body)
 }
 
 /// The first valid `x-backend-status` (`200..=599`), if any; or, on a first attempt (the
@@ -247,5 +275,5 @@ fn control(state: &State, method: &str, rest: &str) -> http::Response {
         "requests": state.requests.load(Ordering::Relaxed),
         "errors": state.errors.load(Ordering::Relaxed),
     });
-    http::Response { status, headers: vec![], body: body.to_string() }
+    http::Response::json(status, vec![], &body)
 }

@@ -529,3 +529,145 @@ impl Envoy {
         (stat("canary_gate_tripped"), stat("canary_gate_trips_total"), stat("canary_gate_state"))
     }
 }
+
+/// One histogram of Envoy's `/stats/prometheus`: cumulative bucket counts by upper bound,
+/// the sum and the count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromHistogram {
+    /// `(le, cumulative count)` in the order Envoy lists them (`+Inf` as infinity).
+    pub buckets: Vec<(f64, u64)>,
+    /// `_sum` (Envoy's approximation: each sample counts as the midpoint of its bin).
+    pub sum: f64,
+    /// `_count`.
+    pub count: u64,
+}
+
+/// The labels and value of a Prometheus text line `name{k="v",...} value`, if it is one.
+fn prom_sample<'a>(line: &'a str, name: &str) -> Option<(Vec<(&'a str, &'a str)>, &'a str)> {
+    let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+    let (labels, value) = rest.split_once("} ")?;
+    let labels =
+        labels.split(',').filter_map(|kv| kv.split_once("=\"")).map(|(k, v)| (k, v.trim_end_matches('"'))).collect();
+    Some((labels, value.trim()))
+}
+
+impl Envoy {
+    /// The histogram `name` (as Envoy's Prometheus output names it, e.g.
+    /// `canary_web_vitals_lcp_milliseconds`) whose labels include `labels`; `None` if Envoy
+    /// lists no such series (a histogram appears once it has a sample and stats were flushed).
+    pub fn prometheus_histogram(&self, name: &str, labels: &[(&str, &str)]) -> Option<PromHistogram> {
+        let body = Client::new().get(&self.admin("/stats/prometheus"), &[]).body;
+        let wanted = |found: &[(&str, &str)]| labels.iter().all(|l| found.contains(l));
+        let mut histogram = PromHistogram::default();
+        let mut seen = false;
+        for line in body.lines() {
+            if let Some((found, value)) = prom_sample(line, &format!("{name}_bucket")).filter(|(f, _)| wanted(f)) {
+                let le = found.iter().find(|(k, _)| *k == "le").map_or("", |(_, v)| *v);
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };
+                histogram.buckets.push((le, value.parse().unwrap_or(0)));
+                seen = true;
+            } else if let Some((_, value)) = prom_sample(line, &format!("{name}_sum")).filter(|(f, _)| wanted(f)) {
+                histogram.sum = value.parse().unwrap_or(f64::NAN);
+            } else if let Some((_, value)) = prom_sample(line, &format!("{name}_count")).filter(|(f, _)| wanted(f)) {
+                histogram.count = value.parse().unwrap_or(0);
+                seen = true;
+            }
+        }
+        seen.then_some(histogram)
+    }
+}
+
+/// The bin `[low, high)` of Envoy's histograms (circllhist: two significant decimal digits)
+/// that holds the non-negative integer `value`; 0 has the bin `[0, 0]`. A Prometheus bucket
+/// `le` of Envoy 1.40 counts exactly the samples whose bin's `low <= le` (measured: 300 to 309
+/// are counted in `le="300"`, 310 is not), and `_sum` adds each sample's bin midpoint.
+pub fn envoy_histogram_bin(value: u64) -> (f64, f64) {
+    if value == 0 {
+        return (0.0, 0.0);
+    }
+    if value < 10 {
+        // value × 10⁻¹ with two digits: the bin is a tenth wide.
+        return (value as f64, value as f64 + 0.1);
+    }
+    let mut scale = 1u64;
+    while value / scale >= 100 {
+        scale *= 10;
+    }
+    let low = value / scale * scale;
+    (low as f64, (low + scale) as f64)
+}
+
+/// Debian's Chromium for the browser tests (`CHROMIUM_BIN`, default `/usr/bin/chromium`);
+/// fails the test, naming `make deps`, if it is missing.
+pub fn chromium_bin() -> PathBuf {
+    let path =
+        std::env::var_os("CHROMIUM_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.exists(),
+        "{} not found: run `make deps` (installs Debian's chromium) or set CHROMIUM_BIN",
+        path.display()
+    );
+    path
+}
+
+/// `tests/browser` with its npm packages installed; fails the test, naming `make deps`, if they
+/// are not.
+pub fn browser_test_dir() -> PathBuf {
+    let dir = root().join("tests/browser");
+    for package in ["puppeteer-core", "web-vitals"] {
+        let path = dir.join("node_modules").join(package).join("package.json");
+        assert!(path.exists(), "{} not found: run `make deps` (npm ci in tests/browser)", path.display());
+    }
+    dir
+}
+
+/// Runs `node script args...` in `dir` with the extra environment `env`: its stdout, or why it
+/// failed (exit status, stdout and stderr) if it exits non-zero or runs longer than `timeout`
+/// (then it is killed by PID). Fails the test if node is missing. Its stderr (progress) is
+/// printed through the test's output.
+pub fn run_node(
+    dir: &Path,
+    script: &str,
+    args: &[String],
+    env: &[(&str, &Path)],
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut child = Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start node {script}: {e} (run `make deps`, which installs nodejs)"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            stop(&mut child);
+            break None;
+        }
+        sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    eprint!("{err}");
+    match status {
+        Some(status) if status.success() => Ok(out),
+        Some(status) => Err(format!("node {script} failed ({status})\nstderr:\n{err}\nstdout:\n{out}")),
+        None => Err(format!("node {script} did not finish within {timeout:?}: killed\nstderr:\n{err}\nstdout:\n{out}")),
+    }
+}

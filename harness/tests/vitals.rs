@@ -4,7 +4,10 @@
 //! and a proxy that holds beacon bodies back (no `allow_on_headers_stop_iteration`).
 
 use canary_harness::chaos::assert_no_wasm_errors;
-use canary_harness::{filter_config, start_stack, wait_until, Backend, Client, Envoy, EnvoyOptions, Layout, Reply};
+use canary_harness::{
+    envoy_histogram_bin, filter_config, start_stack, wait_until, Backend, Client, Envoy, EnvoyOptions, Layout,
+    PromHistogram, Reply,
+};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -42,50 +45,21 @@ fn rejections(envoy: &Envoy) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// A histogram's `_count` and `_sum` and its cumulative buckets, from `/stats/prometheus`.
-#[derive(Debug, Default)]
-struct Histogram {
-    count: u64,
-    sum: f64,
-    buckets: Vec<(f64, u64)>,
+fn histogram(envoy: &Envoy, metric: &str, version: &str) -> PromHistogram {
+    envoy.prometheus_histogram(metric, &[("service", "checkout"), ("version", version)]).unwrap_or_default()
 }
 
-fn histogram(envoy: &Envoy, metric: &str, version: &str) -> Histogram {
-    let body = Client::new().get(&envoy.admin("/stats/prometheus"), &[]).body;
-    let labels = format!("service=\"checkout\",version=\"{version}\"");
-    let mut h = Histogram::default();
-    for line in body.lines().filter(|l| l.starts_with(metric) && l.contains(&labels)) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        if series.starts_with(&format!("{metric}_count")) {
-            h.count = value.parse().unwrap();
-        } else if series.starts_with(&format!("{metric}_sum")) {
-            h.sum = value.parse().unwrap();
-        } else if let Some(le) = series.split("le=\"").nth(1).and_then(|s| s.strip_suffix("\"}")) {
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
-            h.buckets.push((le, value.parse().unwrap()));
-        }
-    }
-    h
-}
-
-impl Histogram {
-    /// Samples at or below `value` (the smallest bucket bound holding it).
-    fn at_or_below(&self, value: f64) -> u64 {
-        self.buckets.iter().filter(|(le, _)| *le >= value).map(|&(_, c)| c).next().unwrap_or(0)
-    }
-
-    /// Samples in the bucket Envoy puts `value` in: its histograms keep two significant digits
-    /// (circllhist), and a bin counts toward every bucket bound at or above its lower edge.
-    fn in_bucket_of(&self, value: f64) -> u64 {
-        let unit = 10f64.powi(value.log10().floor() as i32 - 1).max(1.0);
-        let value = (value / unit).floor() * unit;
-        let below = self.buckets.iter().filter(|(le, _)| *le < value).map(|&(_, c)| c).next_back().unwrap_or(0);
-        self.at_or_below(value) - below
-    }
+/// Samples in the bin Envoy keeps `value` in (two significant digits), as the Prometheus buckets
+/// show it: a bin counts toward every bound at or above its low end.
+fn samples_in_bin_of(h: &PromHistogram, value: u64) -> u64 {
+    let low = envoy_histogram_bin(value).0;
+    let at_low = h.buckets.iter().find(|(le, _)| *le >= low).map_or(0, |&(_, c)| c);
+    let below = h.buckets.iter().filter(|(le, _)| *le < low).map(|&(_, c)| c).next_back().unwrap_or(0);
+    at_low - below
 }
 
 /// Waits until `metric` of `version` holds `count` samples (histograms merge on Envoy's flush).
-fn wait_for_histogram(envoy: &Envoy, metric: &str, version: &str, count: u64) -> Histogram {
+fn wait_for_histogram(envoy: &Envoy, metric: &str, version: &str, count: u64) -> PromHistogram {
     wait_until(&format!("{metric} of {version} holds {count} samples"), Duration::from_secs(20), || {
         histogram(envoy, metric, version).count >= count
     });
@@ -107,8 +81,8 @@ fn beacons_are_answered_by_the_filter_attributed_and_exported_per_version() {
         for metric in
             ["canary_web_vitals_lcp_milliseconds", "canary_web_vitals_cls", "canary_web_vitals_ttfb_milliseconds"]
         {
-            let h = histogram(&envoy, metric, version);
-            assert!(!h.buckets.is_empty() && h.count == 0, "{metric} {version}: {h:?}");
+            let h = envoy.prometheus_histogram(metric, &[("service", "checkout"), ("version", version)]);
+            assert!(h.is_some_and(|h| !h.buckets.is_empty() && h.count == 0), "{metric} {version}");
         }
     }
     let client = Client::new();
@@ -161,17 +135,18 @@ fn beacons_are_answered_by_the_filter_attributed_and_exported_per_version() {
     assert_eq!(counter(&envoy, "canary_web_js_errors_total", "stable"), 0);
     // Histograms hold exactly the reported values: integer ms, CLS ×1000.
     for (metric, version, value) in [
-        ("canary_web_vitals_lcp_milliseconds", "canary", 3012.0),
-        ("canary_web_vitals_lcp_milliseconds", "stable", 1201.0),
-        ("canary_web_vitals_cls", "canary", 250.0),
-        ("canary_web_vitals_inp_milliseconds", "canary", 312.0),
-        ("canary_web_vitals_fcp_milliseconds", "canary", 851.0),
-        ("canary_web_vitals_ttfb_milliseconds", "canary", 12.0),
+        ("canary_web_vitals_lcp_milliseconds", "canary", 3012),
+        ("canary_web_vitals_lcp_milliseconds", "stable", 1201),
+        ("canary_web_vitals_cls", "canary", 250),
+        ("canary_web_vitals_inp_milliseconds", "canary", 312),
+        ("canary_web_vitals_fcp_milliseconds", "canary", 851),
+        ("canary_web_vitals_ttfb_milliseconds", "canary", 12),
     ] {
         let h = wait_for_histogram(&envoy, metric, version, 1);
         assert_eq!(h.count, 1, "{metric} {version}: {h:?}");
-        assert_eq!(h.in_bucket_of(value), 1, "{metric} {version} holds {value}: {h:?}");
-        assert!((h.sum - value).abs() <= value * 0.05 + 1.0, "{metric} {version} sum {} vs {value}", h.sum);
+        assert_eq!(samples_in_bin_of(&h, value), 1, "{metric} {version} holds {value}: {h:?}");
+        let (low, high) = envoy_histogram_bin(value);
+        assert!((low..=high).contains(&h.sum), "{metric} {version} sum {} vs {value}", h.sum);
     }
     assert_eq!(histogram(&envoy, "canary_web_vitals_cls", "stable").count, 0);
     // The window gauges, merged across workers: P75 within the window histogram's 1.6%.

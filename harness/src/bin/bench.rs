@@ -10,7 +10,9 @@
 //!   `:authority`: the fixed cost of any Wasm filter in V8, to a `direct_response` / to the backends;
 //! - c-baseline, with `BENCH_BASELINE_WASM=FILE`: c-filter running another build of the filter
 //!   (an earlier commit's), so a change is measured side by side with what it changes;
-//! - c-classes: c-filter with 8 route classes by path, none matching: the cost of classes.
+//! - c-classes: c-filter with 8 route classes by path, none matching: the cost of classes;
+//! - c-vitals: c-filter with the web-vitals beacon endpoint: the cost it adds to the requests
+//!   that are not beacons.
 //!
 //! Envoy runs one worker pinned to CPU 0; wrk and the backends run on CPU 1. Users are known by
 //! an `x-user-id` header; with `BENCH_USERS=browser`, by a `session` cookie among a browser's
@@ -21,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
-const VARIANTS: [(&str, u16); 10] = [
+const VARIANTS: [(&str, u16); 11] = [
     ("a-direct", 10001),
     ("c-skip", 10006),
     ("c-direct", 10005),
@@ -32,24 +34,29 @@ const VARIANTS: [(&str, u16); 10] = [
     ("c-mesh", 10009),
     ("c-baseline", 10008),
     ("c-classes", 10010),
+    ("c-vitals", 10011),
 ];
 
 /// c-classes' configuration: c-filter's with 8 route classes by path, none of which the
 /// benchmark's `GET /` matches, so every request is checked against all eight.
 const EIGHT_CLASSES: &str = r#"{"service": "checkout-classes", "split": {"canary_percent": 10}, "gate": {"max_error_ratio": 0.05, "max_p95_ms": 200}, "classes": [{"name": "api", "path_prefix": ["/api/"]}, {"name": "v1", "path_prefix": ["/v1/"]}, {"name": "v2", "path_prefix": ["/v2/"]}, {"name": "admin", "path_prefix": ["/admin/"]}, {"name": "health", "path_prefix": ["/healthz", "/readyz"]}, {"name": "script", "path_suffix": [".js", ".mjs"]}, {"name": "style", "path_suffix": [".css"]}, {"name": "image", "path_suffix": [".png", ".jpg", ".svg", ".webp"]}]}"#;
 
-/// Adds the c-classes listener: a copy of c-filter's, in a VM of its own, configured with
-/// [`EIGHT_CLASSES`].
-fn with_classes(config: &str) -> String {
+/// c-vitals' configuration: c-filter's with the beacon endpoint, which the benchmark's `GET /`
+/// never calls.
+const VITALS: &str = r#"{"service": "checkout-vitals", "split": {"canary_percent": 10}, "gate": {"max_error_ratio": 0.05, "max_p95_ms": 200}, "vitals": {}}"#;
+
+/// Adds the listener `name` on `port`: a copy of c-filter's, in a VM of its own, configured
+/// with `filter_json`.
+fn with_variant(config: &str, name: &str, port: u16, filter_json: &str) -> String {
     let start = config.find("  - name: c-filter\n").expect("c-filter listener in envoy/bench.yaml");
     let end = config[start + 1..].find("\n  - name: ").map_or(config.len(), |i| start + 1 + i + 1);
     let filter = &config[start..end];
     let value_start = filter.find("value: '").expect("c-filter's configuration") + "value: '".len();
     let value_end = value_start + filter[value_start..].find('\'').expect("quoted configuration");
-    let listener = format!("{}{EIGHT_CLASSES}{}", &filter[..value_start], &filter[value_end..])
-        .replace("c-filter", "c-classes")
-        .replace("port_value: 10004", "port_value: 10010")
-        .replace("vm_id: canary-gate", "vm_id: canary-gate-classes");
+    let listener = format!("{}{filter_json}{}", &filter[..value_start], &filter[value_end..])
+        .replace("c-filter", name)
+        .replace("port_value: 10004", &format!("port_value: {port}"))
+        .replace("vm_id: canary-gate", &format!("vm_id: canary-gate-{name}"));
     format!("{}{listener}{}", &config[..end], &config[end..])
 }
 
@@ -156,10 +163,12 @@ fn main() {
     if let Some(wasm) = &baseline {
         config = with_baseline(&config, &filter_wasm, wasm);
     }
-    // A build without route classes refuses c-classes' configuration: add it only when run.
+    // An earlier build may refuse their configurations: added only when run.
     let only = std::env::var("BENCH_VARIANTS").ok();
-    if only.as_deref().is_none_or(|list| list.split(',').any(|v| v.trim() == "c-classes")) {
-        config = with_classes(&config);
+    for (name, port, filter_json) in [("c-classes", 10010, EIGHT_CLASSES), ("c-vitals", 10011, VITALS)] {
+        if only.as_deref().is_none_or(|list| list.split(',').any(|v| v.trim() == name)) {
+            config = with_variant(&config, name, port, filter_json);
+        }
     }
     for (_, port) in VARIANTS {
         let free = free_port();
@@ -287,6 +296,7 @@ fn main() {
     for (a, b) in [
         ("c-filter", "c-baseline"),
         ("c-classes", "c-filter"),
+        ("c-vitals", "c-filter"),
         ("c-filter", "c-skip-backend"),
         ("c-baseline", "c-skip-backend"),
         ("c-filter", "b-native"),
