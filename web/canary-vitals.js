@@ -33,6 +33,11 @@
  * text/plain (a simple request: no CORS preflight) or, where that is refused,
  * `fetch(..., {keepalive: true})`. A queue larger than `maxBytes` goes as several beacons.
  *
+ * With `transport: 'query'` the JSON goes in the URL instead, as the query parameter `beacon`
+ * of a bodiless POST: for proxies whose Wasm plugin configuration cannot set
+ * `allow_on_headers_stop_iteration` (Istio's WasmPlugin), which keep a request body from the
+ * filter. The URL shows up in access logs; `maxBytes` then bounds the encoded URL.
+ *
  * The beacon goes to the page's own origin, through the same proxy as the page, with the same
  * cookies (canary-gate's sticky cookie): the proxy attributes it to the version that serves
  * this user, not to anything the page claims.
@@ -54,8 +59,15 @@ let started = false;
  * @param {string} [options.path='/__canary/vitals'] the endpoint (canary-gate's `vitals.path`)
  * @param {number} [options.maxBytes=4000] largest beacon body (below `vitals.max_body_bytes`)
  * @param {number} [options.maxErrors=20] js_error and resource_error events sent at most per page
+ * @param {'body'|'query'} [options.transport='body'] where the JSON goes: the body, or the query
+ *   parameter `beacon` of a bodiless POST
  */
-export function startCanaryVitals({ path = '/__canary/vitals', maxBytes = 4000, maxErrors = 20 } = {}) {
+export function startCanaryVitals({
+  path = '/__canary/vitals',
+  maxBytes = 4000,
+  maxErrors = 20,
+  transport = 'body',
+} = {}) {
   if (started) return;
   started = true;
   const seen = (window.__canaryVitals = window.__canaryVitals || []);
@@ -79,10 +91,14 @@ export function startCanaryVitals({ path = '/__canary/vitals', maxBytes = 4000, 
       add({ name });
     }
   };
+  const inQuery = transport === 'query';
+  const encoded = (json) => (inQuery ? encodeURIComponent(json) : json);
   const send = (body) => {
+    const url = inQuery ? `${path}?beacon=${encodeURIComponent(body)}` : path;
+    const payload = inQuery ? '' : body;
     let ok = false;
     try {
-      ok = navigator.sendBeacon(path, new Blob([body], { type: 'text/plain' }));
+      ok = navigator.sendBeacon(url, new Blob([payload], { type: 'text/plain' }));
     } catch {
       ok = false;
     }
@@ -93,7 +109,7 @@ export function startCanaryVitals({ path = '/__canary/vitals', maxBytes = 4000, 
     // sendBeacon refuses when its quota is used up: fetch with keepalive outlives the page too.
     const entry = { body, via: 'fetch', ok: false };
     sent.push(entry);
-    fetch(path, { method: 'POST', body, keepalive: true, headers: { 'content-type': 'text/plain' } }).then(
+    fetch(url, { method: 'POST', body: payload, keepalive: true, headers: { 'content-type': 'text/plain' } }).then(
       (r) => (entry.ok = r.ok),
       () => (entry.ok = false),
     );
@@ -102,7 +118,7 @@ export function startCanaryVitals({ path = '/__canary/vitals', maxBytes = 4000, 
     flushQueued = false;
     let batch = [];
     for (const item of queue) {
-      const next = JSON.stringify([...batch, item]);
+      const next = encoded(JSON.stringify([...batch, item]));
       if (batch.length > 0 && next.length > maxBytes) {
         send(JSON.stringify(batch));
         batch = [];

@@ -38,7 +38,8 @@
 // Output: {"chromium": "...", "elapsed_ms": N, "loads": [{"phase", "forced", "version" (what
 // the page says it is), "document": {"status", "version", "reason"} (the document's response
 // headers), "cookie", "page_errors" (uncaught errors), "vitals": [...], "beacons": [{"body", "via",
-// "ok"}], "answers": [{"status", "version"}] (the beacon requests' answers), "elapsed_ms"}]}. Exit 1 with a message on stderr
+// "ok"}], "answers": [{"status", "version", "query"}] (the beacon requests' answers; `query`: the
+// beacon was in the URL), "elapsed_ms"}]}. Exit 1 with a message on stderr
 // if anything fails or the whole run exceeds --timeout-ms; Chromium is closed in every case.
 
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -110,7 +111,11 @@ async function load(context, { phase, forcedVersion, cookie }) {
   };
   page.on('requestfinished', (request) => {
     const response = request.response();
-    settle(request, { status: response?.status() ?? 0, version: response?.headers()['x-canary-version'] ?? null });
+    settle(request, {
+      status: response?.status() ?? 0,
+      version: response?.headers()['x-canary-version'] ?? null,
+      query: new URL(request.url()).searchParams.has('beacon'),
+    });
   });
   page.on('requestfailed', (request) =>
     settle(request, { status: 0, version: null, error: request.failure()?.errorText ?? 'failed' }),
