@@ -65,6 +65,18 @@ CONSECUTIVE_ERROR_LIMIT = 30
 # Histogram buckets of canary_request_duration_milliseconds (ms), as in envoy/*.yaml.
 BUCKETS_MS = [1, 2, 5, 10, 20, 30, 40, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 750,
               1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10000, 15000, 30000, 60000]
+# Web vitals in ms (LCP, INP, FCP, TTFB): a bound at each "good" and "poor" limit.
+VITALS_BUCKETS_MS = [25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1200, 1500, 1800,
+                     2000, 2500, 3000, 3500, 4000, 5000, 7500, 10000, 20000, 30000, 60000]
+# CLS x 1000 (100 is a CLS of 0.1).
+CLS_BUCKETS = [1, 5, 10, 25, 50, 75, 100, 125, 150, 200, 250, 500, 1000, 2500, 5000]
+# Every histogram's buckets by stat-name prefix: envoy/*.yaml's histogram_bucket_settings, and
+# the sidecar.istio.io/statsHistogramBuckets annotation.
+HISTOGRAM_BUCKETS = {
+    "wasmcustom.canary_request_duration_milliseconds": BUCKETS_MS,
+    **{f"wasmcustom.canary_web_vitals_{v}_milliseconds": VITALS_BUCKETS_MS for v in ("lcp", "inp", "fcp", "ttfb")},
+    "wasmcustom.canary_web_vitals_cls": CLS_BUCKETS,
+}
 
 # Envoy stats_tags turning canary-gate's `.label.value` stat-name pairs into Prometheus labels,
 # as in envoy/*.yaml.
@@ -81,7 +93,8 @@ STATS_TAGS = [
     # The route class, last but for the metric's own pair.
     ("class", r"^wasmcustom\.canary_[a-z0-9_]+\..*(\.class\.([a-z0-9_]+))(?:\.(?:code_class|outcome)\.[a-z0-9_]+)?$"),
     ("code_class", r"^wasmcustom\.canary_responses_total\..*(\.code_class\.([1-5]xx|none))$"),
-    ("reason", r"^wasmcustom\.canary_route_decisions_total\..*(\.reason\.([a-z]+))$"),
+    # Route decisions' and rejected beacons' reason.
+    ("reason", r"^wasmcustom\.canary_(?:route_decisions_total|vitals_rejected_total)\..*(\.reason\.([a-z_]+))$"),
     ("outcome", r"^wasmcustom\.canary_(?:outcomes_total|window_outcome_ratio_ppm)\..*(\.outcome\.([a-z0-9_]+))$"),
     # The gate comparison's test (canary_gate_evidence), last in its name.
     ("test", r"^wasmcustom\.canary_gate_evidence\..*(\.test\.(errors|latency))$"),
@@ -103,6 +116,11 @@ DEFAULT_VOLUME_FLOOR_RPS = 2
 # its default and is left out: a mesh-mode router knows no user (each request counts as one),
 # so there only min_effect guards against one client's failures.
 COMPARE = {"alpha": 0.001, "min_effect": 0.01}
+
+# Canary page views a web-vitals judgement needs, in the gate window (gate.vitals.min_page_views,
+# canary-gate's default) and in the analysis's 5 minutes: a P75 of a handful of pages, or one
+# client's reports, is no verdict.
+VITALS_MIN_PAGE_VIEWS = 50
 
 # Tier-1 services. `volume_floor_rps`: the plan's canary request-volume floor. `compare_slow`:
 # (gate.compare.slow_ms, the SLO it stands for), a second comparison on responses slower than
@@ -128,6 +146,14 @@ SERVICES = [
          {"name": "page", "header": {"name": "accept", "contains": "text/html"}},
      ],
      "gate_classes": {"api": {"max_error_ratio": 0.05}, "asset": {"max_error_ratio": 0.05}},
+     # Its pages send web-vitals beacons (web/canary-vitals.js) to the router, which answers them
+     # itself. The analysis holds the canary to the plan's Core Web Vitals and JS error rate over
+     # 5 minutes; the in-proxy gate, on 10 s, to Core Web Vitals' "poor" limits and 5% of page
+     # views with a JS error, as a guard rail (as its max_p95_ms is twice the plan's p95): one
+     # error among a few hundred page views, or a forged beacon, must not trip it.
+     "vitals": {"path": "/__canary/vitals", "max_body_bytes": 4096, "max_per_second": 200},
+     "gate_vitals": {"max_lcp_p75_ms": 4000, "max_inp_p75_ms": 500, "max_cls_p75": 0.25,
+                     "max_js_error_ratio": 0.05, "min_page_views": VITALS_MIN_PAGE_VIEWS},
      "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2000m", "memory": "2Gi"}}},
     {"name": "impact-in", "replicas": 4, "port": 3002, "planned": True, "volume_floor_rps": 2,
      "steps": [(10, "10m"), (40, "20m"), (100, None)],
@@ -397,7 +423,7 @@ def proxy_config_annotation():
 
 
 def buckets_annotation():
-    return json.dumps({"wasmcustom.canary_request_duration_milliseconds": BUCKETS_MS}, separators=(",", ":"))
+    return json.dumps(HISTOGRAM_BUCKETS, separators=(",", ":"))
 
 
 def stats_annotations():
@@ -405,7 +431,7 @@ def stats_annotations():
         "proxy.istio.io/config": C(Lit(proxy_config_annotation()), above=[
             "Istio exports only selected Envoy stats: include canary-gate's (wasmcustom.canary_*)."]),
         "sidecar.istio.io/statsHistogramBuckets": C(buckets_annotation(), above=[
-            "Latency histogram buckets in ms, as in envoy/*.yaml."]),
+            "Histogram buckets (latency and web vitals in ms, CLS x 1000), as in envoy/*.yaml."]),
         "sidecar.istio.io/bootstrapOverride": C(STATS_CONFIGMAP, above=[
             "stats_tags turning the stat-name pairs into Prometheus labels (istio/stats/)."]),
     }
@@ -698,6 +724,35 @@ def ratio_query(num, den):
     return f"sum(rate({num}[5m])) / sum(rate({den}[5m]))"
 
 
+def with_page_views(query):
+    """`query`, or nothing while the canary had fewer than VITALS_MIN_PAGE_VIEWS page views in
+    the 5 minutes: inconclusive, as the router's gate.vitals is below min_page_views."""
+    views = f"sum(increase(canary_web_page_views_total{{{sel()}}}[5m]))"
+    return f"{query} and on () ({views} >= {VITALS_MIN_PAGE_VIEWS})"
+
+
+def web_vitals():
+    """The plan's web-vitals SLOs from the beacons the router answers (canary_web_*, labels
+    service and version only: the router alone reports them)."""
+    floor = f"Inconclusive below {VITALS_MIN_PAGE_VIEWS} canary page views in the 5 minutes"
+
+    def p75(name, series, threshold, what):
+        return metric(name, with_page_views(quantile_query(0.75, f"{series}_bucket")), "<", threshold, 3,
+                      above=[f"{what} (canary-gate, web-vitals beacons).", f"{floor}."])
+
+    errors = ratio_query(f"canary_web_js_errors_total{{{sel()}}}", f"canary_web_page_views_total{{{sel()}}}")
+    return [
+        p75("web-vitals-lcp-p75", "canary_web_vitals_lcp_milliseconds", 2500,
+            "Largest Contentful Paint p75 < 2500 ms"),
+        p75("web-vitals-inp-p75", "canary_web_vitals_inp_milliseconds", 200,
+            "Interaction to Next Paint p75 < 200 ms"),
+        p75("web-vitals-cls-p75", "canary_web_vitals_cls", 100,
+            "Cumulative Layout Shift p75 < 0.1, in the series' unit CLS x 1000: < 100"),
+        metric("js-error-rate", with_page_views(errors), "<", 0.001, 3, above=[
+            "JavaScript errors per page view < 0.1% (canary-gate, web-vitals beacons).", f"{floor}."]),
+    ]
+
+
 def slo_metrics(svc):
     if svc == "corp-cockpit":
         return [
@@ -710,15 +765,7 @@ def slo_metrics(svc):
                         ',code_class=~"4xx|5xx"', "<", 0.01, 3,
                         "Static resources that fail to load (4xx or 5xx) < 1% (class asset)"),
             request_volume(volume_floor(SERVICE_BY_NAME[svc])),
-            app_metric("web-vitals-lcp-p75", quantile_query(0.75, "web_vitals_lcp_seconds_bucket"),
-                       "<", 2.5, 3, "Largest Contentful Paint p75 < 2.5 s."),
-            app_metric("web-vitals-inp-p75", quantile_query(0.75, "web_vitals_inp_milliseconds_bucket"),
-                       "<", 200, 3, "Interaction to Next Paint p75 < 200 ms."),
-            app_metric("web-vitals-cls-p75", quantile_query(0.75, "web_vitals_cls_score_bucket"),
-                       "<", 0.1, 3, "Cumulative Layout Shift p75 < 0.1."),
-            app_metric("js-error-rate",
-                       ratio_query(f"web_js_errors_total{{{sel()}}}", f"web_page_views_total{{{sel()}}}"),
-                       "<", 0.001, 3, "JavaScript errors per page view < 0.1%."),
+            *web_vitals(),
         ]
     if svc == "impact-in":
         return [
@@ -768,6 +815,10 @@ def slo_metrics(svc):
                        "Canary pods' working set / memory limit < 85% (cAdvisor, kube-state-metrics)."),
         ]
     return error_rates(svc, 0.001)
+
+
+def has_app_metrics(s):
+    return any(APP_METRIC in unwrap(m)[1] for m in slo_metrics(s["name"]))
 
 
 def analysistemplate_doc(s):
@@ -862,6 +913,12 @@ def gate_config(s):
             "Per route class: a fault one class's share of the traffic would dilute below the",
             "service-wide ratio (failing API calls among many page loads) still trips the gate.",
             UNPLANNED_CLASSES])
+    if "gate_vitals" in s:
+        g["vitals"] = C(s["gate_vitals"], above=[
+            "Guard rails on the canary's beacons in the gate window: Core Web Vitals' \"poor\" limits",
+            "(P75 LCP 4 s, INP 500 ms, CLS 0.25) and 5% of page views with a JS error; the analysis",
+            "judges the plan's SLOs (2.5 s, 200 ms, 0.1, 0.1%) over 5 minutes. Inconclusive below",
+            "min_page_views canary page views in the window (one replica's share)."])
     return g
 
 
@@ -898,6 +955,7 @@ def router_config(s):
         "override": {"header": "x-canary"},
         "sticky": {"cookie": f"canary-{svc}", "max_age_s": 86400, "secure": True},
         **measured(s, "inbound"),
+        **vitals_endpoint(s),
         "gate": C(gate_config(s), above=[
             "The in-proxy gate: `compare` trips on a canary worse than stable within seconds, the fixed",
             "thresholds on gross regressions whatever stable does; the fine SLOs (0.1%, 500 ms) are",
@@ -907,6 +965,18 @@ def router_config(s):
             " GATEWAY_REPLICAS is not in the plan).",
         ]),
     }
+
+
+def vitals_endpoint(s):
+    """The `vitals` of a router config: the beacon endpoint, where the service's pages send them."""
+    if "vitals" not in s:
+        return {}
+    return {"vitals": C(s["vitals"], above=[
+        "Web-vitals beacons: a POST to `path` on these hosts is answered here (204), never",
+        "forwarded, and counted for the version the request would be routed to (the pin in the",
+        "cookie); at most max_per_second accepted per gateway replica, the rest answered 429.",
+        "A WasmPlugin cannot set allow_on_headers_stop_iteration, so the filter never sees a",
+        "request body here: pages send with startCanaryVitals({transport: 'query'})."])}
 
 
 def router_spec(s, url, extra=None):
@@ -1051,7 +1121,7 @@ def gateway_patch():
                     "proxy.istio.io/config": C(Lit(proxy_config_annotation()), above=[
                         "Istio exports only selected Envoy stats: include canary-gate's (wasmcustom.canary_*)."]),
                     "sidecar.istio.io/statsHistogramBuckets": C(buckets_annotation(), above=[
-                        "Latency histogram buckets in ms, as in envoy/*.yaml."]),
+                        "Histogram buckets (latency and web vitals in ms, CLS x 1000), as in envoy/*.yaml."]),
                 }},
                 "spec": {
                     "containers": [C({
@@ -1109,8 +1179,10 @@ def files():
              "failureLimit N: the metric fails at its (N+1)th failed measurement in total, not in a row.",
              "canary-gate's series carry service, version and reporter labels, the observers' also",
              f"revision (the pods' {REVISION_LABEL}: the Rollout passes the canary's and the stable's",
-             "as canary-hash and stable-hash). Application metrics are expected with the labels service",
-             "and version (canary|stable) and run as dryRun until the service exports them.",
+             "as canary-hash and stable-hash)" + (
+                 "; the web-vitals series (canary_web_*) carry service and version only." if "vitals" in s else "."),
+             *(["Application metrics are expected with the labels service and version (canary|stable)",
+                "and run as dryRun until the service exports them."] if has_app_metrics(s) else []),
              *([] if s["planned"] else [f"The tier-1 plan gives no SLOs for {svc}: the error rates below stand in."])],
             [analysistemplate_doc(s)])
     out["shared/canary-gate-abort.yaml"] = (

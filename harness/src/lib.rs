@@ -671,3 +671,15 @@ pub fn run_node(
         None => Err(format!("node {script} did not finish within {timeout:?}: killed\nstderr:\n{err}\nstdout:\n{out}")),
     }
 }
+
+/// `text` as `encodeURIComponent` writes it.
+pub fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

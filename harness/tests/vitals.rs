@@ -5,8 +5,8 @@
 
 use canary_harness::chaos::assert_no_wasm_errors;
 use canary_harness::{
-    envoy_histogram_bin, filter_config, start_stack, wait_until, Backend, Client, Envoy, EnvoyOptions, Layout,
-    PromHistogram, Reply,
+    envoy_histogram_bin, filter_config, percent_encoded, start_stack, wait_until, Backend, Client, Envoy, EnvoyOptions,
+    Layout, PromHistogram, Reply,
 };
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -337,16 +337,4 @@ fn a_proxy_that_holds_beacon_bodies_back_answers_them_and_says_why() {
     assert_eq!(wait_for_histogram(&envoy, "canary_web_vitals_lcp_milliseconds", "canary", 1).count, 1);
     assert_eq!(stable.requests() + canary.requests(), 0);
     assert_no_wasm_errors(&envoy.log());
-}
-
-/// `text` as `encodeURIComponent` writes it.
-fn percent_encoded(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

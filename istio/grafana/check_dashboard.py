@@ -10,6 +10,8 @@ failure each expression is checked alone, to name the ones that fail). Per-versi
 series must be filtered to one reporter (router or observer), never summed across both, and
 observer series to one direction (`direction="inbound"`, `direction!="outbound"` or
 `direction="outbound"`): a pod's inbound and outbound observers share service and revision.
+The web-vitals series (`canary_web_*`, `canary_window_web_*`, `canary_vitals_rejected_total`)
+carry no reporter (only routers report them): a reporter filter on them would select nothing.
 Every recorded series a panel reads (`canary:...`) must be recorded by
 istio/prometheus/canary-gate-rules.yaml.
 
@@ -39,7 +41,9 @@ SUBSTITUTIONS = {
 VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 # Series that carry the reporter label (per service and version).
 PER_VERSION = re.compile(r"\bcanary_(?:requests_total|responses_total|outcomes_total|request_duration_milliseconds\w*|"
-                         r"route_decisions_total|window_\w+)\b")
+                         r"route_decisions_total|window_(?!web_)\w+)\b")
+# Series only routers report, without the reporter label: the web-vitals beacons'.
+UNREPORTED = re.compile(r"\bcanary_(?:web_\w+|window_web_\w+|vitals_rejected_total)\b")
 # One direction of the observers' series: inbound (or without the label, from observers older
 # than it), or outbound.
 DIRECTION = re.compile(r'direction\s*(?:=\s*"(?:inbound|outbound)"|!=\s*"outbound")')
@@ -170,6 +174,10 @@ def run(dash):
                     undirected = [m for m in selectors if 'reporter="observer"' in m and not DIRECTION.search(m)]
                     check(f"{tname}: one direction of the observers", not undirected,
                           f'add direction="inbound", direction!="outbound" or direction="outbound" to {undirected}')
+            if UNREPORTED.search(expr):
+                selectors = [m for m in re.findall(r"\bcanary_\w+\{[^}]*\}", expr) if UNREPORTED.match(m)]
+                filtered = [m for m in selectors if re.search(r"\breporter\s*[!=~]", m)]
+                check(f"{tname}: no reporter filter on web-vitals series", not filtered, f"they carry none: {filtered}")
             unrecorded = sorted(set(RECORDED.findall(expr)) - recorded)
             if RECORDED.search(expr):
                 check(f"{tname}: recorded by the rule file", not unrecorded, f"not recorded {unrecorded}")

@@ -67,16 +67,26 @@ const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"], EnvoyFilter: ["/spec/co
 const PLUGIN_KEYS = {
   "": ["service", "role", "version_header", "reason_header", "stable", "canary", "split", "override",
     "sticky", "metrics", "version_label", "gate", "hosts", "revision_label", "revision_header", "revision_probe_path",
-    "classes", "outcomes", "direction"],
+    "classes", "outcomes", "direction", "vitals"],
   split: ["mode", "canary_percent", "hash_key"],
   override: ["header"],
   sticky: ["cookie", "max_age_s", "secure"],
   metrics: ["window_s"],
   gate: ["window_s", "min_requests", "max_error_ratio", "max_p95_ms", "max_p99_ms",
     "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm", "min_outcome_ratio", "max_outcome_ratio", "classes",
-    "compare", "eval_ms"],
+    "compare", "eval_ms", "vitals"],
   "gate.compare": ["alpha", "min_effect", "slow_ms", "min_users"],
+  vitals: ["path", "max_body_bytes", "max_per_second"],
+  "gate.vitals": ["max_lcp_p75_ms", "max_inp_p75_ms", "max_cls_p75", "max_js_error_ratio", "min_page_views"],
 };
+
+// corp-cockpit's in-proxy guard rails on web vitals (gate.vitals): Core Web Vitals' "poor" limits;
+// the analysis judges the plan's SLOs (below).
+const GATE_VITALS = {
+  "corp-cockpit": { max_lcp_p75_ms: 4000, max_inp_p75_ms: 500, max_cls_p75: 0.25, max_js_error_ratio: 0.05, min_page_views: 50 },
+};
+// Series only a router reports, labelled service and version (no reporter): the web-vitals beacons'.
+const UNREPORTED = /^canary_(?:window_)?web_/;
 
 // The tier-1 plan: replicas, container port, canary steps (weight, then pause or null), and
 // the container resources where the plan gives them.
@@ -113,8 +123,9 @@ const SLO = {
   "corp-cockpit-slo": {
     ...errorRates(0.001), "api-error-rate": ["<", 0.001, 3, false], "ssr-page-load-p95": ["<", 1000, 3, false],
     "resource-load-error-rate": ["<", 0.01, 3, false], "request-volume": ["volume", 5, 3, false],
-    "web-vitals-lcp-p75": ["<", 2.5, 3, true], "web-vitals-inp-p75": ["<", 200, 3, true],
-    "web-vitals-cls-p75": ["<", 0.1, 3, true], "js-error-rate": ["<", 0.001, 3, true],
+    // From the router's web-vitals beacons: LCP and INP in ms, CLS x 1000.
+    "web-vitals-lcp-p75": ["<", 2500, 3, false], "web-vitals-inp-p75": ["<", 200, 3, false],
+    "web-vitals-cls-p75": ["<", 100, 3, false], "js-error-rate": ["<", 0.001, 3, false],
   },
   // Deliveries and partner calls: the canary pods' outbound calls, latencies in ms.
   "impact-in-slo": {
@@ -250,8 +261,8 @@ function loadEnvoyStats() {
     const cfg = load(readFileSync(path.join(REPO, file), "utf8"), { schema: YAML11_SCHEMA });
     out[file] = {
       tags: cfg.stats_config.stats_tags,
-      buckets: cfg.stats_config.histogram_bucket_settings.find(
-        (b) => b.match.prefix === "wasmcustom.canary_request_duration_milliseconds").buckets,
+      // Buckets by stat-name prefix, as the statsHistogramBuckets annotation gives them.
+      buckets: Object.fromEntries(cfg.stats_config.histogram_bucket_settings.map((b) => [b.match.prefix, b.buckets])),
     };
   }
   envoyStats = out;
@@ -260,7 +271,11 @@ function loadEnvoyStats() {
 
 function canaryGateMetricNames() {
   const text = readFileSync(path.join(REPO, "src/measure/names.rs"), "utf8");
-  return new Set([...text.matchAll(/pub const \w+: &str = "(canary_[a-z0-9_]+)"/g)].map((m) => m[1]));
+  const names = [...text.matchAll(/pub const \w+: &str = "(canary_[a-z0-9_]+)"/g)].map((m) => m[1]);
+  // Families of names: `pub const NAMES: [&str; N] = ["canary_...", ...];`.
+  for (const [, list] of text.matchAll(/pub const \w+: \[&str; \d+\] =\s*\[([^\]]*)\]/g))
+    names.push(...[...list.matchAll(/"(canary_[a-z0-9_]+)"/g)].map((m) => m[1]));
+  return new Set(names);
 }
 
 function rolloutProblems(ro, docs) {
@@ -397,7 +412,7 @@ function statsAnnotationProblems(ann, sidecar) {
     return [...p, `sidecar.istio.io/statsHistogramBuckets is not JSON: ${e.message}`];
   }
   const envoy = loadEnvoyStats()["envoy/mesh-mode.yaml"].buckets;
-  if (!isDeepStrictEqual(buckets, { "wasmcustom.canary_request_duration_milliseconds": envoy }))
+  if (!isDeepStrictEqual(buckets, envoy))
     p.push("statsHistogramBuckets differ from envoy/mesh-mode.yaml's histogram_bucket_settings");
   if (sidecar && ann["sidecar.istio.io/bootstrapOverride"] !== "canary-gate-stats")
     p.push("sidecar.istio.io/bootstrapOverride must be canary-gate-stats");
@@ -461,6 +476,7 @@ function pluginConfigProblems(wp, docs) {
   const role = cfg.role ?? "router";
   if (role === "observer") {
     if (cfg.gate) p.push("an observer takes no gate");
+    if (cfg.vitals) p.push("an observer takes no vitals (beacons go to routers)");
     if (wp.metadata.namespace !== "teei-platform") p.push("observers run in teei-platform");
     // An inbound observer measures the requests its pods serve; an outbound one, the calls they make.
     const mode = cfg.direction === "outbound" ? "CLIENT" : "SERVER";
@@ -512,6 +528,7 @@ function pluginConfigProblems(wp, docs) {
     }
     if (!(g.eval_ms === undefined || (Number.isInteger(g.eval_ms) && g.eval_ms >= 100 && g.eval_ms <= 1000)))
       p.push(`gate.eval_ms ${g.eval_ms} outside 100..=1000`);
+    p.push(...vitalsProblems(cfg));
     if (wp.spec.priority !== 10) p.push("router priority must be 10");
     const client = isDeepStrictEqual(wp.spec.match, [{ mode: "CLIENT" }]);
     if (client) {
@@ -519,6 +536,24 @@ function pluginConfigProblems(wp, docs) {
     } else if (wp.metadata.namespace !== "istio-system" || wp.spec.selector?.matchLabels?.istio !== "ingressgateway" || wp.spec.match)
       p.push("a gateway router runs in istio-system with selector istio: ingressgateway and no match");
   } else p.push(`role ${role}`);
+  return p;
+}
+
+// The web-vitals beacon endpoint (`vitals`) and the gate's limits on what it measures (`gate.vitals`).
+function vitalsProblems(cfg) {
+  const p = [];
+  const v = cfg.vitals, gv = cfg.gate?.vitals;
+  const int = (x, lo, hi) => x === undefined || (Number.isInteger(x) && x >= lo && x <= hi);
+  if (v) {
+    if (!(v.path === undefined || (typeof v.path === "string" && v.path.startsWith("/") && !v.path.includes("?"))))
+      p.push(`vitals.path ${v.path}: a path starting with /, no query`);
+    if (!int(v.max_body_bytes, 1, 65536)) p.push(`vitals.max_body_bytes ${v.max_body_bytes} outside 1..=65536`);
+    if (!int(v.max_per_second, 1, 100000)) p.push(`vitals.max_per_second ${v.max_per_second} outside 1..=100000`);
+  }
+  if (gv && !v) p.push("gate.vitals without vitals: nothing would measure them");
+  const want = GATE_VITALS[cfg.service];
+  if (want && !isDeepStrictEqual(gv, want)) p.push(`gate.vitals ${JSON.stringify(gv)}, want ${JSON.stringify(want)}`);
+  if (!want && (v || gv)) p.push(`${cfg.service} sends no web-vitals beacons: no vitals, no gate.vitals`);
   return p;
 }
 
@@ -636,9 +671,13 @@ function analysisTemplateProblems(entry, gateMetrics) {
       // pod's as of proxy start, stale after a promotion).
       const observer = prom.query.includes('reporter="observer"');
       const hash = BASELINE.has(m.name) ? "stable-hash" : "canary-hash";
+      // The web-vitals series carry no reporter (only routers report them): selecting one finds nothing.
+      const unreported = series.every((s) => UNREPORTED.test(s));
+      if (unreported && /\breporter=/.test(prom.query)) p.push(`${m.name}: selects a reporter the web-vitals series do not carry`);
+      if (!unreported && series.some((s) => UNREPORTED.test(s))) p.push(`${m.name}: mixes web-vitals series with per-reporter ones`);
       const needles = observer
         ? ['service="{{args.service}}"', `revision="{{args.${hash}}}"`, "[5m]"]
-        : ['service="{{args.service}}"', 'version="canary"', 'reporter="router"', "[5m]"];
+        : ['service="{{args.service}}"', 'version="canary"', ...(unreported ? [] : ['reporter="router"']), "[5m]"];
       for (const needle of needles) if (!prom.query.includes(needle)) p.push(`${m.name}: query lacks ${needle}`);
       if (observer && /\bversion=/.test(prom.query)) p.push(`${m.name}: an observer query selects by version`);
       // Inbound and outbound observers of one pod share service and revision.
@@ -725,6 +764,17 @@ const TAG_SAMPLES = [
     { service: "unified-profile", test: "latency" }, "wasmcustom.canary_gate_evidence"],
   ["wasmcustom.canary_gate_evidence.service.api-gateway.test.errors",
     { service: "api-gateway", test: "errors" }, "wasmcustom.canary_gate_evidence"],
+  // Web-vitals beacons: service and version only; rejected beacons by service and reason.
+  ["wasmcustom.canary_web_vitals_lcp_milliseconds.service.corp-cockpit.version.canary",
+    { service: "corp-cockpit", version: "canary" }, "wasmcustom.canary_web_vitals_lcp_milliseconds"],
+  ["wasmcustom.canary_web_page_views_total.service.corp-cockpit.version.stable",
+    { service: "corp-cockpit", version: "stable" }, "wasmcustom.canary_web_page_views_total"],
+  ["wasmcustom.canary_window_web_js_error_ratio_ppm.service.corp-cockpit.version.canary",
+    { service: "corp-cockpit", version: "canary" }, "wasmcustom.canary_window_web_js_error_ratio_ppm"],
+  ["wasmcustom.canary_vitals_rejected_total.service.corp-cockpit.reason.rate_limited",
+    { service: "corp-cockpit", reason: "rate_limited" }, "wasmcustom.canary_vitals_rejected_total"],
+  ["wasmcustom.canary_vitals_rejected_total.service.corp-cockpit.reason.method",
+    { service: "corp-cockpit", reason: "method" }, "wasmcustom.canary_vitals_rejected_total"],
   // The router's view of which revision serves each version: no reporter.
   ["wasmcustom.canary_revision_info.service.corp-cockpit.version.stable.revision.5d8f7c9b4",
     { service: "corp-cockpit", version: "stable", revision: "5d8f7c9b4" }, "wasmcustom.canary_revision_info"],
@@ -1036,6 +1086,18 @@ function main() {
     files.find((x) => x.file === "istio/services/q2q-ai/rollout.yaml").text.replace(/(replicas: \d+)\s+#.*/, "$1")));
   rejects("a VirtualService host of the cluster domain among the public ones", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.hosts.push("impact-in.teei-platform.svc.cluster.local"); })));
   rejects("a stats tag regex that no longer captures the revision", () => configMapProblems(mutate(pick("ConfigMap", "canary-gate-stats"), (c) => { const b = JSON.parse(c.data["custom_bootstrap.json"]); b.stats_config.stats_tags = b.stats_config.stats_tags.filter((t) => t.tag_name !== "revision"); c.data["custom_bootstrap.json"] = JSON.stringify(b); }), {}));
+  const cockpit = () => pick("WasmPlugin", "canary-gate-router-corp-cockpit");
+  rejects("a router with gate.vitals but no vitals endpoint", () => pluginConfigProblems(mutate(cockpit(), (w) => { delete w.spec.pluginConfig.vitals; }), docs));
+  rejects("corp-cockpit's gate with a web-vitals limit off its guard rails (LCP 2500 ms)", () => pluginConfigProblems(mutate(cockpit(), (w) => { w.spec.pluginConfig.gate.vitals.max_lcp_p75_ms = 2500; }), docs));
+  rejects("a pluginConfig with vitals.max_body_byte", () => pluginConfigProblems(mutate(cockpit(), (w) => { w.spec.pluginConfig.vitals.max_body_byte = 1; }), docs));
+  rejects("an observer with vitals", () => pluginConfigProblems(mutate(observerWp(), (w) => { w.spec.pluginConfig.vitals = {}; }), docs));
+  rejects("a web-vitals query selecting reporter=\"router\" (the series carry none)", () => {
+    const d = docs.find((x) => x.doc.metadata.name === "corp-cockpit-slo");
+    return analysisTemplateProblems(mutate({ ...d, doc: clone(d.doc) }, (e) => {
+      const m = e.doc.spec.metrics.find((x) => x.name === "web-vitals-lcp-p75");
+      m.provider.prometheus.query = m.provider.prometheus.query.replaceAll('version="canary"', 'version="canary",reporter="router"'); }), gateMetrics);
+  });
+  rejects("a stats tag regex that no longer captures a rejected beacon's reason", () => configMapProblems(mutate(pick("ConfigMap", "canary-gate-stats"), (c) => { c.data["custom_bootstrap.json"] = c.data["custom_bootstrap.json"].replace("([a-z_]+))$", "([a-z]+))$"); }), {}));
   rejects("a gateway patch mounting a missing ConfigMap", () => {
     const patch = clone(files.find((x) => x.file === GATEWAY_PATCH).docs[0]);
     patch.spec.template.spec.volumes[0].configMap.name = "canary-gate-stat";
