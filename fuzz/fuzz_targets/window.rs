@@ -219,6 +219,7 @@ fn figures(sums: &Sums) -> WindowStats {
         error_users: sums.error_users,
         slow_users: sums.slow_users,
         p50_us: q(0.50),
+        p75_us: q(0.75),
         p95_us: q(0.95),
         p99_us: q(0.99),
         outcomes: sums.outcomes,
