@@ -2,8 +2,8 @@
 //! passes substituted as Argo does, run against a real Prometheus scraping real Envoys
 //! configured from the shipped WasmPlugins:
 //! - an ingress Envoy running every tier-1 service's gateway router, under steady traffic to
-//!   every service (corp-cockpit's through its route classes, unified-profile's answered by its
-//!   cache 9 times in 10);
+//!   every service (corp-cockpit's through its route classes, with its pages' web-vitals
+//!   beacons, unified-profile's answered by its cache 9 times in 10);
 //! - for each service with an outbound observer (impact-in, unified-profile), a pod of the
 //!   canary revision (`role: canary`, `rollouts-pod-template-hash` = the `canary-hash` the
 //!   Rollout passes): a sidecar Envoy with the shipped inbound observer and, on its outbound
@@ -14,7 +14,7 @@
 //!   unified-profile's HRIS fetches.
 //!
 //! Healthy, every canary-gate metric at the router and every outbound one passes (the retry
-//! rate measures the 1 in 40). Failing, the canary answers 5% 5xx at the router and the
+//! rate measures the 1 in 40; corp-cockpit's web vitals, its healthy beacons). Failing, the canary answers 5% 5xx at the router and the
 //! partner and the HRIS answer 5% 5xx: every error-rate gate at the router fails, the delivery
 //! and HRIS success rates fail, latencies, volumes, the cache hit rate and the retry rate pass.
 //! The `[5m]` windows hold the healthy phase too, so each scenario is waited for (90 s at
@@ -363,12 +363,16 @@ fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
     // Steady traffic to every service (by Host) from wrk, bounded in time. The queries take
     // `rate(...[5m])`, which over a series younger than 5 minutes divides by the whole 5
     // minutes: the volume gates need a few hundred requests per second per service here.
-    // corp-cockpit's requests cycle through its route classes (API, asset, page, other);
+    // corp-cockpit's requests cycle through its route classes (API, asset, page, other), and
+    // half its `other` turns are healthy web-vitals beacons of a page view, for the canary and
+    // stable in turn (placed by the override header: the mesh router knows no user), in the
+    // query parameter, as the shipped pages send them (a WasmPlugin's filter sees no body);
     // unified-profile's backend says its cache answered 9 requests in 10.
     let dir = canary_harness::TempDir::new("wrk");
     let script = dir.path().join("hosts.lua");
     let hosts: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
     let lua = r#"local hosts = {HOSTS}
+local beacon = "/__canary/vitals?beacon=BEACON"
 local n = 0
 request = function()
   n = n + 1
@@ -378,14 +382,21 @@ request = function()
   local turn = math.floor(n / #hosts)
   if host == "corp-cockpit" then
     if turn % 4 == 0 then path = "/api/items" elseif turn % 4 == 1 then path = "/_astro/app.js?v=3"
-    elseif turn % 4 == 2 then headers["accept"] = "text/html,application/xhtml+xml" end
+    elseif turn % 4 == 2 then headers["accept"] = "text/html,application/xhtml+xml"
+    elseif turn % 8 == 3 then
+      headers["x-canary"] = (turn % 16 == 3) and "canary" or "stable"
+      return wrk.format("POST", beacon, headers)
+    end
   elseif host == "unified-profile" and turn % 10 ~= 0 then
     headers["x-backend-set"] = "x-cache=HIT"
   end
   return wrk.format("GET", path, headers)
 end
 "#;
-    std::fs::write(&script, lua.replace("HOSTS", &hosts.join(", "))).unwrap();
+    let beacon =
+        r#"[{"name":"page_view"},{"name":"LCP","value":1200},{"name":"INP","value":80},{"name":"CLS","value":0.02}]"#;
+    let lua = lua.replace("HOSTS", &hosts.join(", ")).replace("BEACON", &canary_harness::percent_encoded(beacon));
+    std::fs::write(&script, lua).unwrap();
     let _wrk = Killed(
         std::process::Command::new("wrk")
             .args(["-t1", "-c8", "-d240s", "-s"])
