@@ -13,8 +13,11 @@ const REQUESTS_PER_USER: usize = 3;
 /// The SLO gate of the demo, with re-arm generation `{}`.
 const GATE: &str = r#"{"max_error_ratio": 0.02, "max_p95_ms": 250, "rearm": REARM}"#;
 
+/// The demo's configuration: the gate, and the web-vitals beacon endpoint.
 fn config(percent: f64, rearm: u32) -> String {
-    gated_config(percent, &GATE.replace("REARM", &rearm.to_string()))
+    let gated = gated_config(percent, &GATE.replace("REARM", &rearm.to_string()));
+    let object = gated.trim_end().strip_suffix('}').unwrap_or_else(|| panic!("a JSON object: {gated}"));
+    format!("{object}, \"vitals\": {{}}}}")
 }
 
 fn main() {
@@ -54,6 +57,7 @@ fn main() {
     let (sent, failed) = steady.finish();
     println!("\nbackground traffic during the live weight changes: {sent} requests, {failed} not served by the version chosen");
     println!("users moved from canary back to stable while the weight rose: {moved_back_while_rising}");
+    web_vitals(&envoy);
     bad_release(&envoy, &canary);
     prometheus_view(&prometheus);
 
@@ -86,6 +90,55 @@ fn print_step(r: &StepReport) {
         "",
         ""
     );
+}
+
+/// Between the acts: pages report their web vitals to the router, per version.
+fn web_vitals(envoy: &Envoy) {
+    println!(
+        "\n--- web vitals: 300 page views post their beacons to /__canary/vitals (what web/canary-vitals.js sends) ---"
+    );
+    println!(
+        "  the router answers them itself (204, never forwarded) and counts them for the user's version, by its cookie"
+    );
+    if !envoy.reconfigure(&config(30.0, 0)) {
+        eprintln!("Envoy rejected the update");
+        std::process::exit(1);
+    }
+    let client = Client::new();
+    let mut answered = std::collections::BTreeMap::new();
+    for user in 0..300u64 {
+        let page = client.get(&envoy.url("/"), &[]);
+        let Some(cookie) = page.cookie_pair("canary_bucket") else { continue };
+        // This release's canary paints its largest element later, and shifts its layout.
+        let (lcp, inp, cls) = match page.version.as_deref() {
+            Some("canary") => (1900 + user * 37 % 1400, 60 + user * 13 % 180, 0.02 + (user % 10) as f64 * 0.03),
+            _ => (900 + user * 53 % 900, 40 + user * 11 % 120, (user % 10) as f64 * 0.005),
+        };
+        let beacon = format!(
+            r#"[{{"name":"page_view"}},{{"name":"LCP","value":{lcp}}},{{"name":"INP","value":{inp}}},{{"name":"CLS","value":{cls:.3}}}]"#
+        );
+        let reply = client.send(
+            "POST",
+            &envoy.url("/__canary/vitals"),
+            &[("cookie", &cookie), ("content-type", "text/plain")],
+            beacon.as_bytes(),
+        );
+        *answered.entry(reply.status).or_insert(0u64) += 1;
+    }
+    println!("  beacon answers by status: {answered:?}");
+    thread::sleep(Duration::from_millis(2500));
+    println!("  {:>8} | {:>10} | {:>10} | {:>10} | {:>8}", "version", "page views", "LCP p75", "INP p75", "CLS p75");
+    for version in ["stable", "canary"] {
+        let gauge = |metric: &str| envoy.stat(&format!("wasmcustom.{metric}.service.checkout.version.{version}"));
+        println!(
+            "  {version:>8} | {:>10} | {:>7} ms | {:>7} ms | {:>8.3}",
+            gauge("canary_window_web_page_views"),
+            gauge("canary_window_web_vitals_lcp_p75_milliseconds"),
+            gauge("canary_window_web_vitals_inp_p75_milliseconds"),
+            gauge("canary_window_web_vitals_cls_p75") as f64 / 1000.0,
+        );
+    }
+    println!("  (window gauges merged across workers; Prometheus: canary:web_vitals_lcp_milliseconds:p75_5m, ...; gate.vitals can gate on them)");
 }
 
 /// Act two: a new canary at 30% turns bad; the gate sends its users back to stable.
