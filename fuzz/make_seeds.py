@@ -21,9 +21,9 @@ CONFIGS = {
                      "split": {"mode": "filter", "canary_percent": 10,
                                "hash_key": [{"header": "x-user-id"}, {"cookie": "session"}]},
                      "override": {"header": "x-canary"},
-                     "sticky": {"cookie": "canary_bucket", "max_age_s": 86400}},
+                     "sticky": {"cookie": "canary_bucket", "max_age_s": 86400}, "vitals": {}},
     "envoy-mesh": {"service": "checkout", "split": {"mode": "mesh"}, "override": {"header": "x-canary"},
-                   "sticky": {"cookie": "canary_bucket", "max_age_s": 86400}},
+                   "sticky": {"cookie": "canary_bucket", "max_age_s": 86400}, "vitals": {}},
     "istio-router": {"service": "corp-cockpit",
                      "hosts": ["corp-cockpit", "corp-cockpit.teei-platform", "corp-cockpit.teei-platform.svc",
                                "corp-cockpit.teei-platform.svc.cluster.local"],
@@ -54,6 +54,8 @@ write("config", "every-field.json", """{
            "max_p99_ms": 1000.5, "max_error_ratio_over_stable": 0.0025, "consecutive": 3,
            "dry_run": true, "rearm": 7, "min_outcome_ratio": {"cache_hit": 0.5}, "eval_ms": 1000,
            "compare": {"alpha": 0.1, "min_effect": 0, "slow_ms": 600000, "min_users": 1},
+           "vitals": {"max_lcp_p75_ms": 2500.5, "max_inp_p75_ms": 200, "max_cls_p75": 0.000001,
+                      "max_js_error_ratio": 1, "min_page_views": 1000000000},
            "classes": {"api": {"max_error_ratio": 0.01, "max_p95_ms": 300, "min_requests": 10,
                                "max_outcome_ratio": {"degraded": 0.000001}},
                        "page": {"max_p99_ms": 2000.125, "min_outcome_ratio": {"cache_hit": 0.8},
@@ -61,6 +63,7 @@ write("config", "every-field.json", """{
                        "other": {"max_error_ratio_over_stable": 1}}},
   "hosts": ["shop.example.com", "*.svc.cluster.local"],
   "filter_state": true,
+  "vitals": {"path": "/__rum/v1", "max_body_bytes": 65536, "max_per_second": 100000},
   "classes": [
     {"name": "api", "path_prefix": ["/api/", "/v2/"], "method": ["GET", "POST"]},
     {"name": "asset", "path_suffix": [".js", ".css"], "method": ["GET", "HEAD"]},
@@ -91,6 +94,16 @@ write("config", "observer-outbound.json", json.dumps({
     "outcomes": [{"name": "retried", "response_header": "x-envoy-attempt-count", "equals": ["2", "3"]}],
     "gate": {"classes": {"payments": {"min_requests": 5}}},
 }, indent=2) + "\n")
+
+
+# --- beacon: what web/canary-vitals.js sends, and a beacon in the query ------------------------
+write("beacon", "page", '[{"name":"page_view"},{"name":"LCP","value":1834.2999999523163,"rating":"good",'
+      '"delta":1834.2999999523163,"id":"v5-1","navigationType":"navigate"},{"name":"CLS","value":0.10423},'
+      '{"name":"INP","value":312},{"name":"FCP","value":850.5},{"name":"TTFB","value":12.2},'
+      '{"name":"js_error"},{"name":"resource_error"}]')
+write("beacon", "cls-exponent", '{"name":"CLS","value":1.5e-2}')
+write("beacon", "negative", '{"name":"LCP","value":-1}')
+write("beacon", "query", "beacon=%5B%7B%22name%22%3A%22page_view%22%7D%5D")
 
 
 # --- headers ------------------------------------------------------------------------------------

@@ -138,6 +138,17 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn the_fuzz_seed_with_every_field_sets_them_all() {
+        let c = Config::parse(include_bytes!("../../fuzz/corpus/config/every-field.json")).unwrap();
+        let v = c.vitals.unwrap();
+        assert_eq!((v.path.as_str(), v.max_body_bytes, v.max_per_second), ("/__rum/v1", 65_536, 100_000));
+        let l = c.gate.vitals.unwrap();
+        assert_eq!((l.max_lcp_p75_us, l.max_inp_p75_us), (Some(2_500_500), Some(200_000)));
+        assert_eq!((l.max_cls_p75_millionths, l.max_js_error_ratio_ppm), (Some(1), Some(1_000_000)));
+        assert_eq!(l.min_page_views, 1_000_000_000);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn refusals_name_the_field_and_the_reason() {
         let cases = [
             (r#"{"vitals":{"path":"rum"}}"#, "vitals.path", "starts with `/`"),
