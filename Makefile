@@ -18,7 +18,8 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 FUZZ_TOOL := $(TOOLS)/bin/cargo-fuzz
 PYTHON ?= python3
-APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose valgrind chromium
+# chromium for the browser test, with the fonts it only recommends (the test pages render text).
+APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose valgrind chromium fonts-liberation
 # Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
