@@ -396,36 +396,45 @@ impl Coordinator {
         merged.window.advance_to(head_s);
         if let Some(vitals) = &mut merged.vitals {
             vitals.advance_to(head_s);
-            let queue = self.vitals_queue(host);
-            while let Some(message) = queue.and_then(|q| host.dequeue(q)) {
-                let decoded = wire::decode(&message, &mut scratch, |header, lane, tally| {
-                    let version = if lane % 2 == 0 { Version::Stable } else { Version::Canary };
-                    if header.classes == vitals::LANES && (version == Version::Stable || header.identity == id) {
-                        vitals.add(version, lane / 2, tally);
-                    }
+            if let Some(vitals_queue) = self.vitals_queue(host) {
+                self.drain(host, (vitals_queue, "vitals"), &mut scratch, vitals::LANES, id, |version, lane, tally| {
+                    vitals.add(version, lane, tally);
                 });
-                if decoded.is_none() {
-                    log::warn!("dropped a malformed vitals message for {}", self.name);
-                }
             }
         }
         let (window, period) = (&mut merged.window, &mut merged.period);
         *period = PeriodCounts::default();
+        self.drain(host, (queue, "window"), &mut scratch, classes, id, |version, class, tally| {
+            window.add(version, class, tally);
+            period.add(version, tally);
+        });
+        Some(merged)
+    }
+
+    /// Hands `add` each lane (version and class) of every `what` message on `queue` recorded
+    /// with `classes` classes. Canary tallies recorded before a re-arm or a new canary (another
+    /// identity than `id`) belong to the gate that judged them, and tallies counted under
+    /// another configuration's classes are dropped.
+    fn drain(
+        &self,
+        host: &impl Host,
+        (queue, what): (u32, &str),
+        scratch: &mut Tally,
+        classes: usize,
+        id: u64,
+        mut add: impl FnMut(Version, usize, &Tally),
+    ) {
         while let Some(message) = host.dequeue(queue) {
-            // Canary requests recorded before a re-arm or a new canary belong to the gate that
-            // judged them; tallies counted under another configuration's classes are dropped.
-            let decoded = wire::decode(&message, &mut scratch, |header, lane, tally| {
+            let decoded = wire::decode(&message, scratch, |header, lane, tally| {
                 let version = if lane % 2 == 0 { Version::Stable } else { Version::Canary };
                 if header.classes == classes && (version == Version::Stable || header.identity == id) {
-                    window.add(version, lane / 2, tally);
-                    period.add(version, tally);
+                    add(version, lane / 2, tally);
                 }
             });
             if decoded.is_none() {
-                log::warn!("dropped a malformed window message for {}", self.name);
+                log::warn!("dropped a malformed {what} message for {}", self.name);
             }
         }
-        Some(merged)
     }
 
     /// Evaluates the gate: the comparison on this period, and with a `completed` second the
