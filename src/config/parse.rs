@@ -252,7 +252,7 @@ fn compare(f: &Fields<'_>, c: &mut CompareConfig) -> Result<(), ConfigError> {
 }
 
 /// A latency in ms with at most 3 decimals, in `(0, MAX_LATENCY_MS]`, in microseconds.
-fn latency_us(f: &Fields<'_>, name: &'static str) -> Result<Option<u64>, ConfigError> {
+pub(super) fn latency_us(f: &Fields<'_>, name: &'static str) -> Result<Option<u64>, ConfigError> {
     let Some(text) = f.number_text(name)? else { return Ok(None) };
     let us = decimal::parse_decimal(text, 3).map_err(|reason| refuse(&f.path_of(name), reason))?;
     if us == 0 || us > MAX_LATENCY_MS * 1000 {
@@ -262,7 +262,7 @@ fn latency_us(f: &Fields<'_>, name: &'static str) -> Result<Option<u64>, ConfigE
 }
 
 /// A ratio in `[0, 1]` with at most 6 decimals, in parts per million.
-fn ratio_ppm(path: &str, text: &str) -> Result<u64, ConfigError> {
+pub(super) fn ratio_ppm(path: &str, text: &str) -> Result<u64, ConfigError> {
     let ppm = decimal::parse_decimal(text, 6).map_err(|reason| refuse(path, reason))?;
     if ppm > 1_000_000 {
         return Err(refuse(path, format!("must be between 0 and 1, got {text}")));

@@ -1,7 +1,7 @@
 //! `vitals` (the beacon endpoint) and `gate.vitals` (thresholds on what the beacons report).
 
 use super::json::Fields;
-use super::{check, decimal, refuse, ConfigError};
+use super::{check, decimal, parse, refuse, ConfigError};
 
 /// The largest `vitals.max_body_bytes`.
 pub const MAX_BEACON_BYTES: u64 = 65_536;
@@ -70,16 +70,8 @@ pub fn limits(f: &Fields<'_>, l: &mut VitalsLimits) -> Result<(), ConfigError> {
     if let Some(views) = f.integer("min_page_views", u64::MAX)? {
         l.min_page_views = check::in_range(&f.path_of("min_page_views"), views, 1, 1_000_000_000, "")?;
     }
-    let millis = |name: &'static str| -> Result<Option<u64>, ConfigError> {
-        let Some(text) = f.number_text(name)? else { return Ok(None) };
-        let us = decimal::parse_decimal(text, 3).map_err(|reason| refuse(&f.path_of(name), reason))?;
-        if us == 0 || us > 600_000_000 {
-            return Err(refuse(&f.path_of(name), format!("must be in (0, 600000] ms, got {text}")));
-        }
-        Ok(Some(us))
-    };
-    l.max_lcp_p75_us = millis("max_lcp_p75_ms")?;
-    l.max_inp_p75_us = millis("max_inp_p75_ms")?;
+    l.max_lcp_p75_us = parse::latency_us(f, "max_lcp_p75_ms")?;
+    l.max_inp_p75_us = parse::latency_us(f, "max_inp_p75_ms")?;
     if let Some(text) = f.number_text("max_cls_p75")? {
         let path = f.path_of("max_cls_p75");
         let millionths = decimal::parse_decimal(text, 6).map_err(|reason| refuse(&path, reason))?;
@@ -89,12 +81,7 @@ pub fn limits(f: &Fields<'_>, l: &mut VitalsLimits) -> Result<(), ConfigError> {
         l.max_cls_p75_millionths = Some(millionths);
     }
     if let Some(text) = f.number_text("max_js_error_ratio")? {
-        let path = f.path_of("max_js_error_ratio");
-        let ppm = decimal::parse_decimal(text, 6).map_err(|reason| refuse(&path, reason))?;
-        if ppm > 1_000_000 {
-            return Err(refuse(&path, format!("must be between 0 and 1, got {text}")));
-        }
-        l.max_js_error_ratio_ppm = Some(ppm);
+        l.max_js_error_ratio_ppm = Some(parse::ratio_ppm(&f.path_of("max_js_error_ratio"), text)?);
     }
     Ok(())
 }

@@ -177,15 +177,7 @@ fn millis(us: u64) -> String {
 /// NAME:` for a class).
 fn note_breaches(out: &mut String, check: &Check<'_>) {
     let (limits, canary, stable) = (check.limits, &check.canary, &check.stable);
-    let mut note = |text: String| {
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        if let Some(class) = check.class {
-            out.push_str(&format!("class {class}: "));
-        }
-        out.push_str(&text);
-    };
+    let mut note = |text: String| push_breach(out, check.class, &text);
     if let Some(limit) = limits.max_error_ratio_ppm {
         if canary.error_ratio_ppm > limit {
             note(format!("error_ratio {} > {}", percent(canary.error_ratio_ppm), percent(limit)));
@@ -224,14 +216,20 @@ fn note_breaches(out: &mut String, check: &Check<'_>) {
     }
 }
 
+/// Appends one breach to the list, naming its route class if it has one.
+fn push_breach(out: &mut String, class: Option<&str>, text: &str) {
+    if !out.is_empty() {
+        out.push_str(", ");
+    }
+    if let Some(class) = class {
+        out.push_str(&format!("class {class}: "));
+    }
+    out.push_str(text);
+}
+
 /// The canary's web vitals against `gate.vitals`.
 fn note_vitals_breaches(out: &mut String, limits: &VitalsLimits, canary: &VitalsStats) {
-    let mut note = |text: String| {
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        out.push_str(&text);
-    };
+    let mut note = |text: String| push_breach(out, None, &text);
     for (vital, limit) in [(Vital::Lcp, limits.max_lcp_p75_us), (Vital::Inp, limits.max_inp_p75_us)] {
         let p75 = canary.p75(vital);
         if let Some(limit) = limit.filter(|&limit| p75 > limit) {
@@ -398,10 +396,7 @@ mod tests {
     }
 
     fn vitals(page_views: u64, js_errors: u64, lcp_us: u64, cls_millionths: u64) -> VitalsStats {
-        let mut v = VitalsStats { page_views, js_errors, ..VitalsStats::default() };
-        v.samples = [page_views, 0, page_views, 0, 0];
-        v.p75 = [lcp_us, 0, cls_millionths, 0, 0];
-        v
+        VitalsStats { page_views, js_errors, p75: [lcp_us, 0, cls_millionths, 0, 0] }
     }
 
     #[wasm_bindgen_test(unsupported = test)]

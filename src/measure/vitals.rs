@@ -51,11 +51,7 @@ pub struct VitalsStats {
     pub page_views: u64,
     /// JS errors.
     pub js_errors: u64,
-    /// Resource load errors.
-    pub resource_errors: u64,
-    /// Samples per vital, [`Vital::ALL`] order.
-    pub samples: [u64; 5],
-    /// P75 per vital (microseconds; CLS in millionths), 0 without samples.
+    /// P75 per vital, [`Vital::ALL`] order (microseconds; CLS in millionths), 0 without samples.
     pub p75: [u64; 5],
 }
 
@@ -64,14 +60,12 @@ impl VitalsStats {
     pub fn of(window: &mut Window, version: Version, seconds: usize) -> Self {
         let mut stats = VitalsStats::default();
         for vital in Vital::ALL {
-            let s = window.class_stats(version, vital.index(), seconds);
-            if let (Some(n), Some(p)) = (stats.samples.get_mut(vital.index()), stats.p75.get_mut(vital.index())) {
-                (*n, *p) = (s.requests, s.p75_us);
+            if let Some(p75) = stats.p75.get_mut(vital.index()) {
+                *p75 = window.class_stats(version, vital.index(), seconds).p75_us;
             }
         }
         let page = window.class_stats(version, PAGE_LANE, seconds);
-        (stats.page_views, stats.js_errors, stats.resource_errors) =
-            (page.outcomes.first().copied().unwrap_or(0), page.errors, page.slow);
+        (stats.page_views, stats.js_errors) = (page.outcomes.first().copied().unwrap_or(0), page.errors);
         stats
     }
 
