@@ -103,6 +103,7 @@ write("beacon", "page", '[{"name":"page_view"},{"name":"LCP","value":1834.299999
       '{"name":"js_error"},{"name":"resource_error"}]')
 write("beacon", "cls-exponent", '{"name":"CLS","value":1.5e-2}')
 write("beacon", "negative", '{"name":"LCP","value":-1}')
+write("beacon", "zero-far-exponent", '[{"name":"CLS","value":0e22},{"name":"LCP","value":1e-99999999999}]')
 write("beacon", "query", "beacon=%5B%7B%22name%22%3A%22page_view%22%7D%5D")
 
 
