@@ -21,15 +21,14 @@ for i in $(seq 1 "$promtool_runs"); do
 done
 echo "promtool test rules: $promtool_runs runs"
 
-suites=$(cd harness/tests && ls *.rs | sed 's/\.rs$//')
 for i in $(seq 1 "$e2e_runs"); do
-  for suite in $suites; do
-    if cargo test -q -p canary-harness --test "$suite" -- --test-threads 2 > "$logs/$suite-$i.log" 2>&1; then
-      passed=$((passed + 1)); rm "$logs/$suite-$i.log"
-    else
-      failed=$((failed + 1)); echo "FAILED $suite run $i: $logs/$suite-$i.log"
-    fi
-  done
+  # As `make e2e` runs them: two at a time across the suites (.config/nextest.toml).
+  if cargo nextest run -p canary-harness > "$logs/e2e-$i.log" 2>&1; then
+    passed=$((passed + 1)); rm "$logs/e2e-$i.log"
+  else
+    failed=$((failed + 1)); echo "FAILED end-to-end run $i: $logs/e2e-$i.log"
+    grep -E '^ +(FAIL|TIMEOUT|SIGSEGV|SIGABRT) ' "$logs/e2e-$i.log" || true
+  fi
   echo "end-to-end suites: run $i of $e2e_runs done"
 done
 
