@@ -315,7 +315,6 @@ mod tests {
         assert_eq!(scaled("0.000e400", 3), Some(0));
         assert_eq!(scaled("0e99999999999", 3), Some(0));
         assert_eq!(scaled("1e-99999999999", 3), Some(0));
-        assert_eq!(scaled("1e99999999999", 3), None);
         assert_eq!(scaled("1e", 3), None);
         assert_eq!(scaled("1e+", 3), None);
         assert_eq!(scaled("18446744073709551616", 0), None);
