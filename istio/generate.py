@@ -31,6 +31,10 @@ WASM_REPO = "oci://registry.example.com/teei/canary-gate"
 IMAGE_LAYOUT = os.path.join(os.path.dirname(ROOT), "target", "oci", "canary-gate")
 IMAGE_PIN = "image/canary-gate.pin"
 WASM_FILE = "file:///var/local/lib/wasm/canary_gate.wasm"
+# A private registry: the name of a kubernetes.io/dockerconfigjson Secret in each WasmPlugin's
+# namespace (istio-system and teei-platform), or None for a registry that needs none. With
+# FAIL_OPEN a pull that fails is silent: traffic flows without canary-gate.
+IMAGE_PULL_SECRET = None
 IMAGE = "registry.example.com/teei/{svc}:1.0.0"
 STATS_CONFIGMAP = "canary-gate-stats"
 # The header a router sets and the VirtualService's pinned routes match, one per service: a
@@ -1068,6 +1072,7 @@ def router_spec(config, url, extra):
     spec.update({
         "url": url_marked(url),
         "imagePullPolicy": "IfNotPresent",
+        **({"imagePullSecret": IMAGE_PULL_SECRET} if IMAGE_PULL_SECRET else {}),
         "phase": "STATS",
         "priority": 10,
         "failStrategy": C("FAIL_OPEN", above=FAIL_OPEN_WHY),
@@ -1119,6 +1124,72 @@ def client_router_doc(s, caller):
 
 def client_router_name(svc, caller):
     return f"canary-gate-router-{svc}-from-{caller}"
+
+
+BODIES = "components/corp-cockpit-beacon-bodies"
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+
+
+def beacon_bodies_docs(s):
+    """Istio 1.28+: the gateway router of `s` as an EnvoyFilter instead of a WasmPlugin, so that
+    Envoy hands it request bodies (allow_on_headers_stop_iteration, which a WasmPlugin cannot
+    set) and pages may send their beacons in the body. Its own ECDS resource: the Istio agent
+    fetches the oci:// module of an ECDS Wasm filter as it does a WasmPlugin's."""
+    name = f"canary-gate-router-{s['name']}"
+    config = router_config(s, public_hosts(s), GATEWAY_REPLICAS, "gateway")
+    tag, digest = read_pin()
+    envoyfilter = {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": meta(name, GATEWAY_NAMESPACE, {"app": "canary-gate"}),
+        "spec": {
+            "workloadSelector": {"labels": {"istio": C("ingressgateway", after=NOT_IN_PLAN_GATEWAY_PODS)}},
+            "configPatches": [
+                C({
+                    "applyTo": "EXTENSION_CONFIG",
+                    "patch": {"operation": "ADD", "value": {"name": name, "typed_config": {
+                        "@type": WASM_TYPE,
+                        "config": {
+                            "name": name,
+                            "root_id": name,
+                            "failure_policy": "FAIL_OPEN",
+                            "allow_on_headers_stop_iteration": True,
+                            "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"remote": {"http_uri": {
+                                "uri": C(f"{WASM_REPO}:{tag}@{digest}", after=NOT_IN_PLAN_REGISTRY),
+                                "cluster": "_", "timeout": "30s"}}}},
+                            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                              "value": C(json.dumps(plain(config), separators=(",", ":")), above=[
+                                                  "The WasmPlugin router's pluginConfig, as JSON (its public",
+                                                  "host names are not in the tier-1 plan)."])},
+                        },
+                    }}},
+                }, above=["The router as an ECDS resource: istiod passes it to the gateway's agent, which",
+                          "fetches the pinned oci:// module as for a WasmPlugin (failure_policy FAIL_OPEN).",
+                          "allow_on_headers_stop_iteration: Envoy 1.35+, set through Istio 1.28+ only",
+                          "(earlier istiod drops the unknown field: no bodies, query beacons still work)."]),
+                C({
+                    "applyTo": "HTTP_FILTER",
+                    "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "subFilter": {"name": "envoy.filters.http.router"}}}}},
+                    "patch": {"operation": "INSERT_BEFORE", "value": {"name": name, "config_discovery": {
+                        "config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
+                        "type_urls": Flow([WASM_TYPE])}}},
+                }, above=["In every HTTP filter chain of the gateway, before the router: where the",
+                          "WasmPlugin (phase STATS) would be."]),
+            ],
+        },
+    }
+    component = {
+        "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+        "kind": "Component",
+        "resources": ["envoyfilter.yaml"],
+        "patches": [C({"patch": Lit(
+            "$patch: delete\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\n"
+            f"metadata:\n  name: {name}\n  namespace: {GATEWAY_NAMESPACE}\n")}, above=[
+            "The WasmPlugin router it replaces: never both in one gateway."])],
+    }
+    return envoyfilter, component
 
 
 def routers(s):
@@ -1184,8 +1255,7 @@ def egress_docs(s):
                 "trafficPolicy": {"portLevelSettings": [C({
                     "port": {"number": EGRESS_PORT},
                     "tls": {"mode": "SIMPLE", "sni": C(host, after=NOT_IN_PLAN_PARTNER)},
-                }, above=["The sidecar originates TLS, verifying the host's certificate against the",
-                          "system roots, with the host as SNI."])]},
+                }, above=["The sidecar originates TLS to the host, with the host as SNI."])]},
             },
         })
     return docs
@@ -1224,6 +1294,7 @@ def observer_doc(s, direction="inbound"):
                 else f"Outbound only: the calls {svc}'s pods make."]),
             "url": url_marked(wasm_oci()),
             "imagePullPolicy": "IfNotPresent",
+        **({"imagePullSecret": IMAGE_PULL_SECRET} if IMAGE_PULL_SECRET else {}),
             "phase": "STATS",
             "failStrategy": C("FAIL_OPEN", above=[
                 f"FAIL_OPEN: if the module cannot be fetched or loaded, {what} pass unmeasured;",
@@ -1275,16 +1346,26 @@ def stats_configmap_doc(namespace, who):
     }
 
 
-def gateway_patch():
+def gateway_patch(mount_by_hand):
+    """Strategic-merge patch of the ingress gateway Deployment: the stats settings the Rollouts'
+    pods have. From Istio 1.27 the gateway injection template mounts the ConfigMap that
+    sidecar.istio.io/bootstrapOverride names (volume custom-bootstrap-volume), as the sidecar
+    template does; before, the patch mounts it by hand. Never both."""
+    annotations = {
+        "proxy.istio.io/config": C(Lit(proxy_config_annotation()), above=[
+            "Istio exports only selected Envoy stats: include canary-gate's (wasmcustom.canary_*)."]),
+        "sidecar.istio.io/statsHistogramBuckets": C(buckets_annotation(), above=[
+            "Histogram buckets (latency and web vitals in ms, CLS x 1000), as in envoy/*.yaml."]),
+    }
+    if not mount_by_hand:
+        annotations["sidecar.istio.io/bootstrapOverride"] = C(STATS_CONFIGMAP, above=[
+            "stats_tags turning the stat-name pairs into Prometheus labels: the gateway injection",
+            "template (Istio 1.27 and later) mounts this ConfigMap and points Envoy at it."])
+        return {"spec": {"template": {"metadata": {"annotations": annotations}}}}
     return {
         "spec": {
             "template": {
-                "metadata": {"annotations": {
-                    "proxy.istio.io/config": C(Lit(proxy_config_annotation()), above=[
-                        "Istio exports only selected Envoy stats: include canary-gate's (wasmcustom.canary_*)."]),
-                    "sidecar.istio.io/statsHistogramBuckets": C(buckets_annotation(), above=[
-                        "Histogram buckets (latency and web vitals in ms, CLS x 1000), as in envoy/*.yaml."]),
-                }},
+                "metadata": {"annotations": annotations},
                 "spec": {
                     "containers": [C({
                         "name": "istio-proxy",
@@ -1298,8 +1379,8 @@ def gateway_patch():
                             "readOnly": True,
                         }],
                     }, above=[
-                        "What sidecar.istio.io/bootstrapOverride does for sidecars, by hand: the gateway",
-                        "injection template ignores that annotation.",
+                        "What sidecar.istio.io/bootstrapOverride does, by hand: the gateway injection",
+                        "template of Istio 1.26 and earlier ignores that annotation.",
                     ])],
                     "volumes": [{
                         "name": "canary-gate-stats",
@@ -1391,20 +1472,37 @@ def files():
          "code_class, reason, outcome and test (the same tags as envoy/*.yaml). Envoy merges it into",
          "Istio's bootstrap (repeated fields appended)."],
         [stats_configmap_doc(NAMESPACE, "Sidecars: pods annotated sidecar.istio.io/bootstrapOverride: canary-gate-stats."),
-         stats_configmap_doc(GATEWAY_NAMESPACE, "Ingress gateway: mounted by istio/stats/gateway-proxy-config.yaml.")])
+         stats_configmap_doc(GATEWAY_NAMESPACE, "Ingress gateway: mounted as istio/stats/gateway-proxy-config*.yaml set up.")])
+    patch = ["  kubectl -n istio-system patch deployment istio-ingressgateway \\",
+             "    --patch-file istio/stats/{}"]
     out["stats/gateway-proxy-config.yaml"] = (
-        ["Strategic-merge patch for the ingress gateway Deployment: the same stats settings as the",
-         "Rollouts' pod annotations. Gateways are not built by the sidecar injection template, which",
-         "is what turns sidecar.istio.io/bootstrapOverride into a mounted ConfigMap, so the patch",
-         "mounts the istio-system canary-gate-stats ConfigMap and points ISTIO_BOOTSTRAP_OVERRIDE at it.",
-         "",
-         "  kubectl -n istio-system patch deployment istio-ingressgateway \\",
-         "    --patch-file istio/stats/gateway-proxy-config.yaml",
-         "",
+        ["Strategic-merge patch for the ingress gateway Deployment, Istio 1.27 and later: the same stats",
+         "settings as the Rollouts' pod annotations. From 1.27 the gateway injection template, like the",
+         "sidecar one, mounts the ConfigMap sidecar.istio.io/bootstrapOverride names and sets",
+         "ISTIO_BOOTSTRAP_OVERRIDE. Istio 1.26 and earlier: gateway-proxy-config-istio-1.26.yaml instead,",
+         "never both (the template's mount and a second one by hand at the same path).",
+         "", patch[0], patch[1].format("gateway-proxy-config.yaml"), "",
+         "With the Helm `gateway` chart: the three annotations go in the values' podAnnotations."],
+        [gateway_patch(mount_by_hand=False)])
+    out["stats/gateway-proxy-config-istio-1.26.yaml"] = (
+        ["Strategic-merge patch for the ingress gateway Deployment, Istio 1.26 and earlier, whose gateway",
+         "injection template ignores sidecar.istio.io/bootstrapOverride: the patch mounts the istio-system",
+         "canary-gate-stats ConfigMap and points ISTIO_BOOTSTRAP_OVERRIDE at it by hand. From Istio 1.27",
+         "use gateway-proxy-config.yaml: the template then mounts the annotation's ConfigMap itself.",
+         "", patch[0], patch[1].format("gateway-proxy-config-istio-1.26.yaml"), "",
          "With the Helm `gateway` chart: the two annotations go in the values' podAnnotations and",
          "ISTIO_BOOTSTRAP_OVERRIDE in env; the ConfigMap volume and its mount need this patch, or the",
          "chart's volumes/volumeMounts values in chart versions that have them."],
-        [gateway_patch()])
+        [gateway_patch(mount_by_hand=True)])
+    envoyfilter, component = beacon_bodies_docs(SERVICE_BY_NAME["corp-cockpit"])
+    bodies = ["Istio 1.28 and later, an option: corp-cockpit's gateway router as an EnvoyFilter that",
+              "receives request bodies, so its pages may send web-vitals beacons in the body",
+              "(transport 'body'); the WasmPlugin router keeps the query transport. A kustomize",
+              "Component: add `components: [../../" + BODIES + "]` to",
+              "istio/services/corp-cockpit/kustomization.yaml, or `components: [" + BODIES + "]`",
+              "to istio/kustomization.yaml. It replaces the WasmPlugin router."]
+    out[f"{BODIES}/envoyfilter.yaml"] = (bodies, [envoyfilter])
+    out[f"{BODIES}/kustomization.yaml"] = (bodies, [component])
     out.update(kustomizations(out))
     return {path: (header, docs) for path, (header, docs) in sorted(out.items())}
 
@@ -1414,7 +1512,8 @@ def kustomization(resources):
 
 
 # Generated files that are no Kubernetes object of their own: applied another way.
-NOT_APPLIED = {"stats/gateway-proxy-config.yaml": "a patch of the gateway Deployment: kubectl patch"}
+NOT_APPLIED = {"stats/gateway-proxy-config.yaml": "a patch of the gateway Deployment (Istio 1.27+): kubectl patch",
+               "stats/gateway-proxy-config-istio-1.26.yaml": "the same for Istio 1.26 and earlier"}
 INSTALL_ORDER = ["Istio (its CRDs and istiod) and Argo Rollouts (its CRDs and controller) are installed first:",
                  "kubectl cannot map a WasmPlugin, VirtualService or Rollout before its CRD exists."]
 
@@ -1477,9 +1576,48 @@ def prometheus_rule_text():
     ])
 
 
+GUIDE = "../docs/istio-argo.md"
+TABLE_BEGIN = "<!-- install table: generated by istio/generate.py from its kustomizations -->"
+TABLE_END = "<!-- end of the install table -->"
+
+
+def install_table(all_files):
+    """The objects each kustomization applies, as a Markdown table: a row a file."""
+    rows = ["| `kubectl apply -k` | file | objects |", "|---|---|---|"]
+    for path, (_, docs) in all_files.items():
+        if not path.endswith("kustomization.yaml"):
+            continue
+        target = "istio/" + os.path.dirname(path) if os.path.dirname(path) else "istio/"
+        for resource in plain(docs[0])["resources"]:
+            if resource.startswith("services/"):
+                continue  # istio/ lists the services' files: their own rows say what they hold
+            key = os.path.normpath(os.path.join(os.path.dirname(path), resource))
+            if key in all_files:
+                objects = "; ".join(f"{d['kind']} {d['metadata']['name']}" for d in map(plain, all_files[key][1]))
+            elif key in texts():
+                objects = "PrometheusRule canary-gate (monitoring; prometheus-operator's CRDs)"
+            else:
+                objects = f"everything `kubectl apply -k istio/{key}` applies"
+            rows.append(f"| `{target}` | `{resource}` | {objects} |")
+    return "\n".join(rows) + "\n"
+
+
+def guide_text(all_files):
+    """docs/istio-argo.md with its install table made anew."""
+    with open(os.path.join(ROOT, GUIDE), encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(TABLE_BEGIN + "\n", 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return head + TABLE_BEGIN + "\n" + install_table(all_files) + TABLE_END + tail
+
+
 def texts():
     """Generated files that are text around another file rather than documents."""
     return {PROMETHEUS_RULE: prometheus_rule_text()}
+
+
+def shown(path):
+    return os.path.normpath(os.path.join("istio", path))
 
 
 def leftovers(rendered):
@@ -1514,11 +1652,12 @@ def main(argv):
     stale = []
     rendered = {}
     for path, (header, docs) in all_files.items():
-        separators = not path.endswith("gateway-proxy-config.yaml")
+        separators = path not in NOT_APPLIED
         if NOT_IN_PLAN_PREFIX in render([], docs, separators):
             header = [*header, PLACEHOLDERS]
         rendered[path] = render([GENERATED, "", *header], docs, separators)
     rendered.update(texts())
+    rendered[GUIDE] = guide_text(all_files)
     for path, text in rendered.items():
         full = os.path.join(ROOT, path)
         current = None
@@ -1533,7 +1672,7 @@ def main(argv):
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "w", encoding="utf-8") as f:
             f.write(text)
-        print(f"wrote istio/{path}")
+        print(f"wrote {shown(path)}")
     for path in leftovers(rendered):
         if mode == "--check":
             stale.append(path)
@@ -1542,7 +1681,7 @@ def main(argv):
         print(f"removed istio/{path}")
     if stale:
         for path in stale:
-            print(f"istio/{path}: differs from istio/generate.py's output (run python3 istio/generate.py)",
+            print(f"{shown(path)}: differs from istio/generate.py's output (run python3 istio/generate.py)",
                   file=sys.stderr)
         return 1
     if mode == "--check":

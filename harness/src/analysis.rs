@@ -185,6 +185,20 @@ pub fn documents(dir: &Path, kind: &str) -> Vec<Yaml> {
         .collect()
 }
 
+/// The document of `kind` whose `metadata.name` is `name` in the YAML files under `dir` (the
+/// first in path order if several); panics if there is none.
+pub fn document_named(dir: &Path, kind: &str, name: &str) -> Yaml {
+    documents(dir, kind)
+        .into_iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} named {name} under {}", dir.display()))
+}
+
+/// The `pluginConfig` of the shipped WasmPlugin `name` (anywhere under `istio/`), as JSON.
+pub fn plugin_config(name: &str) -> serde_json::Value {
+    to_json(&document_named(&crate::root().join("istio"), "WasmPlugin", name)["spec"]["pluginConfig"])
+}
+
 /// A YAML value as JSON (for a WasmPlugin's `pluginConfig`).
 pub fn to_json(y: &Yaml) -> serde_json::Value {
     use serde_json::Value as J;

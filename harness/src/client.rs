@@ -22,6 +22,8 @@ pub struct Reply {
     pub set_cookies: Vec<String>,
     /// `x-served-by` (set by the test backend).
     pub served_by: Option<String>,
+    /// Every response header: (lower-case name, value).
+    pub headers: Vec<(String, String)>,
     /// The body (transport error text if status is 0).
     pub body: String,
 }
@@ -35,6 +37,11 @@ impl Reply {
     /// A request header as the upstream received it (from the backend's echo).
     pub fn upstream_header(&self, name: &str) -> Option<String> {
         self.json()["headers"][name].as_str().map(str::to_string)
+    }
+
+    /// The first response header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// `name=value` of the first `set-cookie` setting `name`.
@@ -99,9 +106,13 @@ impl Client {
                     (one("x-canary-version"), one("x-canary-reason"), one("x-served-by"));
                 let set_cookies =
                     headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
+                let headers = headers
+                    .iter()
+                    .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+                    .collect();
                 let status = response.status().as_u16();
                 let body = response.body_mut().read_to_string().unwrap_or_default();
-                Reply { status, version, reason, set_cookies, served_by, body }
+                Reply { status, version, reason, set_cookies, served_by, headers, body }
             }
             Err(e) => Reply {
                 status: 0,
@@ -109,6 +120,7 @@ impl Client {
                 reason: None,
                 set_cookies: vec![],
                 served_by: None,
+                headers: vec![],
                 body: e.to_string(),
             },
         }

@@ -1,10 +1,13 @@
 //! Plays the Istio control plane against real Envoys, for tests that play Argo Rollouts'
-//! canary lifecycle: an [`Ingress`] whose routes, clusters and endpoints come from file-based
-//! RDS, CDS and EDS shaped as istiod generates them for a VirtualService with subset-level
-//! routing, and one [`Sidecar`] per pod, its node metadata carrying the pod's labels where
-//! Istio's bootstrap puts them, with an inbound listener and optionally an [`Outbound`] one
-//! (the pod's own calls to external hosts). No Argo logic here: callers move the weights and
-//! endpoints.
+//! canary lifecycle: a [`Router`], an Envoy routing requests for one [`Service`] to its two
+//! subsets as Istio programs it for a VirtualService with subset-level routing (routes,
+//! clusters and endpoints from file-based RDS, CDS and EDS shaped as istiod generates them,
+//! canary-gate from file-based ECDS), either the ingress gateway ([`Router::gateway`]) or the
+//! sidecar of a pod calling the service ([`Router::caller_sidecar`], where a VirtualService
+//! bound to `mesh` routes the pod's calls); and one [`Sidecar`] per pod of the service, its node
+//! metadata carrying the pod's labels where Istio's bootstrap puts them, with an inbound
+//! listener and optionally an [`Outbound`] one (the pod's own calls to external hosts). No Argo
+//! logic here: callers move the weights and endpoints.
 //!
 //! Every xDS update is written to a staging file and renamed into a watched directory (Envoy
 //! reloads on a move, never on an in-place write); each update method returns once Envoy's
@@ -20,14 +23,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// The service's host, as in the cluster names Istio gives its subsets.
-pub const HOST: &str = "checkout.shop.svc.cluster.local";
-/// The service port, as in the cluster names Istio gives its subsets.
-pub const SERVICE_PORT: u16 = 8080;
-/// The ingress's route configuration (istiod names a gateway's `http.<port>`).
-pub const ROUTE_CONFIG: &str = "http.8080";
 /// The weighted route Argo Rollouts manages (`trafficRouting.istio.virtualService.routes`).
 pub const PRIMARY_ROUTE: &str = "primary";
+/// The ingress gateway's HTTP listener port (istiod names its route configuration `http.8080`).
+const GATEWAY_PORT: u16 = 8080;
+/// Worker threads of every router proxy: Istio's default for gateways and sidecars alike.
+const ROUTER_WORKERS: u32 = 2;
+/// canary-gate's `version_header` when its configuration sets none.
+const DEFAULT_VERSION_HEADER: &str = "x-canary-version";
 /// Longest an xDS update may take to show in the admin (it takes milliseconds).
 const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
 const HCM_TYPE: &str =
@@ -55,10 +58,59 @@ impl Subset {
             Subset::Canary => "canary",
         }
     }
+}
 
-    /// Istio's cluster of the subset: `outbound|8080|<subset>|checkout.shop.svc.cluster.local`.
-    pub fn cluster(self) -> String {
-        format!("outbound|{SERVICE_PORT}|{}|{HOST}", self.name())
+/// A Kubernetes Service of the mesh: what istiod names its clusters, virtual hosts and pods'
+/// listeners after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// Its HTTP port.
+    pub port: u16,
+}
+
+impl Service {
+    /// The service `name` in `namespace` on `port`.
+    pub fn new(name: &str, namespace: &str, port: u16) -> Service {
+        Service { name: name.to_string(), namespace: namespace.to_string(), port }
+    }
+
+    /// `checkout.shop:8080`, for tests that play no shipped manifest.
+    pub fn checkout() -> Service {
+        Service::new("checkout", "shop", 8080)
+    }
+
+    /// The shipped Service `name` (its namespace and first port) from the manifests under
+    /// `istio/`.
+    pub fn shipped(name: &str) -> Service {
+        let doc = crate::analysis::document_named(&root().join("istio"), "Service", name);
+        let namespace = doc["metadata"]["namespace"].as_str().unwrap_or("default");
+        let port = doc["spec"]["ports"][0]["port"].as_i64().and_then(|p| u16::try_from(p).ok());
+        Service::new(name, namespace, port.unwrap_or_else(|| panic!("Service {name} has no port")))
+    }
+
+    /// `<name>.<namespace>.svc.cluster.local`.
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.name, self.namespace)
+    }
+
+    /// The names a pod of the namespace calls it by, shortest first.
+    pub fn names(&self) -> Vec<String> {
+        let namespaced = format!("{}.{}", self.name, self.namespace);
+        vec![self.name.clone(), format!("{namespaced}.svc"), namespaced, self.fqdn()]
+    }
+
+    /// The `Host` an application sends calling `http://<name>:<port>`.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.name, self.port)
+    }
+
+    /// Istio's cluster of `subset`: `outbound|<port>|<subset>|<fqdn>`.
+    pub fn cluster(&self, subset: Subset) -> String {
+        format!("outbound|{}|{}|{}", self.port, subset.name(), self.fqdn())
     }
 }
 
@@ -153,7 +205,7 @@ fn tail(path: &Path, n: usize) -> String {
 }
 
 /// One Envoy process: its listener, admin and logs; stopped on drop (logs printed if the test
-/// panicked). [`Ingress`] and [`Sidecar`] dereference to it.
+/// panicked). [`Router`] and [`Sidecar`] dereference to it.
 pub struct Proxy {
     child: Child,
     dir: TempDir,
@@ -253,7 +305,7 @@ impl Drop for Proxy {
     }
 }
 
-/// The ingress's xDS files, one watched directory each (a move into a directory reloads only
+/// A router's xDS files, one watched directory each (a move into a directory reloads only
 /// that directory's subscription).
 struct XdsFiles {
     dir: PathBuf,
@@ -291,12 +343,13 @@ impl XdsFiles {
     }
 }
 
-/// An Istio outbound cluster of `subset`, its endpoints from the EDS file at `eds`.
-fn cluster(subset: Subset, eds: &Path) -> Value {
+/// An Istio outbound cluster of `service`'s `subset`, its endpoints from the EDS file at `eds`.
+fn cluster(service: &Service, subset: Subset, eds: &Path) -> Value {
+    let name = service.cluster(subset);
     json!({
-        "name": subset.cluster(),
+        "name": name,
         "type": "EDS",
-        "eds_cluster_config": {"service_name": subset.cluster(), "eds_config": path_source(eds)},
+        "eds_cluster_config": {"service_name": name, "eds_config": path_source(eds)},
         "connect_timeout": "1s",
         // As istiod sets them: no Envoy-default limit of 1024 requests.
         "circuit_breakers": {"thresholds": [{
@@ -306,14 +359,19 @@ fn cluster(subset: Subset, eds: &Path) -> Value {
     })
 }
 
-/// A ClusterLoadAssignment of `subset` with one endpoint per port (none: no ready pod).
-fn load_assignment(subset: Subset, ports: &[u16]) -> Value {
+/// A ClusterLoadAssignment of `cluster` with one endpoint per port (none: no ready pod).
+fn load_assignment(cluster: &str, ports: &[u16]) -> Value {
+    let endpoints: Vec<Value> = ports.iter().map(|p| json!({"endpoint": {"address": socket(*p)}})).collect();
+    let localities = if ports.is_empty() { json!([]) } else { json!([{"lb_endpoints": endpoints}]) };
+    json!({"cluster_name": cluster, "endpoints": localities})
+}
+
+/// `ports` sorted, without duplicates.
+fn sorted(ports: &[u16]) -> Vec<u16> {
     let mut ports = ports.to_vec();
     ports.sort_unstable();
     ports.dedup();
-    let endpoints: Vec<Value> = ports.iter().map(|p| json!({"endpoint": {"address": socket(*p)}})).collect();
-    let localities = if ports.is_empty() { json!([]) } else { json!([{"lb_endpoints": endpoints}]) };
-    json!({"cluster_name": subset.cluster(), "endpoints": localities})
+    ports
 }
 
 /// istiod's default route retry policy (no `retries` in the VirtualService).
@@ -332,48 +390,6 @@ fn istio_retry_policy() -> Value {
     })
 }
 
-/// A route as istiod translates one VirtualService `http` entry (no timeout: `0s`).
-fn route(name: &str, header: Option<&str>, action: (&str, Value)) -> Value {
-    let mut matcher = json!({"prefix": "/"});
-    if let Some(value) = header {
-        matcher["headers"] = json!([{"name": "x-canary-version", "string_match": {"exact": value}}]);
-    }
-    let mut route = json!({"timeout": "0s", "retry_policy": istio_retry_policy()});
-    route[action.0] = action.1;
-    json!({
-        "name": name,
-        "match": matcher,
-        "route": route,
-        "decorator": {"operation": format!("{HOST}:{SERVICE_PORT}/*")}
-    })
-}
-
-/// The route configuration of the subset-level-routing VirtualService (see
-/// `istio/services/*/virtualservice.yaml`): the pinned routes, then `primary`.
-fn route_configuration(stable: u32, canary: u32) -> Value {
-    // istiod leaves 0-weight destinations out of `weighted_clusters` (Envoy accepts a 0 weight,
-    // not a total of 0).
-    let weighted: Vec<Value> = [(Subset::Stable, stable), (Subset::Canary, canary)]
-        .iter()
-        .filter(|(_, w)| *w > 0)
-        .map(|(s, w)| json!({"name": s.cluster(), "weight": w}))
-        .collect();
-    json!({
-        "name": ROUTE_CONFIG,
-        "virtual_hosts": [{
-            "name": format!("{HOST}:{SERVICE_PORT}"),
-            // Tests address the ingress as 127.0.0.1:<port>, not by the service's host name.
-            "domains": ["*"],
-            "routes": [
-                route("canary-pinned", Some("canary"), ("cluster", json!(Subset::Canary.cluster()))),
-                route("stable-pinned", Some("stable"), ("cluster", json!(Subset::Stable.cluster()))),
-                route(PRIMARY_ROUTE, None, ("weighted_clusters", json!({"clusters": weighted}))),
-            ]
-        }],
-        "validate_clusters": false
-    })
-}
-
 const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const ENDPOINTS_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
@@ -383,31 +399,179 @@ fn eds_kind(subset: Subset) -> String {
     format!("eds-{}", subset.name())
 }
 
-/// The mesh's ingress proxy (2 workers): canary-gate, delivered by file-based ECDS, then the
-/// router; routes from file-based RDS, the two subset clusters from file-based CDS and their
-/// endpoints from file-based EDS.
-pub struct Ingress {
+/// The route configuration istiod generates for the service's subset-level-routing
+/// VirtualService (`istio/services/*/virtualservice.yaml`) in one proxy.
+struct Routes {
+    service: Service,
+    /// The route configuration's name: `http.8080` at the gateway, the port in a sidecar.
+    name: String,
+    /// The virtual host's domains.
+    domains: Vec<String>,
+    /// The header the pinned routes match: canary-gate's `version_header`.
+    version_header: String,
+}
+
+impl Routes {
+    /// A route as istiod translates one VirtualService `http` entry (no timeout: `0s`);
+    /// `pinned`: the value of the version header it matches.
+    fn route(&self, name: &str, pinned: Option<&str>, action: (&str, Value)) -> Value {
+        let mut matcher = json!({"prefix": "/"});
+        if let Some(value) = pinned {
+            matcher["headers"] = json!([{"name": self.version_header, "string_match": {"exact": value}}]);
+        }
+        let mut route = json!({"timeout": "0s", "retry_policy": istio_retry_policy()});
+        route[action.0] = action.1;
+        json!({
+            "name": name,
+            "match": matcher,
+            "route": route,
+            "decorator": {"operation": format!("{}:{}/*", self.service.fqdn(), self.service.port)}
+        })
+    }
+
+    /// The pinned routes, then `primary` with these weights.
+    fn configuration(&self, stable: u32, canary: u32) -> Value {
+        // istiod leaves 0-weight destinations out of `weighted_clusters` (Envoy accepts a 0
+        // weight, not a total of 0).
+        let weighted: Vec<Value> = [(Subset::Stable, stable), (Subset::Canary, canary)]
+            .iter()
+            .filter(|(_, w)| *w > 0)
+            .map(|(s, w)| json!({"name": self.service.cluster(*s), "weight": w}))
+            .collect();
+        let pinned = |subset: Subset| {
+            let name = format!("{}-pinned", subset.name());
+            self.route(&name, Some(subset.name()), ("cluster", json!(self.service.cluster(subset))))
+        };
+        json!({
+            "name": self.name,
+            "virtual_hosts": [{
+                "name": format!("{}:{}", self.service.fqdn(), self.service.port),
+                "domains": self.domains,
+                "routes": [
+                    pinned(Subset::Canary),
+                    pinned(Subset::Stable),
+                    self.route(PRIMARY_ROUTE, None, ("weighted_clusters", json!({"clusters": weighted}))),
+                ]
+            }],
+            "validate_clusters": false
+        })
+    }
+}
+
+/// Where a [`Router`] runs, as Istio places the proxy: its node, its listener and the route
+/// configuration's name and domains there.
+struct Placement {
+    what: String,
+    node: Value,
+    listener_port: u16,
+    route_config: String,
+    domains: Vec<String>,
+}
+
+/// Pod names `<workload>-<n>`, unique within the test process.
+static POD_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+fn next_pod(workload: &str) -> String {
+    format!("{workload}-{:05}", POD_SEQUENCE.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A proxy routing requests for a [`Service`] to its subsets (2 workers): canary-gate's
+/// router, delivered by file-based ECDS, then Envoy's router; routes from file-based RDS, the
+/// two subset clusters from file-based CDS and their endpoints from file-based EDS.
+pub struct Router {
     proxy: Proxy,
     xds: XdsFiles,
+    routes: Routes,
+    /// The HTTP connection manager's stat prefix.
+    stat_prefix: String,
     /// Listener port on 127.0.0.1.
     pub port: u16,
     /// Admin port on 127.0.0.1.
     pub admin_port: u16,
 }
 
-impl Ingress {
-    /// Starts the ingress with canary-gate configured by `filter_json`, weights stable 100 /
-    /// canary 0 (a rollout at rest), and each subset's endpoints at `stable` and `canary`.
-    pub fn start(filter_json: &str, stable: &[u16], canary: &[u16]) -> Ingress {
-        let dir = TempDir::new("mesh-ingress");
+impl Router {
+    /// The ingress gateway routing `service` (listener `0.0.0.0_8080`, route configuration
+    /// `http.8080`, any `Host`: tests address it as 127.0.0.1:<port>), with canary-gate
+    /// configured by `filter_json`, weights stable 100 / canary 0 (a rollout at rest), and each
+    /// subset's endpoints at `stable` and `canary`.
+    pub fn gateway(service: &Service, filter_json: &str, stable: &[u16], canary: &[u16]) -> Router {
+        let placement = Placement {
+            what: "mesh ingress".into(),
+            node: json!({
+                "id": "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local",
+                "cluster": "istio-ingressgateway.istio-system",
+                "metadata": {
+                    "LABELS": {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+                    "NAMESPACE": "istio-system"
+                }
+            }),
+            listener_port: GATEWAY_PORT,
+            route_config: format!("http.{GATEWAY_PORT}"),
+            domains: vec!["*".into()],
+        };
+        Router::start(service, placement, filter_json, stable, canary)
+    }
+
+    /// The sidecar of a pod of workload `caller` (app label, in the service's namespace)
+    /// routing its calls to `service` as istiod programs a client sidecar: listener
+    /// `0.0.0.0_<port>`, route configuration `<port>`, a virtual host `<fqdn>:<port>` for the
+    /// service's in-cluster names with and without the port (the application sends `Host:
+    /// <name>:<port>`, [`Service::authority`]). Otherwise as [`Router::gateway`].
+    pub fn caller_sidecar(
+        service: &Service,
+        caller: &str,
+        filter_json: &str,
+        stable: &[u16],
+        canary: &[u16],
+    ) -> Router {
+        let (namespace, pod) = (&service.namespace, next_pod(caller));
+        let names = service.names();
+        let with_port = names.iter().map(|n| format!("{n}:{}", service.port));
+        let placement = Placement {
+            what: format!("sidecar {pod} (caller)"),
+            node: json!({
+                "id": format!("sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local"),
+                "cluster": format!("{caller}.{namespace}"),
+                "metadata": {
+                    "LABELS": {
+                        "app": caller,
+                        "security.istio.io/tlsMode": "istio",
+                        "service.istio.io/canonical-name": caller
+                    },
+                    "NAME": pod,
+                    "NAMESPACE": namespace,
+                    "WORKLOAD_NAME": caller
+                }
+            }),
+            listener_port: service.port,
+            route_config: service.port.to_string(),
+            domains: names.iter().cloned().chain(with_port).collect(),
+        };
+        Router::start(service, placement, filter_json, stable, canary)
+    }
+
+    fn start(service: &Service, at: Placement, filter_json: &str, stable: &[u16], canary: &[u16]) -> Router {
+        let dir = TempDir::new("mesh-router");
         let xds = XdsFiles::new(dir.path());
         let (port, admin_port) = (free_port(), free_port());
+        let version_header = serde_json::from_str::<Value>(filter_json)
+            .ok()
+            .and_then(|c| c["version_header"].as_str().map(str::to_string));
+        let routes = Routes {
+            service: service.clone(),
+            name: at.route_config,
+            domains: at.domains,
+            version_header: version_header.unwrap_or_else(|| DEFAULT_VERSION_HEADER.into()),
+        };
         // The files must exist before Envoy starts: it reads them while initialising.
-        let clusters = [Subset::Stable, Subset::Canary].map(|s| cluster(s, &xds.path(&eds_kind(s))));
-        xds.publish(&eds_kind(Subset::Stable), ENDPOINTS_TYPE, vec![load_assignment(Subset::Stable, stable)]);
-        xds.publish(&eds_kind(Subset::Canary), ENDPOINTS_TYPE, vec![load_assignment(Subset::Canary, canary)]);
+        let clusters = [Subset::Stable, Subset::Canary].map(|s| cluster(service, s, &xds.path(&eds_kind(s))));
+        for (subset, ports) in [(Subset::Stable, stable), (Subset::Canary, canary)] {
+            let assignment = load_assignment(&service.cluster(subset), &sorted(ports));
+            xds.publish(&eds_kind(subset), ENDPOINTS_TYPE, vec![assignment]);
+        }
         xds.publish("cds", CLUSTER_TYPE, clusters.to_vec());
-        xds.publish("rds", ROUTE_TYPE, vec![route_configuration(100, 0)]);
+        xds.publish("rds", ROUTE_TYPE, vec![routes.configuration(100, 0)]);
         xds.publish(
             "ecds",
             FILTER_TYPE,
@@ -417,29 +581,35 @@ impl Ingress {
             "name": "canary-gate",
             "config_discovery": {"config_source": path_source(&xds.path("ecds")), "type_urls": [WASM_TYPE]}
         });
-        let rds = json!({"route_config_name": ROUTE_CONFIG, "config_source": path_source(&xds.path("rds"))});
+        let rds = json!({"route_config_name": routes.name, "config_source": path_source(&xds.path("rds"))});
+        let listener = format!("0.0.0.0_{}", at.listener_port);
+        let stat_prefix = format!("outbound_{listener}");
         let bootstrap = json!({
-            "node": {
-                "id": "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local",
-                "cluster": "istio-ingressgateway.istio-system",
-                "metadata": {
-                    "LABELS": {"app": "istio-ingressgateway", "istio": "ingressgateway"},
-                    "NAMESPACE": "istio-system"
-                }
-            },
+            "node": at.node,
             "stats_config": shipped_stats_config(),
             "admin": {"address": socket(admin_port)},
             "dynamic_resources": {"cds_config": path_source(&xds.path("cds"))},
             "static_resources": {"listeners": [{
-                "name": format!("0.0.0.0_{SERVICE_PORT}"),
+                "name": listener,
                 "address": socket(port),
+                "traffic_direction": "OUTBOUND",
                 "filter_chains": [{
-                    "filters": [http_connection_manager("ingress", dir.path(), ("rds", rds), canary_gate)]
+                    "filters": [http_connection_manager(&stat_prefix, dir.path(), ("rds", rds), canary_gate)]
                 }]
             }]}
         });
-        let proxy = Proxy::start("mesh ingress".into(), dir, &bootstrap, 2, port, admin_port);
-        Ingress { proxy, xds, port, admin_port }
+        let proxy = Proxy::start(at.what, dir, &bootstrap, ROUTER_WORKERS, port, admin_port);
+        Router { proxy, xds, routes, stat_prefix, port, admin_port }
+    }
+
+    /// The service it routes to.
+    pub fn service(&self) -> &Service {
+        &self.routes.service
+    }
+
+    /// The header its pinned routes match (canary-gate's `version_header`).
+    pub fn version_header(&self) -> &str {
+        &self.routes.version_header
     }
 
     /// Sets the `primary` route's weights (as Argo Rollouts sets the VirtualService's) and
@@ -450,9 +620,9 @@ impl Ingress {
         if self.weights() == (stable, canary) {
             return Duration::ZERO;
         }
-        let rejected = format!("http.ingress.rds.{ROUTE_CONFIG}.update_rejected");
+        let rejected = format!("http.{}.rds.{}.update_rejected", self.stat_prefix, self.routes.name);
         let before = self.proxy.stat(&rejected);
-        self.xds.publish("rds", ROUTE_TYPE, vec![route_configuration(stable, canary)]);
+        self.xds.publish("rds", ROUTE_TYPE, vec![self.routes.configuration(stable, canary)]);
         self.proxy.wait_applied(&format!("weights {stable}/{canary}"), &rejected, before, || {
             self.weights() == (stable, canary)
         })
@@ -465,7 +635,7 @@ impl Ingress {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|c| c["route_config"]["name"] == ROUTE_CONFIG)
+            .filter(|c| c["route_config"]["name"] == self.routes.name.as_str())
             .flat_map(|c| c["route_config"]["virtual_hosts"].as_array().cloned().unwrap_or_default())
             .flat_map(|vh| vh["routes"].as_array().cloned().unwrap_or_default())
             .find(|r| r["name"] == PRIMARY_ROUTE)
@@ -475,7 +645,7 @@ impl Ingress {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|c| c["name"] == subset.cluster().as_str())
+                .find(|c| c["name"] == self.service().cluster(subset).as_str())
                 .and_then(|c| c["weight"].as_u64())
                 .map_or(0, |w| w as u32)
         };
@@ -487,12 +657,11 @@ impl Ingress {
     /// `no healthy upstream`); waits until Envoy has exactly these hosts, returns how long
     /// Envoy took.
     pub fn set_endpoints(&self, subset: Subset, ports: &[u16]) -> Duration {
-        let mut wanted = ports.to_vec();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let rejected = format!("cluster.{}.update_rejected", subset.cluster());
+        let wanted = sorted(ports);
+        let cluster = self.service().cluster(subset);
+        let rejected = format!("cluster.{cluster}.update_rejected");
         let before = self.proxy.stat(&rejected);
-        self.xds.publish(&eds_kind(subset), ENDPOINTS_TYPE, vec![load_assignment(subset, &wanted)]);
+        self.xds.publish(&eds_kind(subset), ENDPOINTS_TYPE, vec![load_assignment(&cluster, &wanted)]);
         self.proxy.wait_applied(&format!("{} endpoints {wanted:?}", subset.name()), &rejected, before, || {
             self.endpoints(subset) == wanted
         })
@@ -501,11 +670,12 @@ impl Ingress {
     /// The ports of `subset`'s hosts in Envoy now, sorted.
     pub fn endpoints(&self, subset: Subset) -> Vec<u16> {
         let clusters = self.proxy.admin_json("/clusters?format=json");
+        let cluster = self.service().cluster(subset);
         let mut ports: Vec<u16> = clusters["cluster_statuses"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|c| c["name"] == subset.cluster().as_str())
+            .filter(|c| c["name"] == cluster.as_str())
             .flat_map(|c| c["host_statuses"].as_array().cloned().unwrap_or_default())
             .filter_map(|h| h["address"]["socket_address"]["port_value"].as_u64().map(|p| p as u16))
             .collect();
@@ -514,7 +684,8 @@ impl Ingress {
     }
 
     /// Replaces canary-gate's configuration through ECDS and waits until Envoy applied it
-    /// (true) or rejected it (false).
+    /// (true) or rejected it (false). The routes keep matching the version header the router
+    /// started with.
     pub fn reconfigure(&self, filter_json: &str) -> bool {
         let stat = |s: &str| self.proxy.stat(&format!("extension_config_discovery.http_filter.canary-gate.{s}"));
         let (successes, rejects) = (stat("update_success"), stat("update_rejected"));
@@ -537,16 +708,13 @@ impl Ingress {
     }
 }
 
-impl std::ops::Deref for Ingress {
+impl std::ops::Deref for Router {
     type Target = Proxy;
 
     fn deref(&self) -> &Proxy {
         &self.proxy
     }
 }
-
-/// Pod names `checkout-<revision>-<n>`, unique within the test process.
-static POD_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// The port of the external hosts a pod calls, as the application addresses them (plain HTTP).
 pub const OUTBOUND_PORT: u16 = 80;
@@ -575,7 +743,7 @@ pub struct Outbound<'a> {
 /// share each worker's VM.
 pub struct Sidecar {
     proxy: Proxy,
-    /// Inbound listener port on 127.0.0.1: the endpoint the ingress's EDS lists for this pod.
+    /// Inbound listener port on 127.0.0.1: the endpoint the routers' EDS lists for this pod.
     pub port: u16,
     /// Outbound listener port on 127.0.0.1, if the pod has one: where the application sends
     /// its calls to the [`Outbound`] hosts (with their `Host`).
@@ -650,25 +818,27 @@ fn outbound_resources(dir: &Path, port: u16, outbound: &Outbound<'_>) -> (Value,
 }
 
 impl Sidecar {
-    /// Starts the sidecar of a pod of `revision` labelled `role`, forwarding to the
-    /// application at `app_port`, with canary-gate configured by `filter_json` (e.g.
+    /// Starts the sidecar of a pod of `service` of `revision` labelled `role`, forwarding to
+    /// the application at `app_port`, with canary-gate configured by `filter_json` (e.g.
     /// `{"service":"checkout","role":"observer","version_label":"role"}`).
-    pub fn start(revision: &str, role: Subset, app_port: u16, filter_json: &str) -> Sidecar {
-        Self::start_with(revision, role, app_port, filter_json, None)
+    pub fn start(service: &Service, revision: &str, role: Subset, app_port: u16, filter_json: &str) -> Sidecar {
+        Self::start_with(service, revision, role, app_port, filter_json, None)
     }
 
     /// [`Sidecar::start`], with an outbound listener for the pod's calls to `outbound`'s hosts.
     pub fn start_with_outbound(
+        service: &Service,
         revision: &str,
         role: Subset,
         app_port: u16,
         filter_json: &str,
         outbound: &Outbound<'_>,
     ) -> Sidecar {
-        Self::start_with(revision, role, app_port, filter_json, Some(outbound))
+        Self::start_with(service, revision, role, app_port, filter_json, Some(outbound))
     }
 
     fn start_with(
+        service: &Service,
         revision: &str,
         role: Subset,
         app_port: u16,
@@ -677,13 +847,13 @@ impl Sidecar {
     ) -> Sidecar {
         let dir = TempDir::new("mesh-sidecar");
         let (port, admin_port) = (free_port(), free_port());
-        let n = POD_SEQUENCE.fetch_add(1, Ordering::SeqCst);
-        let pod = format!("checkout-{revision}-{n:05}");
-        let inbound = format!("inbound|{SERVICE_PORT}||");
+        let (app, namespace, service_port) = (&service.name, &service.namespace, service.port);
+        let pod = next_pod(&format!("{app}-{revision}"));
+        let inbound = format!("inbound|{service_port}||");
         let routes = json!({
             "name": inbound,
             "virtual_hosts": [{
-                "name": format!("inbound|http|{SERVICE_PORT}"),
+                "name": format!("inbound|http|{service_port}"),
                 "domains": ["*"],
                 "routes": [{
                     "name": "default",
@@ -698,7 +868,7 @@ impl Sidecar {
             "address": socket(port),
             "traffic_direction": "INBOUND",
             "filter_chains": [{"filters": [http_connection_manager(
-                &format!("inbound_0.0.0.0_{SERVICE_PORT}"),
+                &format!("inbound_0.0.0.0_{service_port}"),
                 dir.path(),
                 ("route_config", routes),
                 canary_gate
@@ -724,13 +894,13 @@ impl Sidecar {
         });
         let bootstrap = json!({
             "node": {
-                "id": format!("sidecar~127.0.0.1~{pod}.shop~shop.svc.cluster.local"),
-                "cluster": "checkout.shop",
+                "id": format!("sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local"),
+                "cluster": format!("{app}.{namespace}"),
                 "metadata": {
-                    "LABELS": {"app": "checkout", "rollouts-pod-template-hash": revision, "role": role.name()},
+                    "LABELS": {"app": app, "rollouts-pod-template-hash": revision, "role": role.name()},
                     "NAME": pod,
-                    "NAMESPACE": "shop",
-                    "WORKLOAD_NAME": "checkout"
+                    "NAMESPACE": namespace,
+                    "WORKLOAD_NAME": app
                 }
             },
             "stats_config": shipped_stats_config(),

@@ -1,13 +1,16 @@
 //! Every PromQL query of every AnalysisTemplate in `istio/`, with the arguments its Rollout
 //! passes substituted as Argo does, run against a real Prometheus scraping real Envoys
-//! configured from the shipped WasmPlugins:
-//! - an ingress Envoy running every tier-1 service's gateway router, under steady traffic to
-//!   every service (corp-cockpit's through its route classes, with its pages' web-vitals
-//!   beacons, unified-profile's answered by its cache 9 times in 10);
+//! configured from the shipped WasmPlugins (every one under `istio/`):
+//! - an Envoy running a router of every tier-1 service (its gateway router if it has public
+//!   names, else its first caller's client-side router: the queries sum the router series of
+//!   every proxy), under steady traffic to every service by a host its router handles
+//!   (corp-cockpit's through its route classes, with its pages' web-vitals beacons,
+//!   unified-profile's answered by its cache 9 times in 10);
 //! - for each service with an outbound observer (impact-in, unified-profile), a pod of the
 //!   canary revision (`role: canary`, `rollouts-pod-template-hash` = the `canary-hash` the
 //!   Rollout passes): a sidecar Envoy with the shipped inbound observer and, on its outbound
-//!   listener, the shipped outbound observer, carrying the pod's own calls: impact-in's webhook
+//!   listener, the shipped outbound observer, carrying the pod's own calls to the hosts of the
+//!   service's shipped ServiceEntry: impact-in's webhook
 //!   deliveries (POST to a partner; the partner refuses the first attempt of 1 in 40 with a
 //!   503, which istiod's default retry policy retries, and the shipped EnvoyFilter makes Envoy
 //!   name the attempts in the response, `x-envoy-attempt-count: 2`) and partner API reads,
@@ -26,7 +29,7 @@
 use canary_harness::analysis::{
     documents, evaluate, load_rollouts, load_templates, substitute, to_json, Metric, Phase,
 };
-use canary_harness::mesh::{Outbound, Sidecar, Subset};
+use canary_harness::mesh::{Outbound, Service, Sidecar, Subset};
 use canary_harness::prometheus::Prometheus;
 use canary_harness::{root, wait_until, Backend, Envoy, EnvoyOptions, Layout};
 use serde_json::Value;
@@ -38,12 +41,22 @@ use std::time::{Duration, Instant};
 
 const PROMETHEUS: &str = "http://prometheus.monitoring.svc.cluster.local:9090";
 
+/// Every shipped WasmPlugin: whether it runs on the outbound side of its workloads' sidecars
+/// (`match: [{mode: CLIENT}]`), and its pluginConfig.
+fn plugins() -> Vec<(bool, Value)> {
+    documents(&root().join("istio"), "WasmPlugin")
+        .iter()
+        .map(|doc| {
+            let client =
+                doc["spec"]["match"].as_vec().into_iter().flatten().any(|m| m["mode"].as_str() == Some("CLIENT"));
+            (client, to_json(&doc["spec"]["pluginConfig"]))
+        })
+        .collect()
+}
+
 /// The pluginConfig of every shipped WasmPlugin.
 fn plugin_configs() -> Vec<Value> {
-    documents(&root().join("istio/wasmplugin"), "WasmPlugin")
-        .iter()
-        .map(|doc| to_json(&doc["spec"]["pluginConfig"]))
-        .collect()
+    plugins().into_iter().map(|(_, config)| config).collect()
 }
 
 fn service_of(config: &Value) -> String {
@@ -60,7 +73,7 @@ fn is_outbound(config: &Value) -> bool {
 
 /// Per service, what the shipped EnvoyFilters merge into its sidecars' outbound virtual hosts.
 fn attempt_count_patches() -> BTreeMap<String, Value> {
-    documents(&root().join("istio/wasmplugin"), "EnvoyFilter")
+    documents(&root().join("istio"), "EnvoyFilter")
         .iter()
         .map(to_json)
         .flat_map(|filter| {
@@ -81,20 +94,31 @@ fn attempt_count_patches() -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// The routers' pluginConfig per service, from the shipped gateway WasmPlugins, in dry run:
-/// the gate's comparison would take a failing canary's traffic away within a second, and the
-/// Prometheus queries under test would see no failing requests (the abort metric still
-/// reports the gate's verdict).
-fn router_configs() -> BTreeMap<String, String> {
-    plugin_configs()
+/// A router's pluginConfig per service: its gateway router's, or for a service with no public
+/// names (no gateway router) its first client-side router's. In dry run: the gate's comparison
+/// would take a failing canary's traffic away within a second, and the Prometheus queries under
+/// test would see no failing requests (the abort metric still reports the gate's verdict).
+fn router_configs() -> BTreeMap<String, Value> {
+    let mut routers: Vec<(bool, Value)> =
+        plugins().into_iter().filter(|(_, c)| c["role"].as_str().unwrap_or("router") == "router").collect();
+    // Gateway routers first (a stable sort keeps the file order otherwise).
+    routers.sort_by_key(|(client, _)| *client);
+    let mut configs = BTreeMap::new();
+    for (_, mut config) in routers {
+        config["gate"]["dry_run"] = Value::Bool(true);
+        configs.entry(service_of(&config)).or_insert(config);
+    }
+    configs
+}
+
+/// The first host of the shipped ServiceEntry of `service` (`metadata.labels.app`): a host its
+/// pods call out of the mesh.
+fn egress_host(service: &str) -> String {
+    documents(&root().join("istio"), "ServiceEntry")
         .iter()
-        .filter(|c| c["role"].as_str().unwrap_or("router") == "router" && c["hosts"].is_array())
-        .map(|c| {
-            let mut c = c.clone();
-            c["gate"]["dry_run"] = Value::Bool(true);
-            (service_of(&c), c.to_string())
-        })
-        .collect()
+        .find(|d| d["metadata"]["labels"]["app"].as_str() == Some(service))
+        .and_then(|d| d["spec"]["hosts"][0].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no ServiceEntry of {service} under istio/"))
 }
 
 /// The observers' pluginConfig per service: outbound ones (`outbound`) or inbound ones.
@@ -109,7 +133,7 @@ fn observer_configs(outbound: bool) -> BTreeMap<String, String> {
 /// Where a metric's numbers come from in this stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    /// canary-gate at the ingress router.
+    /// canary-gate in a router (at the gateway or in a caller's sidecar).
     Router,
     /// canary-gate observing a pod's own calls (`direction="outbound"`).
     Outbound,
@@ -140,11 +164,6 @@ fn canary_hash(service: &str) -> String {
         .unwrap_or_else(|| panic!("no canary-hash argument in the Rollout of {service}"))
 }
 
-/// The partner impact-in's pods call (its outbound classes match `partner.example.com` and
-/// subdomains).
-const PARTNER_HOST: &str = "api.partner.example.com";
-/// The HRIS unified-profile's pods call (its outbound class `hris`).
-const HRIS_HOST: &str = "hris.example.com";
 /// One delivery in this many is one Envoy retried (below the template's 5%).
 const RETRIED_EVERY: u64 = 40;
 /// Rounds of outbound calls a second: each round one delivery and one HRIS fetch, and a
@@ -160,9 +179,9 @@ struct Calls {
 }
 
 impl Calls {
-    /// Sends impact-in's calls through `impact_in`'s outbound listener and unified-profile's
-    /// through `unified_profile`'s.
-    fn start(impact_in: u16, unified_profile: u16) -> Calls {
+    /// Sends impact-in's calls to `partner` through `impact_in`'s outbound listener and
+    /// unified-profile's to `hris` through `unified_profile`'s.
+    fn start(impact_in: u16, partner: String, unified_profile: u16, hris: String) -> Calls {
         let stop = Arc::new(AtomicBool::new(false));
         let counts: Arc<Mutex<(u64, u64, Vec<String>)>> = Arc::default();
         let thread = {
@@ -188,7 +207,7 @@ impl Calls {
                     let retried = round % RETRIED_EVERY == RETRIED_EVERY - 1;
                     let mut delivery = agent
                         .post(format!("http://127.0.0.1:{impact_in}/v1/webhooks"))
-                        .header("host", PARTNER_HOST)
+                        .header("host", &partner)
                         .header("content-type", "application/json");
                     if retried {
                         // The partner refuses the first attempt: Envoy's retry policy retries it.
@@ -198,11 +217,11 @@ impl Calls {
                     // impact-in reads the partner's API.
                     if round.is_multiple_of(2) {
                         let url = format!("http://127.0.0.1:{impact_in}/v1/organisations/{}", round % 100);
-                        answers.push(("partner_api", status(agent.get(url).header("host", PARTNER_HOST).call())));
+                        answers.push(("partner_api", status(agent.get(url).header("host", &partner).call())));
                     }
                     // unified-profile fetches a worker from the HRIS.
                     let url = format!("http://127.0.0.1:{unified_profile}/v1/workers/{}", round % 100);
-                    answers.push(("hris", status(agent.get(url).header("host", HRIS_HOST).call())));
+                    answers.push(("hris", status(agent.get(url).header("host", &hris).call())));
                     let mut counts = counts.lock().unwrap();
                     counts.0 += 1;
                     counts.1 += u64::from(retried);
@@ -333,7 +352,8 @@ fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
     let stable = Backend::start("stable", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
     let canary = Backend::start("canary", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
     let weights = |s: String| s.replace("weight: 90\n", "weight: 50\n").replace("weight: 10\n", "weight: 50\n");
-    let filters: Vec<&str> = configs.values().map(String::as_str).collect();
+    let filters: Vec<String> = configs.values().map(Value::to_string).collect();
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
     let options = EnvoyOptions { layout: Layout::MeshMode, filter_json: filters[0], workers: 2, edit: &weights };
     let envoy = Envoy::start_inline(options, &stable, &canary, &filters);
 
@@ -347,6 +367,7 @@ fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
     let hris = Backend::start("hris", &["--latency-ms", "1", "--latency-spread-ms", "4"]);
     let patches = attempt_count_patches();
     assert!(patches.contains_key("impact-in"), "impact-in's retried outcome needs the shipped EnvoyFilter");
+    let (partner_host, hris_host) = (egress_host("impact-in"), egress_host("unified-profile"));
     let pod = |service: &str, host: &str, server: &Backend| {
         let calls = Outbound {
             filter_json: &outbound[service],
@@ -354,13 +375,15 @@ fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
             virtual_host_patch: patches.get(service),
         };
         let revision = canary_hash(service);
-        Sidecar::start_with_outbound(&revision, Subset::Canary, canary.port, &inbound[service], &calls)
+        let service = Service::shipped(service);
+        Sidecar::start_with_outbound(&service, &revision, Subset::Canary, canary.port, &inbound[&service.name], &calls)
     };
-    let impact_in = pod("impact-in", PARTNER_HOST, &partner);
-    let unified_profile = pod("unified-profile", HRIS_HOST, &hris);
+    let impact_in = pod("impact-in", &partner_host, &partner);
+    let unified_profile = pod("unified-profile", &hris_host, &hris);
     let prometheus = Prometheus::start(&[envoy.admin_port, impact_in.admin_port, unified_profile.admin_port], &[]);
 
-    // Steady traffic to every service (by Host) from wrk, bounded in time. The queries take
+    // Steady traffic to every service from wrk, bounded in time, with the first host its router
+    // handles (a public name at the gateway, an in-cluster one in a caller's sidecar). The queries take
     // `rate(...[5m])`, which over a series younger than 5 minutes divides by the whole 5
     // minutes: the volume gates need a few hundred requests per second per service here.
     // corp-cockpit's requests cycle through its route classes (API, asset, page, other), and
@@ -370,24 +393,31 @@ fn every_analysis_query_gives_the_expected_verdict_healthy_and_failing() {
     // unified-profile's backend says its cache answered 9 requests in 10.
     let dir = canary_harness::TempDir::new("wrk");
     let script = dir.path().join("hosts.lua");
-    let hosts: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
-    let lua = r#"local hosts = {HOSTS}
+    let targets: Vec<String> = configs
+        .iter()
+        .map(|(service, config)| {
+            let host = config["hosts"][0].as_str().unwrap_or_else(|| panic!("{service}'s router has no hosts"));
+            format!("{{\"{service}\", \"{host}\"}}")
+        })
+        .collect();
+    let lua = r#"local targets = {TARGETS}
 local beacon = "/__canary/vitals?beacon=BEACON"
 local n = 0
 request = function()
   n = n + 1
-  local host = hosts[(n % #hosts) + 1]
+  local target = targets[(n % #targets) + 1]
+  local service, host = target[1], target[2]
   local headers = {["Host"] = host, ["x-user-id"] = "u" .. n}
   local path = "/"
-  local turn = math.floor(n / #hosts)
-  if host == "corp-cockpit" then
+  local turn = math.floor(n / #targets)
+  if service == "corp-cockpit" then
     if turn % 4 == 0 then path = "/api/items" elseif turn % 4 == 1 then path = "/_astro/app.js?v=3"
     elseif turn % 4 == 2 then headers["accept"] = "text/html,application/xhtml+xml"
     elseif turn % 8 == 3 then
       headers["x-canary"] = (turn % 16 == 3) and "canary" or "stable"
       return wrk.format("POST", beacon, headers)
     end
-  elseif host == "unified-profile" and turn % 10 ~= 0 then
+  elseif service == "unified-profile" and turn % 10 ~= 0 then
     headers["x-backend-set"] = "x-cache=HIT"
   end
   return wrk.format("GET", path, headers)
@@ -395,7 +425,7 @@ end
 "#;
     let beacon =
         r#"[{"name":"page_view"},{"name":"LCP","value":1200},{"name":"INP","value":80},{"name":"CLS","value":0.02}]"#;
-    let lua = lua.replace("HOSTS", &hosts.join(", ")).replace("BEACON", &canary_harness::percent_encoded(beacon));
+    let lua = lua.replace("TARGETS", &targets.join(", ")).replace("BEACON", &canary_harness::percent_encoded(beacon));
     std::fs::write(&script, lua).unwrap();
     let _wrk = Killed(
         std::process::Command::new("wrk")
@@ -407,7 +437,8 @@ end
             .expect("wrk (Debian package `wrk`)"),
     );
     // The pods' own calls, a hundred a second between them.
-    let calls = Calls::start(impact_in.outbound_port.unwrap(), unified_profile.outbound_port.unwrap());
+    let calls =
+        Calls::start(impact_in.outbound_port.unwrap(), partner_host, unified_profile.outbound_port.unwrap(), hris_host);
 
     let verdicts = || -> Vec<Verdict> {
         measurements

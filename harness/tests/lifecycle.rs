@@ -1,18 +1,25 @@
 //! A real rollout, start to finish, as a cluster runs it: the test plays Argo Rollouts and the
-//! Istio control plane against real Envoys. An ingress Envoy runs the shipped gateway router
-//! (mesh mode) of a tier-1 service, its routes, subset clusters and endpoints fed by file-based
-//! xDS shaped as istiod generates them; each revision is a "pod": a sidecar Envoy, its node
-//! metadata carrying the pod-template hash, with the shipped inbound observer in front of a
-//! backend and the shipped outbound observer on an outbound listener carrying the pod's own
-//! calls to the HRIS (a backend answering for `hris.example.com`). A real Prometheus scrapes
-//! every proxy, and the shipped AnalysisTemplates are evaluated with Argo's run semantics
-//! (`canary_harness::analysis_run`) against it.
+//! Istio control plane against real Envoys. unified-profile is internal (no public name, no
+//! gateway): its VirtualService, bound to `mesh`, routes in the sidecars of the pods that call
+//! it. So each caller is a pod, one of corp-cockpit and one of api-gateway: a sidecar Envoy
+//! running the shipped client-side router of unified-profile for that caller (mesh mode, its
+//! own WasmPlugin), its outbound listener, routes, subset clusters and endpoints fed by
+//! file-based xDS shaped as istiod generates them for the caller's sidecar. Each revision of
+//! unified-profile is a pod too: a sidecar Envoy, its node metadata carrying the pod-template
+//! hash, with the shipped inbound observer in front of a backend and the shipped outbound
+//! observer on an outbound listener carrying the pod's own calls to the HRIS (a backend
+//! answering for the host of the shipped ServiceEntry). A real Prometheus scrapes every proxy,
+//! and the shipped AnalysisTemplates are evaluated with Argo's run semantics
+//! (`canary_harness::analysis_run`) against it: their router queries sum both callers' series.
 //!
-//! The traffic is what the templates measure in a cluster: users through the ingress, whose
+//! The traffic is what the templates measure in a cluster: each caller's own users, calling
+//! `http://unified-profile:3003` through their caller's sidecar (half the load each), whose
 //! responses the service's cache answered 11 times in 12 (`x-cache: HIT`, set by the backend
 //! on the user's request: `cache-hit-rate`), and every live pod's HRIS fetches, a few a second
 //! (`external-fetch-success-rate`, by the pod's revision); a pod starts fetching when its
-//! ReplicaSet comes up and stops when it is scaled down.
+//! ReplicaSet comes up and stops when it is scaled down. The test's Argo moves the weights and
+//! endpoints in both callers' sidecars, as istiod pushes the VirtualService and the
+//! DestinationRule's subsets to every sidecar.
 //!
 //! Time runs `SPEED` times faster than in the Rollout: pauses, the abort scale-down delay,
 //! analysis intervals and initial delays, and the queries' rate windows are divided by it. The
@@ -22,21 +29,25 @@
 //! leaving under steady load:
 //! (a) r2 rolls out through the Rollout's steps and is promoted; its cache hit rate and HRIS
 //!     fetch success rate pass at every measurement, from the first (at least 5 of each);
-//! (b) r3 fails at 30 % 5xx on its inbound requests (its HRIS fetches stay healthy): the gate
-//!     trips, the analysis fails, Argo aborts and scales r3 to 0;
+//! (b) r3 fails at 30 % 5xx on its inbound requests (its HRIS fetches stay healthy): a
+//!     caller's gate trips, the analysis fails, Argo aborts and scales r3 to 0 (each caller's
+//!     gate judges r3 on its own requests: the other trips too if they convict r3 in time;
+//!     if not, its users pinned to r3 meet Envoy's 503 once, as in (d));
 //! (c) r4 rolls out next, with no configuration change, and is judged afresh (the same two
 //!     metrics pass at every measurement);
 //! (d) r5 reaches its first step and is aborted by hand; no gate trip.
 //!
-//! Every HRIS fetch is answered, and each pod's outbound observer counted exactly the fetches
-//! it carried, under the pod's revision and `direction="outbound"`.
+//! What users see holds for each caller's users: no pin ahead of the weights, each canary
+//! served some, everyone on the promoted revision at the end, a handful of Envoy's own 503s at
+//! most, right after an aborted canary's scale-down. Every HRIS fetch is answered, and each
+//! pod's outbound observer counted exactly the fetches it carried, under the pod's revision
+//! and `direction="outbound"`.
 
-use canary_harness::analysis::{background_run, evaluate, load_rollouts, load_templates, to_json, Phase};
+use canary_harness::analysis::{background_run, evaluate, load_rollouts, load_templates, plugin_config, Phase};
 use canary_harness::analysis_run::{AnalysisRun, RunPhase};
-use canary_harness::mesh::{prometheus_sum, Ingress, Outbound, Sidecar, Subset};
+use canary_harness::mesh::{prometheus_sum, Outbound, Router, Service, Sidecar, Subset};
 use canary_harness::prometheus::Prometheus;
 use canary_harness::{root, wait_until, Backend, Client};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,19 +56,26 @@ use std::time::{Duration, Instant};
 
 /// The tier-1 service whose shipped manifests are played.
 const SERVICE: &str = "unified-profile";
+/// The workloads whose pods call it: one pod each, running the shipped client-side router
+/// `canary-gate-router-unified-profile-from-<caller>`.
+const CALLERS: [&str; 2] = ["corp-cockpit", "api-gateway"];
 /// How much faster than the Rollout's clock the test runs.
 const SPEED: u32 = 30;
-/// Requests a second of the whole population.
+/// Requests a second of the whole population (both callers' users).
 const RATE: u64 = 120;
-/// Users at a time per load thread (3 threads): about one request a second each.
+/// Load threads; each sends the requests of users of every caller in turn.
+const LOAD_THREADS: u64 = 3;
+/// Users at a time per load thread, of each caller in turn: about one request a second each.
 const USERS_PER_THREAD: u64 = 40;
 /// Requests a user sends before leaving (a new user takes its place): new users keep arriving,
 /// as they do in production, so the mesh's weights reach the canary.
 const USER_LIFETIME: u32 = 12;
 /// Between a rollout's end and the next one's start.
 const SETTLE: Duration = Duration::from_secs(3);
-/// Envoy's own 503s (no healthy upstream) allowed after a manual abort, per ingress.
+/// Envoy's own 503s (no healthy upstream) allowed after a manual abort, per caller.
 const MAX_ENVOY_FAILURES: usize = 10;
+/// Users of each caller at least pinned to r5 when it is scaled to zero, and served after.
+const MIN_MOVED_FROM_R5: usize = 3;
 /// HRIS fetches a second each live pod makes.
 const FETCHES_PER_POD: u32 = 4;
 /// A user's requests its cache does not answer: the 10th of its `USER_LIFETIME` (`x-cache`
@@ -65,15 +83,6 @@ const FETCHES_PER_POD: u32 = 4;
 const CACHE_MISS_AT: u32 = 9;
 /// The route class of the HRIS calls in the shipped outbound observer.
 const HRIS_CLASS: &str = "hris";
-
-/// The shipped `pluginConfig` of the WasmPlugin `name` in `istio/wasmplugin/file`, as JSON.
-fn plugin_config(file: &str, name: &str) -> Value {
-    let path = root().join("istio/wasmplugin").join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let docs = yaml_rust2::YamlLoader::load_from_str(&text).unwrap();
-    let doc = docs.iter().find(|d| d["metadata"]["name"].as_str() == Some(name)).unwrap_or_else(|| panic!("{name}"));
-    to_json(&doc["spec"]["pluginConfig"])
-}
 
 /// A Rollout's canary steps and abort scale-down delay.
 struct Plan {
@@ -131,15 +140,26 @@ fn scale_ranges(query: &str) -> String {
 #[derive(Debug, Clone)]
 struct Event {
     at: Instant,
+    /// The user's caller (index in `CALLERS`).
+    caller: usize,
     user: u64,
     status: u16,
     /// The backend (revision) that answered, if any.
     served_by: Option<String>,
+    /// The version the caller's router tagged (its `version_header`).
     version: Option<String>,
     reason: Option<String>,
 }
 
-/// Steady load: `RATE` requests a second from users who come and go.
+/// One caller's pod: its sidecar, routing its calls to the service with the shipped
+/// client-side router of the caller.
+struct Caller {
+    name: &'static str,
+    sidecar: Router,
+}
+
+/// Steady load: `RATE` requests a second from users who come and go, each the user of one
+/// caller, calling the service through that caller's sidecar with the service's authority.
 struct Load {
     stop: Arc<AtomicBool>,
     events: Arc<Mutex<Vec<Event>>>,
@@ -147,19 +167,25 @@ struct Load {
 }
 
 impl Load {
-    fn start(url: String, host: String) -> Load {
+    fn start(callers: &[Caller]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let events = Arc::new(Mutex::new(Vec::new()));
-        let workers = 3u64;
-        let threads = (0..workers)
+        // Per caller: its sidecar's URL, the Host the application sends, the version header.
+        let targets: Arc<Vec<(String, String, String)>> = Arc::new(
+            callers
+                .iter()
+                .map(|c| (c.sidecar.url("/"), c.sidecar.service().authority(), c.sidecar.version_header().into()))
+                .collect(),
+        );
+        let threads = (0..LOAD_THREADS)
             .map(|w| {
-                let (stop, events, url, host) = (stop.clone(), events.clone(), url.clone(), host.clone());
+                let (stop, events, targets) = (stop.clone(), events.clone(), targets.clone());
                 thread::spawn(move || {
                     let client = Client::new();
-                    let period = Duration::from_micros(1_000_000 * workers / RATE);
-                    // USERS_PER_THREAD at a time, each replaced after USER_LIFETIME requests.
-                    // The first users are met at every age, so users arrive and leave at a
-                    // steady rate from the start.
+                    let period = Duration::from_micros(1_000_000 * LOAD_THREADS / RATE);
+                    // USERS_PER_THREAD at a time, each replaced after USER_LIFETIME requests by
+                    // a new user of the same caller. The first users are met at every age, so
+                    // users arrive and leave at a steady rate from the start.
                     let mut users: Vec<(u64, u32, Vec<String>)> =
                         (0..USERS_PER_THREAD).map(|i| (w * 1_000_000 + i, i as u32 % USER_LIFETIME, vec![])).collect();
                     let mut next_id = w * 1_000_000 + USERS_PER_THREAD;
@@ -169,6 +195,8 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let slot = i % users.len();
                         i += 1;
+                        let caller = slot % targets.len();
+                        let (url, host, version_header) = &targets[caller];
                         let (id, count, cookies) = &mut users[slot];
                         let cookie = cookies.join("; ");
                         let mut headers: Vec<(&str, &[u8])> = vec![("host", host.as_bytes())];
@@ -180,7 +208,7 @@ impl Load {
                         if *count != CACHE_MISS_AT {
                             headers.push(("x-backend-set", b"x-cache=HIT"));
                         }
-                        let reply = client.get(&url, &headers);
+                        let reply = client.get(url, &headers);
                         for set in &reply.set_cookies {
                             let pair = set.split(';').next().unwrap_or_default().to_string();
                             let name = pair.split('=').next().unwrap_or_default().to_string();
@@ -189,10 +217,11 @@ impl Load {
                         }
                         events.lock().unwrap().push(Event {
                             at: Instant::now(),
+                            caller,
                             user: *id,
                             status: reply.status,
                             served_by: reply.served_by.clone(),
-                            version: reply.version.clone(),
+                            version: reply.header(version_header).map(str::to_string),
                             reason: reply.reason.clone(),
                         });
                         *count += 1;
@@ -231,9 +260,16 @@ struct Pod {
 }
 
 impl Pod {
-    fn start(revision: &str, role: Subset, observer: &str, outbound: &Outbound, backend_args: &[&str]) -> Pod {
+    fn start(
+        service: &Service,
+        revision: &str,
+        role: Subset,
+        observer: &str,
+        outbound: &Outbound,
+        backend_args: &[&str],
+    ) -> Pod {
         let backend = Backend::start(revision, backend_args);
-        let sidecar = Sidecar::start_with_outbound(revision, role, backend.port, observer, outbound);
+        let sidecar = Sidecar::start_with_outbound(service, revision, role, backend.port, observer, outbound);
         Pod { revision: revision.to_string(), _backend: backend, sidecar }
     }
 
@@ -315,10 +351,11 @@ impl Fetches {
     }
 }
 
-/// The test's Argo Rollouts: moves weights and subsets as the controller does (and scales the
-/// ReplicaSets: their pods fetch from the HRIS while up), and runs the background analysis.
+/// The test's Argo Rollouts: moves weights and subsets as the controller does, in every
+/// caller's sidecar as istiod pushes them (and scales the ReplicaSets: their pods fetch from the
+/// HRIS while up), and runs the background analysis.
 struct Argo<'a> {
-    ingress: &'a Ingress,
+    callers: &'a [Caller],
     prometheus: &'a Prometheus,
     fetches: &'a Fetches,
     plan: Plan,
@@ -329,7 +366,10 @@ struct Argo<'a> {
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Promoted,
-    Aborted,
+    /// Its canary was scaled to zero from `scaled_down` on.
+    Aborted {
+        scaled_down: Instant,
+    },
 }
 
 struct RunReport {
@@ -350,13 +390,27 @@ impl RunReport {
 }
 
 impl Argo<'_> {
+    /// The VirtualService's `primary` weights, in every caller's sidecar.
+    fn set_weights(&self, stable: u32, canary: u32) {
+        for caller in self.callers {
+            caller.sidecar.set_weights(stable, canary);
+        }
+    }
+
+    /// The pods `subset` selects, in every caller's sidecar.
+    fn set_endpoints(&self, subset: Subset, ports: &[u16]) {
+        for caller in self.callers {
+            caller.sidecar.set_endpoints(subset, ports);
+        }
+    }
+
     /// Rolls `pod` out through the plan's steps; `manual_abort_after` aborts by hand after
     /// that many steps.
     fn rollout(&mut self, pod: &Pod, stable_pod: &Pod, manual_abort_after: Option<usize>) -> RunReport {
         // The canary ReplicaSet is up: the DestinationRule's canary subset selects its pods,
         // which make their own calls from now on.
         self.fetches.up(pod);
-        self.ingress.set_endpoints(Subset::Canary, &[pod.sidecar.port]);
+        self.set_endpoints(Subset::Canary, &[pod.sidecar.port]);
         let metrics = load_templates(&root().join("istio"));
         let rollouts = load_rollouts(&root().join("istio"));
         let rollout = rollouts.iter().find(|r| r.rollout == SERVICE).unwrap();
@@ -399,7 +453,7 @@ impl Argo<'_> {
             let until = Instant::now()
                 + match step {
                     Step::SetWeight(w) => {
-                        self.ingress.set_weights(100 - w, *w);
+                        self.set_weights(100 - w, *w);
                         Duration::ZERO
                     }
                     Step::Pause(d) => scaled(*d),
@@ -421,8 +475,8 @@ impl Argo<'_> {
         // The end of the steps promotes: stable is repointed at the canary's pods, the
         // weights return to stable, the analysis is terminated; the old stable ReplicaSet,
         // selected by no subset any more, is scaled down.
-        self.ingress.set_endpoints(Subset::Stable, &[pod.sidecar.port]);
-        self.ingress.set_weights(100, 0);
+        self.set_endpoints(Subset::Stable, &[pod.sidecar.port]);
+        self.set_weights(100, 0);
         self.fetches.down(stable_pod);
         self.stable = pod.revision.clone();
         run.terminate();
@@ -437,11 +491,13 @@ impl Argo<'_> {
     /// Argo's abort: weights back to stable at once, the canary scaled to zero after
     /// `abortScaleDownDelaySeconds` (its subset left on the aborted ReplicaSet).
     fn abort(&self, pod: &Pod, run: AnalysisRun, first_phase: RunPhase, message: &str) -> RunReport {
-        self.ingress.set_weights(100, 0);
+        self.set_weights(100, 0);
         sleep(scaled(self.plan.abort_scale_down));
-        self.ingress.set_endpoints(Subset::Canary, &[]);
+        let scaled_down = Instant::now();
+        self.set_endpoints(Subset::Canary, &[]);
         self.fetches.down(pod);
-        RunReport { outcome: Outcome::Aborted, phase: run.phase, message: message.to_string(), first_phase, run }
+        let outcome = Outcome::Aborted { scaled_down };
+        RunReport { outcome, phase: run.phase, message: message.to_string(), first_phase, run }
     }
 }
 
@@ -492,12 +548,89 @@ fn assert_measured_successful(what: &str, report: &RunReport, min: usize) {
     }
 }
 
+/// When each rollout started, and when the aborted canaries were scaled to zero.
+struct Marks {
+    rollouts: [(&'static str, Instant); 4],
+    /// (b)'s r3, after the analysis failed, and (d)'s r5, after the manual abort.
+    scale_downs: [Instant; 2],
+}
+
+/// What one caller's users saw, checked; returns a line for the summary.
+fn assert_users_saw_the_rollouts(caller: &str, events: &[Event], marks: &Marks) -> String {
+    assert!(!events.is_empty(), "{caller}: no requests");
+    // Every user that reached a canary revision got there by the weights.
+    let bad = pinned_into_a_canary(events);
+    assert!(bad.is_empty(), "{caller}: {} pins ahead of the weights: {:?}", bad.len(), &bad[..bad.len().min(10)]);
+    // Users reached each canary at its weight, never before its rollout started.
+    for (revision, from) in marks.rollouts {
+        let early = events.iter().filter(|e| e.at < from && e.served_by.as_deref() == Some(revision)).count();
+        assert_eq!(early, 0, "{caller}: {revision} served before its rollout");
+        let users: HashSet<u64> = events
+            .iter()
+            .filter(|e| e.at >= from && e.served_by.as_deref() == Some(revision))
+            .map(|e| e.user)
+            .collect();
+        assert!(!users.is_empty(), "{caller}: {revision} served nobody");
+    }
+    // No failure Envoy made itself, but a handful in the second after an aborted canary was
+    // scaled to zero, to its users still pinned to it then: r5's, and r3's if this caller's
+    // gate had not tripped by then (another caller's trip aborts the rollout; the gates of
+    // the callers judge r3 on their own requests).
+    let failures = envoy_failures(events);
+    let within = |e: &Event, from: Instant| e.at >= from && e.at <= from + Duration::from_secs(1);
+    let outside: Vec<_> = failures.iter().filter(|e| !marks.scale_downs.iter().any(|s| within(e, *s))).collect();
+    assert!(outside.is_empty(), "{caller}: Envoy's own failures but in the second after a scale-down: {outside:?}");
+    let r5_down = marks.scale_downs[1];
+    let per_scale_down = marks.scale_downs.map(|s| failures.iter().filter(|e| within(e, s)).count());
+    for (n, revision) in per_scale_down.iter().zip(["r3", "r5"]) {
+        assert!(*n <= MAX_ENVOY_FAILURES, "{caller}: {n} Envoy failures after {revision}'s scale-down: {failures:?}");
+    }
+    // Users pinned to r5 when it was scaled to zero are on stable from then on.
+    let d_start = marks.rollouts[3].1;
+    let on_r5: HashSet<u64> = events
+        .iter()
+        .filter(|e| e.at < r5_down && e.at > d_start && e.served_by.as_deref() == Some("r5"))
+        .map(|e| e.user)
+        .collect();
+    let moved: HashSet<u64> = events
+        .iter()
+        .filter(|e| e.at > r5_down + Duration::from_secs(1) && on_r5.contains(&e.user))
+        .map(|e| e.user)
+        .collect();
+    assert!(
+        moved.len() >= MIN_MOVED_FROM_R5,
+        "{caller}: only {} users pinned to r5 outlived its scale-down",
+        moved.len()
+    );
+    // After the scale-down every user is served by stable r4.
+    let tail: Vec<_> = events.iter().filter(|e| e.at > r5_down + Duration::from_secs(2)).collect();
+    assert!(!tail.is_empty(), "{caller}: no requests after the scale-down");
+    assert!(
+        tail.iter().all(|e| e.served_by.as_deref() == Some("r4")),
+        "{caller}: {:?}",
+        tail.iter().find(|e| e.served_by.as_deref() != Some("r4"))
+    );
+    let first = |from: Instant, what: &dyn Fn(&Event) -> bool| {
+        events.iter().find(|e| e.at >= from && what(e)).map(|e| e.at - from)
+    };
+    let [_, (_, b_start), (_, c_start), _] = marks.rollouts;
+    let r3_first = first(b_start, &|e| e.served_by.as_deref() == Some("r3")).unwrap();
+    let gate_after = first(b_start + r3_first, &|e| e.reason.as_deref() == Some("gate"));
+    let r4_after = first(c_start, &|e| e.served_by.as_deref() == Some("r4"));
+    format!(
+        "{caller}: {} requests; first gate reply {gate_after:?} after r3's first response; \
+         r4 first served after {r4_after:?}; {} users on r5 at its scale-down; Envoy failures after the scale-downs \
+         {per_scale_down:?}",
+        events.len(),
+        moved.len(),
+    )
+}
+
 #[test]
 fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
-    let router = plugin_config("router-gateway.yaml", &format!("canary-gate-router-{SERVICE}"));
-    let observer = plugin_config("observer.yaml", &format!("canary-gate-observer-{SERVICE}"));
-    let outbound = plugin_config("outbound-observer.yaml", &format!("canary-gate-outbound-{SERVICE}"));
-    let host = router["hosts"].as_array().and_then(|h| h.last()).and_then(Value::as_str).unwrap().to_string();
+    let service = Service::shipped(SERVICE);
+    let observer = plugin_config(&format!("canary-gate-observer-{SERVICE}"));
+    let outbound = plugin_config(&format!("canary-gate-outbound-{SERVICE}"));
     // The HRIS's host: the one the outbound observer's `hris` class names.
     let hris_host = outbound["classes"]
         .as_array()
@@ -509,22 +642,31 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let outbound = outbound.to_string();
     let hris = Backend::start("hris", &[]);
     let calls = Outbound { filter_json: &outbound, hosts: &[(&hris_host, hris.port)], virtual_host_patch: None };
-    let r1 = Pod::start("r1", Subset::Stable, &observer, &calls, &[]);
-    let r2 = Pod::start("r2", Subset::Canary, &observer, &calls, &[]);
-    let r3 = Pod::start("r3", Subset::Canary, &observer, &calls, &["--error-ratio", "0.3"]);
-    let r4 = Pod::start("r4", Subset::Canary, &observer, &calls, &[]);
-    let r5 = Pod::start("r5", Subset::Canary, &observer, &calls, &[]);
+    let pod =
+        |revision: &str, role: Subset, args: &[&str]| Pod::start(&service, revision, role, &observer, &calls, args);
+    let r1 = pod("r1", Subset::Stable, &[]);
+    let r2 = pod("r2", Subset::Canary, &[]);
+    let r3 = pod("r3", Subset::Canary, &["--error-ratio", "0.3"]);
+    let r4 = pod("r4", Subset::Canary, &[]);
+    let r5 = pod("r5", Subset::Canary, &[]);
     let pods = [&r1, &r2, &r3, &r4, &r5];
     // At rest both subsets select the stable ReplicaSet's pods.
-    let ingress = Ingress::start(&router.to_string(), &[r1.sidecar.port], &[r1.sidecar.port]);
+    let callers: Vec<Caller> = CALLERS
+        .iter()
+        .map(|&name| {
+            let router = plugin_config(&format!("canary-gate-router-{SERVICE}-from-{name}")).to_string();
+            let sidecar = Router::caller_sidecar(&service, name, &router, &[r1.sidecar.port], &[r1.sidecar.port]);
+            Caller { name, sidecar }
+        })
+        .collect();
     let admin_ports: Vec<u16> =
-        std::iter::once(ingress.admin_port).chain(pods.iter().map(|p| p.sidecar.admin_port)).collect();
+        callers.iter().map(|c| c.sidecar.admin_port).chain(pods.iter().map(|p| p.sidecar.admin_port)).collect();
     let prometheus = Prometheus::start(&admin_ports, &[]);
     let fetches = Fetches::start(hris_host);
     fetches.up(&r1);
-    let load = Load::start(ingress.url("/"), host);
+    let load = Load::start(&callers);
     let mut argo =
-        Argo { ingress: &ingress, prometheus: &prometheus, fetches: &fetches, plan: plan(), stable: "r1".into() };
+        Argo { callers: &callers, prometheus: &prometheus, fetches: &fetches, plan: plan(), stable: "r1".into() };
     sleep(Duration::from_secs(3));
 
     // (a) r2 rolls out and is promoted.
@@ -533,28 +675,41 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     assert_eq!(a.outcome, Outcome::Promoted);
     assert_eq!((a.first_phase, a.phase), (RunPhase::Running, RunPhase::Successful), "(a): {}", a.message);
     assert_measured_successful("(a)", &a, 5);
-    // The router tells which revision serves each subset.
+    // Each caller's router tells which revision serves each subset.
     let info = |version: &str| {
         prometheus.query(&format!("canary_revision_info{{service=\"{SERVICE}\",version=\"{version}\"}} == 1"))
     };
     prometheus.wait_for(
         &format!("canary_revision_info{{service=\"{SERVICE}\",version=\"stable\",revision=\"r2\"}} == 1"),
         Duration::from_secs(10),
-        |r| !r.is_empty(),
+        |r| r.len() == CALLERS.len(),
     );
     assert!(info("canary").iter().all(|s| s.label("revision") == "r2"), "{:?}", info("canary"));
 
-    // (b) r3 fails: the gate trips, the abort metric fails the run, Argo aborts.
+    // (b) r3 fails: the gate of each caller's router trips, the abort metric fails the run,
+    // Argo aborts.
     let b_start = Instant::now();
     let b = argo.rollout(&r3, &r2, None);
-    assert_eq!(b.outcome, Outcome::Aborted);
+    let Outcome::Aborted { scaled_down: r3_down } = b.outcome else { panic!("(b): r3 {:?}", b.outcome) };
     assert_eq!((b.first_phase, b.phase), (RunPhase::Running, RunPhase::Failed), "(b): {}", b.message);
     // r3's fault is its inbound requests': its HRIS fetches, if measured before the abort, pass.
     let fetch = b.measured("external-fetch-success-rate");
     assert!(fetch.iter().all(|p| *p == Phase::Successful), "(b): r3's HRIS fetches: {fetch:?}");
-    let tripped = format!("canary_gate_tripped{{service=\"{SERVICE}\",revision=\"r3\"}}");
-    assert_eq!(gauge(&prometheus, &tripped), Some(1.0), "the gate tripped on r3");
+    // The first caller's gate to trip fails the analysis; another caller's trips too if its
+    // own requests convict r3 before r3 is scaled to zero (or just after, on the responses
+    // already in its window). r3 has served nobody for a while after SETTLE: each router's
+    // gauge is final.
     sleep(SETTLE);
+    let tripped = format!("canary_gate_tripped{{service=\"{SERVICE}\",revision=\"r3\"}}");
+    let r3_tripped: Vec<bool> = callers
+        .iter()
+        .map(|c| {
+            let labels = [("service", SERVICE), ("revision", "r3")];
+            prometheus_sum(&c.sidecar.prometheus(), "canary_gate_tripped", &labels) == Some(1.0)
+        })
+        .collect();
+    assert!(r3_tripped.contains(&true), "the gate tripped on r3");
+    assert_eq!(gauge(&prometheus, &format!("max({tripped})")), Some(1.0), "the gate tripped on r3");
 
     // (c) r4 is rolled out next, with no configuration change: judged afresh.
     let c_start = Instant::now();
@@ -562,7 +717,12 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     assert_eq!(c.outcome, Outcome::Promoted);
     assert_eq!((c.first_phase, c.phase), (RunPhase::Running, RunPhase::Successful), "(c): {}", c.message);
     assert_measured_successful("(c)", &c, 5);
-    assert_eq!(gauge(&prometheus, &tripped), Some(0.0), "r3's trip cleared");
+    let r3_trips = prometheus.query(&tripped);
+    for (caller, tripped) in callers.iter().zip(&r3_tripped) {
+        let instance = format!("127.0.0.1:{}", caller.sidecar.admin_port);
+        let trip = r3_trips.iter().find(|s| s.label("instance") == instance).map(|s| s.value);
+        assert!(trip == Some(0.0) || (!tripped && trip.is_none()), "{}: r3's trip cleared: {trip:?}", caller.name);
+    }
     let any_trip = format!("max(canary_gate_tripped{{service=\"{SERVICE}\"}})");
     assert_eq!(gauge(&prometheus, &any_trip), Some(0.0));
 
@@ -570,8 +730,7 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     // back to stable once it is scaled to zero.
     let d_start = Instant::now();
     let d = argo.rollout(&r5, &r4, Some(2));
-    assert_eq!(d.outcome, Outcome::Aborted);
-    let scaled_down = Instant::now();
+    let Outcome::Aborted { scaled_down: r5_down } = d.outcome else { panic!("(d): r5 {:?}", d.outcome) };
     sleep(Duration::from_secs(4));
     let events = load.finish();
     let fetched = fetches.finish();
@@ -590,66 +749,33 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
         );
     }
 
-    // Every user that reached a canary revision got there by the weights.
-    let bad = pinned_into_a_canary(&events);
-    assert!(bad.is_empty(), "{} pins ahead of the weights: {:?}", bad.len(), &bad[..bad.len().min(10)]);
-    // Users reached each canary at its weight, never before its rollout started.
-    for (revision, from) in [("r2", a_start), ("r3", b_start), ("r4", c_start), ("r5", d_start)] {
-        let early = events.iter().filter(|e| e.at < from && e.served_by.as_deref() == Some(revision)).count();
-        assert_eq!(early, 0, "{revision} served before its rollout");
-        let users: HashSet<u64> = events
-            .iter()
-            .filter(|e| e.at >= from && e.served_by.as_deref() == Some(revision))
-            .map(|e| e.user)
-            .collect();
-        assert!(!users.is_empty(), "{revision} served nobody");
-    }
-    // No failure Envoy made itself, but a handful in the second after r5 was scaled to zero.
-    let failures = envoy_failures(&events);
-    let late: Vec<_> = failures.iter().filter(|e| e.at > scaled_down + Duration::from_secs(1)).collect();
-    let before: Vec<_> = failures.iter().filter(|e| e.at < scaled_down).collect();
-    assert!(before.is_empty(), "Envoy's own failures before the scale-down: {before:?}");
-    assert!(late.is_empty(), "Envoy's own failures later than 1 s after the scale-down: {late:?}");
-    assert!(failures.len() <= MAX_ENVOY_FAILURES, "{} Envoy failures: {failures:?}", failures.len());
-    // Users pinned to r5 when it was scaled to zero are on stable from then on.
-    let on_r5: HashSet<u64> = events
+    // What users saw, for each caller's users.
+    let rollouts = [("r2", a_start), ("r3", b_start), ("r4", c_start), ("r5", d_start)];
+    let marks = Marks { rollouts, scale_downs: [r3_down, r5_down] };
+    let summaries: Vec<String> = callers
         .iter()
-        .filter(|e| e.at < scaled_down && e.at > d_start && e.served_by.as_deref() == Some("r5"))
-        .map(|e| e.user)
+        .enumerate()
+        .map(|(i, caller)| {
+            let events: Vec<Event> = events.iter().filter(|e| e.caller == i).cloned().collect();
+            let tripped = if r3_tripped[i] { "tripped" } else { "not tripped" };
+            format!("{} (gate on r3 {tripped})", assert_users_saw_the_rollouts(caller.name, &events, &marks))
+        })
         .collect();
-    let moved: HashSet<u64> = events
-        .iter()
-        .filter(|e| e.at > scaled_down + Duration::from_secs(1) && on_r5.contains(&e.user))
-        .map(|e| e.user)
-        .collect();
-    assert!(moved.len() >= 5, "only {} users pinned to r5 outlived its scale-down", moved.len());
-    // After the scale-down every user is served by stable r4.
-    let tail: Vec<_> = events.iter().filter(|e| e.at > scaled_down + Duration::from_secs(2)).collect();
-    assert!(!tail.is_empty());
-    assert!(
-        tail.iter().all(|e| e.served_by.as_deref() == Some("r4")),
-        "{:?}",
-        tail.iter().find(|e| e.served_by.as_deref() != Some("r4"))
-    );
-    let first = |from: Instant, what: &dyn Fn(&Event) -> bool| {
-        events.iter().find(|e| e.at >= from && what(e)).map(|e| e.at - from)
-    };
-    let r3_first = first(b_start, &|e| e.served_by.as_deref() == Some("r3")).unwrap();
-    let tripped_after = first(b_start + r3_first, &|e| e.reason.as_deref() == Some("gate"));
-    let r4_after = first(c_start, &|e| e.served_by.as_deref() == Some("r4"));
+    // The gate, not r3's scale-down, sent r3's users back to stable, at least at one caller.
+    let sent_back = events.iter().filter(|e| e.at < r3_down && e.reason.as_deref() == Some("gate")).count();
+    assert!(sent_back > 0, "no user sent back to stable by a gate before r3's scale-down");
     let fetch_counts: Vec<String> = fetched.iter().map(|(r, f)| format!("{r} {}", f.calls)).collect();
     println!(
-        "lifecycle: (a) {:?} (b) {:?}, gate {tripped_after:?} after r3's first response (c) {:?}, r4 first served after {r4_after:?} \
-         (d) {} users on r5 at its scale-down, {} Envoy failures; {} requests; HRIS fetches {}",
+        "lifecycle: (a) {:?} (b) {:?} (c) {:?}; HRIS fetches {}\n  {}",
         a.phase,
         b.phase,
         c.phase,
-        moved.len(),
-        failures.len(),
-        events.len(),
-        fetch_counts.join(", ")
+        fetch_counts.join(", "),
+        summaries.join("\n  ")
     );
-    for line in ingress.log().lines().filter(|l| l.contains("[wasm]") && !l.contains("service=")) {
-        println!("{line}");
+    for caller in &callers {
+        for line in caller.sidecar.log().lines().filter(|l| l.contains("[wasm]") && !l.contains("service=")) {
+            println!("{}: {line}", caller.name);
+        }
     }
 }

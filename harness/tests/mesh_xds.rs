@@ -1,13 +1,15 @@
 //! The mesh harness against real Envoys: an ingress fed by file-based RDS/CDS/EDS as istiod
 //! would feed it, in front of one sidecar per pod, follows weight and endpoint changes (the
-//! moves Argo Rollouts makes through Istio), and each pod's observer counts what it served.
+//! moves Argo Rollouts makes through Istio), and each pod's observer counts what it served; a
+//! calling pod's sidecar routes the service's in-cluster names, its pinned routes matching the
+//! router's own version header.
 
-use canary_harness::mesh::{prometheus_sum, Ingress, Sidecar, Subset};
+use canary_harness::mesh::{prometheus_sum, Router, Service, Sidecar, Subset};
 use canary_harness::{mesh_config, wait_until, Backend, Client, Reply};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// The observer as `istio/wasmplugin/observer.yaml` configures it: version from the `role` label.
+/// The observer as `istio/services/*/observers.yaml` configure it: version from the `role` label.
 const OBSERVER: &str = r#"{"service": "checkout", "role": "observer", "version_label": "role"}"#;
 
 /// `n` requests from new users (no cookie, so no pin) with `headers`.
@@ -41,9 +43,10 @@ fn assert_observed(pod: &Sidecar, served: u64) {
 #[test]
 fn the_ingress_follows_weights_and_endpoints_and_each_pod_observes_what_it_served() {
     let (stable, canary) = (Backend::start("stable", &[]), Backend::start("canary", &[]));
-    let stable_pod = Sidecar::start("5f7d9c8b4", Subset::Stable, stable.port, OBSERVER);
-    let canary_pod = Sidecar::start("6c4b8d7f9", Subset::Canary, canary.port, OBSERVER);
-    let ingress = Ingress::start(&mesh_config(), &[stable_pod.port], &[canary_pod.port]);
+    let service = Service::checkout();
+    let stable_pod = Sidecar::start(&service, "5f7d9c8b4", Subset::Stable, stable.port, OBSERVER);
+    let canary_pod = Sidecar::start(&service, "6c4b8d7f9", Subset::Canary, canary.port, OBSERVER);
+    let ingress = Router::gateway(&service, &mesh_config(), &[stable_pod.port], &[canary_pod.port]);
     let (client, url) = (Client::new(), ingress.url("/"));
 
     // At rest (100/0) the route sends every new user to stable.
@@ -81,17 +84,19 @@ fn the_ingress_follows_weights_and_endpoints_and_each_pod_observes_what_it_serve
     let to_stable = served_by(&replies, "stable").count();
     assert_eq!(unavailable + to_stable, 100, "{replies:?}");
     assert!(unavailable >= 10 && to_stable >= 10, "50/50 without canary pods: {unavailable} 503s of 100");
-    let none_healthy = format!("cluster.{}.upstream_cx_none_healthy", Subset::Canary.cluster());
+    let none_healthy = format!("cluster.{}.upstream_cx_none_healthy", service.cluster(Subset::Canary));
     assert_eq!(ingress.stat(&none_healthy), (unavailable + 3) as u64);
-    let uh =
-        format!("503 flags=UH details=no_healthy_upstream route=canary-pinned cluster={}", Subset::Canary.cluster());
+    let uh = format!(
+        "503 flags=UH details=no_healthy_upstream route=canary-pinned cluster={}",
+        service.cluster(Subset::Canary)
+    );
     wait_until("the access log shows no healthy upstream", Duration::from_secs(10), || {
         ingress.access_log().contains(&uh)
     });
 
     // A new canary ReplicaSet: the subset now selects its pod only.
     let next = Backend::start("canary-2", &[]);
-    let next_pod = Sidecar::start("7b5d8c6f4", Subset::Canary, next.port, OBSERVER);
+    let next_pod = Sidecar::start(&service, "7b5d8c6f4", Subset::Canary, next.port, OBSERVER);
     let took = ingress.set_endpoints(Subset::Canary, &[next_pod.port]);
     println!("EDS canary -> new pod applied in {took:?}");
     let overridden = send(&client, &url, 5, &[("x-canary", b"canary")]);
@@ -103,4 +108,39 @@ fn the_ingress_follows_weights_and_endpoints_and_each_pod_observes_what_it_serve
     assert_observed(&next_pod, next.requests());
     assert_eq!(canary.requests(), (5 + to_canary) as u64, "the old canary pod got nothing after it left");
     assert_observed(&canary_pod, canary.requests());
+}
+
+#[test]
+fn a_callers_sidecar_routes_the_services_in_cluster_names_and_pins_on_the_routers_version_header() {
+    let (stable, canary) = (Backend::start("stable", &[]), Backend::start("canary", &[]));
+    let service = Service::new("profile", "shop", 3003);
+    let stable_pod = Sidecar::start(&service, "5f7d9c8b4", Subset::Stable, stable.port, OBSERVER);
+    let canary_pod = Sidecar::start(&service, "6c4b8d7f9", Subset::Canary, canary.port, OBSERVER);
+    let router = r#"{"service": "profile", "split": {"mode": "mesh"}, "hosts": ["profile", "profile.shop.svc.cluster.local"],
+        "version_header": "x-canary-version-profile"}"#;
+    let sidecar = Router::caller_sidecar(&service, "frontend", router, &[stable_pod.port], &[canary_pod.port]);
+    assert_eq!(sidecar.version_header(), "x-canary-version-profile");
+    let (client, url) = (Client::new(), sidecar.url("/"));
+
+    // The application calls http://profile:3003 (or another in-cluster name): the service's
+    // virtual host; any other host has none (404, from Envoy).
+    for host in ["profile:3003", "profile", "profile.shop.svc.cluster.local:3003"] {
+        let reply = client.get(&url, &[("host", host.as_bytes())]);
+        assert_eq!(reply.served_by.as_deref(), Some("stable"), "{host}: {reply:?}");
+        assert_eq!(reply.header("x-canary-version-profile"), Some("stable"), "{host}: {reply:?}");
+    }
+    assert_eq!(client.get(&url, &[("host", b"other:3003")]).status, 404);
+
+    // At weight 0 the override reaches the canary only through the pinned route, which
+    // matches the header the router sets.
+    let authority = service.authority();
+    let headers: &[(&str, &[u8])] = &[("host", authority.as_bytes()), ("x-canary", b"canary")];
+    let overridden = send(&client, &url, 5, headers);
+    assert_eq!(served_by(&overridden, "canary").count(), 5, "{overridden:?}");
+    let routed = format!("route=canary-pinned cluster={}", service.cluster(Subset::Canary));
+    wait_until("the access log shows the pinned route", Duration::from_secs(10), || {
+        sidecar.access_log().contains(&routed)
+    });
+    // Istio's outbound listener: its HTTP stats under `outbound_0.0.0.0_3003`.
+    assert_eq!(sidecar.stat("http.outbound_0.0.0.0_3003.downstream_rq_total"), 9);
 }

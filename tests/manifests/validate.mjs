@@ -38,7 +38,10 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const ISTIO = path.join(REPO, "istio");
 const SKIP_DIRS = new Set(["prometheus", "grafana", "image"]);
 const PROMETHEUS = "http://prometheus.monitoring.svc.cluster.local:9090";
+// The ingress gateway patches: Istio 1.27+ (its gateway injection template mounts the ConfigMap
+// sidecar.istio.io/bootstrapOverride names), and 1.26 and earlier (mounted by hand).
 const GATEWAY_PATCH = "istio/stats/gateway-proxy-config.yaml";
+const GATEWAY_PATCH_1_26 = "istio/stats/gateway-proxy-config-istio-1.26.yaml";
 const APP_COMMENT = "# application metric (not from canary-gate)";
 const NOT_IN_PLAN = "not in the tier-1 plan";
 const IMAGE_PIN = "istio/image/canary-gate.pin";
@@ -51,7 +54,7 @@ const REVISION_PROBE_PATH = "/__canary/revision";
 const GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
 const KUBECTL = process.env.KUBECTL ?? path.join(REPO, ".venv/bin/kubectl");
 // Generated files that are no object of their own (applied by `kubectl patch`).
-const NOT_APPLIED = new Set([GATEWAY_PATCH]);
+const NOT_APPLIED = new Set([GATEWAY_PATCH, GATEWAY_PATCH_1_26]);
 // The workloads that call each service inside the mesh (not in the tier-1 plan: the frontend
 // and the API gateway call the backends), and the public names of the services clients reach
 // through the ingress gateway (placeholders).
@@ -850,7 +853,15 @@ function configMapProblems(cm, envoy) {
   return p;
 }
 
-function gatewayPatchProblems(patch, docs) {
+const BOOTSTRAP_DIR = "/etc/istio/custom-bootstrap";
+
+/**
+ * The gateway pod as injected from a patched Deployment: Istio 1.27+'s gateway injection template
+ * (`templateMounts`) mounts the ConfigMap `sidecar.istio.io/bootstrapOverride` names as volume
+ * custom-bootstrap-volume and sets ISTIO_BOOTSTRAP_OVERRIDE, as the sidecar template does; 1.26
+ * and earlier ignore the annotation. Exactly one mount must then hold the bootstrap.
+ */
+function gatewayPatchProblems(patch, docs, templateMounts) {
   const p = [];
   const template = patch?.spec?.template;
   if (!template) return ["no spec.template"];
@@ -863,13 +874,19 @@ function gatewayPatchProblems(patch, docs) {
   };
   p.push(...schemaErrors(wrapped).map((e) => `schema: ${e}`));
   p.push(...unknownFields(wrapped).map((f) => `unknown field ${f}`));
-  p.push(...statsAnnotationProblems(template.metadata?.annotations ?? {}, false));
+  const ann = template.metadata?.annotations ?? {};
+  p.push(...statsAnnotationProblems(ann, templateMounts));
+  if (!templateMounts && ann["sidecar.istio.io/bootstrapOverride"])
+    p.push("sidecar.istio.io/bootstrapOverride here: from Istio 1.27 the template mounts it too, beside the mount by hand");
   const proxy = template.spec?.containers?.find((c) => c.name === "istio-proxy");
-  const mount = proxy?.volumeMounts?.find((m) => m.mountPath === "/etc/istio/custom-bootstrap");
-  const env = proxy?.env?.find((e) => e.name === "ISTIO_BOOTSTRAP_OVERRIDE");
-  if (!mount || env?.value !== `${mount.mountPath}/custom_bootstrap.json`)
-    p.push("istio-proxy must mount the bootstrap and point ISTIO_BOOTSTRAP_OVERRIDE at custom_bootstrap.json");
-  const vol = template.spec?.volumes?.find((v) => v.name === mount?.name);
+  const injected = templateMounts && ann["sidecar.istio.io/bootstrapOverride"];
+  const mounts = [...(proxy?.volumeMounts ?? []), ...(injected ? [{ name: "custom-bootstrap-volume", mountPath: BOOTSTRAP_DIR }] : [])];
+  const volumes = [...(template.spec?.volumes ?? []), ...(injected ? [{ name: "custom-bootstrap-volume", configMap: { name: injected } }] : [])];
+  const env = injected ? `${BOOTSTRAP_DIR}/custom_bootstrap.json` : proxy?.env?.find((e) => e.name === "ISTIO_BOOTSTRAP_OVERRIDE")?.value;
+  const at = mounts.filter((m) => m.mountPath === BOOTSTRAP_DIR);
+  if (at.length !== 1) p.push(`${at.length} mounts at ${BOOTSTRAP_DIR} (the injection template's and the patch's): expected one`);
+  if (env !== `${BOOTSTRAP_DIR}/custom_bootstrap.json`) p.push("ISTIO_BOOTSTRAP_OVERRIDE must point at custom_bootstrap.json");
+  const vol = volumes.find((v) => v.name === at[0]?.name);
   const cm = vol?.configMap && find(docs, "ConfigMap", "istio-system", vol.configMap.name);
   if (!cm || !cm.doc.data?.["custom_bootstrap.json"]) p.push("the mounted ConfigMap is not an istio-system ConfigMap with custom_bootstrap.json");
   return p;
@@ -1024,6 +1041,9 @@ function egressProblems(docs, wp) {
 // ------------------------------------------------------------------------------------------------
 // Kustomize: `kubectl apply -k` applies what `kubectl kustomize` builds.
 
+// Options: kustomize Components a kustomization may list, applied with it then.
+const COMPONENTS = "istio/components/";
+const BEACON_BODIES = "components/corp-cockpit-beacon-bodies";
 const objectId = (d) => `${d.kind} ${d.metadata?.namespace}/${d.metadata?.name}`;
 
 /** The objects `kubectl kustomize dir` builds, or { error }. */
@@ -1051,8 +1071,49 @@ function builtProblems(built, want) {
 
 /** Every object of every file under istio/ (the PrometheusRule too), but what is applied otherwise. */
 function applied(files, dirPrefix = "istio/") {
-  return files.filter((f) => f.file.startsWith(dirPrefix) && f.docs && !NOT_APPLIED.has(f.file) && !f.file.startsWith("istio/prometheus/tests/"))
+  return files.filter((f) => f.file.startsWith(dirPrefix) && f.docs && !NOT_APPLIED.has(f.file) && !f.file.startsWith(COMPONENTS))
     .flatMap((f) => f.docs.filter((d) => d?.apiVersion && d.kind && !KUSTOMIZE.test(d.apiVersion)));
+}
+
+/**
+ * The beacon-bodies option (Istio 1.28+): a kustomization with the Component applies corp-cockpit's
+ * gateway router as an EnvoyFilter (its own ECDS Wasm filter, allow_on_headers_stop_iteration) in
+ * place of the WasmPlugin, with the same module and configuration.
+ */
+function beaconBodiesProblems(files, docs) {
+  const p = [];
+  const dir = mkdtempSync(path.join(os.tmpdir(), "beacon-bodies-"));
+  try {
+    writeFileSync(path.join(dir, "kustomization.yaml"), JSON.stringify({
+      apiVersion: "kustomize.config.k8s.io/v1beta1", kind: "Kustomization",
+      // kustomize takes relative paths only.
+      resources: [path.relative(dir, path.join(ISTIO, "services/corp-cockpit"))],
+      components: [path.relative(dir, path.join(ISTIO, BEACON_BODIES))] }));
+    const built = kustomize(dir);
+    const wasmPlugin = find(docs, "WasmPlugin", "istio-system", "canary-gate-router-corp-cockpit")?.doc;
+    const filter = find(docs, "EnvoyFilter", "istio-system", "canary-gate-router-corp-cockpit")?.doc;
+    if (!wasmPlugin || !filter) return ["corp-cockpit's gateway router, as a WasmPlugin and as an EnvoyFilter"];
+    const want = [...applied(files, "istio/services/corp-cockpit/"), ...applied(files, "istio/shared/"), ...applied(files, "istio/stats/")]
+      .filter((d) => objectId(d) !== objectId(wasmPlugin));
+    p.push(...builtProblems(built, [...want, filter]));
+    const [ecds, insert] = filter.spec.configPatches ?? [];
+    const wasm = ecds?.patch?.value?.typed_config?.config ?? {};
+    if (ecds?.applyTo !== "EXTENSION_CONFIG" || ecds.patch.operation !== "ADD") p.push("first patch: EXTENSION_CONFIG ADD");
+    if (wasm.allow_on_headers_stop_iteration !== true) p.push("allow_on_headers_stop_iteration must be true: the point of the option");
+    if (wasm.failure_policy !== "FAIL_OPEN") p.push("failure_policy must be FAIL_OPEN, as the WasmPlugin's failStrategy");
+    if (wasm.vm_config?.code?.remote?.http_uri?.uri !== wasmPlugin.spec.url) p.push("the module must be the WasmPlugin's pinned image");
+    let cfg;
+    try { cfg = JSON.parse(wasm.configuration?.value ?? ""); } catch (e) { p.push(`configuration is not JSON: ${e.message}`); }
+    if (!isDeepStrictEqual(cfg, wasmPlugin.spec.pluginConfig)) p.push("configuration differs from the WasmPlugin router's pluginConfig");
+    if (insert?.applyTo !== "HTTP_FILTER" || insert.match?.context !== "GATEWAY" || insert.patch?.operation !== "INSERT_BEFORE" ||
+      insert.match?.listener?.filterChain?.filter?.subFilter?.name !== "envoy.filters.http.router" ||
+      insert.patch?.value?.name !== ecds?.patch?.value?.name || !insert.patch?.value?.config_discovery?.config_source?.ads)
+      p.push("second patch: an HTTP filter before the router, its configuration the first patch's ECDS resource (ADS)");
+    if (!isDeepStrictEqual(filter.spec.workloadSelector?.labels, wasmPlugin.spec.selector?.matchLabels)) p.push("workloadSelector differs from the WasmPlugin's selector");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return p;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1221,6 +1282,8 @@ function main() {
     check(`kubectl kustomize istio/services/${svc}: its objects and the shared ones`, () => builtProblems(
       kustomize(path.join(ISTIO, "services", svc)),
       [...applied(files, `istio/services/${svc}/`), ...applied(files, "istio/shared/"), ...applied(files, "istio/stats/")]));
+  check(`istio/${BEACON_BODIES} (Istio 1.28+): corp-cockpit's gateway router as an EnvoyFilter taking request bodies, instead of the WasmPlugin`,
+    () => beaconBodiesProblems(files, docs));
   check("every YAML file under istio/ is generated, in a kustomization, or applied otherwise", () => {
     const generated = JSON.parse(spawnSync("python3", [path.join(ISTIO, "generate.py"), "--json"], { encoding: "utf8", maxBuffer: 1 << 26 }).stdout);
     return files.filter((f) => !(f.file in generated) && !f.file.startsWith("istio/prometheus/"))
@@ -1228,12 +1291,13 @@ function main() {
   });
   const envoy = loadEnvoyStats();
   for (const d of byKind(docs, "ConfigMap")) check(`ConfigMap ${d.doc.metadata.namespace}/${d.doc.metadata.name}: stats_tags`, () => configMapProblems(d.doc, envoy));
-  check(`${GATEWAY_PATCH}: Deployment pod template, stats settings, mounted bootstrap`, () => {
-    const f = files.find((x) => x.file === GATEWAY_PATCH);
-    if (!f?.docs) return ["missing or unparsable"];
-    if (f.docs.length !== 1) return ["expected one document"];
-    return gatewayPatchProblems(f.docs[0], docs);
-  });
+  for (const [file, templateMounts] of [[GATEWAY_PATCH, true], [GATEWAY_PATCH_1_26, false]])
+    check(`${file}: Deployment pod template, stats settings, one mounted bootstrap once injected`, () => {
+      const f = files.find((x) => x.file === file);
+      if (!f?.docs) return ["missing or unparsable"];
+      if (f.docs.length !== 1) return ["expected one document"];
+      return gatewayPatchProblems(f.docs[0], docs, templateMounts);
+    });
 
   // The checks reject broken manifests.
   const pick = (kind, name) => clone(docs.find((d) => d.doc.kind === kind && d.doc.metadata.name === name).doc);
@@ -1366,10 +1430,17 @@ function main() {
   });
   rejects("a stats tag regex that no longer captures a rejected beacon's reason", () => configMapProblems(mutate(pick("ConfigMap", "canary-gate-stats"), (c) => { c.data["custom_bootstrap.json"] = c.data["custom_bootstrap.json"].replace("([a-z_]+))$", "([a-z]+))$"); }), {}));
   rejects("a gateway patch mounting a missing ConfigMap", () => {
-    const patch = clone(files.find((x) => x.file === GATEWAY_PATCH).docs[0]);
+    const patch = clone(files.find((x) => x.file === GATEWAY_PATCH_1_26).docs[0]);
     patch.spec.template.spec.volumes[0].configMap.name = "canary-gate-stat";
-    return gatewayPatchProblems(patch, docs);
+    return gatewayPatchProblems(patch, docs, false);
   });
+  rejects("the Istio 1.26 gateway patch on Istio 1.27+ with the annotation added (the template's mount and the one by hand)", () => {
+    const patch = clone(files.find((x) => x.file === GATEWAY_PATCH_1_26).docs[0]);
+    patch.spec.template.metadata.annotations["sidecar.istio.io/bootstrapOverride"] = "canary-gate-stats";
+    return gatewayPatchProblems(patch, docs, true);
+  });
+  rejects("the Istio 1.27 gateway patch on Istio 1.26 (nothing mounts the bootstrap)",
+    () => gatewayPatchProblems(clone(files.find((x) => x.file === GATEWAY_PATCH).docs[0]), docs, false));
 
   console.log(`${passed} passed, ${failed} failed`);
   process.exitCode = failed ? 1 : 0;
