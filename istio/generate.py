@@ -30,7 +30,6 @@ WASM_REPO = "oci://registry.example.com/teei/canary-gate"
 # What `make image` writes (istio/image/build.py), and the committed pin taken from it.
 IMAGE_LAYOUT = os.path.join(os.path.dirname(ROOT), "target", "oci", "canary-gate")
 IMAGE_PIN = "image/canary-gate.pin"
-WASM_FILE = "file:///var/local/lib/wasm/canary_gate.wasm"
 # A private registry: the name of a kubernetes.io/dockerconfigjson Secret in each WasmPlugin's
 # namespace (istio-system and teei-platform), or None for a registry that needs none. With
 # FAIL_OPEN a pull that fails is silent: traffic flows without canary-gate.
@@ -55,7 +54,6 @@ NOT_IN_PLAN_GATEWAY_PODS = "not in the tier-1 plan: your ingress gateway pods' l
 NOT_IN_PLAN_IMAGE = "not in the tier-1 plan: set to the service's real image"
 NOT_IN_PLAN_HOST = "not in the tier-1 plan: set to the service's real public host name"
 NOT_IN_PLAN_GATEWAY = "not in the tier-1 plan: set to your ingress Gateway"
-NOT_IN_PLAN_WASM_FILE = "not in the tier-1 plan: where your gateway pods mount the module"
 NOT_IN_PLAN_SLO = "not in the tier-1 plan: set to the service's real SLO"
 NOT_IN_PLAN_PARTNER = "not in the tier-1 plan: the real host name called"
 NOT_IN_PLAN_CALLER = "not in the tier-1 plan: a workload that calls the service in the mesh"
@@ -1082,8 +1080,6 @@ def router_spec(config, url, extra):
 
 
 def url_marked(url):
-    if url.startswith("file:"):
-        return C(url, above=[f"The path is {NOT_IN_PLAN_WASM_FILE}."])
     return C(url, above=[
         f"Pinned by digest (istio/{IMAGE_PIN}, from `make image`): Istio fetches and",
         "checks exactly this image, and IfNotPresent never pulls it again.",
