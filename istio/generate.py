@@ -1426,9 +1426,9 @@ def files():
             [analysistemplate_doc(s)])
         out[f"{d}/routers.yaml"] = (
             [f"canary-gate routers of {svc}, mesh mode, in every proxy that routes requests to it:",
-             *(["at the ingress gateway for its public names (requests from outside)"] if is_public(s) else []),
-             *(["in each calling workload's sidecars for its in-cluster names (a VirtualService bound",
-                "to `mesh` routes a pod's calls in the pod's own sidecar; the gateway never sees them)"]
+             *(["- at the ingress gateway for its public names (requests from outside);"] if is_public(s) else []),
+             *(["- in each calling workload's sidecars for its in-cluster names (a VirtualService bound",
+                "  to `mesh` routes a pod's calls in the pod's own sidecar; the gateway never sees them)."]
                if s["callers"] else []),
              "The VirtualService's weights (set by Argo Rollouts) choose; each router pins a user to the",
              "revision that first served them (learnt from the observers' x-canary-revision header),",
