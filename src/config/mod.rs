@@ -8,6 +8,7 @@
 mod check;
 mod classes;
 mod decimal;
+mod grpc;
 mod json;
 mod parse;
 mod value;
@@ -19,6 +20,7 @@ use std::fmt;
 pub use check::is_token_byte;
 pub use classes::{ClassConfig, HeaderMatch, OutcomeConfig, MAX_CLASSES, MAX_MATCH_ENTRIES, MAX_OUTCOMES, OTHER_CLASS};
 pub use decimal::{parse_decimal, percent_to_bp};
+pub use grpc::{GrpcConfig, ENVOY_HTTP_STATUS, GRPC_CODE_NAMES, UNKNOWN_CODE};
 pub use value::{parse as parse_json, Value as JsonValue};
 pub use vitals::{VitalsConfig, VitalsLimits, MAX_BEACONS_PER_SECOND, MAX_BEACON_BYTES};
 
@@ -146,6 +148,8 @@ pub struct Config {
     pub direction: String,
     /// The web-vitals beacon endpoint (router role), if set.
     pub vitals: Option<VitalsConfig>,
+    /// How gRPC responses count: which status codes are errors.
+    pub grpc: GrpcConfig,
 }
 
 impl Default for Config {
@@ -172,6 +176,7 @@ impl Default for Config {
             outcomes: Vec::new(),
             direction: "inbound".into(),
             vitals: None,
+            grpc: GrpcConfig::default(),
         }
     }
 }

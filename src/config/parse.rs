@@ -3,7 +3,7 @@
 
 use super::json::{Fields, Item};
 use super::value;
-use super::{check, classes, decimal, refuse, vitals, ConfigError};
+use super::{check, classes, decimal, grpc, refuse, vitals, ConfigError};
 use super::{
     ClassGate, CompareConfig, Config, GateConfig, KeySource, Limits, MetricsConfig, OutcomeLimit, OverrideConfig, Role,
     SplitConfig, SplitMode, StickyConfig, EVAL_MS_RANGE, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS,
@@ -121,6 +121,7 @@ fn top_level(f: &Fields<'_>, c: &mut Config) -> Result<(), ConfigError> {
         c.outcomes = classes::outcomes("outcomes", items)?;
     }
     f.section("vitals", &mut c.vitals, |f, into| vitals::endpoint(f, into.get_or_insert_with(Default::default)))?;
+    f.section("grpc", &mut c.grpc, grpc::grpc)?;
     if let Some(i) = f.variant("direction", &["inbound", "outbound"])? {
         if c.role != Role::Observer {
             return Err(refuse("direction", "applies to the observer role only (a router handles inbound requests)"));

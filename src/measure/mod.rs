@@ -3,6 +3,7 @@
 
 pub mod beacon;
 pub mod classify;
+pub mod grpc;
 pub mod histogram;
 pub mod metrics;
 pub mod names;

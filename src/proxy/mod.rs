@@ -7,6 +7,7 @@ mod host;
 use crate::config::{Config, Role, SplitMode};
 use crate::coord::{Coordinator, VmState};
 use crate::measure::classify::{ClassIndex, Classifier};
+use crate::measure::grpc::{self, Protocol};
 use crate::measure::metrics::MetricIds;
 use crate::measure::window::{user_bit, Completed};
 use crate::model::{quoted, Reason, Revision, Version, UNKNOWN_VERSION};
@@ -180,6 +181,7 @@ impl RootContext for Root {
             started_us: 0,
             skipped: false,
             class,
+            protocol: Protocol::Http,
             outcomes: 0,
             beacon: false,
             context_id,
@@ -257,6 +259,8 @@ struct Stream {
     skipped: bool,
     /// The request's route class.
     class: ClassIndex,
+    /// gRPC, gRPC-Web or anything else, from the request's `content-type`.
+    protocol: Protocol,
     /// The response's outcomes: bit `i` set if it has outcome `i`.
     outcomes: u8,
     /// A web-vitals beacon whose body is being buffered.
@@ -303,6 +307,8 @@ impl HttpContext for Stream {
                 return self.take_beacon(p, end_of_stream);
             }
         }
+        // Read for every request counted: a gRPC call's status is not its HTTP status.
+        self.protocol = host::request_header("content-type").map_or(Protocol::Http, |t| Protocol::of_content_type(&t));
         self.class = self.plugin.classifier.classify(|name| {
             if name == ":path" {
                 if let Some(p) = path.take() {
@@ -382,11 +388,7 @@ impl HttpContext for Stream {
             (None, Some(decision)) => (self.served.or_else(|| self.served_version(&decision)), Some(decision.reason)),
             (None, None) => (None, None),
         };
-        // Without response headers (a reset), ask Envoy what it answered.
-        let status = match self.status {
-            0 => host::property_u64(&["response", "code"]).unwrap_or(0),
-            status => status,
-        };
+        let status = self.counted_status();
         let micros = host::now_micros().saturating_sub(self.started_us);
         // Requests no version served are counted as `unknown`, so every request counts.
         let (class, outcomes) = (self.class, self.outcomes);
@@ -405,6 +407,29 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
+    /// The HTTP status the request counts as: a gRPC call's from its gRPC status (Envoy's
+    /// `response.grpc_status`), anything else's own; 0 for none.
+    fn counted_status(&self) -> u64 {
+        let grpc_config = self.plugin.router.config().grpc;
+        match self.protocol {
+            Protocol::Grpc => grpc::call_status(grpc_config, host::property_u64(&["response", "grpc_status"]), || {
+                host::property_u64(&["response", "flags"]).unwrap_or(0)
+            }),
+            Protocol::GrpcWeb => {
+                grpc::web_call_status(grpc_config, host::response_header("grpc-status").as_deref(), self.http_status())
+            }
+            Protocol::Http => self.http_status(),
+        }
+    }
+
+    /// The response's HTTP status; without response headers (a reset), what Envoy answered.
+    fn http_status(&self) -> u64 {
+        match self.status {
+            0 => host::property_u64(&["response", "code"]).unwrap_or(0),
+            status => status,
+        }
+    }
+
     /// The request's user for the gate's distinct-users sketch: its bucket; a tester's
     /// overrides count as one user; a request with no known user (mesh mode), as its own.
     fn user(&self) -> u64 {
@@ -450,9 +475,10 @@ impl Stream {
                     revisions.note_canary_cluster(&ProxyHost, cluster.as_deref().unwrap_or_default());
                 }
             }
-            // Envoy's own 503: the subset has no endpoint left (scaled to zero).
+            // Envoy's own 503 (for a gRPC call, its trailers-only UNAVAILABLE): the subset has no
+            // endpoint left (scaled to zero).
             None if served == Version::Canary
-                && self.status == 503
+                && (self.status == 503 || self.protocol == Protocol::Grpc)
                 && host::property(&["response", "code_details"]).as_deref() == Some(b"no_healthy_upstream") =>
             {
                 revisions.canary_unavailable(&ProxyHost, &config.service);
