@@ -36,6 +36,7 @@ CONFIGS = {
     "bench": {"service": "checkout", "split": {"canary_percent": 10},
               "gate": {"max_error_ratio": 0.05, "max_p95_ms": 200}},
     "minimal": {"service": "checkout"},
+    "grpc": {"service": "checkout", "grpc": {"error_codes": ["UNAVAILABLE", 13, "not_found", "Canceled"]}},
 }
 for name, config in CONFIGS.items():
     write("config", f"{name}.json", json.dumps(config, indent=2) + "\n")
@@ -131,6 +132,8 @@ write("headers", "override-gate", request(gate=True, override="canary", cookie="
 write("headers", "quoted-cookie", request(cookie='q="x"; canary_bucket="9999"', authority="[::1]:80",
                                           cluster="inbound|80|v2|h", value='"quoted"'))
 write("headers", "nothing", request(seed=7, bucket=10000, authority="svc.cluster.local", value="0"))
+write("headers", "grpc-content-type", request(authority="svc.cluster.local", value="application/grpc+proto"))
+write("headers", "grpc-status", request(authority="svc.cluster.local", value=" +14 "))
 write("headers", "junk", request(override=b"\xff\x00", user=b"", cookie=b";;=; x; \xff\xfe=\x00; canary_bucket=v1",
                                  cluster="outbound|80||a.b", authority=b"\xc3\xa9x:1", value=b" 042 "))
 

@@ -6,7 +6,8 @@
 #[path = "common.rs"]
 mod common;
 
-use canary_gate::config::Config;
+use canary_gate::config::{Config, GrpcConfig};
+use canary_gate::measure::grpc;
 use canary_gate::model::{Reason, Revision, Version};
 use canary_gate::route::bucket::{BucketRng, Bucketer, BUCKETS};
 use canary_gate::route::cookie::{self, SetCookie};
@@ -88,6 +89,7 @@ fuzz_target!(|data: &[u8]| {
     check_cookies(&input);
     check_buckets(&input);
     check_revision_table(input.value);
+    check_grpc(input.value);
     let (filter, mesh) = routers();
     let mut h = Headers::default();
     if let Some(v) = input.override_value {
@@ -106,6 +108,37 @@ fuzz_target!(|data: &[u8]| {
     check_clusters(mesh, &input);
     check_authority(filter, input.authority);
 });
+
+/// A `grpc-status` value is read as Envoy reads it, a `content-type` sorted as Envoy sorts it,
+/// and every code counts as a status whose class matches whether it is an error.
+fn check_grpc(value: &[u8]) {
+    let trimmed = value.trim_ascii();
+    let digits = trimmed.strip_prefix(b"+").unwrap_or(trimmed);
+    let model = std::str::from_utf8(digits)
+        .ok()
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u64>().ok());
+    assert_eq!(grpc::parse_status(value), model, "{value:?}");
+    let protocol = grpc::Protocol::of_content_type(value);
+    let expected = if value == b"application/grpc" || value.starts_with(b"application/grpc+") {
+        grpc::Protocol::Grpc
+    } else if value.starts_with(b"application/grpc-web") {
+        grpc::Protocol::GrpcWeb
+    } else {
+        grpc::Protocol::Http
+    };
+    assert_eq!(protocol, expected, "{value:?}");
+    // Codes 1 to 16 listed as errors or not by the value's first two bytes.
+    let byte = |i: usize| u32::from(value.get(i).copied().unwrap_or(0));
+    let config = GrpcConfig { error_codes: (byte(0) << 9 | byte(1) << 1) & 0x1_fffe };
+    let code = model.unwrap_or(u64::MAX);
+    let status = grpc::call_status(config, Some(code), || 0);
+    let listed = |c: u64| c <= 16 && config.error_codes >> c & 1 == 1;
+    let as_code = if code <= 16 { code } else { 2 };
+    assert_eq!(status >= 500, listed(as_code), "code {code} counted as {status}");
+    assert!((200..600).contains(&status));
+    assert_eq!(grpc::web_call_status(config, Some(value), 200), status);
+}
 
 /// `find`'s answer is a piece of the header, never spans pairs, and a clean pair put first wins.
 fn check_cookies(input: &Input<'_>) {
