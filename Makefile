@@ -25,8 +25,9 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 FUZZ_TOOL := $(TOOLS)/bin/cargo-fuzz
 PYTHON ?= python3
-# chromium for the browser test, with the fonts it only recommends (the test pages render text).
-APT_PACKAGES := nodejs binaryen prometheus wrk docker-registry skopeo docker-compose valgrind chromium fonts-liberation
+# chromium for the browser test, with the fonts it only recommends (the test pages render text);
+# nghttp2-client for h2load, the gRPC load of `make bench`.
+APT_PACKAGES := nodejs binaryen prometheus wrk nghttp2-client docker-registry skopeo docker-compose valgrind chromium fonts-liberation
 # Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
@@ -200,8 +201,8 @@ image-test: build apt-deps
 ## Benchmarks (not in `make test`; results in BENCHMARKS.md): throughput, instructions, gate reaction, idle CPU.
 bench: bench-throughput bench-instructions bench-gate bench-idle
 
-## wrk against one Envoy with a listener per variant, alternating rounds, medians and ratios.
-bench-throughput: build envoy apt-deps
+## wrk (HTTP) and h2load (gRPC) against one Envoy with a listener per variant, alternating rounds, medians and ratios.
+bench-throughput: build envoy grpcio apt-deps
 	cargo build --quiet --release -p canary-harness --bin bench
 	./target/release/bench
 

@@ -12,18 +12,25 @@
 //!   (an earlier commit's), so a change is measured side by side with what it changes;
 //! - c-classes: c-filter with 8 route classes by path, none matching: the cost of classes;
 //! - c-vitals: c-filter with the web-vitals beacon endpoint: the cost it adds to the requests
-//!   that are not beacons.
+//!   that are not beacons;
+//! - g-native / g-filter: gRPC unary calls from h2load over HTTP/2 to two grpcio servers
+//!   (`tests/grpc/server.py`), Envoy speaking HTTP/2 to them; header routing with no filter /
+//!   canary-gate as in c-filter.
 //!
-//! Envoy runs one worker pinned to CPU 0; wrk and the backends run on CPU 1. Users are known by
-//! an `x-user-id` header; with `BENCH_USERS=browser`, by a `session` cookie among a browser's
-//! other cookies, with their sticky cookie.
+//! Envoy runs one worker pinned to CPU 0; wrk, h2load and the backends run on CPU 1. Users are
+//! known by an `x-user-id` header; with `BENCH_USERS=browser`, by a `session` cookie among a
+//! browser's other cookies, with their sticky cookie. h2load sends the same headers with every
+//! call, so every gRPC call is the same user's.
 
+use canary_harness::grpc::{calls, python_bin};
 use canary_harness::{backend_bin, envoy_bin, free_port, root, wasm_file, Client, TempDir};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-const VARIANTS: [(&str, u16); 11] = [
+const VARIANTS: [(&str, u16); 13] = [
     ("a-direct", 10001),
     ("c-skip", 10006),
     ("c-direct", 10005),
@@ -35,7 +42,21 @@ const VARIANTS: [(&str, u16); 11] = [
     ("c-baseline", 10008),
     ("c-classes", 10010),
     ("c-vitals", 10011),
+    ("g-native", 10012),
+    ("g-filter", 10013),
 ];
+
+/// The gRPC variants, loaded by h2load instead of wrk.
+fn is_grpc(name: &str) -> bool {
+    name.starts_with("g-")
+}
+
+/// The user of every gRPC call (h2load cannot vary a header from one request to the next); it
+/// falls in canary-gate's stable share, where g-native's calls all go.
+const GRPC_USER: &str = "user-1";
+
+/// The gRPC method the benchmark calls: it answers raw bytes, no protobuf.
+const GRPC_PATH: &str = "/canary.Test/Unary";
 
 /// c-classes' configuration: c-filter's with 8 route classes by path, none of which the
 /// benchmark's `GET /` matches, so every request is checked against all eight.
@@ -141,6 +162,60 @@ fn wrk(url: &str, script: &std::path::Path, connections: u32, seconds: u32, envo
     }
 }
 
+/// Unary gRPC calls from h2load (1 thread, `connections` connections of one stream each) for
+/// `seconds`: calls/s and Envoy CPU per call from its summary, p50 and p99 from its per-call log.
+fn h2load(url: &str, dir: &Path, connections: u32, seconds: u32, envoy_pid: u32) -> Run {
+    let (body, log) = (dir.join("empty.grpc"), dir.join("h2load.log"));
+    let cpu_before = cpu_seconds(envoy_pid);
+    let out = Command::new("taskset")
+        .args(["-c", "1", "h2load", "-t1", &format!("-c{connections}"), "-m1", &format!("-D{seconds}")])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers", "-H", &format!("x-user-id: {GRPC_USER}")])
+        .arg("-d")
+        .arg(&body)
+        .arg(format!("--log-file={}", log.display()))
+        .arg(url)
+        .output()
+        .expect("h2load (Debian package `nghttp2-client`)");
+    let cpu = cpu_seconds(envoy_pid) - cpu_before;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `finished in 5.00s, 6500.50 req/s, 571.84KB/s`
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in ")?.split(", ").nth(1)?.strip_suffix(" req/s")?.parse().ok())
+        .unwrap_or(0.0);
+    // `requests: 32500 total, 32516 started, 32500 done, 32500 succeeded, 0 failed, 0 errored, 0 timeout`
+    let count = |what: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("requests: "))
+            .and_then(|l| l.split(", ").find_map(|f| f.strip_suffix(what)?.trim().parse::<f64>().ok()))
+            .unwrap_or(f64::NAN)
+    };
+    let (done, succeeded) = (count(" done"), count(" succeeded"));
+    if succeeded != done {
+        eprintln!("h2load {url}: {succeeded} of {done} calls succeeded");
+    }
+    // Each line of the log: start (µs since the epoch), HTTP status, elapsed µs.
+    let mut elapsed: Vec<f64> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse().ok())
+        .collect();
+    elapsed.sort_by(f64::total_cmp);
+    let percentile =
+        |p: f64| elapsed.get(((elapsed.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+    Run { rps, p50_us: percentile(0.5), p99_us: percentile(0.99), envoy_cpu_us: cpu * 1e6 / done }
+}
+
+/// Waits until something listens on `port` (a grpcio server takes a moment to start).
+fn wait_for_port(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().ok().flatten().is_none(), "tests/grpc/server.py exited before listening on {port}");
+        assert!(Instant::now() < deadline, "tests/grpc/server.py did not listen on {port} within 30 s");
+        sleep(Duration::from_millis(20));
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -151,6 +226,7 @@ fn main() {
     let seconds: u32 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let dir = TempDir::new("bench");
     let (stable_port, canary_port, admin_port) = (free_port(), free_port(), free_port());
+    let (grpc_stable_port, grpc_canary_port) = (free_port(), free_port());
     let mut ports = Vec::new();
     let baseline = std::env::var("BENCH_BASELINE_WASM").ok().filter(|v| !v.is_empty());
     let filter_wasm = wasm_file().display().to_string();
@@ -158,6 +234,8 @@ fn main() {
         .expect("envoy/bench.yaml")
         .replace("port_value: 18001", &format!("port_value: {stable_port}"))
         .replace("port_value: 18002", &format!("port_value: {canary_port}"))
+        .replace("port_value: 18003", &format!("port_value: {grpc_stable_port}"))
+        .replace("port_value: 18004", &format!("port_value: {grpc_canary_port}"))
         .replace("port_value: 9901", &format!("port_value: {admin_port}"))
         .replace("target/wasm32-wasip1/release/canary_gate.wasm", &filter_wasm);
     if let Some(wasm) = &baseline {
@@ -207,6 +285,28 @@ fn main() {
         )
     };
     let _backends = [backend("stable", stable_port), backend("canary", canary_port)];
+    // BENCH_VARIANTS=a-direct,c-direct narrows a run to some variants (and skips the memory run).
+    let chosen: Vec<usize> = (0..VARIANTS.len())
+        .filter(|&i| VARIANTS[i].0 != "c-baseline" || baseline.is_some())
+        .filter(|&i| only.as_deref().is_none_or(|list| list.split(',').any(|v| v.trim() == VARIANTS[i].0)))
+        .collect();
+    let (http, grpc): (Vec<usize>, Vec<usize>) = chosen.iter().partition(|&&i| !is_grpc(VARIANTS[i].0));
+    // The gRPC servers, started only for the gRPC variants: pinned like the backends.
+    let grpc_backend = |version: &str, port: u16| {
+        let mut child = pinned("1", &python_bin())
+            .arg(root().join("tests/grpc/server.py"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--version", version])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tests/grpc/server.py");
+        wait_for_port(port, &mut child);
+        Proc(child)
+    };
+    let _grpc_backends = (!grpc.is_empty())
+        .then(|| [grpc_backend("stable", grpc_stable_port), grpc_backend("canary", grpc_canary_port)]);
+    // A gRPC call's 5-byte frame of an empty message: not compressed, length 0.
+    std::fs::write(dir.path().join("empty.grpc"), [0u8; 5]).expect("write empty.grpc");
     let envoy = Proc(
         pinned("0", &envoy_bin())
             .arg("-c")
@@ -228,11 +328,20 @@ fn main() {
         sleep(Duration::from_millis(100));
     }
     let url = |i: usize| format!("http://127.0.0.1:{}/", ports[i]);
-    // BENCH_VARIANTS=a-direct,c-direct narrows a run to some variants (and skips the memory run).
-    let chosen: Vec<usize> = (0..VARIANTS.len())
-        .filter(|&i| VARIANTS[i].0 != "c-baseline" || baseline.is_some())
-        .filter(|&i| only.as_deref().is_none_or(|list| list.split(',').any(|v| v.trim() == VARIANTS[i].0)))
-        .collect();
+    let run = |i: usize, connections: u32, seconds: u32| match is_grpc(VARIANTS[i].0) {
+        true => h2load(&format!("http://127.0.0.1:{}{GRPC_PATH}", ports[i]), dir.path(), connections, seconds, pid),
+        false => wrk(&url(i), &script, connections, seconds, pid),
+    };
+    // Each gRPC variant answers a call with status OK, from the stable server.
+    for &i in &grpc {
+        let plan = serde_json::json!([{"method": "Unary", "metadata": {"x-user-id": GRPC_USER}, "timeout_s": 5}]);
+        let call = calls(ports[i], &plan).pop();
+        assert!(
+            call.as_ref().is_some_and(|c| c.code == 0 && c.served_by.as_deref() == Some("stable")),
+            "{}: a gRPC call answered {call:?}",
+            VARIANTS[i].0
+        );
+    }
     let memory = || {
         let body = admin("/stats?filter=^wasmcustom.canary_vm_memory_bytes$").body;
         body.split(": ").nth(1).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
@@ -248,8 +357,11 @@ fn main() {
     if let Some(wasm) = &baseline {
         println!("c-baseline: {wasm}, {} bytes\n", size(std::path::Path::new(wasm)));
     }
+    if !grpc.is_empty() {
+        println!("gRPC: unary calls ({GRPC_PATH}, an empty message) from h2load (1 thread, 1 stream per connection), every call `x-user-id: {GRPC_USER}`; two grpcio servers (tests/grpc/server.py) on CPU 1, Envoy speaking HTTP/2 to them\n");
+    }
     for &i in &chosen {
-        wrk(&url(i), &script, 16, 2, pid);
+        run(i, 16, 2);
     }
 
     let mut saturated: Vec<Vec<Run>> = vec![Vec::new(); VARIANTS.len()];
@@ -257,10 +369,10 @@ fn main() {
     for round in 0..rounds {
         let order: Vec<usize> = if round % 2 == 0 { chosen.clone() } else { chosen.iter().rev().copied().collect() };
         for &i in &order {
-            saturated[i].push(wrk(&url(i), &script, 16, seconds, pid));
+            saturated[i].push(run(i, 16, seconds));
         }
         for &i in &order {
-            moderate[i].push(wrk(&url(i), &script, 2, seconds, pid));
+            moderate[i].push(run(i, 2, seconds));
         }
         eprintln!(
             "round {}: {:?}",
@@ -269,19 +381,24 @@ fn main() {
         );
     }
 
-    println!("| variant | throughput rps (median, 16 conn) | Envoy CPU µs per request | p50 µs | p99 µs | p99 µs at moderate load (2 conn) |");
-    println!("|---|---|---|---|---|---|");
-    for &i in &chosen {
-        let name = VARIANTS[i].0;
-        let m = |v: &Vec<Run>, f: fn(&Run) -> f64| median(v.iter().map(f).collect());
-        println!(
-            "| {name} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} |",
-            m(&saturated[i], |r| r.rps),
-            m(&saturated[i], |r| r.envoy_cpu_us),
-            m(&saturated[i], |r| r.p50_us),
-            m(&saturated[i], |r| r.p99_us),
-            m(&moderate[i], |r| r.p99_us)
-        );
+    let table = |variants: &[usize]| {
+        for &i in variants {
+            let name = VARIANTS[i].0;
+            let m = |v: &Vec<Run>, f: fn(&Run) -> f64| median(v.iter().map(f).collect());
+            println!(
+                "| {name} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} |",
+                m(&saturated[i], |r| r.rps),
+                m(&saturated[i], |r| r.envoy_cpu_us),
+                m(&saturated[i], |r| r.p50_us),
+                m(&saturated[i], |r| r.p99_us),
+                m(&moderate[i], |r| r.p99_us)
+            );
+        }
+    };
+    if !http.is_empty() {
+        println!("| variant | throughput rps (median, 16 conn) | Envoy CPU µs per request | p50 µs | p99 µs | p99 µs at moderate load (2 conn) |");
+        println!("|---|---|---|---|---|---|");
+        table(&http);
     }
     let index = |name: &str| VARIANTS.iter().position(|(n, _)| *n == name).unwrap_or(0);
     // Median over the rounds of `f` applied to variant `a`'s and `b`'s runs of the same round.
@@ -291,9 +408,16 @@ fn main() {
     let ratio = |a: &str, b: &str| paired(&saturated, a, b, |x, y| x.rps / y.rps);
     let cpu_added = |a: &str, b: &str| paired(&saturated, a, b, |x, y| x.envoy_cpu_us - y.envoy_cpu_us);
     let added = |a: &str, b: &str| paired(&moderate, a, b, |x, y| x.p99_us - y.p99_us);
-    println!("\n| pair (same round) | median throughput ratio | median Envoy CPU added per request | median p99 added at moderate load |");
-    println!("|---|---|---|---|");
-    for (a, b) in [
+    let pair_table = |per: &str, pairs: &[(&str, &str)]| {
+        println!("\n| pair (same round) | median throughput ratio | median Envoy CPU added per {per} | median p99 added at moderate load |");
+        println!("|---|---|---|---|");
+        for &(a, b) in pairs {
+            if [a, b].iter().all(|v| chosen.contains(&index(v))) {
+                println!("| {a} / {b} | {:.3} | {:+.1} µs | {:+.0} µs |", ratio(a, b), cpu_added(a, b), added(a, b));
+            }
+        }
+    };
+    let http_pairs = [
         ("c-filter", "c-baseline"),
         ("c-classes", "c-filter"),
         ("c-vitals", "c-filter"),
@@ -307,10 +431,15 @@ fn main() {
         ("c-direct", "a-direct"),
         ("c-skip", "a-direct"),
         ("c-direct", "c-skip"),
-    ] {
-        if [a, b].iter().all(|v| chosen.contains(&index(v))) {
-            println!("| {a} / {b} | {:.3} | {:+.1} µs | {:+.0} µs |", ratio(a, b), cpu_added(a, b), added(a, b));
-        }
+    ];
+    if !http.is_empty() {
+        pair_table("request", &http_pairs);
+    }
+    if !grpc.is_empty() {
+        println!("\n| gRPC variant | throughput calls/s (median, 16 conn) | Envoy CPU µs per call | p50 µs | p99 µs | p99 µs at moderate load (2 conn) |");
+        println!("|---|---|---|---|---|---|");
+        table(&grpc);
+        pair_table("call", &[("g-filter", "g-native")]);
     }
     if only.is_some() {
         return;
