@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 /// The virtualenv's Python with grpcio (`PYTHON_BIN`, default `.venv/bin/python`); fails the
-/// test, naming `make deps`, if grpcio is missing.
+/// test, naming `make deps`, if grpcio is missing (checked once per test process).
 pub fn python_bin() -> PathBuf {
+    static CHECKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let path = std::env::var_os("PYTHON_BIN").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"));
-    let ok = Command::new(&path).args(["-c", "import grpc"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = *CHECKED.get_or_init(|| {
+        Command::new(&path).args(["-c", "import grpc"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    });
     assert!(ok, "{} cannot import grpc: run `make deps` (installs grpcio into .venv)", path.display());
     path
 }
