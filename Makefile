@@ -67,9 +67,10 @@ build: toolchain apt-deps
 size:
 	@echo "canary_gate.wasm: $$(stat -c %s $(WASM)) bytes"
 
-# The size budget: 200 KiB, a filter every sidecar downloads and compiles (180 KiB until the
-# web-vitals endpoint, which added 20 KB: BENCHMARKS.md).
-WASM_BUDGET_BYTES := 204800
+# The size budget: 220 KiB, a filter every sidecar downloads and compiles (180 KiB until the
+# web-vitals endpoint, which added 20 KB; 200 KiB until the fleet reports, which added 18 KB:
+# BENCHMARKS.md).
+WASM_BUDGET_BYTES := 225280
 ## Fails if the filter is over its size budget.
 size-budget: build
 	@size=$$(stat -c %s $(WASM)); if [ $$size -gt $(WASM_BUDGET_BYTES) ]; then \

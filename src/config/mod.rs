@@ -267,7 +267,30 @@ pub struct GateConfig {
     pub eval_ms: u32,
     /// Limits on the canary's web vitals (`gate.vitals`), if set.
     pub vitals: Option<VitalsLimits>,
+    /// Judge the whole fleet's counts from the observers' reports (`gate.fleet`), if set.
+    pub fleet: Option<FleetConfig>,
 }
+
+/// `gate.fleet`: the gate judges the counts every inbound observer of the service reports, so
+/// every router judges all callers' traffic, not its own share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// Pods whose latest report is kept; reports of further pods are ignored.
+    pub max_pods: u32,
+    /// A pod not heard from for this long is dropped, in milliseconds.
+    pub max_age_ms: u32,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig { max_pods: 64, max_age_ms: 5_000 }
+    }
+}
+
+/// The largest `gate.fleet.max_pods`.
+pub const MAX_FLEET_PODS: u64 = 1024;
+/// The range of `gate.fleet.max_age_ms`.
+pub const FLEET_AGE_MS_RANGE: (u64, u64) = (1_000, 60_000);
 
 /// `gate.compare`: the sequential test that the canary's share of bad responses exceeds its
 /// share of traffic.
@@ -373,6 +396,7 @@ impl Default for GateConfig {
             compare: None,
             eval_ms: 250,
             vitals: None,
+            fleet: None,
         }
     }
 }

@@ -5,9 +5,9 @@ use super::json::{Fields, Item};
 use super::value;
 use super::{check, classes, decimal, grpc, refuse, vitals, ConfigError};
 use super::{
-    ClassGate, CompareConfig, Config, GateConfig, KeySource, Limits, MetricsConfig, OutcomeLimit, OverrideConfig, Role,
-    SplitConfig, SplitMode, StickyConfig, EVAL_MS_RANGE, MAX_COOKIE_AGE_S, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS,
-    MAX_MIN_USERS, MAX_WINDOW_S, OTHER_CLASS,
+    ClassGate, CompareConfig, Config, FleetConfig, GateConfig, KeySource, Limits, MetricsConfig, OutcomeLimit,
+    OverrideConfig, Role, SplitConfig, SplitMode, StickyConfig, EVAL_MS_RANGE, FLEET_AGE_MS_RANGE, MAX_COOKIE_AGE_S,
+    MAX_FLEET_PODS, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS, MAX_MIN_USERS, MAX_WINDOW_S, OTHER_CLASS,
 };
 
 /// Parses and validates the plugin configuration bytes.
@@ -24,6 +24,21 @@ pub fn config(bytes: &[u8]) -> Result<Config, ConfigError> {
     }
     if config.split.mode == SplitMode::Filter {
         sticky_cookie_is_no_hash_key(&config)?;
+    }
+    if config.gate.fleet.is_some() && config.role == Role::Observer {
+        return Err(refuse("gate.fleet", "applies to the router role only (observers report, routers judge)"));
+    }
+    if config.gate.fleet.is_some() && !config.gate.has_thresholds() {
+        return Err(refuse(
+            "gate.fleet",
+            "judges nothing without a threshold or `compare` to judge the fleet's counts",
+        ));
+    }
+    if config.gate.fleet.is_some() && config.split.mode != SplitMode::Mesh {
+        return Err(refuse(
+            "gate.fleet",
+            "applies to mesh-mode routers (`split.mode: mesh`): reports are keyed on the revision serving each subset",
+        ));
     }
     vitals_fit(&config)?;
     Ok(config)
@@ -217,6 +232,7 @@ fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
     g.eval_ms = eval_ms as u32;
     f.section("compare", &mut g.compare, |f, into| compare(f, into.insert(CompareConfig::default())))?;
     f.section("vitals", &mut g.vitals, |f, into| vitals::limits(f, into.get_or_insert_with(Default::default)))?;
+    f.section("fleet", &mut g.fleet, |f, into| fleet(f, into.get_or_insert_with(Default::default)))?;
     if let Some(members) = f.members("classes")? {
         for (name, item) in members {
             // A class's minimum volume defaults to the service's.
@@ -225,6 +241,18 @@ fn gate(f: &Fields<'_>, g: &mut GateConfig) -> Result<(), ConfigError> {
             // The index is resolved once the classes are read.
             g.classes.push(ClassGate { class: usize::MAX, name: name.to_string(), limits: class_limits });
         }
+    }
+    Ok(())
+}
+
+/// `gate.fleet`.
+fn fleet(f: &Fields<'_>, c: &mut FleetConfig) -> Result<(), ConfigError> {
+    if let Some(value) = f.integer("max_pods", u64::MAX)? {
+        c.max_pods = check::in_range(&f.path_of("max_pods"), value, 1, MAX_FLEET_PODS, "")? as u32;
+    }
+    if let Some(value) = f.integer("max_age_ms", u64::MAX)? {
+        let (low, high) = FLEET_AGE_MS_RANGE;
+        c.max_age_ms = check::in_range(&f.path_of("max_age_ms"), value, low, high, " ms")? as u32;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! (`host::fake`).
 
 pub mod beacons;
+pub mod fleet;
 pub mod lease;
 pub mod revisions;
 pub mod verdict;
@@ -23,10 +24,12 @@ use crate::gate::{Check, Evaluation, Gate};
 use crate::host::Host;
 use crate::measure::beacon::Report;
 use crate::measure::metrics::MetricIds;
+use crate::measure::report::{self, Reporter};
 use crate::measure::vitals::{self, VitalsStats};
-use crate::measure::window::{lane, Completed, Tally, Window};
+use crate::measure::window::{lane, Completed, Tally, Users, Window};
 use crate::model::{GateState, Revision, Version};
 use beacons::BeaconBudget;
+use fleet::{FleetMerge, FleetView, Inbox};
 use lease::{should_claim, Lease};
 use revisions::SharedRevisions;
 use std::cell::{Cell, RefCell};
@@ -109,6 +112,16 @@ pub struct Coordinator {
     gate_tripped: Cell<bool>,
     /// Mesh-mode routers: the revisions serving the subsets.
     revisions: SharedRevisions,
+    /// Routers with `gate.fleet`: the reports heard since the last shipment.
+    inbox: Inbox,
+    fleet_queue: Cell<Option<u32>>,
+    /// The fleet's merged reports, while this VM holds the lease.
+    fleet: RefCell<Option<FleetMerge>>,
+    /// The report the revision probe's last answer carried, for the next merge.
+    probed: Cell<Option<report::Report>>,
+    /// Inbound observers: this VM's cumulative counts, and its pod's key.
+    reporter: Cell<Reporter>,
+    pod: Cell<u64>,
 }
 
 impl Coordinator {
@@ -135,6 +148,12 @@ impl Coordinator {
             gate: RefCell::new(None),
             gate_tripped: Cell::new(false),
             revisions: SharedRevisions::new(&format!("{service}/{measures}")),
+            inbox: Inbox::default(),
+            fleet_queue: Cell::new(None),
+            fleet: RefCell::new(None),
+            probed: Cell::new(None),
+            reporter: Cell::default(),
+            pod: Cell::new(0),
         }
     }
 
@@ -167,6 +186,43 @@ impl Coordinator {
         if let Ok(mut tallies) = self.vital_tallies.try_borrow_mut() {
             vitals::tally(&mut tallies, version, reports);
         }
+    }
+
+    /// Keeps a fleet report a response carried, for the next shipment (request path: no host
+    /// call).
+    pub fn hear_report(&self, report: report::Report, config: &crate::config::FleetConfig) {
+        self.inbox.hear(report, config);
+    }
+
+    /// Keeps the report of the revision probe's answer, for the next merge in this VM (the one
+    /// that probed: the lease holder).
+    pub fn hear_probe_report(&self, report: report::Report) {
+        self.probed.set(Some(report));
+    }
+
+    /// Inbound observer: records one completed request in this VM's report (request path: no
+    /// host call).
+    pub fn record_for_report(
+        &self,
+        micros: u64,
+        is_error: bool,
+        user: Users,
+        limits_us: &[u64; report::LIMITS],
+        now_s: u64,
+    ) {
+        let mut reporter = self.reporter.get();
+        reporter.record(micros, is_error, user, limits_us, now_s);
+        self.reporter.set(reporter);
+    }
+
+    /// Inbound observer: this VM's report for a response, serving `revision` (request path: no
+    /// host call).
+    pub fn report(&self, revision: Revision, now_s: u64) -> report::Report {
+        let pod = match self.pod.get() {
+            0 => self.vm_id,
+            pod => pod,
+        };
+        self.reporter.get().report(pod, self.vm_id, revision, now_s)
     }
 
     /// Records one completed request of `version` in route class `class` in this VM's tally
@@ -229,10 +285,23 @@ impl Coordinator {
                 budget.sync(host, &format!("canary-gate/{}/beacons", self.name), now_s);
                 self.beacons.set(budget);
             }
+            if config.role == Role::Router && config.gate.fleet.is_some() {
+                if let Some(fleet_queue) = self.fleet_queue(host) {
+                    if !self.inbox.ship(host, fleet_queue) {
+                        log::warn!("cannot ship fleet reports for {}", self.name);
+                    }
+                }
+            }
+            if config.role == Role::Observer && config.direction == "inbound" {
+                self.resolve_pod(host);
+            }
             self.leader.set(self.hold_lease(host, now_s));
             if !self.leader.get() {
                 if let Ok(mut merged) = self.merged.try_borrow_mut() {
                     *merged = None;
+                }
+                if let Ok(mut fleet) = self.fleet.try_borrow_mut() {
+                    *fleet = None;
                 }
                 if let Ok(mut gate) = self.gate.try_borrow_mut() {
                     *gate = None;
@@ -245,7 +314,9 @@ impl Coordinator {
                 if let Some(merged) = self.merge(host, queue, &mut slot, now_s, id, config) {
                     let completed = merged.shown_s != now_s;
                     if config.role == Role::Router {
-                        self.evaluate_gate(host, id, config, ids, merged, completed);
+                        let head_s = if completed { now_s.saturating_sub(1) } else { now_s };
+                        let view = self.merge_fleet(host, config, ids, (now_us / 1_000, head_s), id, completed);
+                        self.evaluate_gate(host, id, config, ids, merged, completed, view);
                     }
                     if completed {
                         // The gauges show the completed seconds; then the window moves on.
@@ -278,9 +349,17 @@ impl Coordinator {
             let verdict = host.shared_data(&self.verdict_key()).0.as_deref().and_then(SharedVerdict::decode);
             self.gate_tripped.set(!config.gate.dry_run && verdict.is_some_and(|v| v.trips(id)));
             // A tripped gate sends no user to the canary subset, so no response would tell of
-            // a new canary revision: the leader asks the subset once a second.
-            if mesh_router && self.leader.get() && self.gate_tripped.get() && now_s != self.probed_s.replace(now_s) {
-                self.probe_canary(host, config);
+            // a new canary revision: the leader asks the subset once a second. With `fleet`, a
+            // canary that served this router no response in the period (weight 0, mirrored
+            // copies only, or tripped) is asked for its report too, once a period.
+            if mesh_router && self.leader.get() {
+                let tripped = self.gate_tripped.get() && now_s != self.probed_s.get();
+                let unheard = config.gate.fleet.is_some()
+                    && !self.fleet.try_borrow().is_ok_and(|f| f.as_ref().is_some_and(FleetMerge::heard_canary));
+                if tripped || unheard {
+                    self.probed_s.set(now_s);
+                    self.probe_canary(host, config);
+                }
             }
         }
         next
@@ -294,14 +373,71 @@ impl Coordinator {
         identity(subject, config.gate.rearm)
     }
 
-    /// Sends the revision probe to the canary subset's cluster, if one was seen serving.
+    /// Sends the revision probe to the canary subset's cluster, if one is known; with `fleet`,
+    /// tagged so the observer answers with its report.
     fn probe_canary(&self, host: &impl Host, config: &Config) {
         let Some(cluster) = self.revisions.canary_cluster(host) else { return };
         // Istio's `outbound|PORT|SUBSET|HOST`: the service's host name; else the service.
         let authority = cluster.rsplit('|').next().filter(|_| cluster.contains('|')).unwrap_or(&config.service);
-        if !host.http_get(&cluster, authority, &config.revision_probe_path, PROBE_TIMEOUT_MS) {
+        let tag = config.gate.fleet.map(|_| report::Tag { user: None, limits_us: fleet::tag_limits(config) }.encode());
+        let headers: Vec<(&str, &str)> = tag.iter().map(|t| (report::TAG_HEADER, t.as_str())).collect();
+        if !host.http_get(&cluster, authority, &config.revision_probe_path, &headers, PROBE_TIMEOUT_MS) {
             log::debug!("cannot probe {cluster} for its revision");
         }
+    }
+
+    fn fleet_queue(&self, host: &impl Host) -> Option<u32> {
+        self.fleet_queue.get().or_else(|| {
+            let q = host.register_queue(&format!("canary-gate/{}/fleet", self.name));
+            self.fleet_queue.set(q);
+            q
+        })
+    }
+
+    /// Inbound observer: the key of this pod's reports, the first any of its VMs chose (shared
+    /// data, read once a period until it settles).
+    fn resolve_pod(&self, host: &impl Host) {
+        let key = "canary-gate/pod";
+        let read = |host: &dyn Fn(&str) -> Option<Vec<u8>>| {
+            host(key).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).filter(|&pod| pod != 0)
+        };
+        let get = |k: &str| host.shared_data(k).0;
+        let pod = match read(&get) {
+            Some(pod) => pod,
+            None => {
+                let mine = (self.vm_id & report::KEY_MASK).max(1);
+                host.set_shared_data(key, &mine.to_le_bytes(), None);
+                read(&get).unwrap_or(mine)
+            }
+        };
+        self.pod.set(pod & report::KEY_MASK);
+    }
+
+    /// Leader, with `gate.fleet`: takes the period's reports and publishes the pods heard from
+    /// (once a second); the fleet's figures if fresh.
+    fn merge_fleet(
+        &self,
+        host: &impl Host,
+        config: &Config,
+        ids: &MetricIds,
+        (now_ms, head_s): (u64, u64),
+        id: u64,
+        completed: bool,
+    ) -> Option<FleetView> {
+        let fleet_config = config.gate.fleet.as_ref()?;
+        let queue = self.fleet_queue(host)?;
+        let mut slot = self.fleet.try_borrow_mut().ok()?;
+        let window_s = config.gate.window_s as usize;
+        if !slot.as_ref().is_some_and(|f| f.fits(window_s)) {
+            *slot = Some(FleetMerge::new(window_s));
+        }
+        let fleet = slot.as_mut()?;
+        let serving = self.revisions.with(|r| [r.serving(Version::Stable), r.serving(Version::Canary)]);
+        fleet.merge(host, queue, (now_ms, head_s), (serving, id), self.probed.take(), fleet_config);
+        if completed {
+            ids.set_fleet_pods(host, fleet.pods(serving));
+        }
+        fleet.view(serving, &config.service)
     }
 
     fn verdict_key(&self) -> String {
@@ -438,7 +574,10 @@ impl Coordinator {
     }
 
     /// Evaluates the gate: the comparison on this period, and with a `completed` second the
-    /// thresholds on the window up to it; publishes the verdict.
+    /// thresholds on the window up to it; publishes the verdict. With a fresh fleet `view`,
+    /// the comparison and the service's thresholds judge the fleet's counts; route classes and
+    /// web vitals always judge this router's own.
+    #[allow(clippy::too_many_arguments)]
     fn evaluate_gate(
         &self,
         host: &impl Host,
@@ -447,6 +586,7 @@ impl Coordinator {
         ids: &MetricIds,
         merged: &mut Merged,
         completed: bool,
+        view: Option<FleetView>,
     ) {
         let Ok(mut slot) = self.gate.try_borrow_mut() else { return };
         let key = self.verdict_key();
@@ -475,19 +615,31 @@ impl Coordinator {
         };
         let gate_s = config.gate.window_s as usize;
         let window = &mut merged.window;
-        let canary = window.recent_stats(Version::Canary, gate_s);
-        let stable = window.recent_stats(Version::Stable, gate_s);
-        let (mut evaluation, judgement) = gate.compare(&config.gate, &merged.period, &canary, &stable);
+        let (period, canary, stable) = match &view {
+            Some(fleet) => (fleet.period, fleet.canary, fleet.stable),
+            None => (
+                merged.period,
+                window.recent_stats(Version::Canary, gate_s),
+                window.recent_stats(Version::Stable, gate_s),
+            ),
+        };
+        let judged = match &view {
+            Some(FleetView { pods: [stable_pods, canary_pods], .. }) => {
+                format!("the fleet's, {stable_pods} stable and {canary_pods} canary pods")
+            }
+            None => "this router's own".to_string(),
+        };
+        let (mut evaluation, judgement) = gate.compare(&config.gate, &period, &canary, &stable);
         if let Some(judgement) = &judgement {
             ids.set_evidence(host, &judgement.log_statistic);
-            if let Some(state) = gate.compare_state().filter(|_| merged.period != PeriodCounts::default()) {
+            if let Some(state) = gate.compare_state().filter(|_| period != PeriodCounts::default()) {
                 let mut bytes = id.to_le_bytes().to_vec();
                 bytes.extend_from_slice(&state.encode());
                 host.set_shared_data(&evidence_key, &bytes, None);
             }
         }
         if evaluation.tripped_now {
-            self.log_trip(config, &evaluation, "", canary.requests);
+            self.log_trip(config, &evaluation, "", (canary.requests, &judged));
         }
         if completed {
             let mut checks = vec![Check { class: None, limits: &config.gate.limits, canary, stable }];
@@ -504,7 +656,7 @@ impl Coordinator {
             if thresholds.tripped_now {
                 let g = &config.gate;
                 let detail = format!(" in the last {} s, {} evaluations in a row", g.window_s, g.consecutive);
-                self.log_trip(config, &thresholds, &detail, canary.requests);
+                self.log_trip(config, &thresholds, &detail, (canary.requests, &judged));
             }
             evaluation = Evaluation { tripped_now: evaluation.tripped_now || thresholds.tripped_now, ..thresholds };
         }
@@ -515,12 +667,13 @@ impl Coordinator {
         }
     }
 
-    fn log_trip(&self, config: &Config, evaluation: &Evaluation, detail: &str, canary_requests: u64) {
+    fn log_trip(&self, config: &Config, evaluation: &Evaluation, detail: &str, (canary_requests, judged): (u64, &str)) {
         let action =
             if config.gate.dry_run { "dry run, routing unchanged" } else { "routing canary traffic to stable" };
         let revision = self.revisions.with(|r| r.serving(Version::Canary));
         log::warn!(
-            "gate tripped for {} canary `{}`{}: {}{detail} ({canary_requests} canary requests in the gate window); {action}",
+            "gate tripped for {} canary `{}`{}: {}{detail} ({canary_requests} canary requests in the gate window, \
+             {judged}); {action}",
             config.service,
             config.canary,
             revision.map(|r| format!(" (revision {})", r.as_str())).unwrap_or_default(),

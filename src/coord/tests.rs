@@ -414,7 +414,8 @@ fn a_new_canary_revision_starts_with_a_clear_gate_and_the_tripped_gate_probes_fo
         &[
             String::from_utf8(CANARY_CLUSTER.to_vec()).unwrap(),
             "checkout.shop.svc.cluster.local".to_string(),
-            "/__canary/revision".to_string()
+            "/__canary/revision".to_string(),
+            String::new()
         ]
     );
     // Still r3 (or no answer, scaled to zero): the trip stays latched.
@@ -646,4 +647,114 @@ fn a_new_gate_identity_starts_the_canary_vitals_afresh() {
     second(&proxy, &[&a]);
     assert_eq!(web_gauge(&proxy, "canary_window_web_page_views", "canary"), 0);
     assert_eq!(web_gauge(&proxy, "canary_window_web_page_views", "stable"), 1);
+}
+
+const FLEET: &str = r#"{"service":"checkout","split":{"mode":"mesh"},
+    "gate":{"max_error_ratio":0.05,"window_s":5,"min_requests":20,"consecutive":2,"fleet":{"max_age_ms":3000}}}"#;
+
+/// An observer VM's cumulative counts, as its reports carry them.
+struct Pod {
+    pod: u64,
+    revision: &'static str,
+    reporter: std::cell::Cell<crate::measure::report::Reporter>,
+}
+
+impl Pod {
+    fn new(pod: u64, revision: &'static str) -> Self {
+        Pod { pod, revision, reporter: Default::default() }
+    }
+
+    /// Serves `requests`, of which `errors` fail, and answers with its report.
+    fn serve(&self, requests: u64, errors: u64, now_s: u64) -> crate::measure::report::Report {
+        let mut reporter = self.reporter.get();
+        for i in 0..requests {
+            reporter.record(10_000, i < errors, user_bit(i), &[0; 3], now_s);
+        }
+        self.reporter.set(reporter);
+        reporter.report(self.pod, self.pod * 10, rev(self.revision), now_s)
+    }
+}
+
+fn fleet_router(proxy: &FakeProxy, vm_id: u64) -> Vm<'_> {
+    let vm = Vm::new(proxy, vm_id, FLEET);
+    vm.coord.revisions().learn(&vm.host, "checkout", Version::Stable, rev("r1"), START_S);
+    vm.coord.revisions().learn(&vm.host, "checkout", Version::Canary, rev("r2"), START_S);
+    vm
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_router_with_fleet_judges_every_callers_requests_from_the_observers_reports() {
+    let proxy = late_in_a_second();
+    let (a, b) = (fleet_router(&proxy, 1), fleet_router(&proxy, 2));
+    let fleet = a.config.gate.fleet.unwrap();
+    let (stable, canary) = (Pod::new(7, "r1"), Pod::new(8, "r2"));
+    let tripped = || gauge(&proxy, "canary_gate_tripped.service.checkout.revision.r2");
+    for s in 0..6 {
+        let now_s = proxy.time_ms() / 1000;
+        // This router's own share: 3 healthy canary requests a second, too few to judge.
+        a.serve(Version::Canary, 3, 0);
+        a.serve(Version::Stable, 20, 0);
+        // The fleet's: every caller's requests, reported by the pods on this router's responses
+        // (some on one VM's responses, some on the other's).
+        a.coord.hear_report(stable.serve(200, 0, now_s), &fleet);
+        b.coord.hear_report(canary.serve(40, 12, now_s), &fleet);
+        second(&proxy, &[&a, &b]);
+        if s < 2 {
+            assert_eq!(tripped(), 0, "second {s}: a report is a baseline, then one second of 30% errors");
+        }
+    }
+    assert_eq!(tripped(), 1, "30% of the fleet's canary requests fail");
+    assert_eq!(gauge(&proxy, "canary_gate_fleet_pods.service.checkout.version.canary"), 1);
+    assert_eq!(gauge(&proxy, "canary_gate_fleet_pods.service.checkout.version.stable"), 1);
+    assert!(a.coord.gate_tripped() && b.coord.gate_tripped());
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn without_fresh_reports_of_both_revisions_a_router_judges_its_own_requests() {
+    let proxy = late_in_a_second();
+    let vm = fleet_router(&proxy, 1);
+    let fleet = vm.config.gate.fleet.unwrap();
+    let (stable, canary) = (Pod::new(7, "r1"), Pod::new(8, "r2"));
+    // Fleet reports of a healthy fleet, then they stop (the observers went away).
+    for _ in 0..3 {
+        let now_s = proxy.time_ms() / 1000;
+        vm.coord.hear_report(stable.serve(200, 0, now_s), &fleet);
+        vm.coord.hear_report(canary.serve(40, 0, now_s), &fleet);
+        second(&proxy, &[&vm]);
+    }
+    assert_eq!(gauge(&proxy, "canary_gate_fleet_pods.service.checkout.version.canary"), 1);
+    // Its own canary requests fail: as long as the fleet's reports are fresh, they decide.
+    vm.serve(Version::Canary, 30, 15);
+    second(&proxy, &[&vm]);
+    vm.serve(Version::Canary, 30, 15);
+    second(&proxy, &[&vm]);
+    assert!(!vm.coord.gate_tripped(), "the fleet's counts are fresh and healthy");
+    for _ in 0..4 {
+        vm.serve(Version::Canary, 30, 15);
+        second(&proxy, &[&vm]);
+    }
+    assert_eq!(gauge(&proxy, "canary_gate_fleet_pods.service.checkout.version.canary"), 0, "3 s without a report");
+    assert!(vm.coord.gate_tripped(), "then its own requests decide");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_canary_that_serves_a_router_nothing_is_asked_for_its_report_once_a_period() {
+    let proxy = late_in_a_second();
+    let vm = fleet_router(&proxy, 1);
+    let fleet = vm.config.gate.fleet.unwrap();
+    vm.coord.revisions().note_canary_cluster(&vm.host, CANARY_CLUSTER);
+    let (stable, canary) = (Pod::new(7, "r1"), Pod::new(8, "r2"));
+    // Weight 0: this router's users all go to stable; the canary gets mirrored copies only.
+    for s in 0..6 {
+        let now_s = proxy.time_ms() / 1000;
+        vm.coord.hear_report(stable.serve(100, 0, now_s), &fleet);
+        let before = proxy.http_calls().len();
+        second(&proxy, &[&vm]);
+        let probes: Vec<[String; 4]> = proxy.http_calls().into_iter().skip(before).collect();
+        assert_eq!(probes.len(), 1, "second {s}: one probe a period (a tick per period here)");
+        assert_eq!(probes[0][3], "x-canary-gate-fleet: l=0,0,0", "tagged, so the observer reports");
+        // The observer's answer carries its report: the copies fail.
+        vm.coord.hear_probe_report(canary.serve(50, 25, now_s));
+    }
+    assert!(vm.coord.gate_tripped(), "a shadowed canary that fails trips the gate");
 }

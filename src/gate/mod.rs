@@ -183,14 +183,21 @@ fn note_breaches(out: &mut String, check: &Check<'_>) {
             note(format!("error_ratio {} > {}", percent(canary.error_ratio_ppm), percent(limit)));
         }
     }
-    if let Some(limit) = limits.max_p95_us {
-        if canary.p95_us > limit {
-            note(format!("p95 {} > {}", millis(canary.p95_us), millis(limit)));
-        }
-    }
-    if let Some(limit) = limits.max_p99_us {
-        if canary.p99_us > limit {
-            note(format!("p99 {} > {}", millis(canary.p99_us), millis(limit)));
+    for (name, limit, quantile, over, allowed_ppm) in [
+        ("p95", limits.max_p95_us, canary.p95_us, canary.over_p95, 50_000),
+        ("p99", limits.max_p99_us, canary.p99_us, canary.over_p99, 10_000),
+    ] {
+        let Some(limit) = limit else { continue };
+        match over {
+            // The fleet's counts: the quantile is above the limit when more than its tail is.
+            Some((over, checked)) => {
+                let share = over.saturating_mul(1_000_000).checked_div(checked).unwrap_or(0);
+                if share > allowed_ppm {
+                    note(format!("{name} > {} ({} of {checked} requests slower)", millis(limit), percent(share)));
+                }
+            }
+            None if quantile > limit => note(format!("{name} {} > {}", millis(quantile), millis(limit))),
+            None => {}
         }
     }
     if let Some(limit) = limits.max_error_ratio_over_stable_ppm {

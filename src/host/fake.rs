@@ -17,7 +17,7 @@ struct Process {
     queues: Vec<VecDeque<Vec<u8>>>,
     stats: Vec<(String, MetricKind, u64)>,
     histograms: HashMap<u32, Vec<u64>>,
-    http_calls: Vec<[String; 3]>,
+    http_calls: Vec<[String; 4]>,
 }
 
 /// The shared half of a proxy process.
@@ -80,7 +80,7 @@ impl FakeProxy {
     }
 
     /// The HTTP calls sent so far: cluster, authority and path of each.
-    pub fn http_calls(&self) -> Vec<[String; 3]> {
+    pub fn http_calls(&self) -> Vec<[String; 4]> {
         self.process.borrow().http_calls.clone()
     }
 
@@ -188,8 +188,14 @@ impl Host for FakeVm<'_> {
         self.proxy.process.borrow_mut().queues.get_mut(queue as usize)?.pop_front()
     }
 
-    fn http_get(&self, cluster: &str, authority: &str, path: &str, _timeout_ms: u64) -> bool {
-        self.proxy.process.borrow_mut().http_calls.push([cluster.into(), authority.into(), path.into()]);
+    fn http_get(&self, cluster: &str, authority: &str, path: &str, headers: &[(&str, &str)], _timeout_ms: u64) -> bool {
+        let headers: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        self.proxy.process.borrow_mut().http_calls.push([
+            cluster.into(),
+            authority.into(),
+            path.into(),
+            headers.join("\n"),
+        ]);
         true
     }
 }

@@ -48,7 +48,7 @@ pub trait Host: Stats {
     fn enqueue(&self, queue: u32, message: &[u8]) -> bool;
     /// Takes the oldest message of a shared queue.
     fn dequeue(&self, queue: u32) -> Option<Vec<u8>>;
-    /// Sends `GET path` to the upstream `cluster` with `:authority` `authority`; the answer
-    /// reaches the root context later. False if the host refused.
-    fn http_get(&self, cluster: &str, authority: &str, path: &str, timeout_ms: u64) -> bool;
+    /// Sends `GET path` to the upstream `cluster` with `:authority` `authority` and `headers`;
+    /// the answer reaches the root context later. False if the host refused.
+    fn http_get(&self, cluster: &str, authority: &str, path: &str, headers: &[(&str, &str)], timeout_ms: u64) -> bool;
 }

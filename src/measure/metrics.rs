@@ -40,6 +40,8 @@ pub struct MetricIds {
     evidence: [Option<u32>; 2],
     vm_memory: Option<u32>,
     vitals: Option<VitalsIds>,
+    /// `canary_gate_fleet_pods` of stable and canary, with `gate.fleet`.
+    fleet_pods: [Option<u32>; 2],
 }
 
 /// Where each counter sits in [`MetricIds::counters`]: per version, per class its requests, its
@@ -173,6 +175,10 @@ impl MetricIds {
             }),
             vm_memory: stats.define_metric(MetricKind::Gauge, names::VM_MEMORY),
             vitals: config.vitals.as_ref().map(|_| VitalsIds::define(stats, config)),
+            fleet_pods: Version::BOTH.map(|v| {
+                let name = names::version_series(names::FLEET_PODS, svc, config.version_name(v));
+                config.gate.fleet.and_then(|_| stats.define_metric(MetricKind::Gauge, &name))
+            }),
         }
     }
 
@@ -273,6 +279,13 @@ impl MetricIds {
                 // Saturating float-to-int conversion: NaN is 0.
                 record(stats, *id, (log_r * 1000.0).round().max(0.0) as u64);
             }
+        }
+    }
+
+    /// Publishes the pods heard from serving the stable revision and the canary one.
+    pub fn set_fleet_pods(&self, stats: &impl Stats, pods: [usize; 2]) {
+        for (id, pods) in self.fleet_pods.iter().zip(pods) {
+            record(stats, *id, pods as u64);
         }
     }
 

@@ -3,9 +3,11 @@
 
 pub mod beacon;
 pub mod classify;
+pub mod fleet;
 pub mod grpc;
 pub mod histogram;
 pub mod metrics;
 pub mod names;
+pub mod report;
 pub mod vitals;
 pub mod window;

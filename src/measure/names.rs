@@ -75,6 +75,10 @@ pub const VITALS_REJECTED: &str = "canary_vitals_rejected_total";
 /// labels `service`, `version`, `revision`).
 pub const REVISION_INFO: &str = "canary_revision_info";
 
+/// Pods whose fleet report a router's gate counts, per version (gauge, labels `service`,
+/// `version`; routers with `gate.fleet`).
+pub const FLEET_PODS: &str = "canary_gate_fleet_pods";
+
 /// Largest linear memory of any canary-gate VM in the proxy, bytes (gauge, no labels).
 pub const VM_MEMORY: &str = "canary_vm_memory_bytes";
 

@@ -233,6 +233,11 @@ pub struct WindowStats {
     pub p99_us: u64,
     /// Requests with each outcome.
     pub outcomes: Outcomes,
+    /// The fleet's counts ([`super::fleet`]): requests over `max_p95_ms` and requests checked
+    /// against it, which stand for the 95th percentile (over 5% of them: above the limit).
+    pub over_p95: Option<(u64, u64)>,
+    /// The same for `max_p99_ms`.
+    pub over_p99: Option<(u64, u64)>,
 }
 
 impl WindowStats {

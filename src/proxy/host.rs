@@ -191,8 +191,9 @@ impl Host for ProxyHost {
         hostcalls::dequeue_shared_queue(queue).ok().flatten()
     }
 
-    fn http_get(&self, cluster: &str, authority: &str, path: &str, timeout_ms: u64) -> bool {
-        let headers = vec![(":method", "GET"), (":path", path), (":authority", authority), (":scheme", "http")];
+    fn http_get(&self, cluster: &str, authority: &str, path: &str, extra: &[(&str, &str)], timeout_ms: u64) -> bool {
+        let mut headers = vec![(":method", "GET"), (":path", path), (":authority", authority), (":scheme", "http")];
+        headers.extend_from_slice(extra);
         let timeout = std::time::Duration::from_millis(timeout_ms);
         hostcalls::dispatch_http_call(cluster, headers, None, Vec::new(), timeout).is_ok()
     }

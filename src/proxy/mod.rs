@@ -9,7 +9,8 @@ use crate::coord::{Coordinator, VmState};
 use crate::measure::classify::{ClassIndex, Classifier};
 use crate::measure::grpc::{self, Protocol};
 use crate::measure::metrics::MetricIds;
-use crate::measure::window::{user_bit, Completed};
+use crate::measure::report::{self, Report, Tag};
+use crate::measure::window::{user_bit, Completed, Users};
 use crate::model::{quoted, Reason, Revision, Version, UNKNOWN_VERSION};
 use crate::route::bucket::BucketRng;
 use crate::route::{Decision, RequestHeaders, Router};
@@ -51,6 +52,8 @@ struct Plugin {
     own_revision: Option<Revision>,
     /// The host offers the `clear_route_cache` foreign function.
     clear_route_cache: bool,
+    /// Routers with `gate.fleet`: the latency limits their tag asks the observers to count.
+    fleet_limits: Option<[u64; report::LIMITS]>,
 }
 
 impl Drop for Plugin {
@@ -80,6 +83,13 @@ impl Context for Root {
         if let Some(revision) = answer.ok().flatten().as_deref().and_then(Revision::parse) {
             let now_s = host::now_micros() / 1_000_000;
             plugin.coordinator.revisions().learn(&ProxyHost, &config.service, Version::Canary, revision, now_s);
+        }
+        if config.gate.fleet.is_some() {
+            let answer =
+                proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, report::REPORT_HEADER);
+            if let Some(report) = answer.ok().flatten().as_deref().and_then(Report::parse) {
+                plugin.coordinator.hear_probe_report(report);
+            }
         }
     }
 }
@@ -134,6 +144,7 @@ impl RootContext for Root {
             log::warn!("the host offers no clear_route_cache: routes follow the version header only while it clears the route cache itself (proxy-wasm ABI 0.2.1)");
         }
         let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.measures()));
+        let fleet_limits = config.gate.fleet.map(|_| crate::coord::fleet::tag_limits(config));
         let period = Duration::from_millis(u64::from(config.eval_period_ms()));
         self.plugin = Some(Rc::new(Plugin {
             router,
@@ -143,6 +154,7 @@ impl RootContext for Root {
             own_version,
             own_revision,
             clear_route_cache,
+            fleet_limits,
         }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(period) {
             log::warn!("cannot set tick period: {status:?}");
@@ -182,6 +194,8 @@ impl RootContext for Root {
             skipped: false,
             class,
             protocol: Protocol::Http,
+            tag: None,
+            user: 0,
             outcomes: 0,
             beacon: false,
             context_id,
@@ -261,6 +275,10 @@ struct Stream {
     class: ClassIndex,
     /// gRPC, gRPC-Web or anything else, from the request's `content-type`.
     protocol: Protocol,
+    /// Inbound observer: the tag of the router that sent the request, asking for a report.
+    tag: Option<Tag>,
+    /// Router: the request's user in the gate's users sketch.
+    user: Users,
     /// The response's outcomes: bit `i` set if it has outcome `i`.
     outcomes: u8,
     /// A web-vitals beacon whose body is being buffered.
@@ -318,6 +336,9 @@ impl HttpContext for Stream {
             host::request_header(name)
         });
         if config.role == Role::Observer {
+            if config.direction == "inbound" {
+                self.tag = host::request_header(report::TAG_HEADER).as_deref().and_then(Tag::parse);
+            }
             return self.answer_probe();
         }
         let mut rng = self.rng.get();
@@ -333,6 +354,13 @@ impl HttpContext for Stream {
         if self.plugin.clear_route_cache {
             host::clear_route_cache();
         }
+        self.user = self.user_of(&decision);
+        // Asks the observers for their report; no client's tag passes.
+        let tag = self.plugin.fleet_limits.map(|limits_us| {
+            let user = Some(self.user.trailing_zeros() as u8).filter(|&u| u < 64);
+            Tag { user, limits_us }.encode()
+        });
+        host::set_header(MapType::HttpRequestHeaders, report::TAG_HEADER, tag.as_deref());
         self.decision = Some(decision);
         Action::Continue
     }
@@ -354,11 +382,17 @@ impl HttpContext for Stream {
         let config = router.config();
         self.outcomes = outcomes_of(config);
         let Some(decision) = self.decision else {
-            if let Some(revision) = self.plugin.own_revision.filter(|_| config.direction == "inbound") {
-                host::set_header(MapType::HttpResponseHeaders, &config.revision_header, Some(revision.as_str()));
+            if config.direction == "inbound" {
+                if let Some(revision) = self.plugin.own_revision {
+                    host::set_header(MapType::HttpResponseHeaders, &config.revision_header, Some(revision.as_str()));
+                }
+                // Replaces whatever the application set: only an observer reports.
+                let report = self.report();
+                host::set_header(MapType::HttpResponseHeaders, report::REPORT_HEADER, report.as_deref());
             }
             return Action::Continue;
         };
+        self.take_report();
         let served_revision = match config.split.mode {
             SplitMode::Filter => {
                 self.served = decision.version;
@@ -393,15 +427,25 @@ impl HttpContext for Stream {
         // Requests no version served are counted as `unknown`, so every request counts.
         let (class, outcomes) = (self.class, self.outcomes);
         self.plugin.metrics.record_request(&ProxyHost, version, class, reason, status, micros / 1_000, outcomes);
+        let user = match (self.decision, self.tag) {
+            (Some(_), _) => self.user,
+            (None, Some(Tag { user: Some(u), .. })) => 1 << u,
+            (None, _) => self.random_user(),
+        };
+        let is_error = status >= 500;
         if let Some(version) = version {
             let completed = Completed {
                 micros,
-                is_error: status >= 500,
+                is_error,
                 is_slow: self.plugin.router.config().gate.slow_us().is_some_and(|limit| micros > limit),
                 outcomes,
-                user: self.user(),
+                user,
             };
             self.plugin.coordinator.record(version, class, &completed);
+        }
+        if self.plugin.own_revision.is_some() && self.plugin.router.config().direction == "inbound" {
+            let limits = self.tag.map(|t| t.limits_us).unwrap_or_default();
+            self.plugin.coordinator.record_for_report(micros, is_error, user, &limits, host::now_micros() / 1_000_000);
         }
     }
 }
@@ -432,17 +476,38 @@ impl Stream {
 
     /// The request's user for the gate's distinct-users sketch: its bucket; a tester's
     /// overrides count as one user; a request with no known user (mesh mode), as its own.
-    fn user(&self) -> u64 {
-        match self.decision {
-            Some(Decision { reason: Reason::Override, .. }) => user_bit(u64::MAX),
-            Some(Decision { bucket: Some(bucket), .. }) => user_bit(u64::from(bucket)),
-            _ => {
-                let mut rng = self.rng.get();
-                let bit = user_bit(u64::from(rng.next_bucket()));
-                self.rng.set(rng);
-                bit
+    fn user_of(&self, decision: &Decision) -> Users {
+        match decision {
+            Decision { reason: Reason::Override, .. } => user_bit(u64::MAX),
+            Decision { bucket: Some(bucket), .. } => user_bit(u64::from(*bucket)),
+            _ => self.random_user(),
+        }
+    }
+
+    fn random_user(&self) -> Users {
+        let mut rng = self.rng.get();
+        let bit = user_bit(u64::from(rng.next_bucket()));
+        self.rng.set(rng);
+        bit
+    }
+
+    /// Inbound observer: this VM's report for a router's request (`None` for any other, or
+    /// without a revision to report).
+    fn report(&self) -> Option<String> {
+        let revision = self.plugin.own_revision.filter(|_| self.tag.is_some())?;
+        Some(self.plugin.coordinator.report(revision, host::now_micros() / 1_000_000).encode())
+    }
+
+    /// Router: removes the observer's report from the response, and keeps it with `gate.fleet`.
+    fn take_report(&self) {
+        let config = self.plugin.router.config();
+        if let Some(fleet) = &config.gate.fleet {
+            let Some(value) = host::response_header(report::REPORT_HEADER) else { return };
+            if let Some(report) = Report::parse(&value) {
+                self.plugin.coordinator.hear_report(report, fleet);
             }
         }
+        host::set_header(MapType::HttpResponseHeaders, report::REPORT_HEADER, None);
     }
 
     /// The version that served: the chosen one in filter mode; in mesh mode, the version of
@@ -471,8 +536,14 @@ impl Stream {
         match revision {
             Some(revision) => {
                 revisions.learn(&ProxyHost, &config.service, served, revision, self.started_us / 1_000_000);
+                let cluster = cluster.as_deref().unwrap_or_default();
                 if served == Version::Canary {
-                    revisions.note_canary_cluster(&ProxyHost, cluster.as_deref().unwrap_or_default());
+                    revisions.note_canary_cluster(&ProxyHost, cluster);
+                } else if config.gate.fleet.is_some() {
+                    // The probe finds a canary that has served this router nothing yet.
+                    if let Some(canary) = plugin.router.canary_cluster_beside(cluster) {
+                        revisions.note_canary_cluster(&ProxyHost, &canary);
+                    }
                 }
             }
             // Envoy's own 503 (for a gRPC call, its trailers-only UNAVAILABLE): the subset has no
@@ -501,7 +572,10 @@ impl Stream {
         }
         self.skipped = true;
         let revision = self.plugin.own_revision.as_ref().map_or(UNKNOWN_VERSION, |r| r.as_str());
-        host::send_response(200, &[(&config.revision_header, revision)], revision.as_bytes());
+        let report = self.report();
+        let mut headers = vec![(config.revision_header.as_str(), revision)];
+        headers.extend(report.as_deref().map(|r| (report::REPORT_HEADER, r)));
+        host::send_response(200, &headers, revision.as_bytes());
         Action::Pause
     }
 }

@@ -226,6 +226,19 @@ impl Router {
         })
     }
 
+    /// The canary subset's cluster beside the stable subset's `cluster` (the other subset of the
+    /// same Istio service and port, or the cluster named like the canary), so a router can ask
+    /// the canary for its revision before the canary served it.
+    pub fn canary_cluster_beside(&self, cluster: &[u8]) -> Option<Vec<u8>> {
+        if self.version_named(cluster) == Some(Version::Stable) {
+            return Some(self.config.canary.as_bytes().to_vec());
+        }
+        let mut parts = cluster.splitn(4, |&b| b == b'|');
+        let (kind, port, subset, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        (self.version_of_cluster(cluster) == Some(Version::Stable) && subset == self.config.stable.as_bytes())
+            .then(|| [kind, port, self.config.canary.as_bytes(), host].join(&b'|'))
+    }
+
     /// The `Set-Cookie` value the response must carry, if any, once the serving version (and,
     /// with observers, its revision) is known.
     pub fn sticky_cookie_for(
@@ -533,5 +546,11 @@ mod tests {
         assert_eq!(r.version_of_cluster(b"outbound|80|canary"), None);
         assert_eq!(r.version_of_cluster(b"outbound|80|canary|h|x"), None);
         assert_eq!(r.version_of_cluster(b"backend-canary"), None);
+        let beside = |c: &[u8]| r.canary_cluster_beside(c).map(|c| String::from_utf8(c).unwrap());
+        assert_eq!(beside(b"outbound|80|stable|a.b").as_deref(), Some("outbound|80|canary|a.b"));
+        assert_eq!(beside(b"stable").as_deref(), Some("canary"));
+        assert_eq!(beside(b"outbound|80|canary|a.b"), None);
+        assert_eq!(beside(b"outbound|80|stable|a|b"), None);
+        assert_eq!(beside(b"other"), None);
     }
 }
