@@ -134,6 +134,12 @@ write("headers", "quoted-cookie", request(cookie='q="x"; canary_bucket="9999"', 
 write("headers", "nothing", request(seed=7, bucket=10000, authority="svc.cluster.local", value="0"))
 write("headers", "grpc-content-type", request(authority="svc.cluster.local", value="application/grpc+proto"))
 write("headers", "grpc-status", request(authority="svc.cluster.local", value=" +14 "))
+write("headers", "fleet-report", request(authority="svc.cluster.local", value=(
+    "TEXT named_metrics.cg.pod=17, named_metrics.cg.vm=4, named_metrics.cg.rq=120, named_metrics.cg.er=3, "
+    "named_metrics.cg.c0=120, named_metrics.cg.c1=120, named_metrics.cg.c2=0, named_metrics.cg.o0=7, "
+    "named_metrics.cg.o1=2, named_metrics.cg.o2=0, named_metrics.cg.eu=5, named_metrics.cg.eu.hi=0, "
+    "named_metrics.cg.su=1, named_metrics.cg.su.hi=0, named_metrics.cg.rev.6c4b8d7f9=1")))
+write("headers", "fleet-tag", request(authority="svc.cluster.local", value="l=250000,0,800000;u=17"))
 write("headers", "junk", request(override=b"\xff\x00", user=b"", cookie=b";;=; x; \xff\xfe=\x00; canary_bucket=v1",
                                  cluster="outbound|80||a.b", authority=b"\xc3\xa9x:1", value=b" 042 "))
 

@@ -8,6 +8,7 @@ mod common;
 
 use canary_gate::config::{Config, GrpcConfig};
 use canary_gate::measure::grpc;
+use canary_gate::measure::report::{Report, Tag};
 use canary_gate::model::{Reason, Revision, Version};
 use canary_gate::route::bucket::{BucketRng, Bucketer, BUCKETS};
 use canary_gate::route::cookie::{self, SetCookie};
@@ -90,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
     check_buckets(&input);
     check_revision_table(input.value);
     check_grpc(input.value);
+    check_fleet(input.value);
     let (filter, mesh) = routers();
     let mut h = Headers::default();
     if let Some(v) = input.override_value {
@@ -108,6 +110,23 @@ fuzz_target!(|data: &[u8]| {
     check_clusters(mesh, &input);
     check_authority(filter, input.authority);
 });
+
+/// A fleet report or tag is read only if it is exactly what the writer makes of what was read,
+/// and a report's counts add up.
+fn check_fleet(value: &[u8]) {
+    if let Some(report) = Report::parse(value) {
+        assert_eq!(report.encode().as_bytes(), value, "a report reads back as written");
+        assert!(report.errors <= report.requests);
+        for (checked, over) in report.checked.iter().zip(report.over) {
+            assert!(over <= *checked && *checked <= report.requests);
+        }
+        assert!(report.follows(&report));
+    }
+    if let Some(tag) = Tag::parse(value) {
+        assert_eq!(tag.encode().as_bytes(), value, "a tag reads back as written");
+        assert!(tag.user.is_none_or(|u| u < 64));
+    }
+}
 
 /// A `grpc-status` value is read as Envoy reads it, a `content-type` sorted as Envoy sorts it,
 /// and every code counts as a status whose class matches whether it is an error.

@@ -572,6 +572,18 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn fleet_takes_its_defaults_and_its_limits() {
+        let parse = |json: &str| Config::parse(json.as_bytes()).unwrap().gate.fleet;
+        let mesh = r#"{"service":"a","split":{"mode":"mesh"},"gate":{"compare":{}"#;
+        assert_eq!(parse(&format!("{mesh}}}}}")), None);
+        assert_eq!(parse(&format!(r#"{mesh},"fleet":{{}}}}}}"#)), Some(FleetConfig::default()));
+        assert_eq!(
+            parse(&format!(r#"{mesh},"fleet":{{"max_pods":1024,"max_age_ms":60000}}}}}}"#)),
+            Some(FleetConfig { max_pods: 1024, max_age_ms: 60_000 })
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn bad_configurations_name_the_field() {
         let cases: &[(&str, &str, &str)] = &[
             (r#"{}"#, "(root)", "missing field `service`"),
@@ -626,6 +638,24 @@ mod tests {
             (r#"{"service":"a","gate":{"max_error_rate":0.1}}"#, "gate.max_error_rate", "unknown field"),
             (r#"{"service":"a","role":"observer","gate":{"max_p95_ms":100}}"#, "gate", "router role only"),
             (r#"{"service":"a","gate":{"eval_ms":99}}"#, "gate.eval_ms", "must be in 100..=1000, got 99"),
+            (r#"{"service":"a","split":{"mode":"mesh"},"gate":{"fleet":{}}}"#, "gate.fleet", "judges nothing"),
+            (r#"{"service":"a","gate":{"compare":{},"fleet":{}}}"#, "gate.fleet", "mesh-mode routers"),
+            (r#"{"service":"a","role":"observer","gate":{"fleet":{}}}"#, "gate.fleet", "router role only"),
+            (
+                r#"{"service":"a","split":{"mode":"mesh"},"gate":{"compare":{},"fleet":{"max_pods":0}}}"#,
+                "gate.fleet.max_pods",
+                "must be in 1..=1024, got 0",
+            ),
+            (
+                r#"{"service":"a","split":{"mode":"mesh"},"gate":{"compare":{},"fleet":{"max_age_ms":999}}}"#,
+                "gate.fleet.max_age_ms",
+                "must be in 1000..=60000 ms, got 999",
+            ),
+            (
+                r#"{"service":"a","split":{"mode":"mesh"},"gate":{"compare":{},"fleet":{"max_pod":2}}}"#,
+                "gate.fleet.max_pod",
+                "unknown field",
+            ),
             (r#"{"service":"a","gate":{"eval_ms":1001}}"#, "gate.eval_ms", "must be in 100..=1000, got 1001"),
             (r#"{"service":"a","gate":{"eval_ms":250.5}}"#, "gate.eval_ms", "invalid value"),
             (r#"{"service":"a","gate":{"compare":{"alpha":0}}}"#, "gate.compare.alpha", "[0.000001, 0.1], got 0"),
