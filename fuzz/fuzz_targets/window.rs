@@ -223,6 +223,9 @@ fn figures(sums: &Sums) -> WindowStats {
         p95_us: q(0.95),
         p99_us: q(0.99),
         outcomes: sums.outcomes,
+        // The rolling window has the quantiles; only the fleet's counts carry shares.
+        over_p95: None,
+        over_p99: None,
     }
 }
 

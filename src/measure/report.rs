@@ -72,10 +72,11 @@ impl Cursor<'_> {
         Some(())
     }
 
-    /// A decimal integer of 1 to 16 digits (below 2^53, so exact as ORCA's double), no sign.
+    /// A decimal integer of 1 to 16 digits (below 2^53, so exact as ORCA's double), no sign,
+    /// no leading zero: one value has one spelling.
     fn number(&mut self) -> Option<u64> {
         let digits = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 || digits > 16 {
+        if digits == 0 || digits > 16 || (digits > 1 && self.0.first() == Some(&b'0')) {
             return None;
         }
         let (number, rest) = self.0.split_at_checked(digits)?;
@@ -296,6 +297,7 @@ mod tests {
             "u=1;l=1,2,3",
             "l=1,2,3;u=1;u=2",
             "l=1, 2,3",
+            "l=01,2,3",
         ] {
             assert_eq!(Tag::parse(bad.as_bytes()), None, "{bad}");
         }
@@ -359,6 +361,7 @@ mod tests {
             text.replace("rev.5f7d9c8b4=1", "rev.a.b=1"),
             text.replace("rev.5f7d9c8b4=1", "rev.5f7d9c8b4=2"),
             text.replace("rq=10", "rq=1e1"),
+            text.replace("rq=10", "rq=010"),
             "TEXT cpu_utilization=0.3".to_string(),
             String::new(),
         ];
