@@ -71,6 +71,13 @@ GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 MESH_DENIES_BY_DEFAULT = True
 # The path observers answer with their revision (canary-gate's revision_probe_path default).
 REVISION_PROBE_PATH = "/__canary/revision"
+# The header a router sets on every request it handles to the reason of its decision
+# (canary-gate's reason_header default), and the reason when it leaves the choice to the mesh's
+# weights: then, and only then, the request carries no version header (the pinned routes match
+# none). The mirror route of the shadow phase matches it.
+REASON_HEADER = "x-canary-reason"
+MESH_REASON = "mesh"
+NOT_IN_PLAN_MIRROR = "not in the tier-1 plan: the shadow phase's length and share"
 # Applications call external hosts as http://HOST (port 80): the sidecar sees the HTTP request
 # (and canary-gate's outbound observer with it), then originates TLS to HOST:443.
 EGRESS_PORT = 80
@@ -217,6 +224,11 @@ SERVICES = [
      "outcomes": [{"name": "cache_hit", "response_header": "x-cache", "equals": ["HIT", "hit"]}],
      "outbound": {"external_hosts": ["hris.example.com"],
                   "classes": [{"name": "hris", "authority_suffix": ["hris.example.com"]}]},
+     # An optional shadow phase before the first setWeight (istio/components/unified-profile-mirror,
+     # mirror_component_docs): the plan's "mirroring for shadow testing" of a read-heavy service.
+     # Every GET copied to the canary at weight 0 for `pause` (`percentage` and `pause` are not
+     # in the plan), judged by revision over `window`.
+     "mirror": {"route": "shadow", "methods": ["GET"], "percentage": 100, "pause": "5m", "window": "2m"},
      # The memory-utilization metric divides by the container's memory limit.
      "resources": {"requests": {"cpu": "1000m", "memory": "2Gi"}, "limits": {"cpu": "4000m", "memory": "8Gi"}}},
     {"name": "api-gateway", "replicas": 3, "port": 3000, "planned": False,
@@ -570,13 +582,19 @@ def virtualservice_doc(s):
     }
 
 
-def rollout_doc(s):
-    svc = s["name"]
+def canary_steps(s):
+    """The Rollout's canary steps: each weight, then its pause."""
     steps = []
     for weight, pause in s["steps"]:
         steps.append({"setWeight": weight})
         if pause is not None:
             steps.append({"pause": {"duration": marked(pause, s["planned"])}})
+    return steps
+
+
+def rollout_doc(s):
+    svc = s["name"]
+    steps = canary_steps(s)
     args = [
         {"name": "service", "value": svc},
         C({"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}, above=[
@@ -1188,6 +1206,152 @@ def beacon_bodies_docs(s):
     return envoyfilter, component
 
 
+def minutes(duration):
+    """A duration of whole minutes ("5m") as a number of minutes."""
+    assert duration.endswith("m"), duration
+    return int(duration[:-1])
+
+
+def mirror_dir(s):
+    return f"components/{s['name']}-mirror"
+
+
+def mirror_steps(s):
+    """The shadow phase before the first setWeight, then the Rollout's own steps.
+
+    Placement: Argo's SetMirrorRoute (rollout/trafficrouting/istio/istio.go,
+    reconcileVirtualServiceMirrorRoutes) puts the mirror route first in the VirtualService and
+    orderRoutes keeps every managedRoutes entry above the routes it does not manage, so the
+    mirror route precedes canary-pinned and stable-pinned, and carries the weights of `primary`
+    (stable 100). Matching GET alone, it would take pinned users' and testers' GETs to stable.
+    Argo's match cannot say "without a header", so it also matches REASON_HEADER: MESH_REASON,
+    which a router sets exactly when it sets no version header; pinned, overridden and gated
+    requests say pin, override or gate and keep their routes. Without canary-gate (FAIL_OPEN)
+    nothing carries the header and nothing is copied."""
+    m, first_weight = s["mirror"], s["steps"][0][0]
+    route = {"name": m["route"], "percentage": C(m["percentage"], after=NOT_IN_PLAN_MIRROR), "match": [
+        {"method": {"exact": method}, "headers": {REASON_HEADER: {"exact": MESH_REASON}}} for method in m["methods"]]}
+    return [
+        C({"setCanaryScale": {"weight": first_weight}}, above=[
+            "Canary pods to copy to: at weight 0 Argo scales the canary to none. As many as the",
+            "first setWeight routes to (the step waits for them)."]),
+        C({"setMirrorRoute": route}, above=[
+            f"Copies of every {'/'.join(m['methods'])} a router leaves to the mesh ({REASON_HEADER}: {MESH_REASON}), never",
+            "a pinned, overridden or gated request's: Argo puts this route above the pinned ones."]),
+        {"pause": {"duration": C(m["pause"], after=NOT_IN_PLAN_MIRROR)}},
+        C({"setMirrorRoute": {"name": m["route"]}}, above=["No match: Argo removes the mirror route."]),
+        C(canary_steps(s)[0], above=["The plan's steps from here."]),
+        C({"setCanaryScale": {"matchTrafficWeight": True}}, above=[
+            "The canary's pods follow the weights again (as without the shadow phase)."]),
+        *canary_steps(s)[1:],
+    ]
+
+
+def shadow_metric(s, name, query, op, threshold, failure_limit, what):
+    """A measurement of the copies the canary revision's pods serve during the shadow phase: from
+    one window of copies on, every minute, done before the mirror route is removed."""
+    m = s["mirror"]
+    count = minutes(m["pause"]) - minutes(m["window"])
+    volume = op == "volume"
+    success, failure = (f"len(result) > 0 && result[0] > {threshold}", "false") if volume else cond(op, threshold)
+    return C({
+        "name": name,
+        "interval": "1m",
+        "initialDelay": m["window"],
+        "count": count,
+        "failureLimit": failure_limit,
+        "inconclusiveLimit": count - 1,
+        "consecutiveErrorLimit": CONSECUTIVE_ERROR_LIMIT,
+        "successCondition": success,
+        "failureCondition": failure,
+        "provider": {"prometheus": {"address": prometheus_address(), "query": query}},
+    }, above=[*what[:-1], f"{what[-1]} (canary-gate observers, by revision)."])
+
+
+def shadow_template_doc(s):
+    """The shadow phase's judgement: the canary revision's own pods (observers, by
+    rollouts-pod-template-hash), which serve nothing but the copies at weight 0. Routers see no
+    canary response then (Envoy discards a copy's), so their series stay empty."""
+    svc, w = s["name"], s["mirror"]["window"]
+    served = observed("canary-hash")
+    errors = observed("canary-hash", ',direction="inbound",code_class="5xx"')
+    requests = f"sum(rate(canary_requests_total{{{served}}}[{w}]))"
+
+    def quantile(q):
+        return f"histogram_quantile({q}, sum by (le) (rate(canary_request_duration_milliseconds_bucket{{{served}}}[{w}])))"
+
+    metrics = [
+        shadow_metric(s, "shadow-request-volume", requests, "volume", volume_floor(s), 0,
+                      [f"Copies > {volume_floor(s)} req/s, the plan's volume floor. Fewer are inconclusive: a phase",
+                       "that copied too little pauses the rollout for a human"]),
+        shadow_metric(s, "shadow-error-rate", f"sum(rate(canary_responses_total{{{errors}}}[{w}])) / {requests}",
+                      "<", 0.002, 1, ["5xx ratio of the copies < 0.002, the plan's error rate"]),
+        shadow_metric(s, "shadow-latency-p95", quantile(0.95), "<", 500, 1,
+                      ["p95 latency of the copies < 500 ms, the plan's"]),
+        shadow_metric(s, "shadow-latency-p99", quantile(0.99), "<", 1000, 2,
+                      ["p99 latency of the copies < 1000 ms, the plan's (secondary)"]),
+    ]
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": meta(f"{svc}-shadow", NAMESPACE, {"app": svc}),
+        "spec": {"args": [{"name": "service"}, {"name": "canary-hash"}], "metrics": metrics},
+    }
+
+
+def reads_routers(metric_doc):
+    """Whether a metric reads router series (canary traffic the routers route)."""
+    query = plain(metric_doc)["provider"]["prometheus"]["query"]
+    return ROUTER in query or "canary_web_" in query
+
+
+def json_patch(ops):
+    """JSON patch operations as the YAML text of a kustomize patch."""
+    return Lit("\n".join(emit_seq(ops, 0)) + "\n")
+
+
+def mirror_component_docs(s):
+    """The shadow phase as a kustomize Component: the Rollout's steps with the mirror phase
+    first, its managed route, the shadow template in its background analysis, and the router
+    metrics of <service>-slo waiting for the weights."""
+    svc, m = s["name"], s["mirror"]
+    canary = "/spec/strategy/canary"
+    rollout_ops = [
+        C({"op": "test", "path": f"{canary}/steps", "value": canary_steps(s)}, above=[
+            "Only the Rollout this was generated for: its steps as istio/generate.py writes them."]),
+        {"op": "replace", "path": f"{canary}/steps", "value": mirror_steps(s)},
+        C({"op": "add", "path": f"{canary}/trafficRouting/managedRoutes", "value": [{"name": m["route"]}]}, above=[
+            "Argo requires the mirror route here; at the end of the rollout, or an abort, it removes",
+            "every route listed (never list a route of the VirtualService itself)."]),
+        C({"op": "add", "path": f"{canary}/analysis/templates/-", "value": {"templateName": f"{svc}-shadow"}}, above=[
+            "The background analysis, from the mirror step on, judges the copies by revision."]),
+        {"op": "replace", "path": f"{canary}/analysis/startingStep",
+         "value": next(i for i, step in enumerate(map(plain, mirror_steps(s))) if "setMirrorRoute" in step)},
+    ]
+    delay = f"{minutes(m['pause']) + minutes(RATE_WINDOW_DELAY)}m"
+    template_ops = []
+    for i, metric_doc in enumerate(slo_metrics(svc)):
+        if reads_routers(metric_doc):
+            name = plain(metric_doc)["name"]
+            template_ops += [{"op": "test", "path": f"/spec/metrics/{i}/name", "value": name},
+                             {"op": "replace", "path": f"/spec/metrics/{i}/initialDelay", "value": delay}]
+    component = {
+        "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+        "kind": "Component",
+        "resources": ["analysistemplate.yaml"],
+        "patches": [
+            C({"target": {"group": "argoproj.io", "version": "v1alpha1", "kind": "Rollout", "name": svc},
+               "patch": json_patch(rollout_ops)}, above=["The Rollout: the shadow phase before the first setWeight."]),
+            C({"target": {"group": "argoproj.io", "version": "v1alpha1", "kind": "AnalysisTemplate",
+                          "name": f"{svc}-slo"},
+               "patch": json_patch(template_ops)}, above=[
+                "The router metrics: no canary traffic reaches a router during the shadow phase, so",
+                f"they wait for it and one window of weighted traffic ({m['pause']} + {RATE_WINDOW_DELAY})."]),
+        ],
+    }
+    return shadow_template_doc(s), component
+
+
 def routers(s):
     return ([gateway_router_doc(s)] if is_public(s) else []) + [client_router_doc(s, c) for c in s["callers"]]
 
@@ -1499,6 +1663,22 @@ def files():
               "to istio/kustomization.yaml. It replaces the WasmPlugin router."]
     out[f"{BODIES}/envoyfilter.yaml"] = (bodies, [envoyfilter])
     out[f"{BODIES}/kustomization.yaml"] = (bodies, [component])
+    for s in SERVICES:
+        if "mirror" not in s:
+            continue
+        template, component = mirror_component_docs(s)
+        d, svc, m = mirror_dir(s), s["name"], s["mirror"]
+        mirror = [f"An option: {svc}'s shadow phase. Before the first setWeight, Argo Rollouts mirrors",
+                  f"every {'/'.join(m['methods'])} the routers leave to the mesh to the canary (weight 0) for {m['pause']},",
+                  "then removes the mirror route; the background analysis judges the copies by the",
+                  "canary's revision. A kustomize Component: on, add `components: [../../" + d + "]`",
+                  f"to a kustomization of istio/services/{svc} (or `components: [{d}]` to one of istio/);",
+                  "off, leave it out (the shipped kustomizations do). Switch between rollouts only.",
+                  "docs/istio-argo.md#mirroring-shadow-testing."]
+        out[f"{d}/analysistemplate.yaml"] = (
+            [f"AnalysisTemplate {svc}-shadow: the copies the canary revision's pods serve during the",
+             f"shadow phase ({d}), from the observers' series by revision."], [template])
+        out[f"{d}/kustomization.yaml"] = (mirror, [component])
     out.update(kustomizations(out))
     return {path: (header, docs) for path, (header, docs) in sorted(out.items())}
 

@@ -16,6 +16,7 @@ pub mod chaos;
 pub mod client;
 pub mod grpc;
 pub mod mesh;
+pub mod mirror;
 pub mod prometheus;
 pub mod traffic;
 pub use client::{Client, Reply};

@@ -140,6 +140,13 @@ const PLAN = {
 const errorRates = (t) => ({
   "error-rate": ["<", t, 3, false], "inbound-error-rate": ["<", t, 3, false], "inbound-error-rate-stable": ["<", t, 3, false],
 });
+// The optional shadow phase of a service (a kustomize Component): its mirror route, the header a
+// router sets to the reason of its decision and the reason that leaves the choice to the mesh (no
+// version header then), the pause, and the window of its template's queries.
+const SHADOW = {
+  service: "unified-profile", component: "components/unified-profile-mirror", template: "unified-profile-shadow",
+  route: "shadow", reasonHeader: "x-canary-reason", meshReason: "mesh", pause: "5m", window: "2m",
+};
 // Metrics always in dryRun: shown beside the canary's, deciding nothing.
 const BASELINE = new Set(["inbound-error-rate-stable"]);
 // Templates of services the plan gives no SLOs for: their thresholds are marked placeholders.
@@ -167,6 +174,12 @@ const SLO = {
     "aggregation-success-rate": [">", 0.995, 3, true], "cache-hit-rate": [">", 0.8, 5, false],
     "db-query-latency-p95": ["<", 0.1, 3, true], "db-pool-utilization": ["<", 0.8, 3, true],
     "external-fetch-success-rate": [">", 0.98, 3, false], "memory-utilization": ["<", 0.85, 3, true],
+  },
+  // The shadow phase (istio/components/unified-profile-mirror): the copies the canary revision's
+  // pods serve, by revision, over SHADOW.window.
+  "unified-profile-shadow": {
+    "shadow-request-volume": ["volume", 10, 0, false], "shadow-error-rate": ["<", 0.002, 1, false],
+    "shadow-latency-p95": ["<", 500, 1, false], "shadow-latency-p99": ["<", 1000, 2, false],
   },
   "api-gateway-slo": errorRates(0.001),
   "reporting-slo": errorRates(0.001),
@@ -727,9 +740,11 @@ function analysisTemplateProblems(entry, gateMetrics) {
       const unreported = series.every((s) => UNREPORTED.test(s));
       if (unreported && /\breporter=/.test(prom.query)) p.push(`${m.name}: selects a reporter the web-vitals series do not carry`);
       if (!unreported && series.some((s) => UNREPORTED.test(s))) p.push(`${m.name}: mixes web-vitals series with per-reporter ones`);
+      const window = at.metadata.name === SHADOW.template ? `[${SHADOW.window}]` : "[5m]";
       const needles = observer
-        ? ['service="{{args.service}}"', `revision="{{args.${hash}}}"`, "[5m]"]
-        : ['service="{{args.service}}"', 'version="canary"', ...(unreported ? [] : ['reporter="router"']), "[5m]"];
+        ? ['service="{{args.service}}"', `revision="{{args.${hash}}}"`, window]
+        : ['service="{{args.service}}"', 'version="canary"', ...(unreported ? [] : ['reporter="router"']), window];
+      if (at.metadata.name === SHADOW.template && !observer) p.push(`${m.name}: the shadow phase is judged by revision, from the observers`);
       for (const needle of needles) if (!prom.query.includes(needle)) p.push(`${m.name}: query lacks ${needle}`);
       if (observer && /\bversion=/.test(prom.query)) p.push(`${m.name}: an observer query selects by version`);
       // Inbound and outbound observers of one pod share service and revision.
@@ -1119,6 +1134,112 @@ function beaconBodiesProblems(files, docs) {
   return p;
 }
 
+/** `kubectl kustomize` of a kustomization of `resources` (paths under istio/) with the shadow Component. */
+function kustomizeWithShadow(resources) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "shadow-phase-"));
+  try {
+    writeFileSync(path.join(dir, "kustomization.yaml"), JSON.stringify({
+      apiVersion: "kustomize.config.k8s.io/v1beta1", kind: "Kustomization",
+      resources: resources.map((r) => path.relative(dir, path.join(ISTIO, r))),
+      components: [path.relative(dir, path.join(ISTIO, SHADOW.component))] }));
+    return kustomize(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const minutesOf = (d) => { const m = /^(\d+)m$/.exec(d ?? ""); return m ? Number(m[1]) : NaN; };
+const readsRouters = (m) => /reporter="router"|canary_web_/.test(m.provider?.prometheus?.query ?? "");
+
+/**
+ * The Rollout with the shadow phase against the shipped one: a canary scale for the copies, the
+ * mirror route (every GET whose router left the choice to the mesh), a pause, the route removed,
+ * then the plan's steps; the route managed; the analysis from the mirror step on, with the shadow
+ * template. Argo's SetMirrorRoute puts a managed route above every route of the VirtualService,
+ * the pinned ones too: the match must require the reason a pinned request never carries.
+ */
+function shadowRolloutProblems(rollout, base, vs) {
+  const p = [];
+  const canary = rollout.spec?.strategy?.canary ?? {}, baseCanary = base.spec.strategy.canary;
+  const strip = (r) => {
+    const c = clone(r), k = c.spec.strategy.canary;
+    delete k.steps; delete k.trafficRouting.managedRoutes; delete k.analysis.templates; delete k.analysis.startingStep;
+    return c;
+  };
+  if (!isDeepStrictEqual(strip(rollout), strip(base))) p.push("the Component changes the Rollout beyond its steps, managed routes and analysis");
+  const steps = canary.steps ?? [], planSteps = baseCanary.steps;
+  const mirrorAt = steps.findIndex((s) => s.setMirrorRoute?.match);
+  const removeAt = steps.findIndex((s) => s.setMirrorRoute && !s.setMirrorRoute.match);
+  const firstWeight = steps.findIndex((s) => s.setWeight !== undefined);
+  if (!(mirrorAt >= 0 && mirrorAt < removeAt && removeAt < firstWeight))
+    p.push(`steps: the mirror route (${mirrorAt}) must be set, then removed (${removeAt}), before the first setWeight (${firstWeight})`);
+  if (!isDeepStrictEqual(steps[0], { setCanaryScale: { weight: planSteps[0].setWeight } }))
+    p.push("step 0 must scale the canary to the first setWeight's pods (at weight 0 Argo scales it to none)");
+  const mirror = steps[1]?.setMirrorRoute ?? {};
+  if (mirror.name !== SHADOW.route || mirror.percentage !== 100) p.push(`step 1 must mirror to route ${SHADOW.route}, 100%`);
+  for (const m of mirror.match ?? []) {
+    if (!isDeepStrictEqual(m.headers, { [SHADOW.reasonHeader]: { exact: SHADOW.meshReason } }))
+      p.push(`mirror match ${JSON.stringify(m)}: Argo puts the mirror route above the pinned routes; without ` +
+        `${SHADOW.reasonHeader}: ${SHADOW.meshReason} it takes pinned users' requests to stable`);
+    if (!isDeepStrictEqual(Object.keys(m).sort(), ["headers", "method"]) || !isDeepStrictEqual(m.method, { exact: "GET" }))
+      p.push(`mirror match ${JSON.stringify(m)}: GET requests only (a read-heavy service's reads)`);
+  }
+  if (!mirror.match?.length) p.push("step 1 has no match");
+  if (!isDeepStrictEqual(steps.slice(2, 4), [{ pause: { duration: SHADOW.pause } }, { setMirrorRoute: { name: SHADOW.route } }]))
+    p.push(`steps 2 and 3: a pause of ${SHADOW.pause}, then the mirror route removed (no match)`);
+  if (!isDeepStrictEqual(steps.slice(4), [planSteps[0], { setCanaryScale: { matchTrafficWeight: true } }, ...planSteps.slice(1)]))
+    p.push("after the shadow phase: the plan's steps, the canary's scale following the weights from the first on");
+  const managed = (canary.trafficRouting?.managedRoutes ?? []).map((r) => r.name);
+  if (!isDeepStrictEqual(managed, [SHADOW.route])) p.push(`managedRoutes ${managed}, expected ${SHADOW.route}`);
+  for (const name of managed) if ((vs?.spec?.http ?? []).some((r) => r.name === name))
+    p.push(`managed route ${name} is a route of the VirtualService: Argo would delete it at the end of every rollout`);
+  const templates = (canary.analysis?.templates ?? []).map((x) => x.templateName);
+  if (!isDeepStrictEqual(templates, [...baseCanary.analysis.templates.map((x) => x.templateName), SHADOW.template]))
+    p.push(`analysis templates ${templates}: the shipped ones and ${SHADOW.template}`);
+  if (canary.analysis?.startingStep !== mirrorAt) p.push("the background analysis must start at the mirror step");
+  return p;
+}
+
+/** The SLO template with the shadow phase: only the router metrics' initialDelay moves, past the phase. */
+function shadowTemplateProblems(slo, base, shadow) {
+  const p = [];
+  const delay = `${minutesOf(SHADOW.pause) + 5}m`;
+  (slo.spec?.metrics ?? []).forEach((m, i) => {
+    const want = clone(base.spec.metrics[i]);
+    if (readsRouters(want)) want.initialDelay = delay;
+    if (!isDeepStrictEqual(m, want)) p.push(`${m.name}: ${readsRouters(want) ? `initialDelay must be ${delay} (the shadow phase, then one window)` : "changed"}`);
+  });
+  if (slo.spec?.metrics?.length !== base.spec.metrics.length) p.push("metrics added or removed");
+  for (const m of shadow.spec.metrics) {
+    const last = minutesOf(m.initialDelay) + (m.count - 1) * minutesOf(m.interval);
+    if (!(Number.isInteger(m.count) && last < minutesOf(SHADOW.pause)))
+      p.push(`${m.name}: its last measurement (${last}m) must fall within the shadow phase (${SHADOW.pause})`);
+    if (!(m.inconclusiveLimit < m.count)) p.push(`${m.name}: a phase with nothing to judge must end the run Inconclusive`);
+  }
+  return p;
+}
+
+/** A kustomization with the shadow Component applies `want` unchanged, and the changed Rollout and SLO template. */
+function shadowProblems(built, want, docs) {
+  if (built.error) return [built.error];
+  const p = [];
+  const svc = SHADOW.service;
+  const base = find(docs, "Rollout", NAMESPACE, svc)?.doc, slo = find(docs, "AnalysisTemplate", NAMESPACE, `${svc}-slo`)?.doc;
+  const shadow = find(docs, "AnalysisTemplate", NAMESPACE, SHADOW.template)?.doc;
+  const vs = find(docs, "VirtualService", NAMESPACE, base?.spec?.strategy?.canary?.trafficRouting?.istio?.virtualService?.name)?.doc;
+  if (!base || !slo || !shadow || !vs) return [`the shipped Rollout, VirtualService and templates of ${svc}, and ${SHADOW.template}`];
+  const changed = new Set([objectId(base), objectId(slo)]);
+  p.push(...builtProblems({ objects: built.objects.filter((o) => !changed.has(objectId(o))) },
+    [...want.filter((d) => !changed.has(objectId(d))), shadow]));
+  const got = (d) => built.objects.find((o) => objectId(o) === objectId(d));
+  const rollout = got(base), template = got(slo);
+  if (!rollout || !template) return [...p, "the Rollout or the SLO template is not applied"];
+  for (const o of [rollout, template])
+    p.push(...schemaErrors(o).map((e) => `${o.kind} schema: ${e}`), ...unknownFields(o).map((f) => `${o.kind}: field ${f} is not in the schema`));
+  p.push(...shadowRolloutProblems(rollout, base, vs), ...shadowTemplateProblems(template, slo, shadow));
+  return p;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Runner
 
@@ -1287,6 +1408,11 @@ function main() {
       serviceObjects(files, svc)));
   check(`istio/${BEACON_BODIES} (Istio 1.28+): corp-cockpit's gateway router as an EnvoyFilter taking request bodies, instead of the WasmPlugin`,
     () => beaconBodiesProblems(files, docs));
+  const shadowBuilt = kustomizeWithShadow([`services/${SHADOW.service}`]);
+  check(`istio/${SHADOW.component}: ${SHADOW.service}'s shadow phase before the first setWeight, its mirror route never above a pinned user, judged by revision`,
+    () => shadowProblems(shadowBuilt, serviceObjects(files, SHADOW.service), docs));
+  check(`istio/${SHADOW.component} in a kustomization of istio/: the same, every other object as written`,
+    () => shadowProblems(kustomizeWithShadow(["."]), [...applied(files), promRule], docs));
   check("every YAML file under istio/ is generated by istio/generate.py", () =>
     files.filter((f) => !(f.file in (generated ?? {}))).map((f) => `${f.file} is not generated by istio/generate.py`));
   const envoy = loadEnvoyStats();
@@ -1441,6 +1567,24 @@ function main() {
   });
   rejects("the Istio 1.27 gateway patch on Istio 1.26 (nothing mounts the bootstrap)",
     () => gatewayPatchProblems(clone(files.find((x) => x.file === GATEWAY_PATCH).docs[0]), docs, false));
+
+  // The shadow phase.
+  const shadowRollout = () => clone(shadowBuilt.objects?.find((o) => o.kind === "Rollout" && o.metadata.name === SHADOW.service) ?? {});
+  const shadowArgs = [pick("Rollout", SHADOW.service), pick("VirtualService", `${SHADOW.service}-vsvc`)];
+  rejects("a mirror route on GET alone (Argo places it above the pinned routes: pinned users' GETs to stable)", () => shadowRolloutProblems(
+    mutate(shadowRollout(), (r) => { delete r.spec.strategy.canary.steps[1].setMirrorRoute.match[0].headers; }), ...shadowArgs));
+  rejects("a mirror route left in place at the first setWeight", () => shadowRolloutProblems(
+    mutate(shadowRollout(), (r) => { r.spec.strategy.canary.steps.splice(3, 1); }), ...shadowArgs));
+  rejects("a managed route named like a route of the VirtualService (Argo deletes it at the end)", () => shadowRolloutProblems(
+    mutate(shadowRollout(), (r) => { r.spec.strategy.canary.trafficRouting.managedRoutes.push({ name: "canary-pinned" }); }), ...shadowArgs));
+  rejects("a shadow phase with the canary scaled to none (no setCanaryScale)", () => shadowRolloutProblems(
+    mutate(shadowRollout(), (r) => { r.spec.strategy.canary.steps.shift(); }), ...shadowArgs));
+  rejects("a shadow template judging the copies at the routers (which never see them)", () => {
+    const d = docs.find((x) => x.doc.metadata?.name === SHADOW.template);
+    return analysisTemplateProblems(mutate({ ...d, doc: clone(d.doc) }, (e) => {
+      const m = e.doc.spec.metrics[1];
+      m.provider.prometheus.query = m.provider.prometheus.query.replaceAll('reporter="observer",revision="{{args.canary-hash}}",direction="inbound"', 'version="canary",reporter="router"'); }), gateMetrics);
+  });
 
   console.log(`${passed} passed, ${failed} failed`);
   process.exitCode = failed ? 1 : 0;
