@@ -1000,6 +1000,11 @@ def gate_config(s, pods):
         "rollout) and the gate window shows the canary's bad ratio over stable's by more than",
         "min_effect. A failure both versions share (a dependency down) never trips it.",
         *slow])
+    g["fleet"] = C({}, above=[
+        "Every router judges the whole fleet's counts, reported by the service's inbound observers",
+        "on the responses it gets (any caller's requests, mirrored copies included), not its own",
+        "slice: all routers trip together. Without fresh reports it judges its own slice, which",
+        "window_s and min_requests are sized for."])
     if "gate_classes" in s:
         g["classes"] = C(s["gate_classes"], above=[
             "Per route class: a fault one class's share of the traffic would dilute below the",

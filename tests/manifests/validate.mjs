@@ -100,8 +100,9 @@ const PLUGIN_KEYS = {
   metrics: ["window_s"],
   gate: ["window_s", "min_requests", "max_error_ratio", "max_p95_ms", "max_p99_ms",
     "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm", "min_outcome_ratio", "max_outcome_ratio", "classes",
-    "compare", "eval_ms", "vitals"],
+    "compare", "eval_ms", "vitals", "fleet"],
   "gate.compare": ["alpha", "min_effect", "slow_ms", "min_users"],
+  "gate.fleet": ["max_pods", "max_age_ms"],
   vitals: ["path", "max_body_bytes", "max_per_second"],
   "gate.vitals": ["max_lcp_p75_ms", "max_inp_p75_ms", "max_cls_p75", "max_js_error_ratio", "min_page_views"],
 };
