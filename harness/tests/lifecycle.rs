@@ -30,9 +30,10 @@
 //! (a) r2 rolls out through the Rollout's steps and is promoted; its cache hit rate and HRIS
 //!     fetch success rate pass at every measurement, from the first (at least 5 of each);
 //! (b) r3 fails at 30 % 5xx on its inbound requests (its HRIS fetches stay healthy): a
-//!     caller's gate trips, the analysis fails, Argo aborts and scales r3 to 0 (each caller's
-//!     gate judges r3 on its own requests: the other trips too if they convict r3 in time;
-//!     if not, its users pinned to r3 meet Envoy's 503 once, as in (d));
+//!     caller's gate trips, the analysis fails, Argo aborts and scales r3 to 0 (the shipped
+//!     routers judge the fleet's counts, both callers' requests as r3's observer reports them:
+//!     the other trips too if it convicts r3 in time; if not, its users pinned to r3 meet
+//!     Envoy's 503 once, as in (d));
 //! (c) r4 rolls out next, with no configuration change, and is judged afresh (the same two
 //!     metrics pass at every measurement);
 //! (d) r5 reaches its first step and is aborted by hand; no gate trip.
@@ -574,8 +575,8 @@ fn assert_users_saw_the_rollouts(caller: &str, events: &[Event], marks: &Marks) 
     }
     // No failure Envoy made itself, but a handful in the second after an aborted canary was
     // scaled to zero, to its users still pinned to it then: r5's, and r3's if this caller's
-    // gate had not tripped by then (another caller's trip aborts the rollout; the gates of
-    // the callers judge r3 on their own requests).
+    // gate had not tripped by then (another caller's trip aborts the rollout; each caller's
+    // gate runs its own comparison on the fleet's counts).
     let failures = envoy_failures(events);
     let within = |e: &Event, from: Instant| e.at >= from && e.at <= from + Duration::from_secs(1);
     let outside: Vec<_> = failures.iter().filter(|e| !marks.scale_downs.iter().any(|s| within(e, *s))).collect();
@@ -696,8 +697,8 @@ fn revisions_roll_out_fail_abort_and_roll_out_again_behind_two_subset_names() {
     let fetch = b.measured("external-fetch-success-rate");
     assert!(fetch.iter().all(|p| *p == Phase::Successful), "(b): r3's HRIS fetches: {fetch:?}");
     // The first caller's gate to trip fails the analysis; another caller's trips too if its
-    // own requests convict r3 before r3 is scaled to zero (or just after, on the responses
-    // already in its window). r3 has served nobody for a while after SETTLE: each router's
+    // comparison of the fleet's counts convicts r3 before r3 is scaled to zero (or just after,
+    // on the counts already in its window). r3 has served nobody for a while after SETTLE: each router's
     // gauge is final.
     sleep(SETTLE);
     let tripped = format!("canary_gate_tripped{{service=\"{SERVICE}\",revision=\"r3\"}}");
