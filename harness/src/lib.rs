@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod mesh;
 pub mod mirror;
 pub mod prometheus;
+pub mod shadow;
 pub mod traffic;
 pub use client::{Client, Reply};
 
