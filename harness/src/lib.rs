@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod analysis_run;
 pub mod chaos;
 pub mod client;
+pub mod fleet;
 pub mod grpc;
 pub mod mesh;
 pub mod mirror;
