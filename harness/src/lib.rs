@@ -49,9 +49,38 @@ pub fn backend_bin() -> PathBuf {
     artifact("CANARY_BACKEND_BIN", "target/release/canary-backend")
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, outside the kernel's ephemeral range: there the source
+/// port of any test's outgoing connection could take it before the server binds it.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let (low, high) = listening_range();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mut state = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+    for _ in 0..200 {
+        // splitmix64: a different sequence per process and per call.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15 ^ DRAWS.fetch_add(1, Ordering::Relaxed));
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let port = low + (z % u64::from(high - low + 1)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Ports for servers: below the ephemeral range when it leaves room, else above it.
+fn listening_range() -> (u16, u16) {
+    let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = ephemeral.split_whitespace().filter_map(|n| n.parse::<u16>().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(low), _) if low > 12_000 => (10_000, low - 1),
+        (_, Some(high)) if high < 63_000 => (high + 1, 65_000),
+        _ => (20_000, 30_000),
+    }
 }
 
 /// Polls `ok` until it holds and returns how long that took; fails the test after `timeout`.
@@ -65,14 +94,22 @@ pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -
 }
 
 pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    if let Err(status) = try_wait_for_port(port, child, what) {
+        panic!("{what} exited before listening on {port}: {status}");
+    }
+}
+
+/// Waits until `port` accepts; `Err` with the exit status when `child` exits first.
+fn try_wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<(), std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on {port}: {status}");
+            return Err(status);
         }
         assert!(Instant::now() < deadline, "{what} did not listen on {port} within 30 s");
         sleep(Duration::from_millis(20));
     }
+    Ok(())
 }
 
 fn stop(child: &mut Child) {
@@ -257,6 +294,18 @@ impl Envoy {
     }
 
     fn start_with(options: EnvoyOptions<'_>, upstreams: [u16; 2], inline: Option<&[&str]>) -> Envoy {
+        // A port taken between choosing and binding it is chosen again.
+        for _ in 0..3 {
+            match Self::try_start(&options, upstreams, inline) {
+                Ok(envoy) => return envoy,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("envoy exited before listening:\n{log}"),
+            }
+        }
+        panic!("envoy could not bind free ports in 3 attempts")
+    }
+
+    fn try_start(options: &EnvoyOptions<'_>, upstreams: [u16; 2], inline: Option<&[&str]>) -> Result<Envoy, String> {
         let dir = TempDir::new("envoy");
         let (admin_port, port) = (free_port(), free_port());
         let (bootstrap, ecds_file, ecds_template) = render(
@@ -280,10 +329,12 @@ impl Envoy {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start envoy: {e}"));
-        wait_for_port(port, &mut child, "envoy");
+        if try_wait_for_port(port, &mut child, "envoy").is_err() {
+            return Err(read_to_string(&dir.path().join("envoy.log")));
+        }
         let envoy = Envoy { child, dir, ecds_file, ecds_template, port, admin_port };
         envoy.wait_ready();
-        envoy
+        Ok(envoy)
     }
 
     fn wait_ready(&self) {
