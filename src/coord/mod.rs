@@ -216,13 +216,10 @@ impl Coordinator {
     }
 
     /// Inbound observer: this VM's report for a response, serving `revision` (request path: no
-    /// host call).
-    pub fn report(&self, revision: Revision, now_s: u64) -> report::Report {
-        let pod = match self.pod.get() {
-            0 => self.vm_id,
-            pod => pod,
-        };
-        self.reporter.get().report(pod, self.vm_id, revision, now_s)
+    /// host call); `None` until the pod's key is known, so a pod is never heard as two.
+    pub fn report(&self, revision: Revision, now_s: u64) -> Option<report::Report> {
+        let pod = Some(self.pod.get()).filter(|&pod| pod != 0)?;
+        Some(self.reporter.get().report(pod, self.vm_id, revision, now_s))
     }
 
     /// Records one completed request of `version` in route class `class` in this VM's tally
@@ -395,8 +392,8 @@ impl Coordinator {
     }
 
     /// Inbound observer: the key of this pod's reports, the first any of its VMs chose (shared
-    /// data, read once a period until it settles).
-    fn resolve_pod(&self, host: &impl Host) {
+    /// data: at configuration, then once a period).
+    pub fn resolve_pod(&self, host: &impl Host) {
         let key = "canary-gate/pod";
         let read = |host: &dyn Fn(&str) -> Option<Vec<u8>>| {
             host(key).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).filter(|&pod| pod != 0)

@@ -758,3 +758,17 @@ fn a_canary_that_serves_a_router_nothing_is_asked_for_its_report_once_a_period()
     }
     assert!(vm.coord.gate_tripped(), "a shadowed canary that fails trips the gate");
 }
+
+#[test]
+#[wasm_bindgen_test]
+fn an_observers_vms_report_one_pod_key_and_nothing_before_they_know_it() {
+    let proxy = FakeProxy::at(START_S);
+    let observer = r#"{"service":"checkout","role":"observer"}"#;
+    let (first, second) = (Vm::new(&proxy, 7, observer), Vm::new(&proxy, 9, observer));
+    assert_eq!(first.coord.report(rev("r1"), START_S), None, "no report before the pod's key is known");
+    first.coord.resolve_pod(&first.host);
+    second.coord.resolve_pod(&second.host);
+    let reports = [&first, &second].map(|vm| vm.coord.report(rev("r1"), START_S).unwrap());
+    assert_eq!(reports.map(|r| r.pod), [7, 7], "the pod's key is the first VM's choice");
+    assert_eq!(reports.map(|r| r.vm), [7, 9], "each VM keeps its own counts' key");
+}

@@ -144,6 +144,9 @@ impl RootContext for Root {
             log::warn!("the host offers no clear_route_cache: routes follow the version header only while it clears the route cache itself (proxy-wasm ABI 0.2.1)");
         }
         let coordinator = VM.with(|vm| vm.coordinator(&config.service, config.measures()));
+        if config.role == Role::Observer && config.direction == "inbound" {
+            coordinator.resolve_pod(&ProxyHost);
+        }
         let fleet_limits = config.gate.fleet.map(|_| crate::coord::fleet::tag_limits(config));
         let period = Duration::from_millis(u64::from(config.eval_period_ms()));
         self.plugin = Some(Rc::new(Plugin {
@@ -495,7 +498,7 @@ impl Stream {
     /// without a revision to report).
     fn report(&self) -> Option<String> {
         let revision = self.plugin.own_revision.filter(|_| self.tag.is_some())?;
-        Some(self.plugin.coordinator.report(revision, host::now_micros() / 1_000_000).encode())
+        self.plugin.coordinator.report(revision, host::now_micros() / 1_000_000).map(|report| report.encode())
     }
 
     /// Router: removes the observer's report from the response, and keeps it with `gate.fleet`.
