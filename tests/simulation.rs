@@ -48,6 +48,20 @@
 //! nearest-rank over all runs, an undetected run counting as never ("—": not reached by the
 //! rollout's end).
 //!
+//! # N routers over one fleet (`gate.fleet`)
+//!
+//! The fleet's traffic split evenly over N = 1, 4, 16 routers (calling pods' sidecars), served
+//! by 2 stable and 1 canary pods of 2 observer VMs each; each request goes to a random VM of
+//! its version. Each observer VM keeps its cumulative counts (users sketches by the real
+//! `Reporter`); a router hears a VM's report, as of the period before, with each response from
+//! it, ships its inbox and merges with the real `Inbox` and `FleetMerge` every period (the
+//! revision probe's answer, from a random canary VM, when no canary report came), and judges
+//! the fleet's view while it is fresh, its own requests otherwise. A router that trips sends
+//! its users to stable. Faulty runs ([`FLEET_DETECTION_RUNS`] per cell, +30 and +5 points from
+//! minute 0 at 1, 10, 100 rps): the median router's and the last router's time to fall back,
+//! with and without `fleet` on the same seeds. Healthy rollouts ([`FLEET_HEALTHY_ROLLOUTS`], as
+//! above at 1–100 rps) at `alpha` 0.1: rollouts in which any router tripped.
+//!
 //! # Speed
 //!
 //! `Gate::compare` judges all of its tests every period, microseconds of logarithms, and
@@ -75,15 +89,19 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use canary_gate::config::{CompareConfig, Config, GateConfig};
+use canary_gate::config::{CompareConfig, Config, FleetConfig, GateConfig};
+use canary_gate::coord::fleet::{FleetMerge, Inbox};
 use canary_gate::gate::compare::{Compare, PeriodCounts, TESTS};
 use canary_gate::gate::sequential::Period;
 use canary_gate::gate::Gate;
+use canary_gate::host::{Host, MetricKind, Stats};
+use canary_gate::measure::report::{Report, Reporter, LIMITS};
 use canary_gate::measure::window::{user_bit, Tally, Window, WindowStats};
-use canary_gate::model::Version;
+use canary_gate::model::{Revision, Version};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -655,6 +673,326 @@ fn find(results: &[CellResult], fault: Fault, start_min: u64, rate: f64) -> &Cel
         .expect("a simulated cell")
 }
 
+// N routers over one fleet (`gate.fleet`).
+
+/// Routers (calling pods' sidecars) over one fleet.
+const FLEET_ROUTERS: [usize; 3] = [1, 4, 16];
+/// Mean rates of the whole fleet's traffic in the faulty fleet runs.
+const FLEET_RATES: [f64; 3] = [1.0, 10.0, 100.0];
+/// Error faults of the faulty fleet runs: percentage points of 5xx on the canary from minute 0.
+const FLEET_FAULTS: [u32; 2] = [30, 5];
+const FLEET_DETECTION_RUNS: u64 = 80;
+const FLEET_HEALTHY_ROLLOUTS: u64 = 150;
+const FLEET_SEED: u64 = 0xf1ee_7000_0000;
+const FLEET_HEALTHY_SEED: u64 = 0xf1ee_75a4_0000;
+/// Observer pods serving stable and the canary, and observer VMs (Envoy workers) per pod.
+const FLEET_PODS: [usize; 2] = [2, 1];
+const FLEET_WORKERS: usize = 2;
+/// The fleet's clock at the run's start, in seconds (a users epoch of 0 means "none" to the reporter).
+const FLEET_EPOCH_S: u64 = 1_700_000_000;
+/// The healthy fleet rollouts' `gate.compare.alpha`: the largest allowed, at which false trips
+/// are frequent enough to count in a few hundred rollouts.
+const FLEET_HEALTHY_ALPHA: &str = "0.1";
+
+/// A router proxy's host as its fleet merge uses it: one shared queue.
+#[derive(Default)]
+struct FleetHost(RefCell<VecDeque<Vec<u8>>>);
+
+impl Stats for FleetHost {
+    fn define_metric(&self, _: MetricKind, _: &str) -> Option<u32> {
+        None
+    }
+    fn add(&self, _: u32, _: u64) {}
+    fn record(&self, _: u32, _: u64) {}
+    fn metric_value(&self, _: u32) -> u64 {
+        0
+    }
+}
+
+impl Host for FleetHost {
+    fn now_micros(&self) -> u64 {
+        0
+    }
+    fn shared_data(&self, _: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        (None, None)
+    }
+    fn set_shared_data(&self, _: &str, _: &[u8], _: Option<u32>) -> bool {
+        false
+    }
+    fn register_queue(&self, _: &str) -> Option<u32> {
+        Some(0)
+    }
+    fn enqueue(&self, _: u32, message: &[u8]) -> bool {
+        self.0.borrow_mut().push_back(message.to_vec());
+        true
+    }
+    fn dequeue(&self, _: u32) -> Option<Vec<u8>> {
+        self.0.borrow_mut().pop_front()
+    }
+    fn http_get(&self, _: &str, _: &str, _: &str, _: &[(&str, &str)], _: u64) -> bool {
+        false
+    }
+}
+
+/// An inbound observer VM: its cumulative counts (users sketches by the real [`Reporter`]).
+struct Observer {
+    version: Version,
+    pod: u64,
+    vm: u64,
+    requests: u64,
+    errors: u64,
+    reporter: Reporter,
+}
+
+impl Observer {
+    /// The fleet's observer VMs: stable's pods, then the canary's.
+    fn fleet() -> Vec<Observer> {
+        let versions = FLEET_PODS.iter().zip(Version::BOTH).flat_map(|(&pods, v)| std::iter::repeat_n(v, pods));
+        let vms = versions.enumerate().flat_map(|(pod, version)| {
+            (0..FLEET_WORKERS).map(move |w| Observer {
+                version,
+                pod: pod as u64 + 1,
+                vm: (pod * FLEET_WORKERS + w) as u64 + 1,
+                requests: 0,
+                errors: 0,
+                reporter: Reporter::default(),
+            })
+        });
+        vms.collect()
+    }
+
+    fn report(&self, revisions: &[Revision; 2], now_s: u64) -> Report {
+        let users = self.reporter.report(self.pod, self.vm, revisions[self.version.index()], now_s);
+        Report { requests: self.requests, errors: self.errors, ..users }
+    }
+}
+
+/// One router of a fleet run: its own window, its gates, its fleet merge.
+struct FleetRouter {
+    own: Merged,
+    /// The gates judging its own requests, then those with `gate.fleet`.
+    gates: Vec<Tracked>,
+    own_gates: usize,
+    fleet: Option<(FleetHost, Inbox, FleetMerge)>,
+    /// No canary report in the last merge: the revision probe's answer comes with the next.
+    probe: bool,
+    /// A gate tripped: its users go to stable.
+    redirected: bool,
+}
+
+/// What a fleet run simulates.
+struct FleetSetup<'a> {
+    routers: usize,
+    /// Each router's gates judging its own requests, and those with `gate.fleet`.
+    own: &'a [&'a GateConfig],
+    fleet: &'a [&'a GateConfig],
+    /// A router whose gate tripped sends its users to stable (one gate a router).
+    redirect: bool,
+    /// The reference way (`Gate::compare` every period, the window fed every period).
+    reference: bool,
+}
+
+/// Runs `run` (its rate the whole fleet's) over `setup.routers` routers, each an equal share of
+/// the requests, and the observer VMs of [`FLEET_PODS`]: every router's gates' first trips.
+fn fleet_simulate(run: &Run<'_>, setup: &FleetSetup<'_>) -> Vec<Vec<Option<u64>>> {
+    let mut rng = SmallRng::seed_from_u64(run.seed);
+    // The probes' draws apart: the traffic is the same with `fleet` and without.
+    let mut probe_rng = SmallRng::seed_from_u64(run.seed ^ 0x9b0b_e5ee_d000);
+    let mut bursts = Bursts::new(&mut rng);
+    let fleet_config = FleetConfig::default();
+    let revisions = [b"stable-rev".as_slice(), b"canary-rev"].map(|r| Revision::parse(r).expect("a revision"));
+    let serving = revisions.map(Some);
+    let mut observers = Observer::fleet();
+    let first_canary = FLEET_PODS[0] * FLEET_WORKERS;
+    let gate_s = setup.own.iter().chain(setup.fleet).next().map_or(5, |g| g.window_s as usize);
+    let mut routers: Vec<FleetRouter> = (0..setup.routers)
+        .map(|_| FleetRouter {
+            own: Merged::new(gate_s, setup.reference),
+            gates: setup.own.iter().chain(setup.fleet).map(|g| Tracked::new(g, setup.reference)).collect(),
+            own_gates: setup.own.len(),
+            fleet: (!setup.fleet.is_empty()).then(|| (FleetHost::default(), Inbox::default(), FleetMerge::new(gate_s))),
+            probe: false,
+            redirected: false,
+        })
+        .collect();
+    let mut tally = Tally::default();
+    let mut arrivals = Poisson::new(1.0).expect("valid poisson");
+    let mut reports = Vec::with_capacity(observers.len());
+    for k in 0..ROLLOUT_PERIODS {
+        if k % PERIODS_PER_S == 0 {
+            let mean = run.rate * bursts.next_second(&mut rng) / (PERIODS_PER_S as f64 * setup.routers as f64);
+            arrivals = Poisson::new(mean).expect("valid poisson");
+        }
+        let probs = (run.probs)(k);
+        let now_s = FLEET_EPOCH_S + k / PERIODS_PER_S;
+        // What a VM reports in this period: its counts up to the period before.
+        reports.clear();
+        reports.extend(observers.iter().map(|o| o.report(&revisions, now_s)));
+        for r in &mut routers {
+            let done = r.gates.iter().all(|g| g.trip.is_some());
+            let n = arrivals.sample(&mut rng) as u64;
+            let canary = binomial(&mut rng, n, if r.redirected { 0.0 } else { probs.share });
+            r.own.advance_to(k / PERIODS_PER_S);
+            let mut counts = PeriodCounts::default();
+            for (version, requests) in [(Version::Stable, n - canary), (Version::Canary, canary)] {
+                let i = version.index();
+                (tally.requests, tally.errors, tally.error_users) = (requests, 0, 0);
+                // Each request goes to one of the version's VMs, at random.
+                let vms = if i == 0 { 0..first_canary } else { first_canary..observers.len() };
+                let mut left = requests;
+                for (j, v) in vms.clone().enumerate() {
+                    let x = binomial(&mut rng, left, 1.0 / (vms.len() - j) as f64);
+                    left -= x;
+                    if x == 0 {
+                        continue;
+                    }
+                    let o = &mut observers[v];
+                    let errors = binomial(&mut rng, x, probs.error[i]);
+                    for _ in 0..errors {
+                        let user = user_bit(rng.gen());
+                        tally.error_users |= user;
+                        o.reporter.record(0, true, user, &[0; LIMITS], now_s);
+                    }
+                    (o.requests, o.errors) = (o.requests + x, o.errors + errors);
+                    tally.errors += errors;
+                    // A response from the VM: its report.
+                    if let (Some((_, inbox, _)), false) = (&r.fleet, done) {
+                        inbox.hear(reports[v], &fleet_config);
+                    }
+                }
+                r.own.add(version, &tally);
+                counts.add(version, &tally);
+            }
+            if done {
+                continue;
+            }
+            let view = r.fleet.as_mut().and_then(|(host, inbox, merge)| {
+                inbox.ship(host, 0);
+                // The answer to the probe sent after the last merge, from one of the canary's VMs.
+                let probed = r.probe.then(|| reports[probe_rng.gen_range(first_canary..observers.len())]);
+                let now_ms = (FLEET_EPOCH_S * PERIODS_PER_S + k + 1) * 1000 / PERIODS_PER_S;
+                merge.merge(host, 0, (now_ms, now_s), (serving, 1), probed, &fleet_config);
+                r.probe = !merge.heard_canary();
+                merge.view(serving, "sim")
+            });
+            let mut own_stats: Option<(WindowStats, WindowStats)> = None;
+            for (g, gate) in r.gates.iter_mut().enumerate() {
+                let fleet = view.as_ref().filter(|_| g >= r.own_gates);
+                let counts = fleet.map_or(&counts, |v| &v.period);
+                if !gate.prepare(counts) {
+                    continue;
+                }
+                match fleet {
+                    Some(v) => gate.judge(k, counts, &v.canary, &v.stable),
+                    None => {
+                        let own = &mut r.own;
+                        let (canary, stable) = own_stats
+                            .get_or_insert_with(|| (own.gate_stats(Version::Canary), own.gate_stats(Version::Stable)));
+                        gate.judge(k, counts, canary, stable);
+                    }
+                }
+            }
+            r.redirected = setup.redirect && r.gates.iter().any(|g| g.trip.is_some());
+        }
+        if routers.iter().all(|r| r.gates.iter().all(|g| g.trip.is_some())) {
+            break;
+        }
+    }
+    routers.iter().map(|r| r.gates.iter().map(|g| g.trip.as_ref().map(|&(k, _)| k)).collect()).collect()
+}
+
+/// One faulty fleet cell: `pp` points of 5xx on the canary from minute 0, `rate` over `routers`.
+#[derive(Debug, Clone, Copy)]
+struct FleetCell {
+    pp: u32,
+    rate: f64,
+    routers: usize,
+}
+
+fn fleet_cells() -> Vec<FleetCell> {
+    let mut out = Vec::new();
+    for pp in FLEET_FAULTS {
+        for rate in FLEET_RATES {
+            for routers in FLEET_ROUTERS {
+                out.push(FleetCell { pp, rate, routers });
+            }
+        }
+    }
+    out
+}
+
+/// Run `run` of fleet cell `index`, with `gate.fleet` or without: each router's trip, in seconds
+/// after the fault (the same seed either way, so the same traffic until a router trips).
+fn fleet_faulty_run(
+    c: &Configs,
+    index: usize,
+    cell: FleetCell,
+    fleet: bool,
+    run: u64,
+    reference: bool,
+) -> Vec<Option<f64>> {
+    let probs = move |_: u64| Probs {
+        share: DETECTION_SHARE,
+        error: [BASE_ERROR, BASE_ERROR + f64::from(cell.pp) / 100.0],
+        slow: None,
+    };
+    let gates: &[&GateConfig] = &[&c.defaults];
+    let (own, with_fleet) = if fleet { (&[][..], gates) } else { (gates, &[][..]) };
+    let setup = FleetSetup { routers: cell.routers, own, fleet: with_fleet, redirect: true, reference };
+    let run_seed = seed(FLEET_SEED, ((index as u64) << 20) + run);
+    let trips = fleet_simulate(&Run { seed: run_seed, rate: cell.rate, probs: &probs }, &setup);
+    trips.iter().map(|t| t[0].map(|k| (k + 1) as f64 / PERIODS_PER_S as f64)).collect()
+}
+
+/// Healthy fleet rollout `index` over `routers`, as [`healthy_run`]'s but at 1–100 rps: per
+/// router the first trips of `gates` judging its own requests, then of the same with `gate.fleet`.
+fn fleet_healthy_run(gates: &[&GateConfig], routers: usize, index: u64) -> Vec<Vec<Option<u64>>> {
+    let mut rng = SmallRng::seed_from_u64(seed(FLEET_HEALTHY_SEED, index));
+    let share = rng.gen_range(0.05..0.50);
+    let rate = 10f64.powf(rng.gen_range(0.0..2.0));
+    let error = rng.gen_range(0.0..0.05);
+    let probs = move |k: u64| {
+        let steps = (k / PERIODS_PER_S / 600).min(2) as i32;
+        Probs { share: (share * 2f64.powi(steps)).min(0.5), error: [error, error], slow: None }
+    };
+    let setup = FleetSetup { routers, own: gates, fleet: gates, redirect: false, reference: false };
+    fleet_simulate(&Run { seed: rng.gen(), rate, probs: &probs }, &setup)
+}
+
+/// Nearest-rank quantile `q` of `times`, a `None` ranking last (never).
+fn nearest_rank(times: &[Option<f64>], q: f64) -> Option<f64> {
+    let mut sorted: Vec<f64> = times.iter().flatten().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(((q * times.len() as f64).ceil() as usize).max(1) - 1).copied()
+}
+
+/// The fleet figures of one cell and mode, over its runs: the median router's time to fall back
+/// and the last router's (each run's), median and p95 over the runs.
+struct FleetTimes {
+    median_router: [Option<f64>; 2],
+    last_router: [Option<f64>; 2],
+    /// Runs in which every router tripped.
+    all: usize,
+}
+
+fn fleet_times(runs: &[Vec<Option<f64>>]) -> FleetTimes {
+    let router = |q: f64| runs.iter().map(|trips| nearest_rank(trips, q)).collect::<Vec<_>>();
+    let (median, last) = (router(0.5), router(1.0));
+    FleetTimes {
+        median_router: [nearest_rank(&median, 0.5), nearest_rank(&median, 0.95)],
+        last_router: [nearest_rank(&last, 0.5), nearest_rank(&last, 0.95)],
+        all: last.iter().flatten().count(),
+    }
+}
+
+fn median_p95(t: [Option<f64>; 2]) -> String {
+    match t {
+        [None, _] => "—".into(),
+        [Some(m), None] => format!("{m:.2} s / —"),
+        [Some(m), Some(p)] => format!("{m:.2} / {p:.2} s"),
+    }
+}
+
 #[test]
 #[cfg_attr(debug_assertions, ignore = "run optimised: make simulate")]
 fn healthy_rollouts_rarely_trip_and_faulty_canaries_are_caught() {
@@ -756,6 +1094,120 @@ fn healthy_rollouts_rarely_trip_and_faulty_canaries_are_caught() {
         "\nRun time: healthy rollouts {healthy_s:.1} s, detection {detection_s:.1} s ({THREADS} threads)."
     )
     .unwrap();
+    // N routers over one fleet: faulty runs, with `gate.fleet` and without on the same seeds.
+    let started = Instant::now();
+    let fleet_cells = fleet_cells();
+    let fleet_runs = FLEET_DETECTION_RUNS as usize;
+    let fleet_outcomes = parallel((fleet_cells.len() * fleet_runs * 2) as u64, |job| {
+        // A cell's runs without `fleet`, then with it: on both threads alike.
+        let (cell, fleet, run) =
+            (job as usize / (2 * fleet_runs), job / FLEET_DETECTION_RUNS % 2 == 1, job % FLEET_DETECTION_RUNS);
+        fleet_faulty_run(&c, cell, fleet_cells[cell], fleet, run, false)
+    });
+    let outcome =
+        |cell: usize, fleet: bool, run: usize| &fleet_outcomes[(cell * 2 + usize::from(fleet)) * fleet_runs + run];
+    // The reference way: the first run of every cell of 4 routers.
+    let checked: Vec<(usize, bool)> =
+        (0..fleet_cells.len()).filter(|&i| fleet_cells[i].routers == 4).flat_map(|i| [(i, false), (i, true)]).collect();
+    let reference = parallel(checked.len() as u64, |j| {
+        let (i, fleet) = checked[j as usize];
+        fleet_faulty_run(&c, i, fleet_cells[i], fleet, 0, true)
+    });
+    for (&(i, fleet), trips) in checked.iter().zip(&reference) {
+        assert_eq!(trips, outcome(i, fleet, 0), "{:?} with fleet {fleet}, run 0, the reference way", fleet_cells[i]);
+    }
+    let fleet_times: Vec<[FleetTimes; 2]> = (0..fleet_cells.len())
+        .map(|i| {
+            [false, true]
+                .map(|fleet| fleet_times(&(0..fleet_runs).map(|r| outcome(i, fleet, r).clone()).collect::<Vec<_>>()))
+        })
+        .collect();
+    let fleet_detection_s = started.elapsed().as_secs_f64();
+
+    // N routers over one fleet: healthy rollouts, defaults and raw at a raised alpha.
+    let started = Instant::now();
+    let compare = |fields: &str| {
+        gate_config(&format!(
+            r#"{{"service": "sim", "gate": {{"compare": {{"alpha": {FLEET_HEALTHY_ALPHA}{fields}}}}}}}"#
+        ))
+    };
+    let healthy_gates = [compare(""), compare(r#", "min_effect": 0, "min_users": 1"#)];
+    let fleet_healthy: Vec<Vec<Vec<Vec<Option<u64>>>>> = FLEET_ROUTERS
+        .iter()
+        .map(|&n| {
+            parallel(FLEET_HEALTHY_ROLLOUTS, |i| fleet_healthy_run(&[&healthy_gates[0], &healthy_gates[1]], n, i))
+        })
+        .collect();
+    let fleet_healthy_s = started.elapsed().as_secs_f64();
+    // Per router count and gate (own defaults, own raw, fleet defaults, fleet raw): rollouts
+    // with a trip, and routers tripped.
+    let false_trips = |n: usize, gate: usize| {
+        let rollouts = &fleet_healthy[n];
+        let tripped = |r: &Vec<Vec<Option<u64>>>| r.iter().filter(|router| router[gate].is_some()).count();
+        (rollouts.iter().filter(|r| tripped(r) > 0).count(), rollouts.iter().map(tripped).sum::<usize>())
+    };
+    writeln!(
+        report,
+        "\n## N routers over one fleet: `gate.compare: {{}}` on each router's own requests, or with `gate.fleet`\n"
+    )
+    .unwrap();
+    writeln!(
+        report,
+        "The fleet's traffic split evenly over N routers; {} stable and {} canary pods of {FLEET_WORKERS} observer VMs. \
+         Canary share {:.0}%, 5xx {:.0}% on both, the fault from minute 0, {FLEET_DETECTION_RUNS} runs per cell. \
+         Time to fall back: from the fault to the trip of the run's median router and of its last one \
+         (every user back on stable), median / p95 over the runs (— never, within the 30-minute rollout; \
+         in brackets the runs in which every router tripped).\n",
+        FLEET_PODS[0],
+        FLEET_PODS[1],
+        DETECTION_SHARE * 100.0,
+        BASE_ERROR * 100.0
+    )
+    .unwrap();
+    writeln!(
+        report,
+        "| fault | rps | routers | median router | last router | median router, fleet | last router, fleet |"
+    )
+    .unwrap();
+    writeln!(report, "|---|---:|---:|---:|---:|---:|---:|").unwrap();
+    for (cell, [own, fleet]) in fleet_cells.iter().zip(&fleet_times) {
+        writeln!(
+            report,
+            "| +{} pp errors | {} | {} | {} | {} ({}) | {} | {} ({}) |",
+            cell.pp,
+            cell.rate,
+            cell.routers,
+            median_p95(own.median_router),
+            median_p95(own.last_router),
+            own.all,
+            median_p95(fleet.median_router),
+            median_p95(fleet.last_router),
+            fleet.all
+        )
+        .unwrap();
+    }
+    writeln!(
+        report,
+        "\nFalse trips: {FLEET_HEALTHY_ROLLOUTS} healthy rollouts (as above, at 1–100 rps; the same ones for every \
+         router count) judged at alpha {FLEET_HEALTHY_ALPHA}, where they are frequent enough to count (at {alpha}, \
+         6 in 10,000 for one router, above): rollouts in which a router tripped (routers tripped in all), with the \
+         default guards and raw (`min_effect` 0, `min_users` 1).\n"
+    )
+    .unwrap();
+    writeln!(report, "| routers | defaults | defaults, fleet | raw | raw, fleet |").unwrap();
+    writeln!(report, "|---:|---:|---:|---:|---:|").unwrap();
+    for (n, routers) in FLEET_ROUTERS.iter().enumerate() {
+        let cells = [0, 2, 1, 3].map(|g| {
+            let (rollouts, tripped) = false_trips(n, g);
+            format!("{rollouts} ({tripped})")
+        });
+        writeln!(report, "| {routers} | {} |", cells.join(" | ")).unwrap();
+    }
+    writeln!(
+        report,
+        "\nRun time: fleet detection {fleet_detection_s:.1} s, fleet healthy rollouts {fleet_healthy_s:.1} s ({THREADS} threads)."
+    )
+    .unwrap();
     println!("{report}");
     let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory");
     std::fs::write(target.join("simulation.md"), &report).expect("target/simulation.md written");
@@ -789,4 +1241,22 @@ fn healthy_rollouts_rarely_trip_and_faulty_canaries_are_caught() {
     let (fresh, late) = (find(&results, Fault::Errors(30), 0, 100.0), find(&results, Fault::Errors(30), 25, 100.0));
     let (fresh, late) = (fresh.median.expect("detected"), late.median.expect("detected"));
     assert!(late <= 3.0 * fresh + 1.0, "+30 pp at 100 rps: median {late} s from minute 25, {fresh} s from minute 0");
+
+    // N routers over one fleet: with `gate.fleet` the last router falls back at least 1.5 times
+    // sooner at 4 and 16 routers, every run, and false trips stay within the union bound.
+    for (cell, [own, fleet]) in fleet_cells.iter().zip(&fleet_times) {
+        if cell.routers == 1 || cell.rate < 100.0 {
+            continue;
+        }
+        assert_eq!(fleet.all, fleet_runs, "{cell:?}: with fleet, every router trips in every run");
+        let with = fleet.last_router[0].expect("the last router trips with fleet");
+        let without = own.last_router[0].unwrap_or(f64::INFINITY);
+        assert!(1.5 * with <= without, "{cell:?}: last router {with} s with fleet, {without} s without");
+    }
+    let alpha_fleet: f64 = FLEET_HEALTHY_ALPHA.parse().expect("a number");
+    for (n, &routers) in FLEET_ROUTERS.iter().enumerate() {
+        let (rollouts, _) = false_trips(n, 2);
+        let bound = (routers as f64 * alpha_fleet).min(1.0) * FLEET_HEALTHY_ROLLOUTS as f64;
+        assert!(rollouts as f64 <= bound, "{routers} routers with fleet: {rollouts} rollouts tripped, bound {bound}");
+    }
 }
