@@ -214,7 +214,8 @@ bench-instructions: apt-deps
 	large=$$(valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/hotpath 101000 2>&1 | awk '/Collected/ {print $$4}'); \
 	echo "core decision + record: $$(( (large - small) / 100000 )) instructions per request (callgrind, 100,000 requests)"
 
-## Fault-to-fallback time of the SLO gate (comparison at eval_ms 250 and 100, threshold): 9 runs each, min/median/max.
+## Fault-to-fallback time of the SLO gate (comparison at eval_ms 250 and 100, threshold: 9 runs each, min/median/max;
+## three routers over one fleet with gate.fleet and without: 5 runs each, the slowest router's median).
 bench-gate: build envoy
 	cargo run --quiet --release -p canary-harness --bin bench_gate
 

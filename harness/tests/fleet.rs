@@ -8,10 +8,9 @@
 //! - A canary that starts failing 30% of its requests trips every router, each judging the
 //!   fleet's counts, and every router's users are on stable within moments of the first's.
 //!   Typical fault-to-trip times: 4 to 7 s, the three routers within 0.05 s of each other (at
-//!   most 1 s). Without `fleet`, in the same setup, each router judges its own third: the first
-//!   trips after 3 to 17 s, the last after 40 to 58 s (6 runs of
-//!   `side_by_side_with_and_without_fleet`, ignored, which prints both; with `fleet` there the
-//!   last tripped after 5 to 6 s).
+//!   most 1 s). Without `fleet`, in the same setup, each router judges its own third, and the
+//!   last trips many times later (`make bench-gate`, scenario `fleet`, measures both side by
+//!   side).
 //! - A healthy canary, with 2% 5xx like stable, is never tripped in 2 minutes.
 //! - Reports forged by the application (on its responses) or by a client (a tag and a report
 //!   on its request) never reach a router's counts: no trip while the canary is healthy, the
@@ -274,28 +273,4 @@ fn forged_reports_never_reach_a_routers_counts_nor_a_client() {
     }
     assert_fell_back(&events, fault, &times);
     assert_nothing_leaked(&events);
-}
-
-/// Measures the fault-to-trip time of every router with and without `fleet` in the same setup
-/// (for the numbers in this file's header; not an acceptance test).
-#[test]
-#[ignore = "a measurement: prints trip times with and without fleet, asserts nothing about them"]
-fn side_by_side_with_and_without_fleet() {
-    for gate in [GATE.to_string(), GATE.replace(r#", "fleet": {}"#, "")] {
-        let router = router_config("checkout", &gate);
-        let fleet = Fleet::start(&FleetOptions {
-            router_json: &router,
-            backend_args: &["--error-ratio", BASE_ERROR_RATIO],
-            ..FleetOptions::default()
-        });
-        let load = Load::start(&fleet, &LoadOptions::default());
-        if gate.contains("fleet") {
-            fleet.wait_for_reports(REPORTS_WITHIN);
-        }
-        sleep(WINDOW);
-        let fault = fleet.fail_canary(FAULT_RATIO);
-        let times = fleet.trip_times(fault, Duration::from_secs(180));
-        load.finish();
-        println!("{gate}: fault to trip per router {times:?}; (first, last) {:?}", spread(&times));
-    }
 }

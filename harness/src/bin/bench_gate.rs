@@ -6,9 +6,16 @@
 //! - `threshold`: the whole-service threshold `{"max_error_ratio": 0.05}` with its defaults
 //!   (window_s 5, consecutive 2, min_requests 20), 50% of the users, closed-loop load.
 //!
-//! Usage: `bench_gate [RUNS] [SCENARIO,...]` (default 9 runs of every scenario); the scenarios
-//! may also come from `BENCH_GATE_SCENARIOS`.
+//! - `fleet`: three callers' routers (mesh mode, 5 requests/s each, 20% canary) over two stable
+//!   pods and a canary pod with inbound observers; the gate of the shipped routers (comparison
+//!   and `max_error_ratio` over 14 s) with `fleet` and without it, runs alternating, so both
+//!   see the same machine: time from the canary's fault (30% 5xx) to the slowest router's trip.
+//!
+//! Usage: `bench_gate [RUNS] [SCENARIO,...]` (default 9 runs of every scenario, the `fleet`
+//! scenario 5 of each kind, every one up to 3 minutes); the scenarios may also come from
+//! `BENCH_GATE_SCENARIOS`.
 
+use canary_harness::fleet::{router_config, Fleet, FleetOptions, Load, LoadOptions};
 use canary_harness::traffic::{fallback_time, Recorder};
 use canary_harness::{gated_config, start_envoy, Backend, Layout};
 use std::thread::sleep;
@@ -70,13 +77,72 @@ fn run(scenario: &Scenario, run: usize) -> (f64, f64, f64) {
     (fallback, trip, events.len() as f64 / span)
 }
 
+/// The `fleet` scenario's gate: the shipped routers' (`istio/services/*/routers.yaml`).
+const FLEET_GATE: &str = r#"{"window_s": 14, "min_requests": 20, "consecutive": 3, "max_error_ratio": 0.05,
+  "compare": {}, "fleet": {}}"#;
+/// How long the `fleet` scenario waits for the slowest router.
+const FLEET_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One `fleet` run: each router's fault-to-trip time in seconds (NaN: not within the timeout).
+fn fleet_run(with_fleet: bool) -> Vec<f64> {
+    let gate = if with_fleet { FLEET_GATE.to_string() } else { FLEET_GATE.replace(r#", "fleet": {}"#, "") };
+    let router = router_config("checkout", &gate);
+    let fleet = Fleet::start(&FleetOptions {
+        router_json: &router,
+        backend_args: &["--error-ratio", "0.01"],
+        ..FleetOptions::default()
+    });
+    let load = Load::start(&fleet, &LoadOptions::default());
+    if with_fleet {
+        fleet.wait_for_reports(Duration::from_secs(30));
+    }
+    // A full gate window of healthy traffic first.
+    sleep(Duration::from_secs(14));
+    let fault = fleet.fail_canary(0.3);
+    let times = fleet.trip_times(fault, FLEET_TIMEOUT);
+    load.finish();
+    times.iter().map(|t| t.map_or(f64::NAN, |t| t.as_secs_f64())).collect()
+}
+
+/// The slowest router's time (NaN when one never tripped).
+fn slowest(times: &[f64]) -> f64 {
+    times.iter().copied().fold(0.0, |a, b| if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) })
+}
+
+fn median(times: &mut [f64]) -> f64 {
+    // NaN (never) sorts last.
+    times.sort_by(|a, b| a.is_nan().cmp(&b.is_nan()).then(a.total_cmp(b)));
+    times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn bench_fleet(runs: usize) -> String {
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for i in 1..=runs {
+        for with_fleet in [true, false] {
+            let times = fleet_run(with_fleet);
+            let kind = if with_fleet { "with fleet   " } else { "without fleet" };
+            let shown: Vec<String> = times.iter().map(|t| format!("{t:.2} s")).collect();
+            println!("  run {i} {kind}: routers tripped {} after the fault", shown.join(", "));
+            if with_fleet { &mut with } else { &mut without }.push(slowest(&times));
+        }
+    }
+    let (with, without) = (median(&mut with), median(&mut without));
+    format!(
+        "fleet: slowest router's trip, median {with:.2} s with fleet, {without:.2} s without ({:.1}x sooner) over {runs} runs each",
+        without / with
+    )
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(9).max(1);
     let picked = args.next().or_else(|| std::env::var("BENCH_GATE_SCENARIOS").ok());
     let picked: Vec<String> = picked.map(|p| p.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
-    if let Some(unknown) = picked.iter().find(|p| !SCENARIOS.iter().any(|s| s.name == p.as_str())) {
-        let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+    if let Some(unknown) =
+        picked.iter().find(|p| p.as_str() != "fleet" && !SCENARIOS.iter().any(|s| s.name == p.as_str()))
+    {
+        let mut names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        names.push("fleet");
         eprintln!("unknown scenario `{unknown}` (one of {})", names.join(", "));
         std::process::exit(2);
     }
@@ -109,7 +175,12 @@ fn main() {
         println!("  {line}");
         summary.push(line);
     }
-    println!("\nfault-to-full-fallback:");
+    if picked.is_empty() || picked.iter().any(|p| p == "fleet") {
+        let fleet_runs = if picked.is_empty() { runs.min(5) } else { runs };
+        println!("\nfleet: three callers' routers over 2 stable pods and a canary pod, 30% 5xx on the canary, runs alternating");
+        summary.push(bench_fleet(fleet_runs));
+    }
+    println!("\nfault-to-full-fallback (fleet: to the slowest router's trip):");
     for line in summary {
         println!("  {line}");
     }
