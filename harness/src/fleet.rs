@@ -24,6 +24,7 @@
 //! ```
 
 use crate::mesh::{Router, Service, Sidecar, Subset};
+use crate::traffic::keep_cookies;
 use crate::{Backend, Client};
 pub use canary_gate::measure::report::{Report, Tag, REPORT_HEADER, TAG_HEADER};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -349,12 +350,7 @@ fn drive(
         }
         let sent = Instant::now();
         let reply = client.get(url, &headers);
-        for set in &reply.set_cookies {
-            let pair = set.split(';').next().unwrap_or_default().to_string();
-            let name = pair.split('=').next().unwrap_or_default().to_string();
-            cookies.retain(|c| c.split('=').next() != Some(name.as_str()));
-            cookies.push(pair);
-        }
+        keep_cookies(cookies, &reply);
         *count += 1;
         if *count >= options.user_lifetime {
             *count = 0;

@@ -29,13 +29,18 @@ impl User {
             headers.push(("cookie", cookie.as_bytes()));
         }
         let reply = client.get(url, &headers);
-        for set in &reply.set_cookies {
-            let Some(pair) = set.split(';').next() else { continue };
-            let name = pair.split('=').next().unwrap_or_default();
-            self.cookies.retain(|c| c.split('=').next() != Some(name));
-            self.cookies.push(pair.to_string());
-        }
+        keep_cookies(&mut self.cookies, &reply);
         reply
+    }
+}
+
+/// Keeps in `jar` (`name=value` pairs) every cookie `reply` sets, replacing one of that name.
+pub fn keep_cookies(jar: &mut Vec<String>, reply: &crate::Reply) {
+    for set in &reply.set_cookies {
+        let Some(pair) = set.split(';').next() else { continue };
+        let name = pair.split('=').next().unwrap_or_default();
+        jar.retain(|c| c.split('=').next() != Some(name));
+        jar.push(pair.to_string());
     }
 }
 

@@ -48,6 +48,7 @@ use canary_harness::analysis::{background_run, evaluate, load_rollouts, load_tem
 use canary_harness::analysis_run::{AnalysisRun, RunPhase};
 use canary_harness::mesh::{prometheus_sum, Outbound, Router, Service, Sidecar, Subset};
 use canary_harness::prometheus::Prometheus;
+use canary_harness::traffic::keep_cookies;
 use canary_harness::{root, wait_until, Backend, Client};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,12 +211,7 @@ impl Load {
                             headers.push(("x-backend-set", b"x-cache=HIT"));
                         }
                         let reply = client.get(url, &headers);
-                        for set in &reply.set_cookies {
-                            let pair = set.split(';').next().unwrap_or_default().to_string();
-                            let name = pair.split('=').next().unwrap_or_default().to_string();
-                            cookies.retain(|c| c.split('=').next() != Some(name.as_str()));
-                            cookies.push(pair);
-                        }
+                        keep_cookies(cookies, &reply);
                         events.lock().unwrap().push(Event {
                             at: Instant::now(),
                             caller,
