@@ -237,6 +237,15 @@ pub fn evaluate(metric: &Metric, result: &[f64]) -> Phase {
     }
 }
 
+/// A value the metric's success condition accepts: what a healthy canary shows.
+pub fn healthy(metric: &Metric) -> Vec<f64> {
+    [0.0, 1.0, 1e9]
+        .into_iter()
+        .map(|v| vec![v])
+        .find(|r| evaluate(metric, r) == Phase::Successful)
+        .unwrap_or_else(|| panic!("{}/{}: no healthy value", metric.template, metric.name))
+}
+
 /// A parsed condition.
 #[derive(Debug, Clone)]
 pub enum Condition {

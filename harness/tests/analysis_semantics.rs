@@ -3,7 +3,7 @@
 //! every measurement judged by the template's own conditions on the result a situation yields.
 //! No Envoy, no Prometheus: what is checked is how the run schedules and ends.
 
-use canary_harness::analysis::{background_run, evaluate, load_rollouts, load_templates, Metric, Phase};
+use canary_harness::analysis::{background_run, evaluate, healthy, load_rollouts, load_templates, Metric, Phase};
 use canary_harness::analysis_run::{AnalysisRun, RunPhase};
 use canary_harness::root;
 use std::time::Duration;
@@ -17,15 +17,6 @@ enum Answer {
     Result(Vec<f64>),
     /// Prometheus cannot be reached.
     Down,
-}
-
-/// A value the metric's success condition accepts: what a healthy canary shows.
-fn healthy(metric: &Metric) -> Vec<f64> {
-    [0.0, 1.0, 1e9]
-        .into_iter()
-        .map(|v| vec![v])
-        .find(|r| evaluate(metric, r) == Phase::Successful)
-        .unwrap_or_else(|| panic!("{}/{}: no healthy value", metric.template, metric.name))
 }
 
 /// Reconciles every 5 s until `until`, each measurement answered by `answer(metric, now)`.

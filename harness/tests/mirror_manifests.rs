@@ -22,7 +22,7 @@ use canary_gate::route::bucket::BucketRng;
 use canary_gate::route::revisions::Revisions;
 use canary_gate::route::{RequestHeaders, Router};
 use canary_harness::analysis::{
-    background_run, document_named, documents, evaluate, load_rollouts, load_templates, to_json, Metric, Phase,
+    background_run, document_named, documents, evaluate, healthy, load_rollouts, load_templates, to_json, Metric, Phase,
 };
 use canary_harness::analysis_run::{AnalysisRun, RunPhase};
 use canary_harness::mirror::{component_patches, patched, route, route_names, ArgoIstio, Request, Routed};
@@ -398,14 +398,6 @@ fn reads_routers(m: &Metric) -> bool {
 
 fn reads_canary_revision(m: &Metric) -> bool {
     m.query.contains("reporter=\"observer\"") && m.query.contains("revision=\"{{args.canary-hash}}\"")
-}
-
-fn healthy(metric: &Metric) -> Vec<f64> {
-    [0.0, 1.0, 1e9]
-        .into_iter()
-        .map(|v| vec![v])
-        .find(|r| evaluate(metric, r) == Phase::Successful)
-        .unwrap_or_else(|| panic!("{}/{}: no healthy value", metric.template, metric.name))
 }
 
 /// The merged background run of the Rollout with the Component, reconciled every 5 s from the
