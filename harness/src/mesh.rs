@@ -205,7 +205,7 @@ fn tail(path: &Path, n: usize) -> String {
 }
 
 /// One Envoy process: its listener, admin and logs; stopped on drop (logs printed if the test
-/// panicked). [`Router`] and [`Sidecar`] dereference to it.
+/// panicked). [`Router`], [`Sidecar`] and the shadow rig's proxies dereference to it.
 pub struct Proxy {
     child: Child,
     dir: TempDir,
@@ -216,7 +216,14 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts Envoy on `bootstrap` (written into `dir`); waits for `port` and `/ready`.
-    fn start(what: String, dir: TempDir, bootstrap: &Value, workers: u32, port: u16, admin_port: u16) -> Proxy {
+    pub(crate) fn start(
+        what: String,
+        dir: TempDir,
+        bootstrap: &Value,
+        workers: u32,
+        port: u16,
+        admin_port: u16,
+    ) -> Proxy {
         let path = dir.path().join("bootstrap.json");
         write_json(&path, bootstrap);
         let log = fs::File::create(dir.path().join("envoy.log")).unwrap_or_else(|e| panic!("create envoy.log: {e}"));

@@ -10,15 +10,11 @@
 //! All on 127.0.0.1 and free ports; processes stopped by PID on drop; logs kept in each
 //! process's TempDir and printed when the test panics.
 
-use crate::mesh::{shipped_stats_config, Service, Subset};
-use crate::{envoy_bin, free_port, root, stop, wait_for_port, Client, TempDir};
+use crate::mesh::{shipped_stats_config, Proxy, Service, Subset};
+use crate::{free_port, TempDir};
 use serde_json::{json, Value};
-use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
 const HCM_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -110,91 +106,6 @@ fn next_pod(workload: &str) -> String {
     format!("{workload}-shadow-{:05}", POD_SEQUENCE.fetch_add(1, Ordering::SeqCst))
 }
 
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// One Envoy process: its listener, admin and logs; stopped on drop (logs printed if the test
-/// panicked). [`MirroringRouter`] and [`Pod`] dereference to it.
-pub struct Process {
-    child: Child,
-    dir: TempDir,
-    what: String,
-    port: u16,
-    admin_port: u16,
-}
-
-impl Process {
-    /// Starts Envoy on `bootstrap` (written into `dir`); waits for `port` and `/ready`.
-    fn start(what: String, dir: TempDir, bootstrap: &Value, workers: u32, port: u16, admin_port: u16) -> Process {
-        let path = dir.path().join("bootstrap.json");
-        let text = serde_json::to_string_pretty(bootstrap).unwrap_or_default();
-        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        let log = fs::File::create(dir.path().join("envoy.log")).unwrap_or_else(|e| panic!("create envoy.log: {e}"));
-        let mut child = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(&path)
-            .args(["--concurrency", &workers.to_string(), "--disable-hot-restart", "-l", "info"])
-            // Access log lines on disk within 0.1 s (default 10 s), for tests that read them.
-            .args(["--file-flush-interval-msec", "100"])
-            .current_dir(root())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start envoy ({what}): {e}"));
-        wait_for_port(port, &mut child, &what);
-        let process = Process { child, dir, what, port, admin_port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Client::new().get(&process.admin("/ready"), &[]).status != 200 {
-            assert!(Instant::now() < deadline, "{} not ready within 30 s\n{}", process.what, process.log());
-            sleep(Duration::from_millis(20));
-        }
-        process
-    }
-
-    /// URL of `path` on the listener.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// URL of `path` on the admin interface.
-    pub fn admin(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin_port)
-    }
-
-    /// Envoy's own log so far.
-    pub fn log(&self) -> String {
-        crate::read_to_string(&self.dir.path().join("envoy.log"))
-    }
-
-    /// The access log so far (flushed every 0.1 s).
-    pub fn access_log(&self) -> String {
-        crate::read_to_string(&self.dir.path().join("access.log"))
-    }
-
-    /// A counter or gauge from `/stats`, 0 if absent.
-    pub fn stat(&self, name: &str) -> u64 {
-        crate::admin_stat(self.admin_port, name)
-    }
-
-    /// `/stats/prometheus`.
-    pub fn prometheus(&self) -> String {
-        Client::new().get(&self.admin("/stats/prometheus"), &[]).body
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-        if std::thread::panicking() {
-            eprintln!("--- {} envoy.log (last lines) ---\n{}", self.what, tail(&self.log(), 60));
-            eprintln!("--- {} access.log (last lines) ---\n{}", self.what, tail(&self.access_log(), 30));
-        }
-    }
-}
-
 /// The sidecar of a pod calling a [`Service`] (2 workers), routing its calls as istiod programs
 /// a client sidecar for a VirtualService bound to `mesh` in a rollout's shadow phase, with the
 /// mirror route Argo Rollouts' `setMirrorRoute` writes above the others (the copies: GETs the
@@ -215,7 +126,7 @@ impl Drop for Process {
 /// canary-gate's router (`filter_json`, with the default version and reason headers) runs
 /// before Envoy's router, and the subsets' clusters are Istio's `outbound|<port>|<subset>|<fqdn>`.
 pub struct MirroringRouter {
-    proxy: Process,
+    proxy: Proxy,
     /// Listener port on 127.0.0.1.
     pub port: u16,
     /// Admin port on 127.0.0.1.
@@ -318,15 +229,15 @@ impl MirroringRouter {
             }
         });
         let what = format!("sidecar {pod} (caller, mirroring)");
-        let proxy = Process::start(what, dir, &bootstrap, ROUTER_WORKERS, port, admin_port);
+        let proxy = Proxy::start(what, dir, &bootstrap, ROUTER_WORKERS, port, admin_port);
         MirroringRouter { proxy, port, admin_port }
     }
 }
 
 impl std::ops::Deref for MirroringRouter {
-    type Target = Process;
+    type Target = Proxy;
 
-    fn deref(&self) -> &Process {
+    fn deref(&self) -> &Proxy {
         &self.proxy
     }
 }
@@ -336,7 +247,7 @@ impl std::ops::Deref for MirroringRouter {
 /// labels (`app`, `rollouts-pod-template-hash`, `role`) in the node metadata where Istio's
 /// bootstrap puts them.
 pub struct Pod {
-    proxy: Process,
+    proxy: Proxy,
     /// Inbound listener port on 127.0.0.1: the endpoint the router lists for this pod.
     pub port: u16,
     /// The pod's name.
@@ -392,7 +303,7 @@ impl Pod {
                 "clusters": [static_cluster(&inbound, &[app_port])]
             }
         });
-        let proxy = Process::start(format!("sidecar {pod}"), dir, &bootstrap, 1, port, admin_port);
+        let proxy = Proxy::start(format!("sidecar {pod}"), dir, &bootstrap, 1, port, admin_port);
         Pod { proxy, port, pod, revision: revision.to_string(), role }
     }
 
@@ -408,9 +319,9 @@ impl Pod {
 }
 
 impl std::ops::Deref for Pod {
-    type Target = Process;
+    type Target = Proxy;
 
-    fn deref(&self) -> &Process {
+    fn deref(&self) -> &Proxy {
         &self.proxy
     }
 }
