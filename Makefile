@@ -168,7 +168,7 @@ wasm-unit: wasm-test-runner
 ## The fast checks: fmt, clippy, host and wasm32 unit tests. No Envoy, no root.
 check: lint unit wasm-unit
 
-## The gate.compare simulation, optimised build (~1.5 min with its build): false trips, detection times; target/simulation.md.
+## The gate.compare simulation, optimised build (~2.5 min with its build): false trips, detection times, N routers over one fleet; target/simulation.md.
 simulate:
 	cargo test --profile simulation --test simulation -- --nocapture
 
