@@ -173,7 +173,7 @@ simulate:
 	cargo test --profile simulation --test simulation -- --nocapture
 
 ## End-to-end tests (harness/tests): real Envoy, real backends, loopback only; two at a time (.config/nextest.toml).
-e2e: build envoy grpcio nextest
+e2e: build envoy grpcio nextest browser-deps
 	PATH=$(abspath $(TOOLS))/bin:$$PATH cargo nextest run -p canary-harness
 
 ## Every Istio/Argo manifest against the real schemas, the cross-references between them, and the kustomizations built.
