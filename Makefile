@@ -172,7 +172,7 @@ check: lint unit wasm-unit
 simulate:
 	cargo test --profile simulation --test simulation -- --nocapture
 
-## End-to-end tests (harness/tests): real Envoy, real backends, loopback only; two at a time (.config/nextest.toml).
+## End-to-end tests (harness/tests): real Envoy, real backends, loopback only; two busy tests and two waiting ones at a time (.config/nextest.toml).
 e2e: build envoy grpcio nextest browser-deps
 	PATH=$(abspath $(TOOLS))/bin:$$PATH cargo nextest run -p canary-harness
 
