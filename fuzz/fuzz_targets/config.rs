@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!e.field.is_empty() && !e.reason.is_empty(), "{e:?}");
             assert!(e.to_string().contains(&format!("field `{}`", e.field)), "{e}");
             // The hand-written JSON parser refuses as JSON exactly what serde_json refuses (a
-            // duplicate key found before a syntax error is reported first).
+            // duplicate key in an object closed before a syntax error is reported first).
             let refused_as_json = e.reason.starts_with("invalid JSON: ");
             let duplicate = e.reason.starts_with("duplicate field");
             assert!(!refused_as_json || tree.is_none(), "serde_json accepts what was refused: {e}");
