@@ -21,9 +21,11 @@ pub struct BeaconBudget {
 }
 
 impl BeaconBudget {
-    /// Whether one more beacon fits the limit at `now_s`; counts it if so.
+    /// Whether one more beacon fits the limit at `now_s`; counts it if so. A beacon stamped
+    /// with an earlier second (its headers came then, its body now) counts in the current one:
+    /// going back would start a fresh budget at every change of second.
     pub fn admit(&mut self, now_s: u64, limit: u64) -> bool {
-        if now_s != self.second {
+        if now_s > self.second {
             *self = BeaconBudget { second: now_s, ..BeaconBudget::default() };
         }
         if self.proxy.saturating_add(self.unsynced) >= limit {
@@ -81,6 +83,17 @@ mod tests {
         let admitted = (0..50).filter(|_| budget.admit(100, 20)).count();
         assert_eq!(admitted, 20);
         assert_eq!((0..50).filter(|_| budget.admit(101, 20)).count(), 20);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_beacon_of_an_earlier_second_counts_in_the_current_one() {
+        let mut budget = BeaconBudget::default();
+        assert_eq!((0..10).filter(|_| budget.admit(101, 10)).count(), 10);
+        // Beacons whose headers came in second 100 and bodies in 101, mixed with new ones:
+        // each change of second used to start the budget afresh.
+        let late_and_new = (0..120).filter(|i| budget.admit(if i % 2 == 0 { 100 } else { 101 }, 10)).count();
+        assert_eq!(late_and_new, 0);
+        assert_eq!((0..20).filter(|_| budget.admit(102, 10)).count(), 10);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
