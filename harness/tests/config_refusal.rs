@@ -42,6 +42,12 @@ fn bad_configurations_are_refused_naming_the_field() {
         (r#"{"service":"checkout","weight":10}"#, "`weight`: unknown field"),
         (r#"{"service":"checkout""#, "`(root)`"),
         (r#"{"service":"checkout","service":"other"}"#, "`service`: duplicate field `service`"),
+        (r#"{"service":"checkout","vitals":{"path":"/"}}"#, "`vitals.path`: must not be `/`"),
+        (
+            r#"{"service":"checkout","outcomes":[{"name":"hit","response_header":"x-cache","equals":["HIT"]}],
+                "gate":{"min_outcome_ratio":{"hit":0.9},"max_outcome_ratio":{"hit":0.1}}}"#,
+            "`gate.min_outcome_ratio.hit`: must not exceed `max_outcome_ratio.hit`",
+        ),
         (
             r#"{"service":"checkout","sticky":{"cookie":"session"}}"#,
             "`sticky.cookie`: `session` is also the hash key cookie `split.hash_key[1].cookie`",

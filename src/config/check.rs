@@ -56,6 +56,12 @@ pub fn probe_path(field: &str, path: &str) -> Result<(), ConfigError> {
     if !path.starts_with('/') {
         return Err(refuse(field, format!("must be a path that starts with `/`, got {}", quoted(path.as_bytes()))));
     }
+    if path == "/" {
+        return Err(refuse(
+            field,
+            "must not be `/`: the filter answers this path itself, and `/` is the application's",
+        ));
+    }
     if path.len() > 128 || !path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') {
         return Err(refuse(
             field,

@@ -357,6 +357,16 @@ mod tests {
                 "gate.min_outcome_ratio.hit",
                 "invalid type",
             ),
+            (
+                r#","outcomes":[{"name":"hit","response_header":"x-cache","equals":["HIT"]}],"gate":{"min_outcome_ratio":{"hit":0.9},"max_outcome_ratio":{"hit":0.1}}"#.into(),
+                "gate.min_outcome_ratio.hit",
+                "must not exceed `max_outcome_ratio.hit`",
+            ),
+            (
+                r#","outcomes":[{"name":"hit","response_header":"x-cache","equals":["HIT"]}],"classes":[{"name":"api","path_prefix":"/api/"}],"gate":{"classes":{"api":{"max_outcome_ratio":{"hit":0.2},"min_outcome_ratio":{"hit":0.3}}}}"#.into(),
+                "gate.classes.api.min_outcome_ratio.hit",
+                "must not exceed",
+            ),
             (r#","direction":"outbound""#.into(), "direction", "observer role only"),
             (r#","role":"observer","direction":"sideways""#.into(), "direction", "unknown variant"),
             (r#","role":"observer","gate":{"classes":{"other":{"max_p95_ms":5}}}"#.into(), "gate", "router role only"),

@@ -336,6 +336,15 @@ fn limits(f: &Fields<'_>, l: &mut Limits) -> Result<(), ConfigError> {
             }
         }
     }
+    for limit in &l.outcomes {
+        if let (Some(min), Some(max)) = (limit.min_ppm, limit.max_ppm) {
+            if min > max {
+                let path = format!("{}.{}", f.path_of("min_outcome_ratio"), limit.name);
+                let reason = format!("must not exceed `max_outcome_ratio.{}`: no share could pass both", limit.name);
+                return Err(refuse(&path, reason));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -139,6 +139,7 @@ mod tests {
     fn refusals_name_the_field_and_the_reason() {
         let cases = [
             (r#"{"vitals":{"path":"rum"}}"#, "vitals.path", "starts with `/`"),
+            (r#"{"vitals":{"path":"/"}}"#, "vitals.path", "must not be `/`"),
             (r#"{"vitals":{"path":"/rum?x=1"}}"#, "vitals.path", "no query"),
             (r#"{"vitals":{"path":"/__canary/revision"}}"#, "vitals.path", "revision_probe_path"),
             (r#"{"vitals":{"max_body_bytes":0}}"#, "vitals.max_body_bytes", "1..=65536 bytes"),
