@@ -83,6 +83,13 @@ fn listening_range() -> (u16, u16) {
     }
 }
 
+/// The median (upper, for an even count) of `values`, sorting them; NaN sorts last, so a
+/// NaN for "never" counts as the slowest. NaN when empty.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// Polls `ok` until it holds and returns how long that took; fails the test after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();

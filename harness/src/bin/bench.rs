@@ -23,7 +23,7 @@
 //! call, so every gRPC call is the same user's.
 
 use canary_harness::grpc::{calls, python_bin};
-use canary_harness::{backend_bin, envoy_bin, free_port, root, wasm_file, Client, TempDir};
+use canary_harness::{backend_bin, envoy_bin, free_port, median, root, wasm_file, Client, TempDir};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -216,11 +216,6 @@ fn wait_for_port(port: u16, child: &mut Child) {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
     let seconds: u32 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
@@ -384,7 +379,7 @@ fn main() {
     let table = |variants: &[usize]| {
         for &i in variants {
             let name = VARIANTS[i].0;
-            let m = |v: &Vec<Run>, f: fn(&Run) -> f64| median(v.iter().map(f).collect());
+            let m = |v: &Vec<Run>, f: fn(&Run) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>());
             println!(
                 "| {name} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} |",
                 m(&saturated[i], |r| r.rps),
@@ -403,7 +398,7 @@ fn main() {
     let index = |name: &str| VARIANTS.iter().position(|(n, _)| *n == name).unwrap_or(0);
     // Median over the rounds of `f` applied to variant `a`'s and `b`'s runs of the same round.
     let paired = |runs: &[Vec<Run>], a: &str, b: &str, f: fn(&Run, &Run) -> f64| {
-        median(runs[index(a)].iter().zip(&runs[index(b)]).map(|(x, y)| f(x, y)).collect())
+        median(&mut runs[index(a)].iter().zip(&runs[index(b)]).map(|(x, y)| f(x, y)).collect::<Vec<_>>())
     };
     let ratio = |a: &str, b: &str| paired(&saturated, a, b, |x, y| x.rps / y.rps);
     let cpu_added = |a: &str, b: &str| paired(&saturated, a, b, |x, y| x.envoy_cpu_us - y.envoy_cpu_us);

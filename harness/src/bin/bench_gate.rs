@@ -15,9 +15,9 @@
 //! scenario 5 of each kind, every one up to 3 minutes); the scenarios may also come from
 //! `BENCH_GATE_SCENARIOS`.
 
-use canary_harness::fleet::{router_config, Fleet, FleetOptions, Load, LoadOptions};
+use canary_harness::fleet::{router_config, spread, Fleet, FleetOptions, Load, LoadOptions};
 use canary_harness::traffic::{fallback_time, Recorder};
-use canary_harness::{gated_config, start_envoy, Backend, Layout};
+use canary_harness::{gated_config, median, start_envoy, Backend, Layout};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -83,8 +83,8 @@ const FLEET_GATE: &str = r#"{"window_s": 14, "min_requests": 20, "consecutive": 
 /// How long the `fleet` scenario waits for the slowest router.
 const FLEET_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// One `fleet` run: each router's fault-to-trip time in seconds (NaN: not within the timeout).
-fn fleet_run(with_fleet: bool) -> Vec<f64> {
+/// One `fleet` run: each router's fault-to-trip time (`None`: not within the timeout).
+fn fleet_run(with_fleet: bool) -> Vec<Option<Duration>> {
     let gate = if with_fleet { FLEET_GATE.to_string() } else { FLEET_GATE.replace(r#", "fleet": {}"#, "") };
     let router = router_config("checkout", &gate);
     let fleet = Fleet::start(&FleetOptions {
@@ -101,18 +101,7 @@ fn fleet_run(with_fleet: bool) -> Vec<f64> {
     let fault = fleet.fail_canary(0.3);
     let times = fleet.trip_times(fault, FLEET_TIMEOUT);
     load.finish();
-    times.iter().map(|t| t.map_or(f64::NAN, |t| t.as_secs_f64())).collect()
-}
-
-/// The slowest router's time (NaN when one never tripped).
-fn slowest(times: &[f64]) -> f64 {
-    times.iter().copied().fold(0.0, |a, b| if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) })
-}
-
-fn median(times: &mut [f64]) -> f64 {
-    // NaN (never) sorts last.
-    times.sort_by(|a, b| a.is_nan().cmp(&b.is_nan()).then(a.total_cmp(b)));
-    times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
+    times
 }
 
 fn bench_fleet(runs: usize) -> String {
@@ -121,9 +110,12 @@ fn bench_fleet(runs: usize) -> String {
         for with_fleet in [true, false] {
             let times = fleet_run(with_fleet);
             let kind = if with_fleet { "with fleet   " } else { "without fleet" };
-            let shown: Vec<String> = times.iter().map(|t| format!("{t:.2} s")).collect();
+            let shown: Vec<String> =
+                times.iter().map(|t| t.map_or("never".into(), |t| format!("{:.2} s", t.as_secs_f64()))).collect();
             println!("  run {i} {kind}: routers tripped {} after the fault", shown.join(", "));
-            if with_fleet { &mut with } else { &mut without }.push(slowest(&times));
+            // The slowest router's trip; NaN when one never tripped.
+            let slowest = spread(&times).map_or(f64::NAN, |(_, last)| last.as_secs_f64());
+            if with_fleet { &mut with } else { &mut without }.push(slowest);
         }
     }
     let (with, without) = (median(&mut with), median(&mut without));

@@ -9,7 +9,7 @@
 //! Usage: `bench_idle [SECONDS] [SCENARIO,...|all] [ROUNDS]` (default 60 s, every scenario,
 //! one round; scenarios: `compare250`, `compare1000`, `nogate`, `without`).
 
-use canary_harness::{filter_config, gated_config, Backend, Envoy, EnvoyOptions, Layout};
+use canary_harness::{filter_config, gated_config, median, Backend, Envoy, EnvoyOptions, Layout};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -104,11 +104,6 @@ fn start(scenario: &Scenario) -> Idle {
     let loaded = envoy.log().contains("wasm log canary-gate");
     assert_eq!(loaded, scenario.filter.is_some(), "canary-gate loaded: {loaded}\n{}", envoy.log());
     Idle { envoy, _backends: (stable, canary) }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {
