@@ -28,8 +28,8 @@ SECONDS_EACH=$1
 shift
 
 # Largest input per target: a configuration is small; header values and messages may be large.
-declare -A MAX_LEN=([config]=4096 [headers]=65536 [window]=65536 [beacon]=65536)
-TARGETS=(${FUZZ_TARGETS:-config headers window beacon})
+declare -A MAX_LEN=([config]=4096 [headers]=65536 [window]=65536 [beacon]=65536 [auth]=4096)
+TARGETS=(${FUZZ_TARGETS:-config headers window beacon auth})
 SANITIZER=${FUZZ_SANITIZER:-none}
 RSS_LIMIT_MB=512
 

@@ -71,12 +71,16 @@ GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 MESH_DENIES_BY_DEFAULT = True
 # The path observers answer with their revision (canary-gate's revision_probe_path default).
 REVISION_PROBE_PATH = "/__canary/revision"
-# The header a router sets on every request it handles to the reason of its decision
-# (canary-gate's reason_header default), and the reason when it leaves the choice to the mesh's
-# weights: then, and only then, the request carries no version header (the pinned routes match
-# none). The mirror route of the shadow phase matches it.
-REASON_HEADER = "x-canary-reason"
+# The header a router sets on every request it handles to the reason of its decision, one per
+# service like the version header (a router removes both from requests for hosts it does not
+# handle, so two routers in one proxy must not share them), and the reason when it leaves the
+# choice to the mesh's weights: then, and only then, the request carries no version header (the
+# pinned routes match none). The mirror route of the shadow phase matches it.
+REASON_HEADER_PREFIX = "x-canary-reason-"
 MESH_REASON = "mesh"
+NOT_IN_PLAN_TOKEN = "not in the tier-1 plan: the SHA-256 of your testers' token (docs/configuration.md, override)"
+# No token hashes to it: overrides at the gateway stay off until the real digest is set.
+TOKEN_DIGEST_PLACEHOLDER = "0" * 64
 NOT_IN_PLAN_MIRROR = "not in the tier-1 plan: the shadow phase's length and share"
 # Applications call external hosts as http://HOST (port 80): the sidecar sees the HTTP request
 # (and canary-gate's outbound observer with it), then originates TLS to HOST:443.
@@ -540,6 +544,10 @@ def destinationrule_doc(s):
 
 def version_header(svc):
     return VERSION_HEADER_PREFIX + svc
+
+
+def reason_header(svc):
+    return REASON_HEADER_PREFIX + svc
 
 
 def header_route(name, version, svc):
@@ -1038,6 +1046,18 @@ def mark_hosts(v):
     return C(v, after=NOT_IN_PLAN_PARTNER) if isinstance(v, str) and v.endswith("example.com") else v
 
 
+def override_config(where):
+    """Testers' override: at the gateway, anyone outside the mesh could send the header, so an
+    override counts only with a token whose SHA-256 is listed (a placeholder no token matches
+    until it is set; docs/configuration.md says how to mint one)."""
+    if where != "gateway":
+        return {"header": "x-canary"}
+    return {"header": "x-canary", "token_header": "x-canary-token", "token_sha256": C(
+        [C(TOKEN_DIGEST_PLACEHOLDER, after=NOT_IN_PLAN_TOKEN)], above=[
+            "Overrides from outside the mesh need a tester's token (x-canary-token); without",
+            "one a request is routed as any other and counted in canary_override_refused_total."])}
+
+
 def router_config(s, hosts, pods, where):
     """A mesh-mode router of `s` handling `hosts`, in one of `pods` proxies sharing its traffic
     (`where` says which, for people)."""
@@ -1049,10 +1069,14 @@ def router_config(s, hosts, pods, where):
         "version_header": C(version_header(svc), above=[
             "This service's own header: the VirtualService's pinned routes match it; a router of",
             "another service never sets it, so a forwarded one routes nothing else."]),
+        "reason_header": C(reason_header(svc), above=[
+            "This service's own too: every router removes its version and reason headers from",
+            "requests for hosts it does not handle, so a client's never routes, and one shared",
+            "by two routers in a proxy would be removed by the other."]),
         "revision_header": C(REVISION_HEADER, above=[
             "The observers' header: which revision served a response. Pins and the gate's latch",
             "follow revisions; a new canary revision starts with a clear gate."]),
-        "override": {"header": "x-canary"},
+        "override": override_config(where),
         "sticky": {"cookie": f"canary-{svc}", "max_age_s": 86400, "secure": True},
         **measured(s, "inbound"),
         **(vitals_endpoint(s) if where == "gateway" else {}),
@@ -1229,19 +1253,19 @@ def mirror_steps(s):
     orderRoutes keeps every managedRoutes entry above the routes it does not manage, so the
     mirror route precedes canary-pinned and stable-pinned, and carries the weights of `primary`
     (stable 100). Matching GET alone, it would take pinned users' and testers' GETs to stable.
-    Argo's match cannot say "without a header", so it also matches REASON_HEADER: MESH_REASON,
+    Argo's match cannot say "without a header", so it also matches the service's reason header: MESH_REASON,
     which a router sets exactly when it sets no version header; pinned, overridden and gated
     requests say pin, override or gate and keep their routes. Without canary-gate (FAIL_OPEN)
     nothing carries the header and nothing is copied."""
     m, first_weight = s["mirror"], s["steps"][0][0]
     route = {"name": m["route"], "percentage": C(m["percentage"], after=NOT_IN_PLAN_MIRROR), "match": [
-        {"method": {"exact": method}, "headers": {REASON_HEADER: {"exact": MESH_REASON}}} for method in m["methods"]]}
+        {"method": {"exact": method}, "headers": {reason_header(s["name"]): {"exact": MESH_REASON}}} for method in m["methods"]]}
     return [
         C({"setCanaryScale": {"weight": first_weight}}, above=[
             "Canary pods to copy to: at weight 0 Argo scales the canary to none. As many as the",
             "first setWeight routes to (the step waits for them)."]),
         C({"setMirrorRoute": route}, above=[
-            f"Copies of every {'/'.join(m['methods'])} a router leaves to the mesh ({REASON_HEADER}: {MESH_REASON}), never",
+            f"Copies of every {'/'.join(m['methods'])} a router leaves to the mesh ({reason_header(s['name'])}: {MESH_REASON}), never",
             "a pinned, overridden or gated request's: Argo puts this route above the pinned ones."]),
         {"pause": {"duration": C(m["pause"], after=NOT_IN_PLAN_MIRROR)}},
         C({"setMirrorRoute": {"name": m["route"]}}, above=["No match: Argo removes the mirror route."]),

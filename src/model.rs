@@ -120,6 +120,15 @@ impl Reason {
     }
 }
 
+/// The value of a lower-case hex digit.
+pub fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    }
+}
+
 /// `text` in double quotes for a log line or an error, every byte that is not printable
 /// ASCII as `\xNN` (lighter than `{:?}`, which links Unicode tables into the filter).
 pub fn quoted(text: &[u8]) -> String {

@@ -270,6 +270,8 @@ fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
             bucket: None,
             pin: None,
             keep_pin: false,
+            override_refused: false,
+            cookie_refused: false,
         };
     }
     if input.gate {
@@ -280,6 +282,8 @@ fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
             bucket: None,
             pin: None,
             keep_pin: false,
+            override_refused: false,
+            cookie_refused: false,
         };
     }
     let bucketer = Bucketer::new("checkout");
@@ -305,6 +309,8 @@ fn filter_model(router: &Router, input: &Input<'_>) -> Decision {
         bucket: Some(bucket),
         pin: None,
         keep_pin: false,
+        override_refused: false,
+        cookie_refused: false,
     }
 }
 

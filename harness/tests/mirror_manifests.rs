@@ -297,7 +297,7 @@ fn argo_puts_the_mirror_route_above_the_pinned_routes_and_pinned_users_keep_thei
             assert_eq!(
                 vs["spec"]["http"][0],
                 json!({"name": name,
-                       "match": [{"method": {"exact": "GET"}, "headers": {"x-canary-reason": {"exact": "mesh"}}}],
+                       "match": [{"method": {"exact": "GET"}, "headers": {"x-canary-reason-unified-profile": {"exact": "mesh"}}}],
                        "route": [{"destination": {"host": host, "subset": "stable"}, "weight": 100},
                                  {"destination": {"host": host, "subset": "canary"}}],
                        "mirror": {"host": host, "subset": "canary"},

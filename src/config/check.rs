@@ -1,7 +1,7 @@
 //! Validators of single values: each answers `Err` naming `field` and what was expected.
 
 use super::{refuse, ConfigError};
-use crate::model::{quoted, UNKNOWN_VERSION};
+use crate::model::{hex_value, quoted, UNKNOWN_VERSION};
 
 /// `[a-z0-9-]{1,63}`: service names become metric labels and shared-data keys.
 pub fn service(field: &str, name: &str) -> Result<(), ConfigError> {
@@ -80,6 +80,39 @@ pub fn token(field: &str, name: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(refuse(field, format!("must be an HTTP token (cookie name), got {}", quoted(name.as_bytes()))))
+    }
+}
+
+/// A SHA-256 digest as 64 lower-case hex digits (`sha256sum`'s output).
+pub fn sha256_hex(field: &str, text: &str) -> Result<[u8; 32], ConfigError> {
+    let mut out = [0u8; 32];
+    let bytes = text.as_bytes();
+    let mut ok = bytes.len() == 64;
+    for (i, digit) in bytes.iter().enumerate().take(64) {
+        let value = hex_value(*digit).unwrap_or_else(|| {
+            ok = false;
+            0
+        });
+        if let Some(o) = out.get_mut(i / 2) {
+            *o = *o << 4 | value;
+        }
+    }
+    if ok {
+        Ok(out)
+    } else {
+        Err(refuse(field, format!("must be a SHA-256 digest in 64 lower-case hex digits, got {}", quoted(bytes))))
+    }
+}
+
+/// An environment variable's name: `[A-Za-z_][A-Za-z0-9_]*`, at most 128 bytes.
+pub fn env_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=128).contains(&name.len())
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(field, format!("must be an environment variable name, got {}", quoted(name.as_bytes()))))
     }
 }
 

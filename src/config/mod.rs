@@ -34,6 +34,10 @@ pub const MAX_HASH_KEYS: usize = 8;
 pub const MAX_WINDOW_S: u32 = 600;
 /// Upper bound on `hosts` entries.
 pub const MAX_HOSTS: usize = 32;
+/// Most override token digests (`override.token_sha256`).
+pub const MAX_OVERRIDE_TOKENS: usize = 16;
+/// Fewest bytes of a sticky cookie key: 128 bits.
+pub const MIN_STICKY_KEY_BYTES: usize = 16;
 /// Longest latency threshold: 10 minutes.
 pub const MAX_LATENCY_MS: u64 = 600_000;
 
@@ -207,11 +211,25 @@ impl Default for SplitConfig {
 pub struct OverrideConfig {
     /// Header whose value, when it names a version, forces that version.
     pub header: String,
+    /// Header carrying a tester's token; removed from every request when tokens are set.
+    pub token_header: String,
+    /// SHA-256 digests of the tokens an override needs (`token_sha256`); empty: none needed.
+    pub token_sha256: Vec<[u8; 32]>,
 }
 
 impl Default for OverrideConfig {
     fn default() -> Self {
-        OverrideConfig { header: "x-canary".into() }
+        OverrideConfig { header: "x-canary".into(), token_header: "x-canary-token".into(), token_sha256: Vec::new() }
+    }
+}
+
+/// Key material that never shows in a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
     }
 }
 
@@ -224,11 +242,16 @@ pub struct StickyConfig {
     pub max_age_s: u32,
     /// Whether the cookie carries `Secure`.
     pub secure: bool,
+    /// The key cookies are signed with (`key`, or the value of the variable `key_env` names,
+    /// once [`Config::resolve_key_env`] read it); none: cookies carry no MAC.
+    pub key: Option<Secret>,
+    /// The environment variable holding the key.
+    pub key_env: Option<String>,
 }
 
 impl Default for StickyConfig {
     fn default() -> Self {
-        StickyConfig { cookie: "canary_bucket".into(), max_age_s: 86_400, secure: false }
+        StickyConfig { cookie: "canary_bucket".into(), max_age_s: 86_400, secure: false, key: None, key_env: None }
     }
 }
 
@@ -424,6 +447,21 @@ impl Config {
         parse::config(bytes)
     }
 
+    /// Reads the sticky cookie key from the environment variable `sticky.key_env` names
+    /// (`lookup` answers a variable's value); refused when it is unset or short.
+    pub fn resolve_key_env(&mut self, lookup: impl FnOnce(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let Some(name) = &self.sticky.key_env else { return Ok(()) };
+        let key = lookup(name).ok_or_else(|| {
+            refuse(
+                "sticky.key_env",
+                format!("environment variable `{name}` is not set in the VM (Envoy `vm_config.environment_variables`, Istio `vmConfig.env`)"),
+            )
+        })?;
+        parse::sticky_key("sticky.key_env", key.as_bytes())?;
+        self.sticky.key = Some(Secret(key.into_bytes()));
+        Ok(())
+    }
+
     /// What this instance measures, as the name of the cross-VM state it shares with the same
     /// instance in the proxy's other VMs: `router`, `observer`, or `observer-outbound`. An
     /// Istio sidecar's inbound and outbound observers of one service share a VM, and their
@@ -611,6 +649,14 @@ mod tests {
             (r#"{"service":"a","override":{"header":""}}"#, "override.header", "header name"),
             (r#"{"service":"a","override":{"header":"x-canary-version"}}"#, "override.header", "must differ"),
             (r#"{"service":"a","reason_header":"x-r","override":{"header":"x-r"}}"#, "override.header", "must differ"),
+            (r#"{"service":"a","override":{"token_header":"x-canary"}}"#, "override.token_header", "differ"),
+            (r#"{"service":"a","override":{"token_header":"x-canary-reason"}}"#, "override.token_header", "differ"),
+            (r#"{"service":"a","override":{"token_sha256":[]}}"#, "override.token_sha256", "1 to 16 digests"),
+            (r#"{"service":"a","override":{"token_sha256":["abc"]}}"#, "override.token_sha256[0]", "64 lower-case hex"),
+            (r#"{"service":"a","override":{"token_sha256":[1]}}"#, "override.token_sha256[0]", "invalid type"),
+            (r#"{"service":"a","sticky":{"key":"short"}}"#, "sticky.key", "at least 16 bytes"),
+            (r#"{"service":"a","sticky":{"key_env":"1X"}}"#, "sticky.key_env", "environment variable name"),
+            (r#"{"service":"a","sticky":{"key_env":"K","key":"0123456789abcdef"}}"#, "sticky.key_env", "not both"),
             (r#"{"service":"a","sticky":{"max_age_s":0}}"#, "sticky.max_age_s", "1..="),
             (r#"{"service":"a","sticky":{"max_age_s":-5}}"#, "sticky.max_age_s", "invalid value"),
             (r#"{"service":"a","sticky":{"cookie":"a;b"}}"#, "sticky.cookie", "token"),
@@ -717,6 +763,37 @@ mod tests {
     fn mesh_mode_may_pin_in_a_hash_key_cookie() {
         // Mesh mode never hashes a key: the pin cookie may share a hash-key cookie's name.
         assert!(Config::parse(br#"{"service":"a","split":{"mode":"mesh"},"sticky":{"cookie":"session"}}"#).is_ok());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn override_tokens_are_digests() {
+        let digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let c = Config::parse(format!(r#"{{"service":"a","override":{{"token_sha256":["{digest}"]}}}}"#).as_bytes())
+            .unwrap();
+        assert_eq!(c.r#override.token_sha256.len(), 1);
+        assert_eq!(c.r#override.token_sha256[0][..2], [0xba, 0x78]);
+        assert_eq!(c.r#override.token_header, "x-canary-token");
+        let many = vec![format!("\"{digest}\""); MAX_OVERRIDE_TOKENS + 1].join(",");
+        let e = Config::parse(format!(r#"{{"service":"a","override":{{"token_sha256":[{many}]}}}}"#).as_bytes());
+        assert!(e.unwrap_err().to_string().contains("got 17"));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_sticky_key_comes_inline_or_from_the_environment() {
+        let c = Config::parse(br#"{"service":"a","sticky":{"key":"0123456789abcdef"}}"#).unwrap();
+        assert_eq!(c.sticky.key, Some(Secret(b"0123456789abcdef".to_vec())));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"), "a key never shows in a log line");
+        let mut c = Config::parse(br#"{"service":"a","sticky":{"key_env":"CANARY_KEY"}}"#).unwrap();
+        assert_eq!(c.sticky.key, None);
+        let unset = c.clone().resolve_key_env(|_| None).unwrap_err().to_string();
+        assert!(unset.contains("sticky.key_env") && unset.contains("`CANARY_KEY` is not set"), "{unset}");
+        let short = c.clone().resolve_key_env(|_| Some("abc".into())).unwrap_err().to_string();
+        assert!(short.contains("sticky.key_env") && short.contains("at least 16 bytes"), "{short}");
+        c.resolve_key_env(|name| (name == "CANARY_KEY").then(|| "k".repeat(32))).unwrap();
+        assert_eq!(c.sticky.key, Some(Secret(b"k".repeat(32))));
+        let mut none = Config::parse(br#"{"service":"a"}"#).unwrap();
+        none.resolve_key_env(|_| panic!("no variable to read")).unwrap();
+        assert_eq!(none.sticky.key, None);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -6,8 +6,9 @@ use super::value;
 use super::{check, classes, decimal, grpc, refuse, vitals, ConfigError};
 use super::{
     ClassGate, CompareConfig, Config, FleetConfig, GateConfig, KeySource, Limits, MetricsConfig, OutcomeLimit,
-    OverrideConfig, Role, SplitConfig, SplitMode, StickyConfig, EVAL_MS_RANGE, FLEET_AGE_MS_RANGE, MAX_COOKIE_AGE_S,
-    MAX_FLEET_PODS, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS, MAX_MIN_USERS, MAX_WINDOW_S, OTHER_CLASS,
+    OverrideConfig, Role, Secret, SplitConfig, SplitMode, StickyConfig, EVAL_MS_RANGE, FLEET_AGE_MS_RANGE,
+    MAX_COOKIE_AGE_S, MAX_FLEET_PODS, MAX_HASH_KEYS, MAX_HOSTS, MAX_LATENCY_MS, MAX_MIN_USERS, MAX_OVERRIDE_TOKENS,
+    MAX_WINDOW_S, MIN_STICKY_KEY_BYTES, OTHER_CLASS,
 };
 
 /// Parses and validates the plugin configuration bytes.
@@ -109,6 +110,9 @@ fn top_level(f: &Fields<'_>, c: &mut Config) -> Result<(), ConfigError> {
     if [&c.version_header, &c.reason_header].contains(&&c.r#override.header) {
         return Err(refuse("override.header", "must differ from version_header and reason_header"));
     }
+    if [&c.version_header, &c.reason_header].contains(&&c.r#override.token_header) {
+        return Err(refuse("override.token_header", "must differ from version_header and reason_header"));
+    }
     f.section("sticky", &mut c.sticky, sticky)?;
     f.section("metrics", &mut c.metrics, metrics)?;
     f.set_string("version_label", &mut c.version_label)?;
@@ -190,7 +194,36 @@ fn hash_keys(path: &str, items: Vec<Item<'_>>) -> Result<Vec<KeySource>, ConfigE
 
 fn override_header(f: &Fields<'_>, o: &mut OverrideConfig) -> Result<(), ConfigError> {
     f.set_string("header", &mut o.header)?;
-    check::header_name(&f.path_of("header"), &o.header)
+    check::header_name(&f.path_of("header"), &o.header)?;
+    f.set_string("token_header", &mut o.token_header)?;
+    check::header_name(&f.path_of("token_header"), &o.token_header)?;
+    if o.token_header == o.header {
+        return Err(refuse(&f.path_of("token_header"), "must differ from override.header"));
+    }
+    if let Some(items) = f.array("token_sha256")? {
+        let path = f.path_of("token_sha256");
+        if items.is_empty() || items.len() > MAX_OVERRIDE_TOKENS {
+            let why = format!(
+                "1 to {MAX_OVERRIDE_TOKENS} digests (leave it out to take overrides without a token), got {}",
+                items.len()
+            );
+            return Err(refuse(&path, why));
+        }
+        for item in items {
+            o.token_sha256.push(check::sha256_hex(&item.path, item.string()?)?);
+        }
+    }
+    Ok(())
+}
+
+/// A sticky cookie key: at least [`MIN_STICKY_KEY_BYTES`] bytes.
+pub(super) fn sticky_key(field: &str, key: &[u8]) -> Result<(), ConfigError> {
+    if key.len() < MIN_STICKY_KEY_BYTES {
+        let why =
+            format!("a key of at least {MIN_STICKY_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`), got {}", key.len());
+        return Err(refuse(field, why));
+    }
+    Ok(())
 }
 
 fn sticky(f: &Fields<'_>, s: &mut StickyConfig) -> Result<(), ConfigError> {
@@ -199,7 +232,19 @@ fn sticky(f: &Fields<'_>, s: &mut StickyConfig) -> Result<(), ConfigError> {
     if let Some(age) = f.integer("max_age_s", u64::from(u32::MAX))? {
         s.max_age_s = check::in_range(&f.path_of("max_age_s"), age, 1, u64::from(MAX_COOKIE_AGE_S), " seconds")? as u32;
     }
-    f.set_boolean("secure", &mut s.secure)
+    f.set_boolean("secure", &mut s.secure)?;
+    let key = f.string("key")?;
+    s.key_env = f.string("key_env")?.map(str::to_string);
+    match (key, &s.key_env) {
+        (Some(_), Some(_)) => return Err(refuse(&f.path_of("key_env"), "set `key` or `key_env`, not both")),
+        (Some(key), None) => {
+            sticky_key(&f.path_of("key"), key.as_bytes())?;
+            s.key = Some(Secret(key.as_bytes().to_vec()));
+        }
+        (None, Some(name)) => check::env_name(&f.path_of("key_env"), name)?,
+        (None, None) => {}
+    }
+    Ok(())
 }
 
 fn metrics(f: &Fields<'_>, m: &mut MetricsConfig) -> Result<(), ConfigError> {

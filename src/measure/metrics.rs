@@ -42,6 +42,8 @@ pub struct MetricIds {
     vitals: Option<VitalsIds>,
     /// `canary_gate_fleet_pods` of stable and canary, with `gate.fleet`.
     fleet_pods: [Option<u32>; 2],
+    /// Refused overrides (with tokens) and refused sticky cookies (with a key).
+    refused: [Option<u32>; 2],
 }
 
 /// Where each counter sits in [`MetricIds::counters`]: per version, per class its requests, its
@@ -179,6 +181,22 @@ impl MetricIds {
                 let name = names::version_series(names::FLEET_PODS, svc, config.version_name(v));
                 config.gate.fleet.and_then(|_| stats.define_metric(MetricKind::Gauge, &name))
             }),
+            refused: [
+                (names::OVERRIDE_REFUSED, !config.r#override.token_sha256.is_empty()),
+                (names::COOKIE_REFUSED, config.sticky.key.is_some()),
+            ]
+            .map(|(name, defined)| {
+                defined.then(|| stats.define_metric(MetricKind::Counter, &service_series(name, svc))).flatten()
+            }),
+        }
+    }
+
+    /// Counts a request's refused override and refused sticky cookie (rare: no batching).
+    pub fn note_refused(&self, stats: &impl Stats, override_refused: bool, cookie_refused: bool) {
+        for (id, refused) in self.refused.iter().zip([override_refused, cookie_refused]) {
+            if refused {
+                increment(stats, *id);
+            }
         }
     }
 

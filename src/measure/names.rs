@@ -68,6 +68,12 @@ pub const WINDOW_WEB: [&str; 5] = [
     "canary_window_web_js_error_ratio_ppm",
     "canary_window_web_page_views",
 ];
+/// Override requests without a valid token, routed as if they had no override (counter, label
+/// `service`; with `override.token_sha256`).
+pub const OVERRIDE_REFUSED: &str = "canary_override_refused_total";
+/// Sticky cookies without a valid MAC, ignored (counter, label `service`; with a sticky key).
+pub const COOKIE_REFUSED: &str = "canary_sticky_cookie_refused_total";
+
 /// Beacons refused or dropped (counter, labels `service`, `reason`).
 pub const VITALS_REJECTED: &str = "canary_vitals_rejected_total";
 

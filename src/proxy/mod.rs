@@ -103,7 +103,9 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let config = match Config::parse(&host::plugin_configuration()) {
+        let parsed = Config::parse(&host::plugin_configuration());
+        // The VM's environment: Envoy's `vm_config.environment_variables`.
+        let config = match parsed.and_then(|mut c| c.resolve_key_env(|name| std::env::var(name).ok()).map(|()| c)) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("{e}");
@@ -317,6 +319,7 @@ impl HttpContext for Stream {
         let router = &self.plugin.router;
         if !router.handles(|| host::request_header(":authority")) {
             self.skipped = true;
+            self.drop_client_choice();
             return Action::Continue;
         }
         let config = router.config();
@@ -354,6 +357,13 @@ impl HttpContext for Stream {
         // Replaces (or, in mesh mode, removes) whatever the client sent; the routes match on it.
         host::set_header(MapType::HttpRequestHeaders, &config.version_header, version);
         host::set_header(MapType::HttpRequestHeaders, &config.reason_header, Some(decision.reason.as_str()));
+        if !config.r#override.token_sha256.is_empty() {
+            // A tester's token is the tester's: the upstream never sees it.
+            host::set_header(MapType::HttpRequestHeaders, &config.r#override.token_header, None);
+        }
+        if decision.override_refused || decision.cookie_refused {
+            self.plugin.metrics.note_refused(&ProxyHost, decision.override_refused, decision.cookie_refused);
+        }
         if self.plugin.clear_route_cache {
             host::clear_route_cache();
         }
@@ -454,6 +464,22 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
+    /// A request for a host this router does not handle: a version or reason header the
+    /// client sent is removed, so no virtual host that routes on it lets a client choose.
+    fn drop_client_choice(&self) {
+        let config = self.plugin.router.config();
+        let mut removed = false;
+        for name in [&config.version_header, &config.reason_header] {
+            if host::request_header(name).is_some() {
+                host::set_header(MapType::HttpRequestHeaders, name, None);
+                removed = true;
+            }
+        }
+        if removed && self.plugin.clear_route_cache {
+            host::clear_route_cache();
+        }
+    }
+
     /// The HTTP status the request counts as: a gRPC call's from its gRPC status (Envoy's
     /// `response.grpc_status`), anything else's own; 0 for none.
     fn counted_status(&self) -> u64 {

@@ -60,15 +60,11 @@ impl SetCookie {
 
     /// The header value storing `bucket`.
     pub fn bucket(&self, bucket: u16) -> String {
-        self.with_value(&bucket.to_string())
+        self.value(&bucket.to_string())
     }
 
-    /// The header value storing a version name (mesh-mode pin).
-    pub fn version(&self, version: &str) -> String {
-        self.with_value(version)
-    }
-
-    fn with_value(&self, value: &str) -> String {
+    /// The header value storing `value` (a pin, or a signed value).
+    pub fn value(&self, value: &str) -> String {
         let mut out = String::with_capacity(self.prefix.len() + value.len() + self.attributes.len());
         out.push_str(&self.prefix);
         out.push_str(value);
@@ -128,7 +124,7 @@ mod tests {
         }
         assert_eq!(sc.bucket(42), "canary_bucket=42; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax");
         assert_eq!(
-            SetCookie::new("pin", 60, true).version("canary"),
+            SetCookie::new("pin", 60, true).value("canary"),
             "pin=canary; Max-Age=60; Path=/; HttpOnly; SameSite=Lax; Secure"
         );
     }

@@ -1,6 +1,7 @@
 //! The routing decision: which version serves a request, and why. Pure logic over a
 //! [`RequestHeaders`] view, so it runs the same on the host and inside the proxy.
 
+pub mod auth;
 pub mod bucket;
 pub mod cookie;
 pub mod hosts;
@@ -8,10 +9,12 @@ pub mod revisions;
 
 use crate::config::{Config, KeySource, SplitMode};
 use crate::model::{Reason, Revision, Version};
+use auth::CookieSigner;
 use bucket::{BucketRng, Bucketer};
 use cookie::SetCookie;
 use hosts::HostMatcher;
 use revisions::{Pin, PinCheck, Revisions};
+use std::cell::Cell;
 
 /// Read access to the request headers. Values are raw bytes: clients may send anything.
 pub trait RequestHeaders {
@@ -42,11 +45,24 @@ pub struct Decision {
     /// Mesh mode: the pin could not be checked (its canary revision is not known yet); keep
     /// it unless the canary serves this request.
     pub keep_pin: bool,
+    /// The request named a version in the override header without a valid token.
+    pub override_refused: bool,
+    /// The request's sticky cookie had no valid MAC.
+    pub cookie_refused: bool,
 }
 
 impl Decision {
     fn new(version: Option<Version>, reason: Reason) -> Decision {
-        Decision { version, reason, new_bucket: None, bucket: None, pin: None, keep_pin: false }
+        Decision {
+            version,
+            reason,
+            new_bucket: None,
+            bucket: None,
+            pin: None,
+            keep_pin: false,
+            override_refused: false,
+            cookie_refused: false,
+        }
     }
 }
 
@@ -56,6 +72,8 @@ pub struct Router {
     config: Config,
     bucketer: Bucketer,
     set_cookie: SetCookie,
+    /// With a sticky key: signs and checks the sticky cookie.
+    signer: Option<CookieSigner>,
     hosts: HostMatcher,
 }
 
@@ -95,7 +113,8 @@ impl Router {
         let sticky = &config.sticky;
         let set_cookie = SetCookie::new(&sticky.cookie, sticky.max_age_s, sticky.secure);
         let hosts = HostMatcher::new(&config.hosts);
-        Router { config, bucketer, set_cookie, hosts }
+        let signer = sticky.key.as_ref().map(|key| CookieSigner::new(&key.0, &config.service, &sticky.cookie));
+        Router { config, bucketer, set_cookie, signer, hosts }
     }
 
     /// Whether this instance handles a request, given a way to read its `:authority` (read
@@ -125,17 +144,35 @@ impl Router {
         gate_tripped: bool,
         revisions: &Revisions,
     ) -> Decision {
-        if let Some(version) = self.override_version(headers) {
-            return Decision::new(Some(version), Reason::Override);
-        }
-        if gate_tripped {
-            return Decision::new(Some(Version::Stable), Reason::Gate);
-        }
+        let override_refused = match self.override_version(headers) {
+            Some(Some(version)) => return Decision::new(Some(version), Reason::Override),
+            Some(None) => true,
+            None => false,
+        };
+        let refused_cookie = Cell::new(false);
+        let mut decision = if gate_tripped {
+            Decision::new(Some(Version::Stable), Reason::Gate)
+        } else {
+            self.decide_unforced(headers, rng, revisions, &refused_cookie)
+        };
+        decision.override_refused = override_refused;
+        decision.cookie_refused = refused_cookie.get();
+        decision
+    }
+
+    /// The decision for a request no override or tripped gate forces.
+    fn decide_unforced<R: RequestHeaders>(
+        &self,
+        headers: &R,
+        rng: &mut BucketRng,
+        revisions: &Revisions,
+        refused_cookie: &Cell<bool>,
+    ) -> Decision {
         let mut cookies = CookieHeader::new(headers);
         match self.config.split.mode {
-            SplitMode::Filter => self.decide_by_bucket(headers, &mut cookies, rng),
+            SplitMode::Filter => self.decide_by_bucket(headers, &mut cookies, rng, refused_cookie),
             SplitMode::Mesh => {
-                let Some(pin) = cookies.find_valid(&self.config.sticky.cookie, |v| self.parse_pin(v)) else {
+                let Some(pin) = self.sticky_value(&mut cookies, refused_cookie, |v| self.parse_pin(v)) else {
                     return Decision::new(None, Reason::Mesh);
                 };
                 let (version, reason, keep_pin) = match revisions.check(pin) {
@@ -158,15 +195,47 @@ impl Router {
         }
     }
 
+    /// The sticky cookie's first valid value, as `parse` reads it; with a key, only a value
+    /// whose MAC is valid (a wrong MAC sets `refused`).
+    fn sticky_value<R: RequestHeaders, T>(
+        &self,
+        cookies: &mut CookieHeader<'_, R>,
+        refused: &Cell<bool>,
+        parse: impl Fn(&[u8]) -> Option<T>,
+    ) -> Option<T> {
+        cookies.find_valid(&self.config.sticky.cookie, |value| {
+            let value = match &self.signer {
+                None => value,
+                Some(signer) => match signer.verify(value) {
+                    Some(value) => value,
+                    None => {
+                        refused.set(true);
+                        return None;
+                    }
+                },
+            };
+            parse(value)
+        })
+    }
+
+    /// A sticky cookie's `Set-Cookie` value for `value`, signed with a key.
+    fn set_sticky(&self, value: &str) -> String {
+        match &self.signer {
+            Some(signer) => self.set_cookie.value(&signer.sign(value)),
+            None => self.set_cookie.value(value),
+        }
+    }
+
     fn decide_by_bucket<R: RequestHeaders>(
         &self,
         headers: &R,
         cookies: &mut CookieHeader<'_, R>,
         rng: &mut BucketRng,
+        refused_cookie: &Cell<bool>,
     ) -> Decision {
         let (bucket, reason, new_bucket) = if let Some(bucket) = self.keyed_bucket(headers, cookies) {
             (bucket, Reason::Hash, None)
-        } else if let Some(bucket) = cookies.find_valid(&self.config.sticky.cookie, cookie::parse_bucket) {
+        } else if let Some(bucket) = self.sticky_value(cookies, refused_cookie, cookie::parse_bucket) {
             (bucket, Reason::Cookie, None)
         } else {
             let bucket = rng.next_bucket();
@@ -184,14 +253,20 @@ impl Router {
         }
     }
 
-    /// The version the override header names. A repeated header overrides only when every
-    /// value names the same version: conflicting values are no override.
-    fn override_version<R: RequestHeaders>(&self, headers: &R) -> Option<Version> {
-        let name = &self.config.r#override.header;
-        let version = headers.get(name).and_then(|v| self.version_named(&v))?;
+    /// The version the override header names: `Some(None)` when it names one without a valid
+    /// token. A repeated header overrides only when every value names the same version:
+    /// conflicting values are no override.
+    fn override_version<R: RequestHeaders>(&self, headers: &R) -> Option<Option<Version>> {
+        let settings = &self.config.r#override;
+        let version = headers.get(&settings.header).and_then(|v| self.version_named(&v))?;
         // Read every line only for a valid override (testers' requests): one more host call.
-        let values = headers.get_all(name);
-        values.iter().all(|v| self.version_named(v) == Some(version)).then_some(version)
+        let values = headers.get_all(&settings.header);
+        let version = values.iter().all(|v| self.version_named(v) == Some(version)).then_some(version)?;
+        if settings.token_sha256.is_empty() {
+            return Some(Some(version));
+        }
+        let token = headers.get(&settings.token_header);
+        Some(token.is_some_and(|t| auth::token_matches(&t, &settings.token_sha256)).then_some(version))
     }
 
     fn keyed_bucket<R: RequestHeaders>(&self, headers: &R, cookies: &mut CookieHeader<'_, R>) -> Option<u16> {
@@ -248,7 +323,7 @@ impl Router {
         served_revision: Option<Revision>,
     ) -> Option<String> {
         if let Some(bucket) = decision.new_bucket {
-            return Some(self.set_cookie.bucket(bucket));
+            return Some(self.set_sticky(&bucket.to_string()));
         }
         let version = served?;
         let now = Pin { version, revision: served_revision };
@@ -263,8 +338,8 @@ impl Router {
         pin_it.then(|| {
             let name = self.config.version_name(version);
             match served_revision {
-                Some(revision) => self.set_cookie.version(&format!("{name}.{}", revision.as_str())),
-                None => self.set_cookie.version(name),
+                Some(revision) => self.set_sticky(&format!("{name}.{}", revision.as_str())),
+                None => self.set_sticky(name),
             }
         })
     }
@@ -535,6 +610,57 @@ mod tests {
             let d = r.decide(&headers(&[("x-canary", b"canary")]), &mut rng(), true);
             assert_eq!((d.version, d.reason), (Some(Version::Canary), Reason::Override));
         }
+    }
+
+    /// `printf %s abc | sha256sum`.
+    const ABC_SHA256: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn with_tokens_an_override_needs_one() {
+        let r = router(&format!(r#","split":{{"canary_percent":0}},"override":{{"token_sha256":["{ABC_SHA256}"]}}"#));
+        let decide = |pairs: &[(&str, &[u8])], tripped: bool| {
+            let d = r.decide(&headers(pairs), &mut rng(), tripped);
+            (d.version, d.reason, d.override_refused)
+        };
+        let granted = (Some(Version::Canary), Reason::Override, false);
+        assert_eq!(decide(&[("x-canary", b"canary"), ("x-canary-token", b"abc")], false), granted);
+        assert_eq!(decide(&[("x-canary", b"canary"), ("x-canary-token", b"abc")], true), granted, "tripped");
+        for token in [&b"abd"[..], b"", b"ABC", b"abc "] {
+            let got = decide(&[("x-canary", b"canary"), ("x-canary-token", token), ("x-user-id", b"u1")], false);
+            assert_eq!(got, (Some(Version::Stable), Reason::Hash, true), "{token:?}");
+        }
+        assert_eq!(decide(&[("x-canary", b"canary")], true), (Some(Version::Stable), Reason::Gate, true));
+        assert!(!decide(&[("x-canary", b"nothing"), ("x-user-id", b"u1")], false).2, "no override asked");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn with_a_key_cookies_are_signed_and_forgeries_ignored() {
+        let r = router(r#","split":{"canary_percent":50},"sticky":{"key":"0123456789abcdef"}"#);
+        let d = r.decide(&headers(&[]), &mut rng(), false);
+        let set = r.sticky_cookie_for(&d, d.version, None).unwrap();
+        let pair = set.split(';').next().unwrap();
+        let value = pair.strip_prefix("canary_bucket=").unwrap();
+        assert_eq!(value.len(), d.new_bucket.unwrap().to_string().len() + 1 + auth::MAC_HEX, "{set}");
+        let back = r.decide(&headers(&[("cookie", pair.as_bytes())]), &mut rng(), false);
+        assert_eq!((back.reason, back.bucket, back.cookie_refused), (Reason::Cookie, d.new_bucket, false));
+        // A bucket chosen by the client, or a signed one altered, is a fresh user.
+        let mac = &value[value.find('.').unwrap()..];
+        for forged in ["canary_bucket=0".to_string(), format!("canary_bucket=1{mac}"), format!("{pair}0")] {
+            let f = r.decide(&headers(&[("cookie", forged.as_bytes())]), &mut rng(), false);
+            assert_eq!((f.reason, f.cookie_refused), (Reason::Random, true), "{forged}");
+        }
+        // Mesh pins too.
+        let mesh = router(r#","split":{"mode":"mesh"},"sticky":{"key":"0123456789abcdef"}"#);
+        let d = mesh.decide(&headers(&[]), &mut rng(), false);
+        let set = mesh.sticky_cookie_for(&d, Some(Version::Canary), None).unwrap();
+        let pair = set.split(';').next().unwrap();
+        let pinned = mesh.decide(&headers(&[("cookie", pair.as_bytes())]), &mut rng(), false);
+        assert_eq!((pinned.version, pinned.reason), (Some(Version::Canary), Reason::Pin));
+        let forged = mesh.decide(&headers(&[("cookie", b"canary_bucket=canary")]), &mut rng(), false);
+        assert_eq!((forged.version, forged.reason, forged.cookie_refused), (None, Reason::Mesh, true));
+        // Without a key, nothing is refused.
+        let d = router("").decide(&headers(&[("cookie", b"canary_bucket=x")]), &mut rng(), false);
+        assert!(!d.cookie_refused);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

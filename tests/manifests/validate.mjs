@@ -50,6 +50,7 @@ const REVISION_LABEL = "rollouts-pod-template-hash";
 const REVISION_HEADER = "x-canary-revision";
 const NAMESPACE = "teei-platform";
 const VERSION_HEADER_PREFIX = "x-canary-version-";
+const REASON_HEADER_PREFIX = "x-canary-reason-";
 const REVISION_PROBE_PATH = "/__canary/revision";
 const GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
 const KUBECTL = process.env.KUBECTL ?? path.join(REPO, ".venv/bin/kubectl");
@@ -95,8 +96,8 @@ const PLUGIN_KEYS = {
     "sticky", "metrics", "version_label", "gate", "hosts", "revision_label", "revision_header", "revision_probe_path",
     "classes", "outcomes", "direction", "vitals"],
   split: ["mode", "canary_percent", "hash_key"],
-  override: ["header"],
-  sticky: ["cookie", "max_age_s", "secure"],
+  override: ["header", "token_header", "token_sha256"],
+  sticky: ["cookie", "max_age_s", "secure", "key", "key_env"],
   metrics: ["window_s"],
   gate: ["window_s", "min_requests", "max_error_ratio", "max_p95_ms", "max_p99_ms",
     "max_error_ratio_over_stable", "consecutive", "dry_run", "rearm", "min_outcome_ratio", "max_outcome_ratio", "classes",
@@ -146,7 +147,7 @@ const errorRates = (t) => ({
 // version header then), the pause, and the window of its template's queries.
 const SHADOW = {
   service: "unified-profile", component: "components/unified-profile-mirror", template: "unified-profile-shadow",
-  route: "shadow", reasonHeader: "x-canary-reason", meshReason: "mesh", pause: "5m", window: "2m",
+  route: "shadow", reasonHeader: "x-canary-reason-unified-profile", meshReason: "mesh", pause: "5m", window: "2m",
 };
 // Metrics always in dryRun: shown beside the canary's, deciding nothing.
 const BASELINE = new Set(["inbound-error-rate-stable"]);
@@ -542,9 +543,17 @@ function pluginConfigProblems(wp, docs) {
       p.push(`version_header ${cfg.version_header}: must be ${VERSION_HEADER_PREFIX}${cfg.service}, the header the VirtualService's pinned routes match`);
     if ((cfg.revision_header ?? REVISION_HEADER) !== REVISION_HEADER)
       p.push(`revision_header must be ${REVISION_HEADER} (what the observers stamp)`);
+    // Each router removes its version and reason headers from requests for hosts it does not
+    // handle: two routers in one proxy sharing either would remove each other's.
+    if (cfg.reason_header !== REASON_HEADER_PREFIX + cfg.service)
+      p.push(`reason_header ${cfg.reason_header}: must be ${REASON_HEADER_PREFIX}${cfg.service} (routers sharing a proxy remove each other's shared headers)`);
+    const client = isDeepStrictEqual(wp.spec.match, [{ mode: "CLIENT" }]);
+    // From outside the mesh anyone can send the override header: it needs a tester's token there.
+    const tokens = cfg.override?.token_sha256;
+    if (!client && !(Array.isArray(tokens) && tokens.length >= 1 && tokens.length <= 16 && tokens.every((t) => /^[0-9a-f]{64}$/.test(t))))
+      p.push("a gateway router needs override.token_sha256 (1 to 16 SHA-256 digests): anyone outside the mesh can send the override header");
     const hosts = cfg.hosts ?? [];
     for (const h of hosts) if (!HOST.test(h)) p.push(`host ${h}`);
-    const client = isDeepStrictEqual(wp.spec.match, [{ mode: "CLIENT" }]);
     // Only the names requests reach this router's proxies under: a gateway takes the public names
     // (in-cluster calls never cross it), a caller's sidecar the in-cluster ones (public names
     // resolve to the gateway, whose own router handles them).
@@ -1513,6 +1522,9 @@ function main() {
     mutate(pick("WasmPlugin", "canary-gate-router-api-gateway-from-corp-cockpit"), (w) => { w.spec.pluginConfig.hosts.push("api.example.com"); }), docs));
   rejects("a client router missing an in-cluster name", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.hosts.pop(); }), docs));
   rejects("a router setting the version header all services share", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.version_header = "x-canary-version"; }), docs));
+  rejects("a router setting the reason header all services share (another router in its proxy would remove it)", () => pluginConfigProblems(mutate(router(), (w) => { w.spec.pluginConfig.reason_header = "x-canary-reason"; }), docs));
+  rejects("a gateway router taking overrides without a token", () => pluginConfigProblems(mutate(gatewayRouter(), (w) => { delete w.spec.pluginConfig.override.token_sha256; }), docs));
+  rejects("a gateway router with a token digest in capitals", () => pluginConfigProblems(mutate(gatewayRouter(), (w) => { w.spec.pluginConfig.override.token_sha256 = ["A".repeat(64)]; }), docs));
   rejects("a VirtualService routing on another service's version header", () => virtualServiceProblems(mutate(vsvc(), (v) => {
     v.spec.http[0].match[0].headers = { "x-canary-version-api-gateway": { exact: "canary" } }; })));
   rejects("an internal service's VirtualService bound to the ingress Gateway", () => virtualServiceProblems(mutate(pick("VirtualService", "unified-profile-vsvc"), (v) => {
