@@ -113,6 +113,31 @@ pub fn now_micros() -> u64 {
 extern "C" {
     /// WASI `random_get`: fills `len` bytes at `buf`; 0 on success.
     fn random_get(buf: *mut u8, len: usize) -> u16;
+    /// WASI `environ_sizes_get`: the number of variables and the bytes of their text.
+    fn environ_sizes_get(count: *mut usize, text_bytes: *mut usize) -> u16;
+    /// WASI `environ_get`: writes the variables as `NAME=value\0` at `text`, and a pointer to
+    /// each at `pointers`.
+    fn environ_get(pointers: *mut *mut u8, text: *mut u8) -> u16;
+}
+
+/// The VM's environment variable `name` (Envoy's `vm_config.environment_variables`), read
+/// through WASI: std's environment in a reactor module never asks the host.
+pub fn env_var(name: &str) -> Option<String> {
+    let (mut count, mut text_bytes) = (0usize, 0usize);
+    // SAFETY: both point at live, writable usizes.
+    if unsafe { environ_sizes_get(&mut count, &mut text_bytes) } != 0 || count == 0 {
+        return None;
+    }
+    let mut pointers = vec![std::ptr::null_mut::<u8>(); count];
+    let mut text = vec![0u8; text_bytes];
+    // SAFETY: the buffers have the lengths the host just gave for its own variables.
+    if unsafe { environ_get(pointers.as_mut_ptr(), text.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    text.split(|&b| b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        String::from_utf8(value.to_vec()).ok()
+    })
 }
 
 /// 8 random bytes from the host (0 if it has none). Called directly rather than through std's

@@ -104,8 +104,7 @@ impl RootContext for Root {
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let parsed = Config::parse(&host::plugin_configuration());
-        // The VM's environment: Envoy's `vm_config.environment_variables`.
-        let config = match parsed.and_then(|mut c| c.resolve_key_env(|name| std::env::var(name).ok()).map(|()| c)) {
+        let config = match parsed.and_then(|mut c| c.resolve_key_env(host::env_var).map(|()| c)) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("{e}");

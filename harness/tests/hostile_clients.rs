@@ -1,0 +1,129 @@
+//! Clients who try to decide what only operators may, through a real Envoy (2 workers): a
+//! tester's override without the token, a bucket cookie of the client's choosing, a version
+//! header for a host the router does not handle. Each test names the scenario of the hostile
+//! client report it replays ("Why N") and what the filter did before.
+
+use canary_harness::{start_stack, validate, Client, Layout};
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "a-testers-token-of-32-characters";
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn config(percent: f64, extra: &str) -> String {
+    format!(
+        r#"{{"service": "checkout", "split": {{"mode": "filter", "canary_percent": {percent}}},
+  "override": {{"header": "x-canary", "token_sha256": ["{}"]}}{extra}}}"#,
+        sha256_hex(TOKEN)
+    )
+}
+
+fn refused(envoy: &canary_harness::Envoy, what: &str) -> u64 {
+    envoy.stat(&format!("wasmcustom.canary_{what}_refused_total.service.checkout"))
+}
+
+/// Why 7: the override header worked for anyone who could reach the router (every override
+/// below reached the canary before).
+#[test]
+fn why_7_an_override_counts_only_with_a_testers_token_which_never_reaches_the_upstream() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &config(0.0, ""), &|s| s);
+    let client = Client::new();
+    let url = envoy.url("/profile");
+    for token in [None, Some(&b"wrong"[..]), Some(b""), Some(&TOKEN.as_bytes()[1..])] {
+        let mut headers = vec![("x-canary", &b"canary"[..]), ("x-user-id", b"mallory")];
+        headers.extend(token.map(|t| ("x-canary-token", t)));
+        let reply = client.get(&url, &headers);
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            (reply.served_by.as_deref(), reply.reason.as_deref()),
+            (Some("stable"), Some("hash")),
+            "token {token:?}: routed as if it had no override"
+        );
+        assert_eq!(reply.upstream_header("x-canary-token"), None, "a token never reaches the upstream");
+    }
+    assert_eq!(refused(&envoy, "override"), 4);
+    let reply = client.get(&url, &[("x-canary", b"canary"), ("x-canary-token", TOKEN.as_bytes())]);
+    assert_eq!((reply.served_by.as_deref(), reply.reason.as_deref()), (Some("canary"), Some("override")));
+    assert_eq!(reply.upstream_header("x-canary-token"), None, "not even a valid one");
+    assert_eq!(refused(&envoy, "override"), 4, "a valid token is not refused");
+}
+
+/// Why 7: the bucket cookie was unsigned, so a client chose its bucket (`canary_bucket=0` was
+/// the canary at any weight above 0).
+#[test]
+fn why_7_with_a_key_a_bucket_cookie_of_the_clients_choosing_is_ignored() {
+    let extra = r#", "sticky": {"cookie": "canary_bucket", "key": "a-sticky-key-of-32-characters..."}"#;
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &config(10.0, extra), &|s| s);
+    let client = Client::new();
+    let url = envoy.url("/");
+    let mut canary = 0;
+    for _ in 0..20 {
+        let reply = client.get(&url, &[("cookie", b"canary_bucket=0")]);
+        assert_eq!(reply.reason.as_deref(), Some("random"), "a forged cookie is a fresh user");
+        canary += usize::from(reply.served_by.as_deref() == Some("canary"));
+        // The fresh cookie is signed, and brings its user back to the same version.
+        let pair = reply.cookie_pair("canary_bucket").expect("a fresh signed cookie");
+        let value = pair.strip_prefix("canary_bucket=").unwrap_or_default();
+        let (bucket, mac) = value.split_once('.').expect("value.MAC");
+        assert!(bucket.parse::<u16>().is_ok_and(|b| b < 10_000) && mac.len() == 24, "{pair}");
+        let again = client.get(&url, &[("cookie", pair.as_bytes())]);
+        assert_eq!((again.reason.as_deref(), again.served_by), (Some("cookie"), reply.served_by), "{pair}");
+    }
+    assert!(canary < 20, "forged canary cookies reached the canary {canary} times of 20");
+    assert_eq!(refused(&envoy, "sticky_cookie"), 20);
+}
+
+/// The key from the VM's environment (`vm_config.environment_variables`), and a refusal naming
+/// `sticky.key_env` when the variable is not there.
+#[test]
+fn the_sticky_key_comes_from_the_environment_envoy_passes_to_the_vm() {
+    let missing = config(10.0, r#", "sticky": {"key_env": "CANARY_GATE_NO_SUCH_KEY"}"#);
+    let (ok, log) = validate(Layout::FilterMode, &missing);
+    assert!(!ok, "accepted a key_env naming no variable:\n{log}");
+    assert!(log.contains("sticky.key_env") && log.contains("`CANARY_GATE_NO_SUCH_KEY` is not set"), "{log}");
+
+    // envoy/canary-gate.filter.yaml passes CANARY_GATE_STICKY_KEY; Envoy inherits it from here.
+    std::env::set_var("CANARY_GATE_STICKY_KEY", "a-sticky-key-from-the-environment");
+    let extra = r#", "sticky": {"cookie": "canary_bucket", "key_env": "CANARY_GATE_STICKY_KEY"}"#;
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &config(10.0, extra), &|s| s);
+    let client = Client::new();
+    let reply = client.get(&envoy.url("/"), &[]);
+    let pair = reply.cookie_pair("canary_bucket").unwrap_or_else(|| panic!("no cookie: {reply:?}\n{}", envoy.log()));
+    assert!(pair.split_once('.').is_some_and(|(_, mac)| mac.len() == 24), "signed: {pair}");
+    let again = client.get(&envoy.url("/"), &[("cookie", pair.as_bytes())]);
+    assert_eq!(again.reason.as_deref(), Some("cookie"));
+    assert_eq!(refused(&envoy, "sticky_cookie"), 0);
+}
+
+/// Why 6: with `hosts` and the shipped catch-all virtual host (`domains: ["*"]`) routing on
+/// the version header, `Host: other.local` with `x-canary-version: canary` reached the canary 20
+/// of 20 times, unmeasured.
+#[test]
+fn why_6_a_client_cannot_choose_its_version_for_a_host_the_router_does_not_handle() {
+    let json = config(50.0, r#", "hosts": ["shop.example.com"]"#);
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &json, &|s| s);
+    let client = Client::new();
+    let url = envoy.url("/");
+    for i in 0..20 {
+        let user = format!("user-{i}");
+        let headers = [
+            ("host", &b"other.local"[..]),
+            ("x-canary-version", b"canary"),
+            ("x-canary-reason", b"override"),
+            ("x-user-id", user.as_bytes()),
+        ];
+        let reply = client.get(&url, &headers);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.served_by.as_deref(), Some("stable"), "{user}: the client chose");
+        assert_eq!(reply.upstream_header("x-canary-version"), None);
+        assert_eq!(reply.upstream_header("x-canary-reason"), None);
+        assert_eq!(reply.version, None, "unhandled: no tag on the response");
+    }
+    // The handled host still routes, by the router's choice only.
+    let reply =
+        client.get(&url, &[("host", b"shop.example.com"), ("x-canary-version", b"canary"), ("x-user-id", b"u")]);
+    assert_eq!(reply.reason.as_deref(), Some("hash"));
+    assert_eq!(reply.served_by, reply.version);
+}
