@@ -56,7 +56,12 @@ impl Revision {
     /// The revision `text` names, if it is `[A-Za-z0-9_-]{1,63}`.
     pub fn parse(text: &[u8]) -> Option<Revision> {
         let valid = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-';
-        if text.is_empty() || text.len() > Self::MAX_LEN || !text.iter().all(valid) {
+        // `unknown` labels the series of an observer without a revision: never one.
+        if text.is_empty()
+            || text.len() > Self::MAX_LEN
+            || !text.iter().all(valid)
+            || text == UNKNOWN_VERSION.as_bytes()
+        {
             return None;
         }
         let mut bytes = [0; Self::MAX_LEN];
@@ -185,7 +190,7 @@ mod tests {
         assert_eq!(Revision::parse(b"5f7d9c8b4").map(|r| r.as_str().to_string()), Some("5f7d9c8b4".into()));
         let longest = [b'a'; Revision::MAX_LEN];
         assert_eq!(Revision::parse(&longest).map(|r| r.as_str().len()), Some(Revision::MAX_LEN));
-        for bad in [&b""[..], b"a.b", b"a b", b"\xff", &[b'a'; Revision::MAX_LEN + 1]] {
+        for bad in [&b""[..], b"a.b", b"a b", b"\xff", &[b'a'; Revision::MAX_LEN + 1], b"unknown"] {
             assert_eq!(Revision::parse(bad), None, "{bad:?}");
         }
     }

@@ -26,7 +26,7 @@
 use crate::mesh::{Router, Service, Sidecar, Subset};
 use crate::traffic::keep_cookies;
 use crate::{Backend, Client};
-pub use canary_gate::measure::report::{Report, Tag, REPORT_HEADER, TAG_HEADER};
+pub use canary_gate::measure::report::{split_answer, Report, Tag, REPORT_HEADER, TAG_HEADER};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -213,10 +213,12 @@ impl Fleet {
     /// The report `pod`'s observer answers a router's revision probe with, asked directly (the
     /// probe reaches no application and counts nowhere).
     pub fn report_of(&self, pod: &Pod) -> Report {
-        let tag = Tag::default().encode();
+        let tag = Tag { report: true, stamp: Some(1), ..Tag::default() }.encode();
         let reply = Client::new().get(&pod.sidecar.url(PROBE_PATH), &[(TAG_HEADER, tag.as_bytes())]);
         let value = reply.header(REPORT_HEADER).unwrap_or_else(|| panic!("{}: no report: {reply:?}", pod.sidecar.pod));
-        Report::parse(value.as_bytes()).unwrap_or_else(|| panic!("{}: not a report: {value}", pod.sidecar.pod))
+        let (report, stamp) = split_answer(value.as_bytes());
+        assert_eq!(stamp, Some(1), "{}: the stamp echoed: {value}", pod.sidecar.pod);
+        Report::parse(report).unwrap_or_else(|| panic!("{}: not a report: {value}", pod.sidecar.pod))
     }
 
     /// Requests the canary applications answered.

@@ -232,7 +232,7 @@ fn forged_reports_never_reach_a_routers_counts_nor_a_client() {
     let asked = [("x-backend-set", set_same.as_slice()), ("x-backend-set", set_other.as_slice())];
     let reply = client.get(&url, &asked);
     assert_eq!((reply.status, reply.header(REPORT_HEADER)), (200, None), "{reply:?}");
-    let tag = Tag { user: Some(1), limits_us: [1, 1, 1] }.encode();
+    let tag = Tag { report: true, user: Some(1), limits_us: [1, 1, 1], stamp: None }.encode();
     let reply = client.get(&url, &[asked[0], asked[1], (TAG_HEADER, tag.as_bytes())]);
     let reports: Vec<&str> =
         reply.headers.iter().filter(|(n, _)| n == REPORT_HEADER).map(|(_, v)| v.as_str()).collect();

@@ -127,3 +127,39 @@ fn why_6_a_client_cannot_choose_its_version_for_a_host_the_router_does_not_handl
     assert_eq!(reply.reason.as_deref(), Some("hash"));
     assert_eq!(reply.served_by, reply.version);
 }
+
+/// Why 5: a mesh-mode router learnt a revision from any response header: one request whose
+/// upstream reflected `x-canary-revision: r2` (here the client asks the test backend to set it)
+/// made the router take r2 for the canary's revision, pin users to `canary.r2` and clear r1's
+/// latched trip. Now a revision counts only with the observer's echo of the router's stamp.
+#[test]
+fn why_5_a_reflected_revision_header_teaches_a_router_nothing() {
+    let weights = |s: String| s.replace("weight: 90\n", "weight: 50\n").replace("weight: 10\n", "weight: 50\n");
+    let (envoy, _stable, _canary) = start_stack(Layout::MeshMode, &canary_harness::mesh_config(), &weights);
+    let client = Client::new();
+    let url = envoy.url("/");
+    let reflect = &b"x-canary-revision=r2"[..];
+    for _ in 0..10 {
+        let reply = client.get(&url, &[("x-canary", b"canary"), ("x-backend-set", reflect)]);
+        assert_eq!(reply.served_by.as_deref(), Some("canary"));
+        let reply = client.get(&url, &[("x-backend-set", reflect)]);
+        let pin = reply.cookie_pair("canary_bucket").expect("the mesh's choice pinned");
+        assert!(!pin.contains("r2"), "pinned to a revision no observer named: {pin}");
+    }
+    for version in ["stable", "canary"] {
+        let info = format!("wasmcustom.canary_revision_info.service.checkout.version.{version}.revision.r2");
+        assert_eq!(envoy.stat(&info), 0, "{info}");
+    }
+    let stats = Client::new().get(&envoy.admin("/stats?filter=canary_revision_info"), &[]).body;
+    assert!(!stats.contains("revision.r2"), "{stats}");
+}
+
+/// Why 5: an observer without its revision label passed the application's revision header
+/// through, so a router in front learnt whatever the application said.
+#[test]
+fn why_5_an_observer_without_a_revision_removes_the_applications() {
+    let observer = r#"{"service":"checkout","role":"observer"}"#;
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, observer, &|s| s);
+    let reply = Client::new().get(&envoy.url("/"), &[("x-backend-set", b"x-canary-revision=r2")]);
+    assert_eq!((reply.status, reply.header("x-canary-revision")), (200, None), "{reply:?}");
+}

@@ -173,10 +173,20 @@ fn observer_records_under_its_own_version_from_node_metadata_and_never_routes() 
     // The one tag an observer adds: its revision, for the router in front of it.
     let raw = canary_harness::chaos::raw_get(envoy.port, "/", &[]);
     assert_eq!(raw.header("x-canary-revision").as_deref(), Some("5f7d9c8b4"));
-    // It answers the router's revision probe itself; the backend never sees it.
-    let probe = canary_harness::chaos::raw_get(envoy.port, "/__canary/revision?x=1", &[]);
+    // It answers a router's revision probe itself (a GET of the exact path with a router's
+    // tag), echoing the router's stamp; the backend never sees it.
+    let tag: [(&[u8], &[u8]); 1] = [(b"x-canary-gate-fleet", b"s=12345")];
+    let probe = canary_harness::chaos::raw_get(envoy.port, "/__canary/revision", &tag);
     assert_eq!((probe.status, probe.header("x-canary-revision").as_deref()), (200, Some("5f7d9c8b4")));
+    assert_eq!(probe.header("endpoint-load-metrics").as_deref(), Some("TEXT named_metrics.cg.stamp=12345"));
     assert_eq!(probe.served_by(), None);
+    // Issue 26, Why 7: anyone else learnt the pod-template hash (any method, any query, no
+    // tag). Now nobody but a router is told anything, and nothing is forwarded.
+    for (path, headers) in [("/__canary/revision", &[][..]), ("/__canary/revision?x=1", &tag[..])] {
+        let refused = canary_harness::chaos::raw_get(envoy.port, path, headers);
+        assert_eq!((refused.status, refused.header("x-canary-revision")), (404, None), "{path} {headers:?}");
+        assert_eq!(refused.served_by(), None);
+    }
     let series = "service.checkout.version.canary.reporter.observer.revision.5f7d9c8b4.direction.inbound.class.other";
     let stat = |name: &str| envoy.stat(&format!("wasmcustom.{name}.{series}"));
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -81,6 +81,9 @@ pub struct Coordinator {
     name: String,
     /// Random id of this VM, for the lease.
     vm_id: u64,
+    /// Router: the stamp of this VM's request tags, which observers echo (from the VM's random
+    /// id; stays in the proxy and the observers).
+    stamp: u64,
     /// Per lane (version and route class); grown to the configuration's classes on first use.
     tallies: RefCell<Vec<Tally>>,
     /// The gate identity this VM's tallies are being recorded under (set at each tick).
@@ -128,8 +131,10 @@ impl Coordinator {
     /// The state of `service` as measured by `measures` (`router`, `observer`,
     /// `observer-outbound`) in VM `vm_id`.
     pub fn new(service: &str, measures: &str, vm_id: u64) -> Self {
+        let name = format!("{service}/{measures}");
         Coordinator {
-            name: format!("{service}/{measures}"),
+            stamp: xxhash_rust::xxh3::xxh3_64_with_seed(name.as_bytes(), vm_id) & report::KEY_MASK,
+            name,
             vm_id,
             tallies: RefCell::default(),
             recording_identity: Cell::new(None),
@@ -155,6 +160,12 @@ impl Coordinator {
             reporter: Cell::default(),
             pod: Cell::new(0),
         }
+    }
+
+    /// Router: the stamp an observer's answer must echo for this VM to believe its revision
+    /// and report.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     /// The revisions serving the subsets, as this VM knows them.
@@ -370,14 +381,17 @@ impl Coordinator {
         identity(subject, config.gate.rearm)
     }
 
-    /// Sends the revision probe to the canary subset's cluster, if one is known; with `fleet`,
-    /// tagged so the observer answers with its report.
+    /// Sends the revision probe to the canary subset's cluster, if one is known, tagged with
+    /// this VM's stamp (an observer answers only a router), and with `fleet` asking for the
+    /// observer's report.
     fn probe_canary(&self, host: &impl Host, config: &Config) {
         let Some(cluster) = self.revisions.canary_cluster(host) else { return };
         // Istio's `outbound|PORT|SUBSET|HOST`: the service's host name; else the service.
         let authority = cluster.rsplit('|').next().filter(|_| cluster.contains('|')).unwrap_or(&config.service);
-        let tag = config.gate.fleet.map(|_| report::Tag { user: None, limits_us: fleet::tag_limits(config) }.encode());
-        let headers: Vec<(&str, &str)> = tag.iter().map(|t| (report::TAG_HEADER, t.as_str())).collect();
+        let report = config.gate.fleet.is_some();
+        let limits_us = if report { fleet::tag_limits(config) } else { [0; report::LIMITS] };
+        let tag = report::Tag { report, user: None, limits_us, stamp: Some(self.stamp) }.encode();
+        let headers = [(report::TAG_HEADER, tag.as_str())];
         if !host.http_get(&cluster, authority, &config.revision_probe_path, &headers, PROBE_TIMEOUT_MS) {
             log::debug!("cannot probe {cluster} for its revision");
         }

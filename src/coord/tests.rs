@@ -415,7 +415,7 @@ fn a_new_canary_revision_starts_with_a_clear_gate_and_the_tripped_gate_probes_fo
             String::from_utf8(CANARY_CLUSTER.to_vec()).unwrap(),
             "checkout.shop.svc.cluster.local".to_string(),
             "/__canary/revision".to_string(),
-            String::new()
+            format!("x-canary-gate-fleet: s={}", vm.coord.stamp()),
         ]
     );
     // Still r3 (or no answer, scaled to zero): the trip stays latched.
@@ -752,7 +752,8 @@ fn a_canary_that_serves_a_router_nothing_is_asked_for_its_report_once_a_period()
         second(&proxy, &[&vm]);
         let probes: Vec<[String; 4]> = proxy.http_calls().into_iter().skip(before).collect();
         assert_eq!(probes.len(), 1, "second {s}: one probe a period (a tick per period here)");
-        assert_eq!(probes[0][3], "x-canary-gate-fleet: l=0,0,0", "tagged, so the observer reports");
+        let asked = format!("x-canary-gate-fleet: l=0,0,0;s={}", vm.coord.stamp());
+        assert_eq!(probes[0][3], asked, "tagged, so the observer reports");
         // The observer's answer carries its report: the copies fail.
         vm.coord.hear_probe_report(canary.serve(50, 25, now_s));
     }

@@ -24,41 +24,91 @@ pub const USERS_EPOCH_S: u64 = 10;
 /// The largest latency limit a tag may ask for (the configuration's largest, 10 minutes).
 const MAX_LIMIT_US: u64 = 600_000_000;
 
-/// What a router asks of the observer with its request: the user's sketch bit, for the
-/// comparison's distinct-users guard, and the latency limits to count requests over (0: none).
+/// What a router asks of the observer with its request: its stamp, which the observer's answer
+/// echoes so the router knows an observer wrote the response's revision; and, with `report`,
+/// the observer's report, the user's sketch bit for the comparison's distinct-users guard, and
+/// the latency limits to count requests over (0: none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tag {
+    /// The router asks for a report (`gate.fleet`).
+    pub report: bool,
     /// The index (0..64) of the request's user in a users sketch, if the router knows the user.
     pub user: Option<u8>,
     /// Latency limits in microseconds, in [`LIMITS`] order; 0 for a limit not asked.
     pub limits_us: [u64; LIMITS],
+    /// The router's stamp (below 2^48): random per router VM, never shown to a client.
+    pub stamp: Option<u64>,
 }
 
 impl Tag {
-    /// `l=250000,0,800000` and `;u=17` with a user.
+    /// `l=250000,0,800000`, `;u=17` with a user, `;s=…` with a stamp; `s=…` alone without a
+    /// report.
     pub fn encode(&self) -> String {
         let [a, b, c] = self.limits_us;
-        match self.user {
-            Some(u) => format!("l={a},{b},{c};u={u}"),
-            None => format!("l={a},{b},{c}"),
+        let mut out = if self.report { format!("l={a},{b},{c}") } else { String::new() };
+        if let (true, Some(u)) = (self.report, self.user) {
+            out.push_str(&format!(";u={u}"));
         }
+        if let Some(stamp) = self.stamp {
+            let sep = if self.report { ";" } else { "" };
+            out.push_str(&format!("{sep}s={stamp}"));
+        }
+        out
     }
 
     /// The tag in a header value, if it is one [`Tag::encode`] makes.
     pub fn parse(value: &[u8]) -> Option<Tag> {
         let mut c = Cursor(value);
-        c.literal(b"l=")?;
-        let mut tag = Tag { user: None, limits_us: [0; LIMITS] };
-        for (i, slot) in tag.limits_us.iter_mut().enumerate() {
-            if i > 0 {
-                c.literal(b",")?;
+        let mut tag = Tag::default();
+        if c.literal(b"l=").is_some() {
+            tag.report = true;
+            for (i, slot) in tag.limits_us.iter_mut().enumerate() {
+                if i > 0 {
+                    c.literal(b",")?;
+                }
+                *slot = c.number().filter(|&us| us <= MAX_LIMIT_US)?;
             }
-            *slot = c.number().filter(|&us| us <= MAX_LIMIT_US)?;
-        }
-        if c.literal(b";u=").is_some() {
-            tag.user = Some(c.number().filter(|&u| u < 64)? as u8);
+            if c.literal(b";u=").is_some() {
+                tag.user = Some(c.number().filter(|&u| u < 64)? as u8);
+            }
+            if c.literal(b";s=").is_some() {
+                tag.stamp = Some(c.number().filter(|&s| s <= KEY_MASK)?);
+            }
+        } else {
+            c.literal(b"s=")?;
+            tag.stamp = Some(c.number().filter(|&s| s <= KEY_MASK)?);
         }
         c.end().then_some(tag)
+    }
+}
+
+/// The metric an observer's answer carries the router's stamp in.
+const STAMP_METRIC: &[u8] = b"named_metrics.cg.stamp=";
+
+/// An observer's `endpoint-load-metrics` for a tagged request: its report, if asked for and
+/// known, and the router's stamp.
+pub fn answer(report: Option<String>, stamp: Option<u64>) -> Option<String> {
+    match (report, stamp) {
+        (Some(report), Some(stamp)) => Some(format!("{report}, named_metrics.cg.stamp={stamp}")),
+        (None, Some(stamp)) => Some(format!("TEXT named_metrics.cg.stamp={stamp}")),
+        (report, None) => report,
+    }
+}
+
+/// An observer's answer split into its report's text (empty without one) and the stamp it
+/// echoes.
+pub fn split_answer(value: &[u8]) -> (&[u8], Option<u64>) {
+    let Some(at) = value.iter().rposition(|&b| b == b' ') else { return (value, None) };
+    let (head, last) = value.split_at(at + 1);
+    let stamp = last.strip_prefix(STAMP_METRIC).and_then(|digits| {
+        let mut c = Cursor(digits);
+        let stamp = c.number();
+        stamp.filter(|&s| s <= KEY_MASK && c.end())
+    });
+    match (stamp, head.strip_suffix(b", ")) {
+        (Some(stamp), Some(report)) => (report, Some(stamp)),
+        (Some(stamp), None) if head == b"TEXT " => (b"", Some(stamp)),
+        _ => (value, None),
     }
 }
 
@@ -277,11 +327,46 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn an_answer_carries_the_stamp_after_the_report() {
+        let report = Report {
+            pod: 1,
+            vm: 2,
+            revision: revision(),
+            requests: 3,
+            errors: 1,
+            checked: [0; LIMITS],
+            over: [0; LIMITS],
+            error_users: 1,
+            slow_users: 0,
+        };
+        let text = report.encode();
+        let both = answer(Some(text.clone()), Some(77)).unwrap();
+        assert_eq!(split_answer(both.as_bytes()), (text.as_bytes(), Some(77)));
+        assert_eq!(Report::parse(split_answer(both.as_bytes()).0), Some(report));
+        let alone = answer(None, Some(KEY_MASK)).unwrap();
+        assert_eq!(split_answer(alone.as_bytes()), (&b""[..], Some(KEY_MASK)));
+        assert_eq!(answer(Some(text.clone()), None), Some(text.clone()));
+        assert_eq!(answer(None, None), None);
+        assert_eq!(split_answer(text.as_bytes()), (text.as_bytes(), None), "no stamp");
+        for forged in [
+            "named_metrics.cg.stamp=1",
+            "TEXT  named_metrics.cg.stamp=1",
+            "TEXT named_metrics.cg.stamp=01",
+            "TEXT named_metrics.cg.stamp=1 ",
+            "TEXT named_metrics.cg.stamp=281474976710656",
+            "TEXT x, named_metrics.cg.stampx=1",
+        ] {
+            assert_eq!(split_answer(forged.as_bytes()).1, None, "{forged}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn tags_round_trip_and_refuse_anything_else() {
         for tag in [
-            Tag { user: Some(17), limits_us: [250_000, 0, 800_000] },
-            Tag { user: None, limits_us: [0; LIMITS] },
-            Tag { user: Some(63), limits_us: [MAX_LIMIT_US; LIMITS] },
+            Tag { report: true, user: Some(17), limits_us: [250_000, 0, 800_000], stamp: None },
+            Tag { report: true, user: None, limits_us: [0; LIMITS], stamp: Some(KEY_MASK) },
+            Tag { report: true, user: Some(63), limits_us: [MAX_LIMIT_US; LIMITS], stamp: Some(0) },
+            Tag { stamp: Some(12345), ..Tag::default() },
         ] {
             assert_eq!(Tag::parse(tag.encode().as_bytes()), Some(tag), "{}", tag.encode());
         }
@@ -295,6 +380,11 @@ mod tests {
             "l=+1,2,3",
             "l=1,2,600000001",
             "u=1;l=1,2,3",
+            "s=",
+            "s=281474976710656",
+            "s=1;u=1",
+            "l=1,2,3;s=1;u=1",
+            "l=1,2,3;s=1;s=2",
             "l=1,2,3;u=1;u=2",
             "l=1, 2,3",
             "l=01,2,3",

@@ -78,16 +78,21 @@ impl Context for Root {
         // The answer to the revision probe of the canary subset (a tripped gate's).
         let Some(plugin) = &self.plugin else { return };
         let config = plugin.router.config();
-        let answer =
-            proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, &config.revision_header);
-        if let Some(revision) = answer.ok().flatten().as_deref().and_then(Revision::parse) {
+        let header = |name: &str| {
+            proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name).ok().flatten()
+        };
+        // Only an observer's answer echoes this VM's stamp.
+        let answer = header(report::REPORT_HEADER).unwrap_or_default();
+        let (report_text, stamp) = report::split_answer(&answer);
+        if stamp != Some(plugin.coordinator.stamp()) {
+            return;
+        }
+        if let Some(revision) = header(&config.revision_header).as_deref().and_then(Revision::parse) {
             let now_s = host::now_micros() / 1_000_000;
             plugin.coordinator.revisions().learn(&ProxyHost, &config.service, Version::Canary, revision, now_s);
         }
         if config.gate.fleet.is_some() {
-            let answer =
-                proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, report::REPORT_HEADER);
-            if let Some(report) = answer.ok().flatten().as_deref().and_then(Report::parse) {
+            if let Some(report) = Report::parse(report_text) {
                 plugin.coordinator.hear_probe_report(report);
             }
         }
@@ -367,11 +372,16 @@ impl HttpContext for Stream {
             host::clear_route_cache();
         }
         self.user = self.user_of(&decision);
-        // Asks the observers for their report; no client's tag passes.
-        let tag = self.plugin.fleet_limits.map(|limits_us| {
-            let user = Some(self.user.trailing_zeros() as u8).filter(|&u| u < 64);
-            Tag { user, limits_us }.encode()
-        });
+        // Mesh mode: this VM's stamp, for the observers to echo, and with `fleet` the ask for
+        // their report. No client's tag passes.
+        let tag = match (config.split.mode, self.plugin.fleet_limits) {
+            (SplitMode::Filter, _) => None,
+            (SplitMode::Mesh, None) => Some(Tag { stamp: Some(coordinator.stamp()), ..Tag::default() }.encode()),
+            (SplitMode::Mesh, Some(limits_us)) => {
+                let user = Some(self.user.trailing_zeros() as u8).filter(|&u| u < 64);
+                Some(Tag { report: true, user, limits_us, stamp: Some(coordinator.stamp()) }.encode())
+            }
+        };
         host::set_header(MapType::HttpRequestHeaders, report::TAG_HEADER, tag.as_deref());
         self.decision = Some(decision);
         Action::Continue
@@ -395,18 +405,18 @@ impl HttpContext for Stream {
         self.outcomes = outcomes_of(config);
         let Some(decision) = self.decision else {
             if config.direction == "inbound" {
-                if let Some(revision) = self.plugin.own_revision {
-                    host::set_header(MapType::HttpResponseHeaders, &config.revision_header, Some(revision.as_str()));
-                }
-                // Replaces whatever the application set: only an observer reports.
-                let report = self.report();
-                host::set_header(MapType::HttpResponseHeaders, report::REPORT_HEADER, report.as_deref());
+                // Both replace (or remove) whatever the application set: only an observer
+                // names a revision, and only its answer echoes the router's stamp.
+                let revision = self.plugin.own_revision.as_ref().map(Revision::as_str);
+                host::set_header(MapType::HttpResponseHeaders, &config.revision_header, revision);
+                let answer = report::answer(self.report(), self.tag.and_then(|t| t.stamp));
+                host::set_header(MapType::HttpResponseHeaders, report::REPORT_HEADER, answer.as_deref());
             }
             return Action::Continue;
         };
-        self.take_report();
         let served_revision = match config.split.mode {
             SplitMode::Filter => {
+                host::set_header(MapType::HttpResponseHeaders, report::REPORT_HEADER, None);
                 self.served = decision.version;
                 None
             }
@@ -519,23 +529,31 @@ impl Stream {
         bit
     }
 
-    /// Inbound observer: this VM's report for a router's request (`None` for any other, or
-    /// without a revision to report).
+    /// Inbound observer: this VM's report for a router's request asking for one (`None` for
+    /// any other, or without a revision to report).
     fn report(&self) -> Option<String> {
-        let revision = self.plugin.own_revision.filter(|_| self.tag.is_some())?;
+        let revision = self.plugin.own_revision.filter(|_| self.tag.is_some_and(|t| t.report))?;
         self.plugin.coordinator.report(revision, host::now_micros() / 1_000_000).map(|report| report.encode())
     }
 
-    /// Router: removes the observer's report from the response, and keeps it with `gate.fleet`.
-    fn take_report(&self) {
-        let config = self.plugin.router.config();
-        if let Some(fleet) = &config.gate.fleet {
-            let Some(value) = host::response_header(report::REPORT_HEADER) else { return };
-            if let Some(report) = Report::parse(&value) {
-                self.plugin.coordinator.hear_report(report, fleet);
+    /// Mesh router: removes the observer's answer from the response (read only when there is
+    /// a revision to believe or a report to keep); whether it echoes this VM's stamp, and with
+    /// `gate.fleet` keeps its report.
+    fn take_answer(&self, read: bool) -> bool {
+        let plugin = &self.plugin;
+        let value = if read { host::response_header(report::REPORT_HEADER) } else { None };
+        host::set_header(MapType::HttpResponseHeaders, report::REPORT_HEADER, None);
+        let Some(value) = value else { return false };
+        let (report_text, stamp) = report::split_answer(&value);
+        if stamp != Some(plugin.coordinator.stamp()) {
+            return false;
+        }
+        if let Some(fleet) = &plugin.router.config().gate.fleet {
+            if let Some(report) = Report::parse(report_text) {
+                plugin.coordinator.hear_report(report, fleet);
             }
         }
-        host::set_header(MapType::HttpResponseHeaders, report::REPORT_HEADER, None);
+        true
     }
 
     /// The version that served: the chosen one in filter mode; in mesh mode, the version of
@@ -550,17 +568,20 @@ impl Stream {
     }
 
     /// Mesh mode, response headers: sets `served` from the cluster that served, learns which
-    /// revision serves that subset (from the observer's header), and notes a canary subset
-    /// with no healthy upstream. The serving revision, if stamped.
+    /// revision serves that subset (from the observer's header, believed only with the
+    /// observer's echo of this VM's stamp), and notes a canary subset with no healthy upstream.
+    /// The serving revision, if an observer stamped it.
     fn learn_from_response(&mut self, decision: &Decision) -> Option<Revision> {
-        let plugin = &self.plugin;
+        let plugin = self.plugin.clone();
         let config = plugin.router.config();
+        let named = host::response_header(&config.revision_header);
+        let stamped = self.take_answer(named.is_some() || config.gate.fleet.is_some());
         let cluster = host::property(&["xds", "cluster_name"]);
         let from_cluster = cluster.as_deref().and_then(|c| plugin.router.version_of_cluster(c));
         self.served = from_cluster.or(decision.version);
         let served = from_cluster?;
         let revisions = plugin.coordinator.revisions();
-        let revision = host::response_header(&config.revision_header).as_deref().and_then(Revision::parse);
+        let revision = named.as_deref().and_then(Revision::parse).filter(|_| stamped);
         match revision {
             Some(revision) => {
                 revisions.learn(&ProxyHost, &config.service, served, revision, self.started_us / 1_000_000);
@@ -593,17 +614,25 @@ impl Stream {
         if config.direction != "inbound" {
             return Action::Continue;
         }
-        let path = host::request_header(":path").unwrap_or_default();
-        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-        if path != config.revision_probe_path.as_bytes() {
+        let target = host::request_header(":path").unwrap_or_default();
+        let mut parts = target.splitn(2, |&b| b == b'?');
+        if parts.next() != Some(config.revision_probe_path.as_bytes()) {
             return Action::Continue;
         }
         self.skipped = true;
-        let revision = self.plugin.own_revision.as_ref().map_or(UNKNOWN_VERSION, |r| r.as_str());
-        let report = self.report();
-        let mut headers = vec![(config.revision_header.as_str(), revision)];
-        headers.extend(report.as_deref().map(|r| (report::REPORT_HEADER, r)));
-        host::send_response(200, &headers, revision.as_bytes());
+        // Only a router's probe learns the pod's revision: GET or HEAD of the exact path, with
+        // a router's tag. Anything else is told nothing, as for a path that does not exist.
+        let method = host::request_header(":method");
+        let probe = matches!(method.as_deref(), Some(b"GET" | b"HEAD")) && parts.next().is_none();
+        let (stamp, revision) = (self.tag.and_then(|t| t.stamp), self.plugin.own_revision);
+        let (Some(stamp), Some(revision), true) = (stamp, revision, probe) else {
+            host::send_response(404, &[("cache-control", "no-store")], b"");
+            return Action::Pause;
+        };
+        let answer = report::answer(self.report(), Some(stamp));
+        let mut headers = vec![(config.revision_header.as_str(), revision.as_str()), ("cache-control", "no-store")];
+        headers.extend(answer.as_deref().map(|a| (report::REPORT_HEADER, a)));
+        host::send_response(200, &headers, revision.as_str().as_bytes());
         Action::Pause
     }
 }
