@@ -199,8 +199,8 @@ image: build
 image-test: build apt-deps
 	PYTHON=$(PYTHON) bash istio/image/roundtrip.sh $(WASM)
 
-## Benchmarks (not in `make test`; results in BENCHMARKS.md): throughput, instructions, gate reaction, idle CPU.
-bench: bench-throughput bench-instructions bench-gate bench-idle
+## Benchmarks (not in `make test`; results in BENCHMARKS.md): throughput, instructions, gate reaction, idle CPU, worst-case parsing.
+bench: bench-throughput bench-instructions bench-gate bench-idle bench-parse
 
 ## wrk (HTTP) and h2load (gRPC) against one Envoy with a listener per variant, alternating rounds, medians and ratios.
 bench-throughput: build envoy grpcio apt-deps
@@ -222,6 +222,10 @@ bench-gate: build envoy
 ## Idle Envoy CPU (no traffic, 60 s): canary-gate comparing every 250 ms and 1000 ms, no gate, no canary-gate.
 bench-idle: build envoy
 	cargo run --quiet --release -p canary-harness --bin bench_idle
+
+## Worst-case beacon and configuration parse µs (native, optimised); an unrelated GET's p50 while 64 KiB beacons are posted (Envoy, 2 workers).
+bench-parse: build envoy
+	cargo run --quiet --release -p canary-harness --bin bench_parse
 
 ## Repeats what depends on timing: the rule tests 50 times, the Envoy end-to-end suites 3 times.
 flake-check: build envoy apt-deps nextest

@@ -16,6 +16,7 @@ pub mod chaos;
 pub mod client;
 pub mod fleet;
 pub mod grpc;
+pub mod hostile;
 pub mod mesh;
 pub mod mirror;
 pub mod prometheus;

@@ -305,7 +305,11 @@ impl Parser<'_> {
 /// a large input cannot make the check quadratic.
 fn first_duplicate(members: &[(String, Value)]) -> Option<&str> {
     const FEW: usize = 8;
-    let key = |i: u32| members.get(i as usize).map_or("", |(key, _)| key.as_str());
+    let key = |i: u32| {
+        #[cfg(test)]
+        tests::KEY_READS.with(|reads| reads.set(reads.get() + 1));
+        members.get(i as usize).map_or("", |(key, _)| key.as_str())
+    };
     let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
     if members.len() <= FEW {
         return (1..count).find(|&i| (0..i).any(|e| key(e) == key(i))).map(key);
@@ -349,7 +353,49 @@ fn heap_sort(items: &mut [u32], less: impl Fn(u32, u32) -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    thread_local! {
+        /// Keys the duplicate check has read: two per comparison.
+        pub(super) static KEY_READS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// The duplicate check's key reads while parsing `text`, which must parse.
+    fn key_reads(text: &str) -> u64 {
+        KEY_READS.with(|reads| reads.set(0));
+        assert!(parse(text.as_bytes()).is_ok(), "{}...", text.get(..80).unwrap_or(text));
+        KEY_READS.with(Cell::get)
+    }
+
+    /// Members `"key":0` with the shortest distinct keys (alphanumeric, after `prefix`), as many
+    /// as fit in `bytes` with their separators: the most members a body of that size can hold.
+    fn densest_members(prefix: &str, bytes: usize) -> (String, usize) {
+        const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let (mut out, mut count) = (String::new(), 0usize);
+        for width in 1.. {
+            for mut n in 0..DIGITS.len().pow(width) {
+                let mut key = prefix.to_string();
+                for _ in 0..width {
+                    key.push(char::from(DIGITS[n % DIGITS.len()]));
+                    n /= DIGITS.len();
+                }
+                let member = format!("{}\"{key}\":0", if out.is_empty() { "" } else { "," });
+                if out.len() + member.len() > bytes {
+                    return (out, count);
+                }
+                out.push_str(&member);
+                count += 1;
+            }
+        }
+        unreachable!()
+    }
+
+    /// `c · n · log2 n` key reads for `n` members: the heap sort compares about `2 n log2 n`
+    /// times, reading two keys each time.
+    fn n_log_n(c: f64, n: usize) -> u64 {
+        (c * n as f64 * (n as f64).log2()) as u64
+    }
 
     fn ok(text: &str) -> Value {
         parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"))
@@ -452,6 +498,35 @@ mod tests {
             heap_sort(&mut items, |a, b| a < b);
             assert_eq!(items, expected, "{len} items");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_largest_beacons_and_a_20000_key_configuration_take_n_log_n_key_reads() {
+        // A beacon of 64 KiB (the largest `vitals.max_body_bytes`) as one object of as many
+        // distinct keys as fit: a pairwise check would read keys ~75 million times.
+        let (members, n) = densest_members("", 65_536 - 2);
+        let text = format!("{{{members:<65534}}}");
+        assert_eq!(text.len(), 65_536);
+        assert!(n > 8_500, "{n} members");
+        let reads = key_reads(&text);
+        assert!(reads <= n_log_n(5.0, n), "{reads} key reads for {n} members");
+        // The largest valid beacon: 64 reports of 1 KiB, each padded with distinct keys.
+        let report = |i: usize| {
+            let (members, _) = densest_members(&format!("r{i}_"), 1_024 - 3 - r#""name":"page_view","#.len());
+            format!(r#"{{"name":"page_view",{members}}}"#)
+        };
+        let text = format!("[{}]", (0..64).map(report).collect::<Vec<_>>().join(","));
+        assert!(text.len() <= 65_536 && text.len() > 65_000, "{} bytes", text.len());
+        let n = text.matches("\":").count();
+        let reads = key_reads(&text);
+        assert!(reads <= n_log_n(5.0, n), "{reads} key reads for {n} members in 64 objects");
+        // A configuration of 20,000 keys.
+        let members: Vec<String> = (0..20_000).map(|i| format!(r#""key-{i}":{i}"#)).collect();
+        let text = format!(r#"{{"service":"checkout",{}}}"#, members.join(","));
+        let reads = key_reads(&text);
+        assert!(reads <= n_log_n(5.0, 20_001), "{reads} key reads for 20,001 members");
+        // Few members are compared pairwise, which is cheaper there.
+        assert_eq!(key_reads(r#"{"a":1,"b":2,"c":3}"#), 6);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
