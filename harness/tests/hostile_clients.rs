@@ -163,3 +163,25 @@ fn why_5_an_observer_without_a_revision_removes_the_applications() {
     let reply = Client::new().get(&envoy.url("/"), &[("x-backend-set", b"x-canary-revision=r2")]);
     assert_eq!((reply.status, reply.header("x-canary-revision")), (200, None), "{reply:?}");
 }
+
+/// Why 4: flooded, two workers took about twice `vitals.max_per_second` (each admitted up to the
+/// limit before its count reached the other), and beacons whose headers came in one second and
+/// bodies in the next started a fresh budget. Now the workers share one count per second.
+#[test]
+fn why_4_two_flooded_workers_take_no_more_than_the_limit_in_any_second() {
+    let base = canary_harness::filter_config(50.0);
+    let body = base.trim_end().strip_suffix('}').unwrap_or_default();
+    let json = format!(r#"{body}, "vitals": {{"max_per_second": 10}}}}"#);
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &json, &|s| s);
+    let unix_s = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let first_s = unix_s();
+    let attack = canary_harness::hostile::Attack::start(&envoy, r#"{"name":"page_view"}"#, 200.0, 3.0);
+    std::thread::sleep(std::time::Duration::from_millis(3_200));
+    let report = attack.finish();
+    // The seconds the flood touched, each allowing 10.
+    let seconds = unix_s() - first_s + 1;
+    eprintln!("{report:?} over {seconds} seconds");
+    assert!(report.sent > 200, "a flood: {report:?}");
+    assert!(report.taken <= 10 * seconds, "{} taken in {seconds} seconds at 10/s: {report:?}", report.taken);
+    assert!(report.taken >= 10 * (seconds - 2), "every whole second takes its 10: {report:?}");
+}

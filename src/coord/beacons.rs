@@ -1,55 +1,53 @@
-//! The proxy-wide beacon rate limit (`vitals.max_per_second`), kept per VM and merged on the
-//! tick: each VM admits beacons while the proxy's count for the second, as last synchronised,
-//! plus its own since then stays under the limit; on its tick it adds its own to the shared
-//! count. Beacons pay no shared-data call; a burst can pass the limit by what the other VMs
-//! admit before their next tick, and one VM alone never passes it.
+//! The proxy-wide beacon rate limit (`vitals.max_per_second`): the VMs count the beacons they
+//! admit in one shared count per second, by compare-and-swap, so the proxy never admits more
+//! than the limit in a second, whatever its workers and the timing of headers and bodies. A
+//! beacon pays two shared-data calls (at most the limit of them a second); once a second is
+//! full, a VM refuses without a host call until the next.
 
 use crate::host::Host;
 
 /// Format tag of the shared count; bumped on any layout change.
 const FORMAT: u8 = 1;
+/// Tries of the compare-and-swap before a beacon is refused: the other workers' beacons won.
+const CAS_ATTEMPTS: usize = 4;
 
 /// One VM's view of the second's beacons.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BeaconBudget {
     /// The Unix second counted.
     second: u64,
-    /// The proxy's beacons this second at the last synchronisation, this VM's included.
-    proxy: u64,
-    /// This VM's beacons since.
-    unsynced: u64,
+    /// The proxy's count for the second reached the limit.
+    full: bool,
 }
 
 impl BeaconBudget {
-    /// Whether one more beacon fits the limit at `now_s`; counts it if so. A beacon stamped
-    /// with an earlier second (its headers came then, its body now) counts in the current one:
-    /// going back would start a fresh budget at every change of second.
-    pub fn admit(&mut self, now_s: u64, limit: u64) -> bool {
+    /// Whether one more beacon fits the limit at `now_s` in the proxy's count in shared data
+    /// `key`; counts it if so. A count some VM stored for a later second is the current one.
+    pub fn admit(&mut self, host: &impl Host, key: &str, now_s: u64, limit: u64) -> bool {
         if now_s > self.second {
-            *self = BeaconBudget { second: now_s, ..BeaconBudget::default() };
+            *self = BeaconBudget { second: now_s, full: false };
         }
-        if self.proxy.saturating_add(self.unsynced) >= limit {
+        if self.full {
             return false;
         }
-        self.unsynced += 1;
-        true
-    }
-
-    /// Adds this VM's beacons to the proxy's count in shared data `key`, and learns the
-    /// proxy's. Nothing to do without beacons this second.
-    pub fn sync(&mut self, host: &impl Host, key: &str, now_s: u64) {
-        if self.second != now_s {
-            return;
-        }
-        for _ in 0..4 {
+        for _ in 0..CAS_ATTEMPTS {
             let (value, cas) = host.shared_data(key);
-            let shared = value.as_deref().and_then(decode).filter(|&(second, _)| second == self.second);
-            let total = shared.map_or(0, |(_, count)| count).saturating_add(self.unsynced);
-            if self.unsynced == 0 || host.set_shared_data(key, &encode(self.second, total), cas) {
-                (self.proxy, self.unsynced) = (total, 0);
-                return;
+            let (second, count) = match value.as_deref().and_then(decode) {
+                Some((second, count)) if second >= self.second => (second, count),
+                _ => (self.second, 0),
+            };
+            if second > self.second {
+                self.second = second;
+            }
+            if count >= limit {
+                self.full = true;
+                return false;
+            }
+            if host.set_shared_data(key, &encode(second, count + 1), cas) {
+                return true;
             }
         }
+        false
     }
 }
 
@@ -78,48 +76,42 @@ mod tests {
     const KEY: &str = "canary-gate/web/router/beacons";
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn one_vm_never_passes_the_limit_and_a_new_second_starts_afresh() {
-        let mut budget = BeaconBudget::default();
-        let admitted = (0..50).filter(|_| budget.admit(100, 20)).count();
+    fn the_vms_together_never_pass_the_limit_and_a_new_second_starts_afresh() {
+        let proxy = FakeProxy::at(100);
+        let (a, b) = (proxy.vm(), proxy.vm());
+        let (mut first, mut second) = (BeaconBudget::default(), BeaconBudget::default());
+        // Interleaved, as two workers taking beacons at once.
+        let admitted = (0..100)
+            .filter(|i| if i % 2 == 0 { first.admit(&a, KEY, 100, 20) } else { second.admit(&b, KEY, 100, 20) })
+            .count();
         assert_eq!(admitted, 20);
-        assert_eq!((0..50).filter(|_| budget.admit(101, 20)).count(), 20);
+        assert_eq!(decode(&a.shared_data(KEY).0.unwrap()), Some((100, 20)));
+        assert_eq!((0..50).filter(|_| second.admit(&b, KEY, 101, 20)).count(), 20);
+        assert_eq!((0..50).filter(|_| first.admit(&a, KEY, 101, 20)).count(), 0, "the other VM took them");
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn a_beacon_of_an_earlier_second_counts_in_the_current_one() {
-        let mut budget = BeaconBudget::default();
-        assert_eq!((0..10).filter(|_| budget.admit(101, 10)).count(), 10);
-        // Beacons whose headers came in second 100 and bodies in 101, mixed with new ones:
-        // each change of second used to start the budget afresh.
-        let late_and_new = (0..120).filter(|i| budget.admit(if i % 2 == 0 { 100 } else { 101 }, 10)).count();
-        assert_eq!(late_and_new, 0);
-        assert_eq!((0..20).filter(|_| budget.admit(102, 10)).count(), 10);
-    }
-
-    #[wasm_bindgen_test(unsupported = test)]
-    fn vms_share_the_limit_once_synchronised() {
         let proxy = FakeProxy::at(100);
         let (a, b) = (proxy.vm(), proxy.vm());
         let (mut first, mut second) = (BeaconBudget::default(), BeaconBudget::default());
-        assert_eq!((0..15).filter(|_| first.admit(100, 20)).count(), 15);
-        first.sync(&a, KEY, 100);
-        // The second VM learns the first's 15 when it has its own to add.
-        assert!(second.admit(100, 20));
-        second.sync(&b, KEY, 100);
-        assert_eq!((0..50).filter(|_| second.admit(100, 20)).count(), 4);
-        second.sync(&b, KEY, 100);
-        first.sync(&a, KEY, 100);
-        assert_eq!(decode(&a.shared_data(KEY).0.unwrap()), Some((100, 20)));
-        // A later second starts from its own count: the stored one is of another second.
-        assert_eq!((0..50).filter(|_| first.admit(101, 20)).count(), 20);
-        first.sync(&a, KEY, 101);
-        assert_eq!(decode(&a.shared_data(KEY).0.unwrap()), Some((101, 20)));
-        // Until its tick, the other VM does not know: the burst passes the limit by what it
-        // admits before then, and no further.
-        assert!(second.admit(101, 20));
-        second.sync(&b, KEY, 101);
-        assert_eq!(decode(&b.shared_data(KEY).0.unwrap()), Some((101, 21)));
-        assert!(!second.admit(101, 20) && !first.admit(101, 20));
+        assert_eq!((0..10).filter(|_| first.admit(&a, KEY, 101, 10)).count(), 10);
+        // Beacons stamped with second 100 (headers then, bodies now), mixed with new ones: each
+        // change of second must not start the budget afresh.
+        let late_and_new = (0..120).filter(|i| second.admit(&b, KEY, if i % 2 == 0 { 100 } else { 101 }, 10)).count();
+        assert_eq!(late_and_new, 0);
+        assert_eq!((0..20).filter(|_| second.admit(&b, KEY, 102, 10)).count(), 10);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_full_second_is_refused_without_a_host_call() {
+        let proxy = FakeProxy::at(100);
+        let vm = proxy.vm();
+        let mut budget = BeaconBudget::default();
+        assert_eq!((0..5).filter(|_| budget.admit(&vm, KEY, 100, 3)).count(), 3);
+        // Another VM's count is no longer read once this one saw the second full.
+        vm.set_shared_data(KEY, &encode(100, 0), None);
+        assert!(!budget.admit(&vm, KEY, 100, 3));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

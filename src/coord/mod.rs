@@ -183,11 +183,12 @@ impl Coordinator {
         self.gate_tripped.get()
     }
 
-    /// Whether one more beacon fits `vitals.max_per_second` at `now_s`; counts it if so
-    /// (no host call).
-    pub fn admit_beacon(&self, now_s: u64, limit: u32) -> bool {
+    /// Whether one more beacon fits `vitals.max_per_second` in the proxy's count for this
+    /// second; counts it if so (shared data, [`beacons`]).
+    pub fn admit_beacon(&self, host: &impl Host, limit: u32) -> bool {
         let mut budget = self.beacons.get();
-        let admitted = budget.admit(now_s, u64::from(limit));
+        let key = format!("canary-gate/{}/beacons", self.name);
+        let admitted = budget.admit(host, &key, host.now_micros() / 1_000_000, u64::from(limit));
         self.beacons.set(budget);
         admitted
     }
@@ -289,9 +290,6 @@ impl Coordinator {
                 if let Some(vitals_queue) = self.vitals_queue(host) {
                     self.ship(host, vitals_queue, &self.vital_tallies, vitals::LANES, recorded_under);
                 }
-                let mut budget = self.beacons.get();
-                budget.sync(host, &format!("canary-gate/{}/beacons", self.name), now_s);
-                self.beacons.set(budget);
             }
             if config.role == Role::Router && config.gate.fleet.is_some() {
                 if let Some(fleet_queue) = self.fleet_queue(host) {

@@ -128,7 +128,7 @@ impl Stream {
         let plugin = self.plugin.clone();
         let (router, coordinator) = (&plugin.router, &plugin.coordinator);
         let Some(vitals) = router.config().vitals.as_ref() else { return Action::Continue };
-        if !coordinator.admit_beacon(self.started_us / 1_000_000, vitals.max_per_second) {
+        if !coordinator.admit_beacon(&ProxyHost, vitals.max_per_second) {
             return self.refuse_beacon(Rejection::RateLimited);
         }
         let mut reports = Vec::new();
