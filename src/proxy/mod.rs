@@ -54,6 +54,8 @@ struct Plugin {
     clear_route_cache: bool,
     /// Routers with `gate.fleet`: the latency limits their tag asks the observers to count.
     fleet_limits: Option<[u64; report::LIMITS]>,
+    /// Mesh-mode routers without `gate.fleet`: their tag, the VM's stamp alone.
+    stamp_tag: Option<String>,
 }
 
 impl Drop for Plugin {
@@ -154,6 +156,9 @@ impl RootContext for Root {
             coordinator.resolve_pod(&ProxyHost);
         }
         let fleet_limits = config.gate.fleet.map(|_| crate::coord::fleet::tag_limits(config));
+        let mesh_router = config.role == Role::Router && config.split.mode == SplitMode::Mesh;
+        let stamp_tag = (mesh_router && fleet_limits.is_none())
+            .then(|| Tag { stamp: Some(coordinator.stamp()), ..Tag::default() }.encode());
         let period = Duration::from_millis(u64::from(config.eval_period_ms()));
         self.plugin = Some(Rc::new(Plugin {
             router,
@@ -164,6 +169,7 @@ impl RootContext for Root {
             own_revision,
             clear_route_cache,
             fleet_limits,
+            stamp_tag,
         }));
         if let Err(status) = proxy_wasm::hostcalls::set_tick_period(period) {
             log::warn!("cannot set tick period: {status:?}");
@@ -374,15 +380,12 @@ impl HttpContext for Stream {
         self.user = self.user_of(&decision);
         // Mesh mode: this VM's stamp, for the observers to echo, and with `fleet` the ask for
         // their report. No client's tag passes.
-        let tag = match (config.split.mode, self.plugin.fleet_limits) {
-            (SplitMode::Filter, _) => None,
-            (SplitMode::Mesh, None) => Some(Tag { stamp: Some(coordinator.stamp()), ..Tag::default() }.encode()),
-            (SplitMode::Mesh, Some(limits_us)) => {
-                let user = Some(self.user.trailing_zeros() as u8).filter(|&u| u < 64);
-                Some(Tag { report: true, user, limits_us, stamp: Some(coordinator.stamp()) }.encode())
-            }
-        };
-        host::set_header(MapType::HttpRequestHeaders, report::TAG_HEADER, tag.as_deref());
+        let asking = self.plugin.fleet_limits.map(|limits_us| {
+            let user = Some(self.user.trailing_zeros() as u8).filter(|&u| u < 64);
+            Tag { report: true, user, limits_us, stamp: Some(coordinator.stamp()) }.encode()
+        });
+        let tag = asking.as_deref().or(self.plugin.stamp_tag.as_deref());
+        host::set_header(MapType::HttpRequestHeaders, report::TAG_HEADER, tag);
         self.decision = Some(decision);
         Action::Continue
     }
