@@ -185,3 +185,64 @@ fn why_4_two_flooded_workers_take_no_more_than_the_limit_in_any_second() {
     assert!(report.taken <= 10 * seconds, "{} taken in {seconds} seconds at 10/s: {report:?}", report.taken);
     assert!(report.taken >= 10 * (seconds - 2), "every whole second takes its 10: {report:?}");
 }
+
+/// `filter_config(50)` with the beacon endpoint and the gate on LCP (the Why 2 set-up).
+fn vitals_gate_config() -> String {
+    let base = canary_harness::filter_config(50.0);
+    let body = base.trim_end().strip_suffix('}').unwrap_or_default();
+    format!(
+        r#"{body}, "vitals": {{"max_per_second": 1000}},
+  "gate": {{"vitals": {{"max_lcp_p75_ms": 4000, "min_page_views": 50}}}}}}"#
+    )
+}
+
+fn beacon(envoy: &canary_harness::Envoy, cookie: &str, body: &str) {
+    let reply = Client::new().send(
+        "POST",
+        &envoy.url("/__canary/vitals"),
+        &[("cookie", cookie), ("content-type", "text/plain")],
+        body.as_bytes(),
+    );
+    assert_eq!(reply.status, 204, "{reply:?}");
+}
+
+/// Why 2: one beacon of 50 page views and 14 LCPs of 60 s, with a canary bucket cookie and no
+/// other traffic, tripped the vitals gate in 1.3 s (`min_page_views` met by the beacon itself).
+/// A beacon now weighs one page; 50 pages still trip it (the control).
+#[test]
+fn why_2_one_forged_beacon_is_one_page_and_trips_nothing() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &vitals_gate_config(), &|s| s);
+    let mut forged = vec![r#"{"name":"page_view"}"#; 50];
+    forged.extend([r#"{"name":"LCP","value":60000}"#; 14]);
+    beacon(&envoy, "canary_bucket=0", &format!("[{}]", forged.join(",")));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(envoy.gate_stats("checkout").0, 0, "one beacon tripped the gate");
+    for _ in 0..50 {
+        beacon(&envoy, "canary_bucket=0", r#"[{"name":"page_view"},{"name":"LCP","value":60000}]"#);
+    }
+    canary_harness::wait_until("50 slow pages trip the gate", std::time::Duration::from_secs(10), || {
+        envoy.gate_stats("checkout").0 == 1
+    });
+}
+
+/// Why 2: with 20 honest canary page views a second (LCP 1 s), one beacon of 64 reports (a page
+/// view and 63 LCPs of 60 s) tripped the gate in 1.9 s.
+#[test]
+fn why_2_one_64_report_beacon_among_honest_pages_trips_nothing() {
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &vitals_gate_config(), &|s| s);
+    let started = std::time::Instant::now();
+    let honest = r#"[{"name":"page_view"},{"name":"LCP","value":1000}]"#;
+    let mut forged = vec![r#"{"name":"page_view"}"#];
+    forged.extend([r#"{"name":"LCP","value":60000}"#; 63]);
+    let forged = format!("[{}]", forged.join(","));
+    for i in 0..120 {
+        beacon(&envoy, &format!("canary_bucket={}", i % 50), honest);
+        if i == 60 {
+            beacon(&envoy, "canary_bucket=0", &forged);
+        }
+        let next = started + std::time::Duration::from_millis(50 * (i + 1));
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(envoy.gate_stats("checkout").0, 0, "one beacon tripped the gate among 120 honest pages");
+}

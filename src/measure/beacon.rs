@@ -158,6 +158,30 @@ pub fn read(body: &[u8], out: &mut Vec<Report>) -> Result<(), Rejection> {
     result
 }
 
+/// What one beacon weighs: a page's worth, whatever it holds. A page sends a beacon per view
+/// (and again when hidden), so a beacon keeps at most one page view, one JS error, one resource
+/// error and one value per vital: the last, as web-vitals reports a vital again as it changes.
+/// One beacon of 50 page views and 14 slow LCPs counts as one page with one slow LCP.
+pub fn keep_one_page(reports: &mut Vec<Report>) {
+    let kind = |r: &Report| match *r {
+        Report::Vital(vital, _) => vital.index(),
+        Report::Event(Event::PageView) => Vital::ALL.len(),
+        Report::Event(Event::JsError) => Vital::ALL.len() + 1,
+        Report::Event(Event::ResourceError) => Vital::ALL.len() + 2,
+    };
+    let mut seen = 0u16;
+    let mut kept = Vec::with_capacity(reports.len().min(Vital::ALL.len() + 3));
+    for report in reports.iter().rev() {
+        let bit = 1u16 << kind(report);
+        if seen & bit == 0 {
+            seen |= bit;
+            kept.push(*report);
+        }
+    }
+    kept.reverse();
+    *reports = kept;
+}
+
 fn read_into(body: &[u8], out: &mut Vec<Report>) -> Result<(), Rejection> {
     let value = parse_json(body).map_err(|_| Rejection::Malformed)?;
     match &value {
@@ -286,6 +310,32 @@ fn exponent(text: &str) -> Option<i32> {
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_beacon_weighs_one_page_whatever_it_holds() {
+        let mut reports = Vec::new();
+        let mut body = String::from("[");
+        for _ in 0..40 {
+            body.push_str(r#"{"name":"page_view"},"#);
+        }
+        for i in 0..11 {
+            body.push_str(&format!(r#"{{"name":"LCP","value":{}}},{{"name":"js_error"}},"#, 60_000 + i));
+        }
+        body.push_str(r#"{"name":"LCP","value":1200},{"name":"CLS","value":0.5}]"#);
+        read(body.as_bytes(), &mut reports).unwrap();
+        assert_eq!(reports.len(), MAX_REPORTS);
+        keep_one_page(&mut reports);
+        assert_eq!(
+            reports,
+            vec![
+                Report::Event(Event::PageView),
+                Report::Event(Event::JsError),
+                Report::Vital(Vital::Lcp, 1_200_000),
+                Report::Vital(Vital::Cls, 500_000),
+            ],
+            "one of each kind, the last value of a vital"
+        );
+    }
 
     fn reports(body: &str) -> Result<Vec<Report>, Rejection> {
         let mut out = vec![Report::Event(Event::PageView)];

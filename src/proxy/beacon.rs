@@ -135,6 +135,7 @@ impl Stream {
         if let Err(rejection) = beacon::read(body, &mut reports) {
             return self.refuse_beacon(rejection);
         }
+        beacon::keep_one_page(&mut reports);
         // The version this request would be routed to; a user the filter cannot place (a fresh
         // random bucket, or the mesh's choice with no pin) has none.
         let mut rng = self.rng.get();
