@@ -194,6 +194,25 @@ pub fn document_named(dir: &Path, kind: &str, name: &str) -> Yaml {
         .unwrap_or_else(|| panic!("no {kind} named {name} under {}", dir.display()))
 }
 
+/// The override token the harness's testers send (`x-canary-token`), in place of the one an
+/// operator mints for the shipped gateway routers.
+pub const TESTER_TOKEN: &str = "canary-gate-harness-testers-token";
+
+/// The lowercase hex SHA-256 of `text`, as `override.token_sha256` lists it.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A shipped router's configuration with the operator's part done: its placeholder token digest
+/// replaced by [`TESTER_TOKEN`]'s.
+pub fn with_tester_token(mut config: serde_json::Value) -> serde_json::Value {
+    if config["override"]["token_sha256"].is_array() {
+        config["override"]["token_sha256"] = serde_json::json!([sha256_hex(TESTER_TOKEN)]);
+    }
+    config
+}
+
 /// The `pluginConfig` of the shipped WasmPlugin `name` (anywhere under `istio/`), as JSON.
 pub fn plugin_config(name: &str) -> serde_json::Value {
     to_json(&document_named(&crate::root().join("istio"), "WasmPlugin", name)["spec"]["pluginConfig"])

@@ -29,8 +29,9 @@ pub const PRIMARY_ROUTE: &str = "primary";
 const GATEWAY_PORT: u16 = 8080;
 /// Worker threads of every router proxy: Istio's default for gateways and sidecars alike.
 const ROUTER_WORKERS: u32 = 2;
-/// canary-gate's `version_header` when its configuration sets none.
+/// canary-gate's `version_header` and `reason_header` when its configuration sets none.
 const DEFAULT_VERSION_HEADER: &str = "x-canary-version";
+const DEFAULT_REASON_HEADER: &str = "x-canary-reason";
 /// Longest an xDS update may take to show in the admin (it takes milliseconds).
 const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
 const HCM_TYPE: &str =
@@ -489,6 +490,8 @@ pub struct Router {
     proxy: Proxy,
     xds: XdsFiles,
     routes: Routes,
+    /// canary-gate's `reason_header`: where the router tags its responses with its reason.
+    reason_header: String,
     /// The HTTP connection manager's stat prefix.
     stat_prefix: String,
     /// Listener port on 127.0.0.1.
@@ -562,15 +565,12 @@ impl Router {
         let dir = TempDir::new("mesh-router");
         let xds = XdsFiles::new(dir.path());
         let (port, admin_port) = (free_port(), free_port());
-        let version_header = serde_json::from_str::<Value>(filter_json)
-            .ok()
-            .and_then(|c| c["version_header"].as_str().map(str::to_string));
-        let routes = Routes {
-            service: service.clone(),
-            name: at.route_config,
-            domains: at.domains,
-            version_header: version_header.unwrap_or_else(|| DEFAULT_VERSION_HEADER.into()),
-        };
+        let config = serde_json::from_str::<Value>(filter_json).ok();
+        let header =
+            |field: &str, default: &str| config.as_ref().and_then(|c| c[field].as_str()).unwrap_or(default).to_string();
+        let (version_header, reason_header) =
+            (header("version_header", DEFAULT_VERSION_HEADER), header("reason_header", DEFAULT_REASON_HEADER));
+        let routes = Routes { service: service.clone(), name: at.route_config, domains: at.domains, version_header };
         // The files must exist before Envoy starts: it reads them while initialising.
         let clusters = [Subset::Stable, Subset::Canary].map(|s| cluster(service, s, &xds.path(&eds_kind(s))));
         for (subset, ports) in [(Subset::Stable, stable), (Subset::Canary, canary)] {
@@ -606,7 +606,7 @@ impl Router {
             }]}
         });
         let proxy = Proxy::start(at.what, dir, &bootstrap, ROUTER_WORKERS, port, admin_port);
-        Router { proxy, xds, routes, stat_prefix, port, admin_port }
+        Router { proxy, xds, routes, reason_header, stat_prefix, port, admin_port }
     }
 
     /// The service it routes to.
@@ -617,6 +617,11 @@ impl Router {
     /// The header its pinned routes match (canary-gate's `version_header`).
     pub fn version_header(&self) -> &str {
         &self.routes.version_header
+    }
+
+    /// The header it tags its responses with its reason in (canary-gate's `reason_header`).
+    pub fn reason_header(&self) -> &str {
+        &self.reason_header
     }
 
     /// Sets the `primary` route's weights (as Argo Rollouts sets the VirtualService's) and

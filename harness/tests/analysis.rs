@@ -104,7 +104,8 @@ fn router_configs() -> BTreeMap<String, Value> {
     // Gateway routers first (a stable sort keeps the file order otherwise).
     routers.sort_by_key(|(client, _)| *client);
     let mut configs = BTreeMap::new();
-    for (_, mut config) in routers {
+    for (_, config) in routers {
+        let mut config = canary_harness::analysis::with_tester_token(config);
         config["gate"]["dry_run"] = Value::Bool(true);
         configs.entry(service_of(&config)).or_insert(config);
     }
@@ -415,6 +416,7 @@ request = function()
     elseif turn % 4 == 2 then headers["accept"] = "text/html,application/xhtml+xml"
     elseif turn % 8 == 3 then
       headers["x-canary"] = (turn % 16 == 3) and "canary" or "stable"
+      headers["x-canary-token"] = "TOKEN"
       return wrk.format("POST", beacon, headers)
     end
   elseif service == "unified-profile" and turn % 10 ~= 0 then
@@ -425,7 +427,10 @@ end
 "#;
     let beacon =
         r#"[{"name":"page_view"},{"name":"LCP","value":1200},{"name":"INP","value":80},{"name":"CLS","value":0.02}]"#;
-    let lua = lua.replace("TARGETS", &targets.join(", ")).replace("BEACON", &canary_harness::percent_encoded(beacon));
+    let lua = lua
+        .replace("TARGETS", &targets.join(", "))
+        .replace("BEACON", &canary_harness::percent_encoded(beacon))
+        .replace("TOKEN", canary_harness::analysis::TESTER_TOKEN);
     std::fs::write(&script, lua).unwrap();
     let _wrk = Killed(
         std::process::Command::new("wrk")

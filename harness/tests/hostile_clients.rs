@@ -3,14 +3,10 @@
 //! header for a host the router does not handle. Each test names the scenario of the hostile
 //! client report it replays ("Why N") and what the filter did before.
 
+use canary_harness::analysis::sha256_hex;
 use canary_harness::{start_stack, validate, Client, Layout};
-use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "a-testers-token-of-32-characters";
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn config(percent: f64, extra: &str) -> String {
     format!(

@@ -172,11 +172,16 @@ impl Load {
     fn start(callers: &[Caller]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let events = Arc::new(Mutex::new(Vec::new()));
-        // Per caller: its sidecar's URL, the Host the application sends, the version header.
-        let targets: Arc<Vec<(String, String, String)>> = Arc::new(
+        // Per caller: its sidecar's URL, the Host the application sends, the version and reason
+        // headers.
+        let targets: Arc<Vec<(String, String, (String, String))>> = Arc::new(
             callers
                 .iter()
-                .map(|c| (c.sidecar.url("/"), c.sidecar.service().authority(), c.sidecar.version_header().into()))
+                .map(|c| {
+                    let sidecar = &c.sidecar;
+                    let headers = (sidecar.version_header().to_string(), sidecar.reason_header().to_string());
+                    (sidecar.url("/"), sidecar.service().authority(), headers)
+                })
                 .collect(),
         );
         let threads = (0..LOAD_THREADS)
@@ -198,7 +203,7 @@ impl Load {
                         let slot = i % users.len();
                         i += 1;
                         let caller = slot % targets.len();
-                        let (url, host, version_header) = &targets[caller];
+                        let (url, host, (version_header, reason_header)) = &targets[caller];
                         let (id, count, cookies) = &mut users[slot];
                         let cookie = cookies.join("; ");
                         let mut headers: Vec<(&str, &[u8])> = vec![("host", host.as_bytes())];
@@ -219,7 +224,7 @@ impl Load {
                             status: reply.status,
                             served_by: reply.served_by.clone(),
                             version: reply.header(version_header).map(str::to_string),
-                            reason: reply.reason.clone(),
+                            reason: reply.header(reason_header).map(str::to_string),
                         });
                         *count += 1;
                         if *count >= USER_LIFETIME {

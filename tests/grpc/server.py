@@ -12,7 +12,8 @@ Service `canary.Control`, method `Configure`: a JSON body {"error_ratio": R, "er
 switches the failure share at run time.
 
 Every answer carries `x-served-by: VERSION` in its initial (or trailers-only) metadata, and
-with `--revision REV` `x-canary-revision: REV`, as an observing sidecar stamps it.
+with `--revision REV` `x-canary-revision: REV` and the echo of the router's stamp, as an
+observing sidecar stamps it.
 Usage: server.py --listen 127.0.0.1:PORT --version NAME [--revision REV] [--error-ratio R]
                  [--error-code C]
 """
@@ -77,8 +78,20 @@ def main():
     codes = {c.value[0]: c for c in grpc.StatusCode}
     answer = args.version.encode()
 
+    def stamped(context):
+        """The headers of an answer: with a revision, the echo of the router's stamp too (the
+        router believes a revision only with it), as canary-gate's observer answers."""
+        if not args.revision:
+            return served_by
+        for key, value in context.invocation_metadata():
+            if key == "x-canary-gate-fleet":
+                stamp = value.rsplit("s=", 1)[-1] if "s=" in value else ""
+                if stamp.isdigit():
+                    return served_by + (("endpoint-load-metrics", f"TEXT named_metrics.cg.stamp={stamp}"),)
+        return served_by
+
     def fail(context, code):
-        context.set_trailing_metadata(served_by)
+        context.set_trailing_metadata(stamped(context))
         status = codes.get(code, grpc.StatusCode.UNKNOWN)
         context.abort(status, f"{args.version}: failing with {status.name}")
 
@@ -93,11 +106,11 @@ def main():
             code = behaviour.next_failure()
         if code is not None and code != 0:
             fail(context, code)
-        context.send_initial_metadata(served_by)
+        context.send_initial_metadata(stamped(context))
         return answer
 
     def stream(request, context):
-        context.send_initial_metadata(served_by)
+        context.send_initial_metadata(stamped(context))
         sleep_ms = metadata_int(context, "x-sleep-ms", 0)
         for _ in range(metadata_int(context, "x-messages", 3)):
             if not context.is_active():
