@@ -765,3 +765,85 @@ fn an_outbound_observer_counts_calls_per_partner_class_under_its_pod_version() {
         assert_eq!(line.labels.get("revision").map(String::as_str), Some(REVISION), "{line:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// d. Paths reach the classifier as Envoy normalised them
+
+/// Raw paths, and whether each is class `api` once Envoy normalises it (`asset` otherwise,
+/// `other` for the last two, which normalisation leaves as they are). Each is sent `2^i` times,
+/// so a class's count names exactly the paths it took.
+const RAW_PATHS: [(&str, &str, &str); 7] = [
+    ("//api/x", "api", "/api/x"),
+    ("/./api/x", "api", "/api/x"),
+    ("/x/../api/x", "api", "/api/x"),
+    ("/%61pi/x", "api", "/api/x"),
+    ("/api/../static/app.js", "asset", "/static/app.js"),
+    ("/API/x", "other", "/API/x"),
+    ("/api;v=1/x", "other", "/api;v=1/x"),
+];
+
+/// The HCM settings of the shipped `envoy/*-mode.yaml` that normalise paths.
+const NORMALISING: [&str; 2] = ["normalize_path: true", "merge_slashes: true"];
+
+/// The paths of [`RAW_PATHS`] each class counted, for canary, through an Envoy edited by `edit`;
+/// and the path the upstream received for each.
+fn classes_of_raw_paths(edit: &dyn Fn(String) -> String) -> (BTreeMap<&'static str, Vec<&'static str>>, Vec<String>) {
+    let config = r#"{"service": "checkout", "split": {"mode": "filter", "canary_percent": 0},
+        "classes": [{"name": "api", "path_prefix": ["/api/"]}, {"name": "asset", "path_suffix": [".js"]}]}"#;
+    let (envoy, _stable, canary) = start_stack(Layout::FilterMode, config, edit);
+    let mut upstream = Vec::new();
+    let mut sent = 0;
+    for (i, (path, _, _)) in RAW_PATHS.iter().enumerate() {
+        for n in 0..1u64 << i {
+            let answer = send(envoy.port, path, &[("x-canary", "canary")]);
+            assert_eq!(answer.status, 200, "{path}: {answer:?}");
+            if n == 0 {
+                let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+                upstream.push(json["path"].as_str().unwrap_or_default().to_string());
+            }
+            sent += 1;
+        }
+    }
+    assert_eq!(canary.requests(), sent);
+    let count = |class: &str| envoy.stat(&router_series("canary_requests_total", "canary", class, ""));
+    wait_until("every request counted", Duration::from_secs(10), || {
+        ["api", "asset", "other"].iter().map(|c| count(c)).sum::<u64>() == sent
+    });
+    let classes = ["api", "asset", "other"]
+        .into_iter()
+        .map(|class| {
+            let n = count(class);
+            (class, RAW_PATHS.iter().enumerate().filter(|(i, _)| n & (1 << i) != 0).map(|(_, p)| p.0).collect())
+        })
+        .collect();
+    assert_no_wasm_errors(&envoy.log());
+    (classes, upstream)
+}
+
+/// Issue 26, Why 8: route classes matched the raw `:path`, so `//api/x`, `/./api/x`,
+/// `/x/../api/x` and `/%61pi/x` were `other` and `/api/../static/app.js` was `api`: errors
+/// on such requests escaped the `api` class gate. With the shipped `normalize_path` and
+/// `merge_slashes`, Envoy normalises the path before any filter, and the class, the route and
+/// the upstream all see the same path. Without them the classifier sees the raw path.
+#[test]
+fn route_classes_see_the_path_envoy_normalised() {
+    let (classes, upstream) = classes_of_raw_paths(&|s| s);
+    for class in ["api", "asset", "other"] {
+        let expected: Vec<&str> = RAW_PATHS.iter().filter(|p| p.1 == class).map(|p| p.0).collect();
+        assert_eq!(classes[class], expected, "class {class} with the shipped settings: {classes:?}");
+    }
+    let normalised: Vec<&str> = RAW_PATHS.iter().map(|p| p.2).collect();
+    assert_eq!(upstream, normalised, "the paths the upstream received");
+
+    // The same Envoy without the settings: the classifier matches the raw path, as the routes do.
+    let raw = |s: String| {
+        let edited = NORMALISING.iter().fold(s.clone(), |s, line| s.replace(line, ""));
+        assert_ne!(edited, s, "the shipped envoy/filter-mode.yaml sets {NORMALISING:?}");
+        edited
+    };
+    let (classes, upstream) = classes_of_raw_paths(&raw);
+    assert_eq!(classes["api"], ["/api/../static/app.js"], "{classes:?}");
+    assert!(classes["asset"].is_empty(), "{classes:?}");
+    assert_eq!(classes["other"], ["//api/x", "/./api/x", "/x/../api/x", "/%61pi/x", "/API/x", "/api;v=1/x"]);
+    assert_eq!(upstream, RAW_PATHS.map(|p| p.0), "the paths the upstream received");
+}

@@ -96,14 +96,17 @@ pub enum Rejection {
     RateLimited,
     /// The request would be left to the mesh with no pin: no version to attribute it to.
     NoVersion,
-    /// The body never reached the filter (Envoy holds it back without
-    /// `allow_on_headers_stop_iteration`).
+    /// The body never reached the filter, and no beacon's body has reached it yet (Envoy
+    /// holds bodies back without `allow_on_headers_stop_iteration`).
     NoBody,
+    /// The body had not come [`BODY_WAIT_US`] after the headers, or when a newer beacon needed
+    /// its place, though beacon bodies do reach the filter.
+    LateBody,
 }
 
 impl Rejection {
     /// Every reason, in metric order.
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 9] = [
         Rejection::Method,
         Rejection::TooLarge,
         Rejection::Malformed,
@@ -112,6 +115,7 @@ impl Rejection {
         Rejection::RateLimited,
         Rejection::NoVersion,
         Rejection::NoBody,
+        Rejection::LateBody,
     ];
 
     /// The label value.
@@ -125,6 +129,7 @@ impl Rejection {
             Rejection::RateLimited => "rate_limited",
             Rejection::NoVersion => "no_version",
             Rejection::NoBody => "no_body",
+            Rejection::LateBody => "late_body",
         }
     }
 
@@ -134,6 +139,7 @@ impl Rejection {
         match self {
             Rejection::TooLarge => 413,
             Rejection::RateLimited => 429,
+            Rejection::LateBody => 408,
             Rejection::NoVersion | Rejection::NoBody => 204,
             _ => 400,
         }
@@ -143,6 +149,81 @@ impl Rejection {
     pub fn index(self) -> usize {
         self as usize
     }
+}
+
+/// How long a beacon's body may follow its headers. `sendBeacon` and `fetch(..., {keepalive:
+/// true})` hold the body (at most 64 KiB) in memory and send it with the headers: a body this
+/// late has lost packets twice over (TCP retransmits after 1 s, then 2 s more). Envoy would
+/// wait until its `stream_idle_timeout` (5 min); Chrome gives up 30 s after the page is gone.
+pub const BODY_WAIT_US: u64 = 5_000_000;
+
+/// Beacons awaiting their body, per VM.
+pub const MAX_PENDING: usize = 64;
+
+/// Beacons given up for room and awaiting the next tick's answer, per VM: a flood of stalled
+/// beacons between two ticks, in 1 KiB.
+pub const MAX_GIVEN_UP: usize = 4 * MAX_PENDING;
+
+/// The beacons of one VM awaiting their body, oldest first: (stream id, since when), at most
+/// [`MAX_PENDING`]. When full, a new beacon takes the oldest one's place, so stalled clients
+/// cannot keep others out; the oldest is given up, to be answered at the next tick (answering
+/// another stream from a stream's callback keeps Envoy from handing that stream its body).
+/// At most [`MAX_GIVEN_UP`] given up wait for that tick; past them the oldest is forgotten,
+/// left to Envoy's timeouts. Memory stays bounded whatever the traffic.
+#[derive(Default)]
+pub struct Pending {
+    waiting: Vec<(u32, u64)>,
+    given_up: Vec<u32>,
+    /// A beacon body has reached this VM: the proxy hands bodies over, and one that has not
+    /// come is late rather than held back.
+    pub bodies_seen: bool,
+}
+
+impl Pending {
+    /// Waits for `id`'s body, making room if full.
+    pub fn add(&mut self, id: u32, now_us: u64) {
+        if self.waiting.len() >= MAX_PENDING {
+            if self.given_up.len() >= MAX_GIVEN_UP {
+                take_first(&mut self.given_up);
+            }
+            if let Some((oldest, _)) = take_first(&mut self.waiting) {
+                self.given_up.push(oldest);
+            }
+        }
+        self.waiting.push((id, now_us));
+    }
+
+    /// No longer waits for `id`'s body (it came, or the stream ended).
+    pub fn remove(&mut self, id: u32) {
+        self.waiting.retain(|&(waiting, _)| waiting != id);
+        self.given_up.retain(|&given_up| given_up != id);
+    }
+
+    /// The next beacon to answer at `now_us`: one given up for room, or the oldest whose body is
+    /// overdue; no longer waited for.
+    pub fn pop_due(&mut self, now_us: u64) -> Option<u32> {
+        if let Some(id) = take_first(&mut self.given_up) {
+            return Some(id);
+        }
+        let &(_, since) = self.waiting.first()?;
+        if now_us.saturating_sub(since) < BODY_WAIT_US {
+            return None;
+        }
+        take_first(&mut self.waiting).map(|(id, _)| id)
+    }
+
+    /// Why a beacon given up was: its body held back by the proxy, or late.
+    pub fn rejection(&self) -> Rejection {
+        if self.bodies_seen {
+            Rejection::LateBody
+        } else {
+            Rejection::NoBody
+        }
+    }
+}
+
+fn take_first<T>(items: &mut Vec<T>) -> Option<T> {
+    (!items.is_empty()).then(|| items.remove(0))
 }
 
 /// The most reports one beacon may carry (a page sends at most a dozen).
@@ -340,6 +421,57 @@ mod tests {
     fn reports(body: &str) -> Result<Vec<Report>, Rejection> {
         let mut out = vec![Report::Event(Event::PageView)];
         read(body.as_bytes(), &mut out).map(|()| out)
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_full_table_gives_up_its_oldest_beacon_for_a_new_one() {
+        let mut pending = Pending::default();
+        for id in 0..MAX_PENDING as u32 {
+            pending.add(id, 0);
+        }
+        // A legitimate beacon among 64 stalled ones still gets a place, and the oldest stalled
+        // one is answered at the next tick.
+        pending.add(1000, 100);
+        pending.add(1001, 101);
+        assert_eq!((pending.waiting.len(), pending.given_up.as_slice()), (MAX_PENDING, &[0, 1][..]));
+        // A given-up beacon whose body comes first is taken after all.
+        pending.remove(1);
+        assert_eq!(pending.given_up, [0]);
+        assert_eq!(pending.pop_due(200), Some(0));
+        assert_eq!(pending.pop_due(200), None);
+        pending.remove(1000);
+        assert_eq!(pending.waiting.len(), MAX_PENDING - 1);
+        // A flood between two ticks never grows it: the newest wait, the next newest are given
+        // up, older ones are forgotten.
+        for id in 2000..3000 {
+            pending.add(id, 300);
+        }
+        assert_eq!((pending.waiting.len(), pending.given_up.len()), (MAX_PENDING, MAX_GIVEN_UP));
+        assert!(pending.waiting.iter().all(|&(id, _)| (2936..3000).contains(&id)));
+        let due: Vec<u32> = std::iter::from_fn(|| pending.pop_due(400)).collect();
+        assert_eq!(due, (2680..2936).collect::<Vec<_>>());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_body_is_waited_for_five_seconds_then_given_up_as_late_or_held_back() {
+        let mut pending = Pending::default();
+        pending.add(1, 1_000_000);
+        pending.add(2, 1_500_000);
+        pending.add(3, 2_500_000);
+        // A body 1.5 s late is still waited for.
+        assert_eq!(pending.pop_due(2_500_000), None);
+        assert_eq!(pending.pop_due(1_000_000 + BODY_WAIT_US - 1), None);
+        assert_eq!(pending.pop_due(1_500_000 + BODY_WAIT_US), Some(1));
+        assert_eq!(pending.pop_due(1_500_000 + BODY_WAIT_US), Some(2));
+        assert_eq!(pending.pop_due(1_500_000 + BODY_WAIT_US), None);
+        // A clock that went back gives nothing up early.
+        assert_eq!(pending.pop_due(0), None);
+        // No body seen yet: the proxy may be holding them back. Once one came, the rest are late.
+        assert_eq!(pending.rejection(), Rejection::NoBody);
+        pending.bodies_seen = true;
+        assert_eq!(pending.rejection(), Rejection::LateBody);
+        assert_eq!((Rejection::LateBody.as_str(), Rejection::LateBody.status()), ("late_body", 408));
+        assert!(Rejection::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

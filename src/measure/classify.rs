@@ -204,6 +204,27 @@ mod tests {
         assert_eq!(class_of(&c, &none, &[(":path", "/api/x")]), ("other".to_string(), vec![]));
     }
 
+    /// The classifier matches the path Envoy hands it, as Envoy's routes do; it normalises
+    /// nothing. With the HCM's `normalize_path` and `merge_slashes` (the shipped `envoy/`
+    /// configurations) the dot segments, duplicate slashes and `%61` below arrive as `/api/x` and
+    /// `/static/app.js`; without them they are classed as they come, here.
+    #[wasm_bindgen_test(unsupported = test)]
+    fn raw_paths_are_classed_as_they_come() {
+        let (c, config) = classifier(PLAN);
+        let class = |path: &str| class_of(&c, &config, &[(":path", path), (":method", "GET")]).0;
+        for raw in ["//api/x", "/./api/x", "/x/../api/x", "/%61pi/x"] {
+            assert_eq!(class(raw), "other", "{raw}: a path Envoy normalises to /api/x");
+        }
+        assert_eq!(class("/api%2Fx"), "other", "/api/x only with `path_with_escaped_slashes_action` UNESCAPE_*");
+        assert_eq!(class("/api/../static/app.js"), "api", "a path Envoy normalises to /static/app.js");
+        // Distinct paths for Envoy's routes too, normalised or not: case, path parameters.
+        assert_eq!(class("/API/x"), "other");
+        assert_eq!(class("/api;v=1/x"), "other");
+        // What Envoy hands over once normalised.
+        assert_eq!(class("/api/x"), "api");
+        assert_eq!(class("/static/app.js"), "asset");
+    }
+
     #[wasm_bindgen_test(unsupported = test)]
     fn hosts_match_with_port_case_and_trailing_dot_ignored() {
         assert_eq!(host_of(b"a.example.com:8080"), b"a.example.com");

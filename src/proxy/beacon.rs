@@ -6,69 +6,76 @@
 use super::host::{self, ProxyHost};
 use super::Plugin;
 use super::{HostRequestHeaders, Stream};
-use crate::measure::beacon::{self, Rejection};
+use crate::measure::beacon::{self, Pending, Rejection};
 use crate::model::Reason;
 use proxy_wasm::types::Action;
 use std::cell::{Cell, RefCell};
 
-/// Beacons whose body is awaited, at most this many per VM; more are answered 429.
-const MAX_PENDING: usize = 64;
-/// A beacon whose body has not reached the filter by then never will: the Wasm plugin runs
-/// without `allow_on_headers_stop_iteration`, and Envoy holds the body back.
-const BODY_WAIT_US: u64 = 1_000_000;
-
-/// The beacons of one VM waiting for their body: (context id, since), bounded.
+/// The beacons of one VM waiting for their body.
 #[derive(Default)]
 pub struct PendingBeacons {
-    waiting: RefCell<Vec<(u32, u64)>>,
-    warned: Cell<bool>,
+    table: RefCell<Pending>,
+    /// Which of `no_body` and `late_body` were logged (bit per [`Rejection::index`]).
+    logged: Cell<u16>,
 }
 
 impl PendingBeacons {
-    fn add(&self, context_id: u32, now_us: u64) -> bool {
-        let Ok(mut waiting) = self.waiting.try_borrow_mut() else { return false };
-        if waiting.len() >= MAX_PENDING {
-            return false;
+    /// Waits for `context_id`'s body.
+    fn add(&self, context_id: u32, now_us: u64) {
+        if let Ok(mut table) = self.table.try_borrow_mut() {
+            table.add(context_id, now_us);
         }
-        waiting.push((context_id, now_us));
-        true
     }
 
     pub fn remove(&self, context_id: u32) {
-        if let Ok(mut waiting) = self.waiting.try_borrow_mut() {
-            waiting.retain(|&(id, _)| id != context_id);
+        if let Ok(mut table) = self.table.try_borrow_mut() {
+            table.remove(context_id);
         }
     }
 
-    /// Answers the beacons whose body never came (204, counted `no_body`), and says once why.
-    /// Called at the end of a tick: it switches the host's effective context.
+    /// A beacon body reached the filter: the proxy hands them over.
+    fn body_seen(&self) {
+        if let Ok(mut table) = self.table.try_borrow_mut() {
+            table.bodies_seen = true;
+        }
+    }
+
+    /// Answers the beacons given up for room and those whose body has not come in time. Called
+    /// at the end of a tick: it switches the host's effective context.
     pub fn answer_overdue(&self, plugin: &Plugin, now_us: u64) {
-        let overdue: Vec<u32> = match self.waiting.try_borrow_mut() {
-            Ok(mut waiting) => {
-                let (late, waiting_on): (Vec<_>, Vec<_>) =
-                    waiting.iter().partition(|&&(_, since)| now_us.saturating_sub(since) >= BODY_WAIT_US);
-                *waiting = waiting_on;
-                late.into_iter().map(|(id, _)| id).collect()
-            }
-            Err(_) => return,
-        };
-        if overdue.is_empty() {
-            return;
+        while let Some(id) = self.table.try_borrow_mut().ok().and_then(|mut t| t.pop_due(now_us)) {
+            self.give_up(plugin, id);
         }
-        if !self.warned.replace(true) {
-            log::warn!(
-                "{}: web-vitals beacon bodies never reach the filter: set `allow_on_headers_stop_iteration: true` in \
-                 the Wasm plugin configuration (Envoy 1.35 or later); beacons are answered 204 and dropped",
-                plugin.router.config().service
-            );
-        }
-        for id in overdue {
-            if proxy_wasm::hostcalls::set_effective_context(id).is_ok() {
-                if let Some(ids) = plugin.metrics.vitals() {
-                    ids.reject(&ProxyHost, Rejection::NoBody);
-                }
-                host::send_response(Rejection::NoBody.status(), &[("cache-control", "no-store")], b"");
+    }
+
+    /// Answers a beacon whose body did not come (counted `no_body` or `late_body`), and says once
+    /// why. Switches the host's effective context to it.
+    fn give_up(&self, plugin: &Plugin, context_id: u32) {
+        let rejection = self.table.try_borrow().map_or(Rejection::NoBody, |t| t.rejection());
+        let bit = 1 << rejection.index();
+        if self.logged.get() & bit == 0 {
+            self.logged.set(self.logged.get() | bit);
+            let service = &plugin.router.config().service;
+            if rejection == Rejection::NoBody {
+                log::warn!(
+                    "{service}: no web-vitals beacon body has reached the filter yet: without \
+                     `allow_on_headers_stop_iteration: true` in the Wasm plugin configuration (Envoy 1.35 or later) \
+                     none will; such beacons are answered 204 and dropped"
+                );
+            } else {
+                log::info!(
+                    "{service}: a web-vitals beacon body came too late (over {} s after its headers, or more \
+                     than {} beacons per worker were waiting): answered 408 and dropped",
+                    beacon::BODY_WAIT_US / 1_000_000,
+                    beacon::MAX_PENDING
+                );
             }
+        }
+        if proxy_wasm::hostcalls::set_effective_context(context_id).is_ok() {
+            if let Some(ids) = plugin.metrics.vitals() {
+                ids.reject(&ProxyHost, rejection);
+            }
+            host::send_response(rejection.status(), &[("cache-control", "no-store")], b"");
         }
     }
 }
@@ -102,15 +109,16 @@ impl Stream {
         if end_of_stream {
             return self.finish_beacon(&[]);
         }
-        if !self.pending.add(self.context_id, self.started_us) {
-            return self.refuse_beacon(Rejection::RateLimited);
-        }
+        // A full table makes room by giving up its oldest beacon: stalled clients cannot keep
+        // others out.
+        self.pending.add(self.context_id, self.started_us);
         self.beacon = true;
         Action::Pause
     }
 
     /// A chunk of a beacon's body: Envoy buffers it until the last one.
     pub(super) fn beacon_body(&mut self, buffered: usize, end_of_stream: bool) -> Action {
+        self.pending.body_seen();
         let limit = self.plugin.router.config().vitals.as_ref().map_or(0, |v| v.max_body_bytes as usize);
         if buffered > limit {
             self.end_wait();
