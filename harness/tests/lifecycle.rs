@@ -168,19 +168,27 @@ struct Load {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
+/// Where a caller's requests go: its sidecar's URL, the Host the application sends, and the
+/// headers its router tags responses with.
+struct Target {
+    url: String,
+    host: String,
+    version_header: String,
+    reason_header: String,
+}
+
 impl Load {
     fn start(callers: &[Caller]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let events = Arc::new(Mutex::new(Vec::new()));
-        // Per caller: its sidecar's URL, the Host the application sends, the version and reason
-        // headers.
-        let targets: Arc<Vec<(String, String, (String, String))>> = Arc::new(
+        let targets: Arc<Vec<Target>> = Arc::new(
             callers
                 .iter()
-                .map(|c| {
-                    let sidecar = &c.sidecar;
-                    let headers = (sidecar.version_header().to_string(), sidecar.reason_header().to_string());
-                    (sidecar.url("/"), sidecar.service().authority(), headers)
+                .map(|c| Target {
+                    url: c.sidecar.url("/"),
+                    host: c.sidecar.service().authority(),
+                    version_header: c.sidecar.version_header().to_string(),
+                    reason_header: c.sidecar.reason_header().to_string(),
                 })
                 .collect(),
         );
@@ -203,7 +211,7 @@ impl Load {
                         let slot = i % users.len();
                         i += 1;
                         let caller = slot % targets.len();
-                        let (url, host, (version_header, reason_header)) = &targets[caller];
+                        let Target { url, host, version_header, reason_header } = &targets[caller];
                         let (id, count, cookies) = &mut users[slot];
                         let cookie = cookies.join("; ");
                         let mut headers: Vec<(&str, &[u8])> = vec![("host", host.as_bytes())];
