@@ -242,3 +242,24 @@ fn why_2_one_64_report_beacon_among_honest_pages_trips_nothing() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(envoy.gate_stats("checkout").0, 0, "one beacon tripped the gate among 120 honest pages");
 }
+
+/// A beacon's override counts only with a token, as a request's does; one without is
+/// attributed as if it had none (here: a keyless user, so not at all) and counted.
+#[test]
+fn why_7_a_beacons_override_needs_the_token_too() {
+    let json = config(0.0, r#", "vitals": {}"#);
+    let (envoy, _stable, _canary) = start_stack(Layout::FilterMode, &json, &|s| s);
+    let post = |headers: &[(&str, &str)]| {
+        Client::new().send("POST", &envoy.url("/__canary/vitals"), headers, br#"{"name":"page_view"}"#).status
+    };
+    assert_eq!(post(&[("x-canary", "canary")]), 204);
+    assert_eq!(post(&[("x-canary", "canary"), ("x-canary-token", TOKEN)]), 204);
+    let page_views = |version: &str| {
+        envoy.stat(&format!("wasmcustom.canary_web_page_views_total.service.checkout.version.{version}"))
+    };
+    canary_harness::wait_until("the page view counted", std::time::Duration::from_secs(5), || {
+        page_views("canary") == 1
+    });
+    assert_eq!(page_views("stable"), 0);
+    assert_eq!(refused(&envoy, "override"), 1);
+}

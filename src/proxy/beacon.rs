@@ -151,6 +151,9 @@ impl Stream {
             .revisions()
             .with(|table| router.decide_with(&HostRequestHeaders, &mut rng, coordinator.gate_tripped(), table));
         self.rng.set(rng);
+        if decision.override_refused || decision.cookie_refused {
+            plugin.metrics.note_refused(&ProxyHost, decision.override_refused, decision.cookie_refused);
+        }
         let version = decision.version.filter(|_| !matches!(decision.reason, Reason::Random | Reason::Mesh));
         let Some(version) = version else { return self.refuse_beacon(Rejection::NoVersion) };
         coordinator.record_beacon(version, &reports);
