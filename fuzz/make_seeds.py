@@ -176,21 +176,26 @@ def users(ids):
     return sketch
 
 
-def tally(latencies_us, errors=0, outcomes=(), slow=0, error_users=(), slow_users=()):
+def tally(latencies_us, errors=0, outcomes=(), slow=0, error_users=(), slow_users=(), unweighed=(0, 0, 0, ())):
     """A lane's tally after its lane number: `outcomes` holds the count of each outcome, the users
-    the ids whose bits make the sketches (at most one per error, or slow request)."""
+    the ids whose bits make the sketches (at most one per error, or slow request); `unweighed`
+    the requests, errors, slow requests and outcome counts beyond their users' weight."""
     counts = {}
     for us in latencies_us:
         counts[bucket_of(us)] = counts.get(bucket_of(us), 0) + 1
-    return buckets_tally(counts, errors, outcomes, slow, error_users, slow_users)
+    return buckets_tally(counts, errors, outcomes, slow, error_users, slow_users, unweighed)
 
 
-def buckets_tally(counts, errors=0, outcomes=(), slow=0, error_users=(), slow_users=()):
+def buckets_tally(counts, errors=0, outcomes=(), slow=0, error_users=(), slow_users=(), unweighed=(0, 0, 0, ())):
     requests = sum(counts.values())
     assert errors <= requests and slow <= requests and len(error_users) <= errors and len(slow_users) <= slow
     out = varint(requests) + varint(errors) + varint(slow) + varint(users(error_users)) + varint(users(slow_users))
     out += varint(len(outcomes))
-    out += b"".join(varint(c) for c in outcomes) + varint(len(counts))
+    out += b"".join(varint(c) for c in outcomes)
+    u_requests, u_errors, u_slow, u_outcomes = unweighed
+    assert u_requests <= requests and u_errors <= min(errors, u_requests) and u_slow <= min(slow, u_requests)
+    out += varint(u_requests) + varint(u_errors) + varint(u_slow) + varint(len(u_outcomes))
+    out += b"".join(varint(c) for c in u_outcomes) + varint(len(counts))
     previous = 0
     for i in sorted(counts):
         out += varint(i - previous) + varint(counts[i])
@@ -199,8 +204,8 @@ def buckets_tally(counts, errors=0, outcomes=(), slow=0, error_users=(), slow_us
 
 
 def message(lanes, classes=1, identity=0x0123456789ABCDEF):
-    """FORMAT 4: identity, class count, then the lanes (lane = class * 2 + version) in order."""
-    out = b"\x04" + struct.pack("<Q", identity) + varint(classes) + varint(len(lanes))
+    """FORMAT 5: identity, class count, then the lanes (lane = class * 2 + version) in order."""
+    out = b"\x05" + struct.pack("<Q", identity) + varint(classes) + varint(len(lanes))
     return out + b"".join(varint(lane) + lanes[lane] for lane in sorted(lanes))
 
 
@@ -209,14 +214,14 @@ def add(msg, strict=False):
 
 
 def record(lane, requests):
-    """Requests as (micros, is_error, outcome bits[, is_slow, user id or None]), recorded into one
-    lane and shipped."""
+    """Requests as (micros, is_error, outcome bits[, is_slow, user id or None[, unweighed]]),
+    recorded into one lane and shipped."""
     out = bytes([9, lane, len(requests)])
     for micros, is_error, outcome_bits, *rest in requests:
-        is_slow, user = rest if rest else (False, None)
+        is_slow, user, unweighed = rest + [False, None, False][len(rest):]
         scaled = micros >= 1 << 32
         value = micros >> 10 if scaled else micros
-        bits = int(is_error) | scaled << 1 | int(is_slow) << 2 | (user is not None) << 3
+        bits = int(is_error) | scaled << 1 | int(is_slow) << 2 | (user is not None) << 3 | int(unweighed) << 4
         out += bytes([bits, outcome_bits, user or 0]) + struct.pack("<I", value)
     return out
 
@@ -245,7 +250,8 @@ def header(window_s, flags, start, classes=1):
     return struct.pack("<HBBI", window_s - 1, flags, classes - 1, start)
 
 
-fast = tally([10_000 + 37 * i for i in range(100)], errors=2, outcomes=[30, 0, 100], slow=1, error_users=[7])
+fast = tally([10_000 + 37 * i for i in range(100)], errors=2, outcomes=[30, 0, 100], slow=1, error_users=[7],
+             unweighed=(60, 1, 0, [10, 0, 60]))
 # As many error users as errors (the most a sketch may hold), slow requests from three users.
 slow = tally([400_000 + 911 * i for i in range(40)], errors=9, outcomes=[0, 40], slow=40,
              error_users=range(9), slow_users=[1, 2, 3])
@@ -277,7 +283,7 @@ write("window", "other-classes", header(5, 1, 100, classes=2)
 write("window", "record", header(30, 1, 500, classes=4)
       + record(3, [(1_500, False, 0b1), (250_000, True, 0b101, True, 4), (0, False, 0, False, 0),
                    (1 << 36, True, 0xFF, True, None), (900_000, False, 0, True, 4)])
-      + record(6, [(64 * i, i % 3 == 0, i & 0xF, i % 4 == 0, i % 5) for i in range(40)])
+      + record(6, [(64 * i, i % 3 == 0, i & 0xF, i % 4 == 0, i % 5, i % 6 == 0) for i in range(40)])
       + class_recent(1, 1, 1) + advance(2)
       + record(1, []) + add(three) + clear(1) + recent(1, 30) + record(7, [(9_999, False, 0b10)]) + advance(40))
 # Bucket counts past u32 once added twice: the window's buckets saturate, its quantiles must not

@@ -25,7 +25,8 @@
 //!                  every lane, the window keeping those of its classes)
 //!                  op & 8 set: record: [lane] [n], then n requests of [bits] [outcomes] [user]
 //!                  [micros: u32 LE] (bits: bit 0 a 5xx, bit 1 micros × 1024, bit 2 slow, bit 3
-//!                  the user is known: `user_bit(user)`, else 0; outcomes: bit i outcome i),
+//!                  the user is known: `user_bit(user)`, else 0, bit 4 beyond its user's weight;
+//!                  outcomes: bit i outcome i),
 //!                  shipped in lane `lane % (2 × classes)` of a message and added
 //!     op & 3 == 2  one byte of seconds; op & 8 clear: recent_stats(version (op >> 2) & 1,
 //!                  seconds); op & 8 set: class_stats(version, class byte % (classes + 1),
@@ -41,7 +42,9 @@ mod common;
 use canary_gate::config::{MAX_CLASSES, MAX_OUTCOMES, MAX_WINDOW_S};
 use canary_gate::coord::wire;
 use canary_gate::measure::histogram::{self, Histogram, BUCKETS};
-use canary_gate::measure::window::{lane, user_bit, Completed, Outcomes, Tally, Users, Window, WindowStats};
+use canary_gate::measure::window::{
+    lane, user_bit, Completed, Outcomes, Tally, Unweighed, Users, Window, WindowStats,
+};
 use canary_gate::model::Version;
 use common::Cursor;
 use libfuzzer_sys::fuzz_target;
@@ -62,6 +65,7 @@ struct Entry {
     error_users: Users,
     slow_users: Users,
     outcomes: Outcomes,
+    unweighed: Unweighed,
     buckets: Vec<(usize, u32)>,
 }
 
@@ -141,6 +145,7 @@ impl Model {
             error_users: t.error_users,
             slow_users: t.slow_users,
             outcomes: t.outcomes,
+            unweighed: t.unweighed,
             buckets: t.latency.nonzero().collect(),
         });
     }
@@ -162,6 +167,12 @@ impl Model {
             sums.error_users |= e.error_users;
             sums.slow_users |= e.slow_users;
             for (total, &c) in sums.outcomes.iter_mut().zip(&e.outcomes) {
+                *total += c;
+            }
+            let u = &mut sums.unweighed;
+            (u.requests, u.errors, u.slow) =
+                (u.requests + e.unweighed.requests, u.errors + e.unweighed.errors, u.slow + e.unweighed.slow);
+            for (total, &c) in u.outcomes.iter_mut().zip(&e.unweighed.outcomes) {
                 *total += c;
             }
             for &(i, c) in &e.buckets {
@@ -203,6 +214,7 @@ struct Sums {
     error_users: Users,
     slow_users: Users,
     outcomes: Outcomes,
+    unweighed: Unweighed,
     /// Per histogram bucket.
     counts: Vec<u64>,
 }
@@ -226,6 +238,7 @@ fn figures(sums: &Sums) -> WindowStats {
         // The rolling window has the quantiles; only the fleet's counts carry shares.
         over_p95: None,
         over_p99: None,
+        unweighed: sums.unweighed,
     }
 }
 
@@ -332,6 +345,7 @@ fn check_sketches(s: &WindowStats) {
 fn record(input: &mut Cursor<'_>, n: u8) -> Tally {
     let mut t = Tally::default();
     let (mut errors, mut slow, mut outcomes, mut counts) = (0u64, 0u64, Outcomes::default(), vec![0u32; BUCKETS]);
+    let mut unweighed = Unweighed::default();
     // The distinct known users of the errors and of the slow requests.
     let (mut error_ids, mut slow_ids) = (Vec::new(), Vec::new());
     for _ in 0..n {
@@ -339,10 +353,18 @@ fn record(input: &mut Cursor<'_>, n: u8) -> Tally {
         let outcome_bits = input.byte().unwrap_or(0);
         let id = input.byte().unwrap_or(0);
         let micros = u64::from(input.u32()) << if bits & 2 != 0 { 10 } else { 0 };
-        let (is_error, is_slow, known) = (bits & 1 != 0, bits & 4 != 0, bits & 8 != 0);
+        let (is_error, is_slow, known, beyond) = (bits & 1 != 0, bits & 4 != 0, bits & 8 != 0, bits & 16 != 0);
         let user = if known { user_bit(u64::from(id)) } else { 0 };
         assert!(!known || user.count_ones() == 1, "a user is one bit: {id} -> {user:#x}");
-        t.record(&Completed { micros, is_error, is_slow, outcomes: outcome_bits, user });
+        t.record(&Completed { micros, is_error, is_slow, outcomes: outcome_bits, user, unweighed: beyond });
+        if beyond {
+            unweighed.requests += 1;
+            unweighed.errors += u64::from(is_error);
+            unweighed.slow += u64::from(is_slow);
+            for (i, count) in unweighed.outcomes.iter_mut().enumerate() {
+                *count += u64::from(outcome_bits >> i & 1);
+            }
+        }
         errors += u64::from(is_error);
         slow += u64::from(is_slow);
         for (ids, bad) in [(&mut error_ids, is_error), (&mut slow_ids, is_slow)] {
@@ -358,6 +380,7 @@ fn record(input: &mut Cursor<'_>, n: u8) -> Tally {
         check_bucket(micros, bucket);
     }
     assert_eq!((t.requests, t.errors, t.slow, t.outcomes), (u64::from(n), errors, slow, outcomes));
+    assert_eq!(t.unweighed, unweighed);
     let sketch = |ids: &[u8]| ids.iter().fold(0, |acc, &id| acc | user_bit(u64::from(id)));
     assert_eq!((t.error_users, t.slow_users), (sketch(&error_ids), sketch(&slow_ids)));
     assert!(t.error_users.count_ones() as usize <= error_ids.len(), "at most one bit per distinct user");
@@ -478,6 +501,7 @@ struct RefLane {
     error_users: u64,
     slow_users: u64,
     outcomes: Outcomes,
+    unweighed: Unweighed,
     buckets: Vec<(usize, u32)>,
 }
 
@@ -485,7 +509,7 @@ struct RefLane {
 type RefMessage = (u64, usize, Vec<RefLane>);
 
 /// The format of the messages `wire` writes.
-const FORMAT: u8 = 4;
+const FORMAT: u8 = 5;
 
 /// A LEB128 value of at most 10 bytes that fits in 64 bits (redundant zero groups allowed).
 fn reference_varint(input: &mut &[u8]) -> Option<u64> {
@@ -505,7 +529,10 @@ fn reference_varint(input: &mut &[u8]) -> Option<u64> {
 ///   FORMAT, identity (8 bytes LE), classes (1..=MAX_CLASSES + 1), lane count, then per lane in
 ///   strictly increasing lane order (< 2 × classes): requests (> 0), errors (<= requests), slow
 ///   (<= requests), error users (popcount <= errors), slow users (popcount <= slow), the number of
-///   outcome counts (<= MAX_OUTCOMES) and each (<= requests), the number of buckets (<= BUCKETS)
+///   outcome counts (<= MAX_OUTCOMES) and each (<= requests), the unweighed requests (<= requests),
+///   errors (<= errors and <= unweighed requests), slow (<= slow and <= unweighed requests), the
+///   number of their outcome counts (<= MAX_OUTCOMES) and each (<= unweighed requests), the
+///   number of buckets (<= BUCKETS)
 ///   and per bucket its index delta (> 0 but for the first; index < BUCKETS) and count (1..=u32
 ///   max), the counts summing to the requests; nothing after the last lane.
 fn reference_decode(bytes: &[u8]) -> Option<RefMessage> {
@@ -539,6 +566,19 @@ fn reference_decode(bytes: &[u8]) -> Option<RefMessage> {
         for slot in outcomes.iter_mut().take(n as usize) {
             *slot = reference_varint(r)?;
         }
+        let mut unweighed = Unweighed {
+            requests: reference_varint(r)?,
+            errors: reference_varint(r)?,
+            slow: reference_varint(r)?,
+            outcomes: Outcomes::default(),
+        };
+        let n = reference_varint(r)?;
+        if n > MAX_OUTCOMES as u64 {
+            return None;
+        }
+        for slot in unweighed.outcomes.iter_mut().take(n as usize) {
+            *slot = reference_varint(r)?;
+        }
         let entries = reference_varint(r)?;
         if entries > BUCKETS as u64 {
             return None;
@@ -561,12 +601,16 @@ fn reference_decode(bytes: &[u8]) -> Option<RefMessage> {
             && u64::from(error_users.count_ones()) <= errors
             && u64::from(slow_users.count_ones()) <= slow
             && outcomes.iter().all(|&c| c <= requests)
+            && unweighed.requests <= requests
+            && unweighed.errors <= errors.min(unweighed.requests)
+            && unweighed.slow <= slow.min(unweighed.requests)
+            && unweighed.outcomes.iter().all(|&c| c <= unweighed.requests)
             && total == requests;
         if !valid {
             return None;
         }
         let lane = lane as usize;
-        lanes.push(RefLane { lane, requests, errors, slow, error_users, slow_users, outcomes, buckets });
+        lanes.push(RefLane { lane, requests, errors, slow, error_users, slow_users, outcomes, unweighed, buckets });
     }
     if !r.is_empty() {
         return None;
@@ -602,6 +646,7 @@ fn check_message(bytes: &[u8]) -> Option<Vec<(usize, Tally)>> {
             error_users: t.error_users,
             slow_users: t.slow_users,
             outcomes: t.outcomes,
+            unweighed: t.unweighed,
             buckets: t.latency.nonzero().collect(),
         })
         .collect();

@@ -26,6 +26,7 @@ use crate::measure::beacon::Report;
 use crate::measure::metrics::MetricIds;
 use crate::measure::report::{self, Reporter};
 use crate::measure::vitals::{self, VitalsStats};
+use crate::measure::weight::Weights;
 use crate::measure::window::{lane, Completed, Tally, Users, Window};
 use crate::model::{GateState, Revision, Version};
 use beacons::BeaconBudget;
@@ -86,6 +87,8 @@ pub struct Coordinator {
     stamp: u64,
     /// Per lane (version and route class); grown to the configuration's classes on first use.
     tallies: RefCell<Vec<Tally>>,
+    /// Router with a gate: what each user may still weigh in it.
+    weights: RefCell<Weights>,
     /// The gate identity this VM's tallies are being recorded under (set at each tick).
     recording_identity: Cell<Option<u64>>,
     scratch: RefCell<Tally>,
@@ -137,6 +140,7 @@ impl Coordinator {
             name,
             vm_id,
             tallies: RefCell::default(),
+            weights: RefCell::default(),
             recording_identity: Cell::new(None),
             scratch: RefCell::default(),
             queue: Cell::new(None),
@@ -232,6 +236,13 @@ impl Coordinator {
     pub fn report(&self, revision: Revision, now_s: u64) -> Option<report::Report> {
         let pod = Some(self.pod.get()).filter(|&pod| pod != 0)?;
         Some(self.reporter.get().report(pod, self.vm_id, revision, now_s))
+    }
+
+    /// Whether the gate weighs a request of `user` (a bucket, or `u64::MAX` for the testers'
+    /// overrides) completing at `now_ms`, `bad` or not; takes its share of the user's weight if
+    /// so ([`Weights`]; request path: no host call).
+    pub fn weighs(&self, user: u64, now_ms: u64, bad: bool) -> bool {
+        self.weights.try_borrow_mut().map_or(true, |mut w| w.admit(user, now_ms, bad))
     }
 
     /// Records one completed request of `version` in route class `class` in this VM's tally
@@ -624,12 +635,13 @@ impl Coordinator {
         };
         let gate_s = config.gate.window_s as usize;
         let window = &mut merged.window;
+        // The gate judges the weighed requests; the fleet's counts are not weighed.
         let (period, canary, stable) = match &view {
             Some(fleet) => (fleet.period, fleet.canary, fleet.stable),
             None => (
                 merged.period,
-                window.recent_stats(Version::Canary, gate_s),
-                window.recent_stats(Version::Stable, gate_s),
+                window.recent_stats(Version::Canary, gate_s).weighed(),
+                window.recent_stats(Version::Stable, gate_s).weighed(),
             ),
         };
         let judged = match &view {
@@ -656,8 +668,8 @@ impl Coordinator {
                 checks.push(Check {
                     class: Some(&class.name),
                     limits: &class.limits,
-                    canary: window.class_stats(Version::Canary, class.class, gate_s),
-                    stable: window.class_stats(Version::Stable, class.class, gate_s),
+                    canary: window.class_stats(Version::Canary, class.class, gate_s).weighed(),
+                    stable: window.class_stats(Version::Stable, class.class, gate_s).weighed(),
                 });
             }
             let vitals = merged.vitals.as_mut().map(|w| VitalsStats::of(w, Version::Canary, gate_s));

@@ -773,3 +773,97 @@ fn an_observers_vms_report_one_pod_key_and_nothing_before_they_know_it() {
     assert_eq!(reports.map(|r| r.pod), [7, 7], "the pod's key is the first VM's choice");
     assert_eq!(reports.map(|r| r.vm), [7, 9], "each VM keeps its own counts' key");
 }
+
+impl Vm<'_> {
+    /// Records one request of `user` at `now_ms` as the router does: weighed, or unweighed
+    /// once the user has spent its weight.
+    fn serve_weighed(&self, version: Version, user: u64, now_ms: u64, is_error: bool) {
+        let unweighed = !self.coord.weighs(user, now_ms, is_error);
+        let completed = Completed { micros: 1_000, is_error, user: user_bit(user), unweighed, ..Completed::default() };
+        self.coord.record(version, 0, &completed);
+    }
+}
+
+fn window_gauge(proxy: &FakeProxy, metric: &str, version: &str) -> u64 {
+    gauge(proxy, &format!("canary_window_{metric}.service.checkout.version.{version}.reporter.router.class.other"))
+}
+
+/// Issue 26, Why 3: one client sending 150 good requests a second with one canary identity
+/// kept a canary failing 30% of its requests under `max_error_ratio` (3 of 160 a second,
+/// 1.9%). Weighed, the client counts 16 a second after its burst.
+#[wasm_bindgen_test(unsupported = test)]
+fn one_fast_client_no_longer_hides_a_failing_canary_from_the_thresholds() {
+    let proxy = late_in_a_second();
+    let vm = Vm::new(&proxy, 1, GATED);
+    let mut seconds = 0;
+    while !vm.coord.gate_tripped() {
+        assert!(seconds < 8, "no trip after {seconds} s");
+        let now_ms = 1_000 * seconds;
+        for i in 0..150 {
+            vm.serve_weighed(Version::Canary, 7, now_ms + i * 1_000 / 150, false);
+        }
+        for i in 0..10 {
+            vm.serve_weighed(Version::Canary, 1_000 + 10 * seconds + i, now_ms, i < 3);
+        }
+        vm.serve_users(Version::Stable, 90, 0, 5_000);
+        second(&proxy, &[&vm]);
+        seconds += 1;
+        // The window gauges count every request, weighed or not.
+        assert_eq!(window_gauge(&proxy, "requests", "canary"), 160 * seconds.min(60));
+        assert_eq!(window_gauge(&proxy, "error_ratio_ppm", "canary"), 18_750, "3 of 160");
+    }
+    // Weighed: 32 + 16 a second of the client's against 10 a second of the real users, 30%
+    // of them failing: over 5% from the second second on, two in a row.
+    assert!(seconds <= 4, "tripped after {seconds} s");
+}
+
+/// Issue 26, Why 3: ten failing tester overrides (one user) raised the comparison's evidence
+/// to ln R 10.9, where it stayed: three single failures of real users then tripped a canary
+/// no worse than stable. Weighed, the testers' failures count two, and the three after them
+/// fall short of a rejection.
+#[wasm_bindgen_test(unsupported = test)]
+fn a_testers_failing_overrides_raise_the_evidence_by_two_failures_only() {
+    for weighed in [true, false] {
+        let proxy = late_in_a_second();
+        let vm = Vm::new(&proxy, 1, COMPARED);
+        let mut user = 10_000;
+        let mut serve = |vm: &Vm<'_>, now_ms: u64, failing: u64| {
+            vm.serve_users(Version::Stable, 70, 0, 0);
+            for i in 0..30 {
+                user += 1;
+                vm.serve_weighed(Version::Canary, user, now_ms, i < failing);
+            }
+        };
+        for s in 0..3 {
+            serve(&vm, 1_000 * s, 0);
+            second(&proxy, &[&vm]);
+        }
+        for i in 0..10 {
+            // The testers' overrides: one user, all failing.
+            if weighed {
+                vm.serve_weighed(Version::Canary, u64::MAX, 3_000 + i, true);
+            } else {
+                vm.serve_users(Version::Canary, 1, 1, u64::MAX);
+            }
+        }
+        serve(&vm, 3_000, 0);
+        second(&proxy, &[&vm]);
+        let after_testers = gauge(&proxy, EVIDENCE);
+        // The gauges count every request: 30 a second for 4 s, and the testers' 10 failures.
+        assert_eq!(window_gauge(&proxy, "requests", "canary"), 130);
+        assert_eq!(window_gauge(&proxy, "error_ratio_ppm", "canary"), 10 * 1_000_000 / 130);
+        for s in 4..7 {
+            serve(&vm, 1_000 * s, 1);
+            second(&proxy, &[&vm]);
+        }
+        let evidence = gauge(&proxy, EVIDENCE);
+        if weighed {
+            assert!(after_testers < 4_000, "two failures at a 30% share: {after_testers}");
+            assert!(evidence < 6_908 && !vm.coord.gate_tripped(), "{evidence}");
+        } else {
+            // Unweighed, as before: the evidence rejects and the three users confirm it.
+            assert!(after_testers > 6_908, "{after_testers}");
+            assert!(vm.coord.gate_tripped(), "{evidence}");
+        }
+    }
+}

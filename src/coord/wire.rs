@@ -1,15 +1,15 @@
 //! The message a worker VM ships every evaluation period to the VM that merges windows: the
 //! gate identity the tallies were recorded under, the number of route classes, then each
 //! non-empty lane's tally (version and class) as LEB128 varints: counts, users sketches,
-//! outcome counts and sparse histogram buckets. Decoding validates every field and answers
+//! outcome counts, the unweighed requests' counts and outcomes, and sparse histogram buckets. Decoding validates every field and answers
 //! `None` to anything malformed; it never panics and allocates nothing unbounded.
 
 use crate::config::{MAX_CLASSES, MAX_OUTCOMES};
 use crate::measure::histogram::BUCKETS;
-use crate::measure::window::Tally;
+use crate::measure::window::{Outcomes, Tally};
 
 /// Format tag of the message; bumped on any layout change.
-const FORMAT: u8 = 4;
+const FORMAT: u8 = 5;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
@@ -45,6 +45,15 @@ impl Reader<'_> {
         }
         None
     }
+
+    /// Outcome counts as [`put_outcomes`] writes them, each at most `requests`.
+    fn outcomes(&mut self, outcomes: &mut Outcomes, requests: u64) -> Option<()> {
+        let n = usize::try_from(self.varint()?).ok().filter(|&n| n <= MAX_OUTCOMES)?;
+        for slot in outcomes.iter_mut().take(n) {
+            *slot = self.varint().filter(|&c| c <= requests)?;
+        }
+        Some(())
+    }
 }
 
 /// Lanes a message may carry: both versions of every class a configuration may have.
@@ -66,11 +75,12 @@ pub fn encode(lanes: &[Tally], classes: usize, identity: u64) -> Vec<u8> {
         put_varint(&mut out, t.slow);
         put_varint(&mut out, t.error_users);
         put_varint(&mut out, t.slow_users);
-        let outcomes = t.outcomes.iter().rposition(|&c| c > 0).map_or(0, |last| last + 1);
-        put_varint(&mut out, outcomes as u64);
-        for &c in t.outcomes.iter().take(outcomes) {
-            put_varint(&mut out, c);
+        put_outcomes(&mut out, &t.outcomes);
+        let u = &t.unweighed;
+        for v in [u.requests, u.errors, u.slow] {
+            put_varint(&mut out, v);
         }
+        put_outcomes(&mut out, &u.outcomes);
         let mut previous = 0usize;
         let nonzero: Vec<(usize, u32)> = t.latency.nonzero().collect();
         put_varint(&mut out, nonzero.len() as u64);
@@ -82,6 +92,15 @@ pub fn encode(lanes: &[Tally], classes: usize, identity: u64) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Outcome counts up to the last non-zero one, after their number.
+fn put_outcomes(out: &mut Vec<u8>, outcomes: &Outcomes) {
+    let n = outcomes.iter().rposition(|&c| c > 0).map_or(0, |last| last + 1);
+    put_varint(out, n as u64);
+    for &c in outcomes.iter().take(n) {
+        put_varint(out, c);
+    }
 }
 
 /// What a valid message says before its tallies.
@@ -120,10 +139,12 @@ fn read(bytes: &[u8], t: &mut Tally, each: &mut dyn FnMut(&Header, usize, &Tally
         // Each error or slow request sets one bit of its users' sketch.
         let error_users = r.varint().filter(|u| u64::from(u.count_ones()) <= errors)?;
         let slow_users = r.varint().filter(|u| u64::from(u.count_ones()) <= slow)?;
-        let outcomes = usize::try_from(r.varint()?).ok().filter(|&n| n <= MAX_OUTCOMES)?;
-        for slot in t.outcomes.iter_mut().take(outcomes) {
-            *slot = r.varint().filter(|&c| c <= requests)?;
-        }
+        r.outcomes(&mut t.outcomes, requests)?;
+        let u = &mut t.unweighed;
+        u.requests = r.varint().filter(|&c| c <= requests)?;
+        u.errors = r.varint().filter(|&c| c <= errors.min(u.requests))?;
+        u.slow = r.varint().filter(|&c| c <= slow.min(u.requests))?;
+        r.outcomes(&mut u.outcomes, u.requests)?;
         let entries = usize::try_from(r.varint()?).ok().filter(|&n| n <= BUCKETS)?;
         let mut index = 0usize;
         let mut latency_total = 0u64;
@@ -168,6 +189,7 @@ mod tests {
                 is_slow: i % 13 == 0,
                 outcomes: (i % 5 == 0) as u8 | u8::from(i % 11 == 0) << 2,
                 user: user_bit(i % 17),
+                unweighed: i % 4 == 0,
             });
         }
         t
@@ -205,6 +227,8 @@ mod tests {
         let expected: Vec<(usize, Tally)> = [0, 1, 3].iter().map(|&l| (l, t[l].clone())).collect();
         assert_eq!(lanes, expected);
         assert!(lanes[0].1.outcomes[0] > 0 && lanes[0].1.outcomes[2] > 0 && lanes[0].1.outcomes[1] == 0);
+        let u = lanes[0].1.unweighed;
+        assert!(u.requests > 0 && u.errors > 0 && u.slow > 0 && u.outcomes[0] > 0 && u.outcomes[2] > 0, "{u:?}");
         let empty = vec![Tally::default(); 2];
         assert_eq!(decoded(&encode(&empty, 1, u64::MAX)), Some((Header { identity: u64::MAX, classes: 1 }, vec![])));
     }
@@ -230,24 +254,38 @@ mod tests {
             out
         };
         // classes, lanes, then per lane: lane, requests, errors, slow, error users, slow
-        // users, outcomes (n, counts), buckets (n, delta/count pairs).
-        let one = [1, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1];
+        // users, outcomes (n, counts), unweighed requests, errors, slow, outcomes (n,
+        // counts), buckets (n, delta/count pairs).
+        let one = [1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
         assert_eq!(decoded(&message(&one)).map(|(h, l)| (h.classes, l.len())), Some((1, 1)), "the valid twin");
+        let weighed_twin = [1, 1, 0, 2, 1, 0, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 2];
+        let (_, lanes) = decoded(&message(&weighed_twin)).unwrap();
+        assert_eq!(
+            (lanes[0].1.unweighed.requests, lanes[0].1.unweighed.errors, lanes[0].1.unweighed.outcomes[0]),
+            (1, 1, 1)
+        );
         for (bad, why) in [
             (vec![0, 0], "no class"),
             (vec![MAX_CLASSES as u64 + 2, 0], "too many classes"),
             (vec![1, MAX_LANES as u64 + 1], "too many lanes"),
-            (vec![1, 1, 2, 1, 0, 0, 0, 0, 0, 1, 0, 1], "lane of no class"),
-            (vec![2, 2, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 1], "lanes out of order"),
-            (vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0], "an empty lane"),
-            (vec![1, 1, 0, 1, 2, 0, 0, 0, 0, 1, 0, 1], "errors > requests"),
-            (vec![1, 1, 0, 1, 0, 2, 0, 0, 0, 1, 0, 1], "slow > requests"),
-            (vec![1, 1, 0, 2, 1, 0, 3, 0, 0, 1, 0, 2], "more error users than errors"),
-            (vec![1, 1, 0, 2, 0, 1, 0, 5, 0, 1, 0, 2], "more slow users than slow requests"),
-            (vec![1, 1, 0, 1, 0, 0, 0, 0, 1, 2, 1, 0, 1], "an outcome > requests"),
+            (vec![1, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1], "lane of no class"),
+            (
+                vec![2, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
+                "lanes out of order",
+            ),
+            (vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], "an empty lane"),
+            (vec![1, 1, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1], "errors > requests"),
+            (vec![1, 1, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1], "slow > requests"),
+            (vec![1, 1, 0, 2, 1, 0, 3, 0, 0, 0, 0, 0, 0, 1, 0, 2], "more error users than errors"),
+            (vec![1, 1, 0, 2, 0, 1, 0, 5, 0, 0, 0, 0, 0, 1, 0, 2], "more slow users than slow requests"),
+            (vec![1, 1, 0, 1, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 0, 1], "an outcome > requests"),
             (vec![1, 1, 0, 1, 0, 0, 0, 0, MAX_OUTCOMES as u64 + 1], "too many outcomes"),
-            (vec![1, 1, 0, 1, 0, 0, 0, 0, 0, 1, BUCKETS as u64, 1], "bucket out of range"),
-            (vec![1, 1, 0, 2, 0, 0, 0, 0, 0, 1, 0, 1], "bucket counts not the requests"),
+            (vec![1, 1, 0, 1, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 1], "unweighed > requests"),
+            (vec![1, 1, 0, 2, 1, 0, 1, 0, 0, 2, 2, 0, 0, 1, 0, 2], "unweighed errors > errors"),
+            (vec![1, 1, 0, 2, 0, 2, 0, 0, 0, 1, 0, 2, 0, 1, 0, 2], "unweighed slow > unweighed requests"),
+            (vec![1, 1, 0, 2, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 1, 0, 2], "an unweighed outcome > unweighed requests"),
+            (vec![1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, BUCKETS as u64, 1], "bucket out of range"),
+            (vec![1, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1], "bucket counts not the requests"),
         ] {
             assert_eq!(decoded(&message(&bad)), None, "{why}");
         }

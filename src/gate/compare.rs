@@ -43,16 +43,21 @@ impl PeriodCounts {
         }
     }
 
-    /// Adds one merged tally of `version`.
+    /// Adds one merged tally of `version`, without its unweighed requests.
     pub fn add(&mut self, version: Version, tally: &Tally) {
-        for (p, bad) in [(&mut self.errors, tally.errors), (&mut self.slow, tally.slow)] {
+        let u = &tally.unweighed;
+        let requests = tally.requests.saturating_sub(u.requests);
+        for (p, bad) in [
+            (&mut self.errors, tally.errors.saturating_sub(u.errors)),
+            (&mut self.slow, tally.slow.saturating_sub(u.slow)),
+        ] {
             match version {
                 Version::Canary => {
-                    p.canary += tally.requests;
+                    p.canary += requests;
                     p.canary_bad += bad;
                 }
                 Version::Stable => {
-                    p.stable += tally.requests;
+                    p.stable += requests;
                     p.stable_bad += bad;
                 }
             }
@@ -223,7 +228,7 @@ fn ppm_decimal(ppm: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::window::user_bit;
+    use crate::measure::window::{user_bit, Completed};
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn window(requests: u64, errors: u64, users: u64) -> WindowStats {
@@ -316,6 +321,27 @@ mod tests {
         }
         c.observe(&one(0, 2, 0));
         assert!(evidence(&c).abs() < 1e-9);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_period_counts_only_the_weighed_requests() {
+        // Ten failing overrides, eight of them beyond the testers' weight (issue 26, Why 3),
+        // and 20 good canary requests.
+        let mut tally = Tally::default();
+        for i in 0..30 {
+            let completed = Completed {
+                is_error: i < 10,
+                is_slow: i < 10,
+                unweighed: (2..10).contains(&i),
+                ..Completed::default()
+            };
+            tally.record(&completed);
+        }
+        let mut counts = PeriodCounts::default();
+        counts.add(Version::Canary, &tally);
+        counts.add(Version::Stable, &Tally { requests: 50, ..Tally::default() });
+        let expected = Period { canary: 22, stable: 50, canary_bad: 2, stable_bad: 0 };
+        assert_eq!(counts, PeriodCounts { errors: expected, slow: expected });
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod names;
 pub mod report;
 pub mod vitals;
+pub mod weight;
 pub mod window;

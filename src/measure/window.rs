@@ -41,6 +41,37 @@ pub struct Completed {
     pub outcomes: u8,
     /// Its user's [`user_bit`] (0: not known).
     pub user: Users,
+    /// Beyond its user's weight in the gate ([`super::weight`]).
+    pub unweighed: bool,
+}
+
+/// The requests of a tally or window beyond their users' weight ([`super::weight`]): counted
+/// in full everywhere, and subtracted from what the gate judges ([`WindowStats::weighed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unweighed {
+    /// Requests.
+    pub requests: u64,
+    /// Of which answered 5xx.
+    pub errors: u64,
+    /// Of which slower than the latency test's limit.
+    pub slow: u64,
+    /// Of which had each outcome.
+    pub outcomes: Outcomes,
+}
+
+impl Unweighed {
+    fn add(&mut self, other: &Unweighed) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.slow += other.slow;
+        add_outcomes(&mut self.outcomes, &other.outcomes);
+    }
+}
+
+fn add_outcomes(total: &mut Outcomes, counts: &[u64]) {
+    for (total, &c) in total.iter_mut().zip(counts) {
+        *total += c;
+    }
 }
 
 /// What one VM saw for one version since its last shipment.
@@ -60,6 +91,8 @@ pub struct Tally {
     pub latency: Histogram,
     /// Of which had each outcome.
     pub outcomes: Outcomes,
+    /// Of which beyond their users' weight.
+    pub unweighed: Unweighed,
 }
 
 impl Tally {
@@ -78,6 +111,15 @@ impl Tally {
         for (i, count) in self.outcomes.iter_mut().enumerate() {
             *count += u64::from(c.outcomes >> i & 1);
         }
+        if c.unweighed {
+            let u = &mut self.unweighed;
+            u.requests += 1;
+            u.errors += u64::from(c.is_error);
+            u.slow += u64::from(c.is_slow);
+            for (i, count) in u.outcomes.iter_mut().enumerate() {
+                *count += u64::from(c.outcomes >> i & 1);
+            }
+        }
     }
 
     /// Whether nothing was recorded.
@@ -94,6 +136,7 @@ impl Tally {
         self.slow_users = 0;
         self.latency.clear();
         self.outcomes = Outcomes::default();
+        self.unweighed = Unweighed::default();
     }
 }
 
@@ -108,6 +151,7 @@ struct Second {
     buckets: Vec<(u16, u32)>,
     /// Outcome counts; empty while none was seen this second.
     outcomes: Vec<u64>,
+    unweighed: Unweighed,
 }
 
 impl Second {
@@ -119,6 +163,7 @@ impl Second {
         self.slow_users = 0;
         self.buckets.clear();
         self.outcomes.clear();
+        self.unweighed = Unweighed::default();
     }
 
     /// Adds a histogram's counts to the slot's sorted bucket list, summing equal buckets:
@@ -196,6 +241,7 @@ impl LaneWindow {
         self.requests += tally.requests;
         self.errors += tally.errors;
         self.slow += tally.slow;
+        second.unweighed.add(&tally.unweighed);
         if tally.outcomes.iter().any(|&c| c > 0) {
             second.outcomes.resize(MAX_OUTCOMES, 0);
             for ((total, sum), &c) in self.outcomes.iter_mut().zip(second.outcomes.iter_mut()).zip(&tally.outcomes) {
@@ -238,6 +284,8 @@ pub struct WindowStats {
     pub over_p95: Option<(u64, u64)>,
     /// The same for `max_p99_ms`.
     pub over_p99: Option<(u64, u64)>,
+    /// Of the requests, those beyond their users' weight.
+    pub unweighed: Unweighed,
 }
 
 impl WindowStats {
@@ -249,6 +297,24 @@ impl WindowStats {
     /// `count / requests` in parts per million (0 without requests).
     pub fn share_ppm(&self, count: u64) -> u64 {
         count.saturating_mul(1_000_000).checked_div(self.requests).unwrap_or(0)
+    }
+
+    /// The figures the gate judges: without the unweighed requests (counts, ratios and
+    /// outcomes; the latency quantiles and the users' sketches keep every request).
+    pub fn weighed(&self) -> WindowStats {
+        let u = &self.unweighed;
+        let mut weighed = WindowStats {
+            requests: self.requests.saturating_sub(u.requests),
+            errors: self.errors.saturating_sub(u.errors),
+            slow: self.slow.saturating_sub(u.slow),
+            unweighed: Unweighed::default(),
+            ..*self
+        };
+        weighed.error_ratio_ppm = weighed.share_ppm(weighed.errors);
+        for (count, &c) in weighed.outcomes.iter_mut().zip(&u.outcomes) {
+            *count = count.saturating_sub(c);
+        }
+        weighed
     }
 }
 
@@ -350,21 +416,18 @@ impl Window {
         self.scratch.clear();
         let (mut requests, mut errors, mut outcomes) = (0, 0, Outcomes::default());
         let (mut slow, mut error_users, mut slow_users) = (0, 0, 0);
-        let mut add_outcomes = |counts: &[u64]| {
-            for (total, &c) in outcomes.iter_mut().zip(counts) {
-                *total += c;
-            }
-        };
+        let mut unweighed = Unweighed::default();
         if seconds >= self.window_s {
             for lane in lanes.iter().filter_map(|&i| self.lanes.get(i)) {
                 requests += lane.requests;
                 errors += lane.errors;
                 slow += lane.slow;
-                add_outcomes(&lane.outcomes);
+                add_outcomes(&mut outcomes, &lane.outcomes);
                 self.scratch.merge(&lane.latency);
                 for second in &lane.seconds {
                     error_users |= second.error_users;
                     slow_users |= second.slow_users;
+                    unweighed.add(&second.unweighed);
                 }
             }
         } else {
@@ -378,14 +441,15 @@ impl Window {
                     slow += second.slow;
                     error_users |= second.error_users;
                     slow_users |= second.slow_users;
-                    add_outcomes(&second.outcomes);
+                    add_outcomes(&mut outcomes, &second.outcomes);
+                    unweighed.add(&second.unweighed);
                     for &(i, c) in &second.buckets {
                         self.scratch.add(usize::from(i), c);
                     }
                 }
             }
         }
-        WindowStats { outcomes, slow, error_users, slow_users, ..summarize(requests, errors, &self.scratch) }
+        WindowStats { outcomes, slow, error_users, slow_users, unweighed, ..summarize(requests, errors, &self.scratch) }
     }
 }
 
@@ -520,6 +584,31 @@ mod tests {
         w.clear(Version::Canary);
         assert_eq!(w.recent_stats(Version::Canary, 3), WindowStats::default());
         assert_eq!(w.stats(Version::Stable).requests, 0, "expired too");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn unweighed_requests_count_in_full_and_leave_the_gates_figures() {
+        // One user's 100 good requests, 90 beyond its weight, beside 20 users' 20 requests
+        // of which 6 fail (issue 26, Why 3).
+        let mut t = Tally::default();
+        for i in 0..100 {
+            t.record(&Completed { micros: 1_000, outcomes: 0b1, unweighed: i >= 10, ..Completed::default() });
+        }
+        for i in 0..20 {
+            t.record(&Completed { micros: 1_000, is_error: i < 6, is_slow: i < 2, ..Completed::default() });
+        }
+        assert_eq!((t.unweighed.requests, t.unweighed.errors, t.unweighed.outcomes[0]), (90, 0, 90));
+        let mut w = Window::new(2, 1);
+        w.advance_to(1);
+        w.add(Version::Canary, 0, &t);
+        let all = w.stats(Version::Canary);
+        assert_eq!((all.requests, all.errors, all.error_ratio_ppm, all.outcomes[0]), (120, 6, 50_000, 100));
+        let gate = all.weighed();
+        assert_eq!((gate.requests, gate.errors, gate.slow, gate.outcomes[0]), (30, 6, 2, 10));
+        assert_eq!((gate.error_ratio_ppm, gate.unweighed), (200_000, Unweighed::default()));
+        assert_eq!(w.recent_stats(Version::Canary, 1).weighed(), gate, "the same from the seconds");
+        w.advance_to(3);
+        assert_eq!(w.stats(Version::Canary), WindowStats::default(), "expired with the rest");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

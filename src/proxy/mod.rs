@@ -448,7 +448,8 @@ impl HttpContext for Stream {
             (None, None) => (None, None),
         };
         let status = self.counted_status();
-        let micros = host::now_micros().saturating_sub(self.started_us);
+        let now_us = host::now_micros();
+        let micros = now_us.saturating_sub(self.started_us);
         // Requests no version served are counted as `unknown`, so every request counts.
         let (class, outcomes) = (self.class, self.outcomes);
         self.plugin.metrics.record_request(&ProxyHost, version, class, reason, status, micros / 1_000, outcomes);
@@ -458,19 +459,23 @@ impl HttpContext for Stream {
             (None, _) => self.random_user(),
         };
         let is_error = status >= 500;
+        let coordinator = &self.plugin.coordinator;
         if let Some(version) = version {
-            let completed = Completed {
-                micros,
-                is_error,
-                is_slow: self.plugin.router.config().gate.slow_us().is_some_and(|limit| micros > limit),
-                outcomes,
-                user,
-            };
-            self.plugin.coordinator.record(version, class, &completed);
+            let gate = &self.plugin.router.config().gate;
+            let is_slow = gate.slow_us().is_some_and(|limit| micros > limit);
+            // The gate weighs each user's requests up to a bound: the testers' overrides as one
+            // user, the others by bucket; mesh mode knows no user but the testers.
+            let weighed_as = self.decision.filter(|_| gate.has_thresholds()).and_then(|d| match d.reason {
+                Reason::Override => Some(u64::MAX),
+                _ => d.bucket.map(u64::from),
+            });
+            let unweighed = weighed_as.is_some_and(|u| !coordinator.weighs(u, now_us / 1_000, is_error || is_slow));
+            let completed = Completed { micros, is_error, is_slow, outcomes, user, unweighed };
+            coordinator.record(version, class, &completed);
         }
         if self.plugin.own_revision.is_some() && self.plugin.router.config().direction == "inbound" {
             let limits = self.tag.map(|t| t.limits_us).unwrap_or_default();
-            self.plugin.coordinator.record_for_report(micros, is_error, user, &limits, host::now_micros() / 1_000_000);
+            coordinator.record_for_report(micros, is_error, user, &limits, now_us / 1_000_000);
         }
     }
 }

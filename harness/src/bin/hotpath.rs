@@ -1,8 +1,10 @@
 //! The per-request work of canary-gate's core on the host, for an instruction count under
-//! callgrind: route decision from headers, then recording into the worker's tally.
+//! callgrind: route decision from headers, the user's weight in the gate, then recording into
+//! the worker's tally.
 //! `hotpath N` runs N requests; the difference between two N gives the cost of one.
 
 use canary_gate::config::Config;
+use canary_gate::measure::weight::Weights;
 use canary_gate::measure::window::{user_bit, Completed, Tally};
 use canary_gate::model::Version;
 use canary_gate::route::bucket::BucketRng;
@@ -33,6 +35,7 @@ fn main() {
     let router = Router::new(config);
     let mut rng = BucketRng::new(7);
     let mut tallies: [Tally; 2] = Default::default();
+    let mut weights = Weights::default();
     let mut user = *b"user-0000000";
     let mut canary = 0u64;
     for i in 0..n {
@@ -47,8 +50,17 @@ fn main() {
         canary += u64::from(version == Version::Canary);
         let slot = usize::from(version == Version::Canary);
         let micros = black_box(1_000 + i % 50_000);
-        let sketch = user_bit(u64::from(decision.bucket.unwrap_or(0)));
-        tallies[slot].record(&Completed { micros, is_error: i % 100 == 0, user: sketch, ..Completed::default() });
+        let bucket = u64::from(decision.bucket.unwrap_or(0));
+        let is_error = i % 100 == 0;
+        // 10,000 requests a second.
+        let unweighed = !weights.admit(bucket, i / 10, is_error);
+        tallies[slot].record(&Completed {
+            micros,
+            is_error,
+            user: user_bit(bucket),
+            unweighed,
+            ..Completed::default()
+        });
     }
     println!("{n} requests, {canary} canary, {} recorded", tallies[0].requests + tallies[1].requests);
 }
