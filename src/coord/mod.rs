@@ -172,6 +172,13 @@ impl Coordinator {
         self.stamp
     }
 
+    /// Router: the report text (empty without a report) of an observer's answer that echoes
+    /// this VM's stamp; `None` for any other answer, which teaches nothing.
+    pub fn own_answer<'a>(&self, answer: &'a [u8]) -> Option<&'a [u8]> {
+        let (report, stamp) = report::split_answer(answer);
+        (stamp == Some(self.stamp)).then_some(report)
+    }
+
     /// The revisions serving the subsets, as this VM knows them.
     pub fn revisions(&self) -> &SharedRevisions {
         &self.revisions

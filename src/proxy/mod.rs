@@ -83,12 +83,8 @@ impl Context for Root {
         let header = |name: &str| {
             proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name).ok().flatten()
         };
-        // Only an observer's answer echoes this VM's stamp.
         let answer = header(report::REPORT_HEADER).unwrap_or_default();
-        let (report_text, stamp) = report::split_answer(&answer);
-        if stamp != Some(plugin.coordinator.stamp()) {
-            return;
-        }
+        let Some(report_text) = plugin.coordinator.own_answer(&answer) else { return };
         if let Some(revision) = header(&config.revision_header).as_deref().and_then(Revision::parse) {
             let now_s = host::now_micros() / 1_000_000;
             plugin.coordinator.revisions().learn(&ProxyHost, &config.service, Version::Canary, revision, now_s);
@@ -551,11 +547,7 @@ impl Stream {
         let plugin = &self.plugin;
         let value = if read { host::response_header(report::REPORT_HEADER) } else { None };
         host::set_header(MapType::HttpResponseHeaders, report::REPORT_HEADER, None);
-        let Some(value) = value else { return false };
-        let (report_text, stamp) = report::split_answer(&value);
-        if stamp != Some(plugin.coordinator.stamp()) {
-            return false;
-        }
+        let Some(report_text) = value.as_deref().and_then(|v| plugin.coordinator.own_answer(v)) else { return false };
         if let Some(fleet) = &plugin.router.config().gate.fleet {
             if let Some(report) = Report::parse(report_text) {
                 plugin.coordinator.hear_report(report, fleet);
