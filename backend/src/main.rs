@@ -22,6 +22,9 @@
 //!   line whose name is not an HTTP token, or a framing header (`content-length`,
 //!   `transfer-encoding`, `connection`), or whose value holds control bytes, is ignored.
 //!
+//! A response delayed by the latency setting says for how long in `x-backend-slept-us` (the
+//! sleep as measured, at least the setting): a lower bound of any latency measured in front.
+//!
 //! `GET /_backend/state` reports the behaviour, the requests answered and the 5xx answered.
 //!
 //! For the browser tests, `--static [PREFIX=]DIR` (repeatable) serves `GET PREFIX<path>` from
@@ -37,7 +40,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, serde::Serialize)]
 struct Behaviour {
@@ -186,7 +189,9 @@ fn handle(state: &State, request: &http::Request) -> http::Response {
         serde_json::json!({ "version": state.version, "status": status, "path": request.target, "headers": headers });
     let delay = behaviour.latency_ms + spread(state, behaviour.latency_spread_ms);
     if delay > 0 {
+        let start = Instant::now();
         thread::sleep(Duration::from_millis(delay));
+        response_headers.push(("x-backend-slept-us".to_string(), start.elapsed().as_micros().to_string()));
     }
     http::Response::json(status, response_headers, &body)
 }

@@ -36,7 +36,10 @@ fn exact_quantile(values: &mut [u64], q: f64) -> f64 {
 struct Observed {
     status: u16,
     version: String,
+    /// The client's time from sending to the whole reply.
     micros: u64,
+    /// The backend's sleep (`x-backend-slept-us`), within Envoy's latency of the request.
+    slept: u64,
 }
 
 #[test]
@@ -69,7 +72,9 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
                             let start = Instant::now();
                             let reply = client.get(url, &[("x-user-id", key.as_bytes())]);
                             let micros = start.elapsed().as_micros() as u64;
-                            Observed { status: reply.status, version: reply.version.unwrap_or_default(), micros }
+                            let slept = reply.header("x-backend-slept-us").and_then(|v| v.parse().ok());
+                            let slept = slept.unwrap_or_else(|| panic!("no x-backend-slept-us: {reply:?}"));
+                            Observed { status: reply.status, version: reply.version.unwrap_or_default(), micros, slept }
                         })
                         .collect::<Vec<_>>()
                 })
@@ -107,7 +112,10 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
     });
     println!("scraped canary_requests_total: {:?}", by_version(&scraped));
 
-    // The window gauges, merged across workers, against the client's exact quantiles.
+    // The window gauges, merged across workers, against exact quantiles: Envoy's latency of a
+    // request lies between the backend's sleep and the client's time, so each quantile of it
+    // lies between theirs, and a gauge is within its bucket's 2% of Envoy's quantile. The
+    // bounds hold on a loaded machine, where the client's time drifts from Envoy's.
     let window = |metric: &str, v: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -120,19 +128,17 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
         }
     };
     for v in ["stable", "canary"] {
-        let mut timings: Vec<u64> = observed.iter().filter(|o| o.version == v).map(|o| o.micros).collect();
+        let mut client: Vec<u64> = observed.iter().filter(|o| o.version == v).map(|o| o.micros).collect();
+        let mut backend: Vec<u64> = observed.iter().filter(|o| o.version == v).map(|o| o.slept).collect();
         for (metric, q) in [
             ("canary_window_latency_p50_microseconds", 0.5),
             ("canary_window_latency_p95_microseconds", 0.95),
             ("canary_window_latency_p99_microseconds", 0.99),
         ] {
-            let exact = exact_quantile(&mut timings, q);
+            let (low, high) = (exact_quantile(&mut backend, q), exact_quantile(&mut client, q));
             let gauge = window(metric, v) as f64;
-            let error = (gauge - exact).abs() / exact;
-            println!("{v} q{q}: window gauge {gauge:.0} µs, client exact {exact:.0} µs, error {:.2}%", error * 100.0);
-            if q == 0.95 {
-                assert!(error <= 0.05, "{v} p95: gauge {gauge} vs exact {exact}");
-            }
+            println!("{v} q{q}: window gauge {gauge:.0} µs; the backend's sleep {low:.0} µs, the client's time {high:.0} µs");
+            assert!(gauge >= low * 0.98 && gauge <= high * 1.02, "{v} q{q}: gauge {gauge} outside [{low}, {high}] ±2%");
         }
         let ppm = window("canary_window_error_ratio_ppm", v);
         assert_eq!(ppm, errors(v) * 1_000_000 / count(v), "{v} window error ratio");
