@@ -245,7 +245,8 @@ fn thirty_percent_errors_at_ten_percent_of_users_trip_within_seconds() {
     sleep(Duration::from_secs(4));
     // ~80 canary requests in 4 s at 200/s; on a loaded machine, wait for 40 (counted at the
     // workers' ticks, so all of them sent before the fault).
-    let canary_requests = "wasmcustom.canary_requests_total.service.checkout.version.canary.reporter.router.class.other";
+    let canary_requests =
+        "wasmcustom.canary_requests_total.service.checkout.version.canary.reporter.router.class.other";
     wait_until("40 canary requests", Duration::from_secs(30), || envoy.stat(canary_requests) >= 40);
     assert_eq!(envoy.gate_stats("checkout"), (0, 0, 0), "healthy canary: gate ok before the fault");
     assert_eq!(envoy.stat(EVIDENCE), 0, "no evidence while healthy");

@@ -137,7 +137,9 @@ fn counts_quantiles_and_user_queries_match_what_the_client_saw() {
         ] {
             let (low, high) = (exact_quantile(&mut backend, q), exact_quantile(&mut client, q));
             let gauge = window(metric, v) as f64;
-            println!("{v} q{q}: window gauge {gauge:.0} µs; the backend's sleep {low:.0} µs, the client's time {high:.0} µs");
+            println!(
+                "{v} q{q}: window gauge {gauge:.0} µs; the backend's sleep {low:.0} µs, the client's time {high:.0} µs"
+            );
             assert!(gauge >= low * 0.98 && gauge <= high * 1.02, "{v} q{q}: gauge {gauge} outside [{low}, {high}] ±2%");
         }
         let ppm = window("canary_window_error_ratio_ppm", v);
