@@ -10,15 +10,12 @@
 //
 // Options: --page PATH (required), --screenshot PATH (a full-page PNG), --timeout-ms MS (30000),
 // --chromium PATH ($CHROMIUM_BIN or /usr/bin/chromium). Chromium runs as in vitals.mjs: headless,
-// a new profile under $TMPDIR removed at the end, --no-sandbox --disable-gpu.
+// through tests/browser/chromium.mjs.
 // Exit 1 with a message on stderr if anything fails; Chromium is closed in every case.
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import puppeteer from 'puppeteer-core';
+import { withChromium } from './chromium.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -34,7 +31,6 @@ if (!opt.page) {
 }
 const pageUrl = pathToFileURL(opt.page).href;
 const timeoutMs = Number.parseInt(opt['timeout-ms'], 10);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** What the page shows, read in the page. */
 function readCharts() {
@@ -75,23 +71,9 @@ function readCharts() {
   });
 }
 
-const userDataDir = await mkdtemp(join(tmpdir(), 'canary-report-chromium-'));
-let browser;
-let timer;
 let code = 0;
 try {
-  browser = await puppeteer.launch({
-    executablePath: opt.chromium,
-    headless: true,
-    pipe: true,
-    userDataDir,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-component-update'],
-    timeout: 20000,
-  });
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`not done within ${timeoutMs} ms`)), timeoutMs);
-  });
-  const run = async () => {
+  const facts = await withChromium({ executablePath: opt.chromium, timeoutMs, name: 'canary-report' }, async (browser) => {
     const page = await browser.newPage();
     await page.setViewport({ width: 1040, height: 900 });
     const consoleErrors = [];
@@ -110,17 +92,10 @@ try {
     const height = await page.evaluate(() => document.documentElement.scrollHeight);
     if (opt.screenshot) await page.screenshot({ path: opt.screenshot, fullPage: true });
     return { ok: response?.ok() ?? false, title, height, charts, console_errors: consoleErrors, external };
-  };
-  const facts = await Promise.race([run(), timeout]);
+  });
   process.stdout.write(`${JSON.stringify(facts)}\n`);
 } catch (error) {
   console.error(`report.mjs: ${error?.stack ?? error}`);
   code = 1;
-} finally {
-  clearTimeout(timer);
-  if (browser) await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
-  const proc = browser?.process();
-  if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
 }
 process.exit(code);
