@@ -37,7 +37,7 @@ export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
 
 .PHONY: help size-budget build deps toolchain envoy kubectl grpcio apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
-	bench-throughput bench-instructions bench-gate bench-idle size image image-test manifests node-deps browser-deps nextest rules fuzz fuzz-smoke soak \
+	bench-throughput bench-instructions bench-gate bench-idle pictures size image image-test manifests node-deps browser-deps nextest rules fuzz fuzz-smoke soak \
 	flake-check clean
 
 # The exports canary-gate's glue uses. The proxy-wasm SDK exports every callback; Envoy skips
@@ -168,9 +168,13 @@ wasm-unit: wasm-test-runner
 ## The fast checks: fmt, clippy, host and wasm32 unit tests. No Envoy, no root.
 check: lint unit wasm-unit
 
-## The gate.compare simulation, optimised build (~2.5 min with its build): false trips, detection times, N routers over one fleet; target/simulation.md.
+## The gate.compare simulation, optimised (~2.5 min with its build): false trips, detection times, N routers over one fleet; target/simulation.md and .svg; fails if the README's picture is stale.
 simulate:
 	cargo test --profile simulation --test simulation -- --nocapture
+
+## Redraws the README's picture of time to fall back (docs/img/time-to-fallback.svg) from the simulation.
+pictures:
+	UPDATE_PICTURES=1 cargo test --profile simulation --test simulation -- --nocapture
 
 ## End-to-end tests (harness/tests): real Envoy, real backends, loopback only; two busy tests and two waiting ones at a time (.config/nextest.toml).
 e2e: build envoy grpcio nextest browser-deps

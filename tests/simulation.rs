@@ -89,6 +89,7 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+use canary_charts::{Chart, Scale, Series, Style};
 use canary_gate::config::{CompareConfig, Config, FleetConfig, GateConfig};
 use canary_gate::coord::fleet::{FleetMerge, Inbox};
 use canary_gate::gate::compare::{Compare, PeriodCounts, TESTS};
@@ -666,6 +667,52 @@ fn seconds(t: Option<f64>) -> String {
     t.map_or("—".into(), |t| format!("{t:.2} s"))
 }
 
+/// The README's picture, committed; `make pictures` writes it from the simulation.
+const PICTURE: &str = "docs/img/time-to-fallback.svg";
+
+/// Median time from a fault to the trip against the traffic, per fault and its start: the
+/// detection table as a picture.
+fn time_to_fallback_chart(results: &[CellResult]) -> Chart {
+    let mut chart = Chart::new(
+        "time-to-fallback",
+        &format!(
+            "Time from a fault to the trip: median of {DETECTION_RUNS} simulated runs, canary at {:.0}%, {:.0}% 5xx base",
+            DETECTION_SHARE * 100.0,
+            BASE_ERROR * 100.0
+        ),
+        "requests per second to the service (log)",
+        "seconds from the fault to the trip (log)",
+    );
+    (chart.x_scale, chart.y_scale, chart.width, chart.height) = (Scale::Log10, Scale::Log10, 760, 420);
+    chart.x_range = Some((RATES[0], RATES[RATES.len() - 1]));
+    let colors = ["#805ad5", "#dd6b20", "#e53e3e", "#2b6cb0"];
+    for (&fault, color) in FAULTS.iter().zip(colors) {
+        for start in STARTS_MIN {
+            let median = |rate: f64| find(results, fault, start, rate).median.unwrap_or(f64::NAN);
+            let points = RATES.iter().map(|&rate| (rate, median(rate))).collect();
+            let style = if start == 0 { Style::Line } else { Style::Dashed };
+            chart.series.push(Series::new(format!("{}, from minute {start}", fault.name()), color, style, points));
+        }
+    }
+    chart
+}
+
+/// Fails when the committed picture differs from `svg`; with `UPDATE_PICTURES` set, writes it.
+fn check_picture(svg: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(PICTURE);
+    if std::env::var_os("UPDATE_PICTURES").is_some() {
+        std::fs::create_dir_all(path.parent().expect("docs/img")).expect("docs/img created");
+        std::fs::write(&path, svg).expect("the picture written");
+        println!("wrote {PICTURE}");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == svg,
+        "{PICTURE} is stale against the simulation (target/simulation.svg): run `make pictures` and commit it"
+    );
+}
+
 fn find(results: &[CellResult], fault: Fault, start_min: u64, rate: f64) -> &CellResult {
     results
         .iter()
@@ -1211,6 +1258,8 @@ fn healthy_rollouts_rarely_trip_and_faulty_canaries_are_caught() {
     println!("{report}");
     let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory");
     std::fs::write(target.join("simulation.md"), &report).expect("target/simulation.md written");
+    let picture = time_to_fallback_chart(&results).svg();
+    std::fs::write(target.join("simulation.svg"), &picture).expect("target/simulation.svg written");
 
     // At most 1.5 alpha false trips per gate.
     for (name, trips, _) in &rows {
@@ -1259,4 +1308,7 @@ fn healthy_rollouts_rarely_trip_and_faulty_canaries_are_caught() {
         let bound = (routers as f64 * alpha_fleet).min(1.0) * FLEET_HEALTHY_ROLLOUTS as f64;
         assert!(rollouts as f64 <= bound, "{routers} routers with fleet: {rollouts} rollouts tripped, bound {bound}");
     }
+
+    // The README's picture matches what this simulation drew.
+    check_picture(&picture);
 }

@@ -20,6 +20,7 @@ pub mod hostile;
 pub mod mesh;
 pub mod mirror;
 pub mod prometheus;
+pub mod report;
 pub mod shadow;
 pub mod traffic;
 pub use client::{Client, Reply};

@@ -42,11 +42,8 @@
 // beacon was in the URL), "elapsed_ms"}]}. Exit 1 with a message on stderr
 // if anything fails or the whole run exceeds --timeout-ms; Chromium is closed in every case.
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import puppeteer from 'puppeteer-core';
+import { sleep, withChromium } from './chromium.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -79,7 +76,6 @@ const int = (name) => {
 const [sticky, forced, concurrency, maxProbes, timeoutMs] = ['sticky', 'forced', 'concurrency', 'max-probes', 'timeout-ms'].map(int);
 const started = Date.now();
 const log = (...args) => console.error(`[vitals.mjs +${((Date.now() - started) / 1000).toFixed(1)}s]`, ...args);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs `tasks` (functions returning promises) at most `limit` at a time; results in order. */
 async function pool(tasks, limit) {
@@ -229,35 +225,20 @@ async function run(browser) {
   return loads;
 }
 
-const userDataDir = await mkdtemp(join(tmpdir(), 'canary-vitals-chromium-'));
-let browser;
-let timer;
 let code = 0;
 try {
-  browser = await puppeteer.launch({
-    executablePath: opt.chromium,
-    headless: true,
-    pipe: true,
-    userDataDir,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-component-update'],
-    timeout: 20000,
-  });
-  const chromium = await browser.version();
-  log(`${chromium} started`);
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`not done within ${timeoutMs} ms`)), timeoutMs);
-  });
-  const loads = await Promise.race([run(browser), timeout]);
-  process.stdout.write(`${JSON.stringify({ chromium, elapsed_ms: Date.now() - started, loads })}\n`);
+  const result = await withChromium(
+    { executablePath: opt.chromium, timeoutMs, extraArgs: ['--disable-quic'], name: 'canary-vitals' },
+    async (browser) => {
+      const chromium = await browser.version();
+      log(`${chromium} started`);
+      const loads = await run(browser);
+      return { chromium, elapsed_ms: Date.now() - started, loads };
+    },
+  );
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 } catch (error) {
   console.error(`vitals.mjs: ${error?.stack ?? error}`);
   code = 1;
-} finally {
-  clearTimeout(timer);
-  if (browser) await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
-  // If close hung, make sure the process is gone.
-  const proc = browser?.process();
-  if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
 }
 process.exit(code);

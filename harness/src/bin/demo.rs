@@ -1,7 +1,9 @@
 //! `make demo`: a real Envoy with canary-gate, two backend versions, a few thousand synthetic
-//! users, and the canary ramp 10 → 30 → 50 → 100 → 0 applied live through ECDS.
+//! users, and the canary ramp 10 → 30 → 50 → 100 → 0 applied live through ECDS. Draws what
+//! happened, from canary-gate's own stats, in `target/demo/report.html` (and `report.png`).
 
 use canary_harness::prometheus::Prometheus;
+use canary_harness::report::Sampler;
 use canary_harness::traffic::{fallback_time, Population, Recorder, Steady, StepReport};
 use canary_harness::{gated_config, start_envoy, Backend, Client, Envoy, Layout, VersionStats};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +29,8 @@ fn main() {
     let envoy = start_envoy(Layout::FilterMode, &config(10.0, 0), &stable, &canary);
     println!("  listener http://127.0.0.1:{}   admin http://127.0.0.1:{}", envoy.port, envoy.admin_port);
     println!("  backends: stable :{}  canary :{}", stable.port, canary.port);
+    let sampler = Sampler::start(envoy.admin_port, "checkout", Duration::from_millis(250));
+    sampler.set_weight(10.0);
     let prometheus = Prometheus::start_shipped(envoy.admin_port);
     println!("  prometheus http://127.0.0.1:{} (envoy/prometheus.yml with the canary-gate rules)", prometheus.port);
     println!("  {USERS} users ({} keyed by x-user-id, {} keyless with the sticky cookie), {REQUESTS_PER_USER} requests each per step\n", USERS - USERS / 4, USERS / 4);
@@ -43,9 +47,8 @@ fn main() {
     println!("{}", "-".repeat(105));
     let mut moved_back_while_rising = 0;
     for (i, percent) in [10.0, 30.0, 50.0, 100.0, 0.0].into_iter().enumerate() {
-        if i > 0 && !envoy.reconfigure(&config(percent, 0)) {
-            eprintln!("Envoy rejected the update to {percent}%");
-            std::process::exit(1);
+        if i > 0 {
+            apply(&envoy, &sampler, percent, 0);
         }
         println!("  step {percent}%: live, from canary-gate's own stats (rps from counters; error %, p95, p99 from window gauges)");
         let report = with_live_stats(&envoy, || population.run_step(&url, percent, REQUESTS_PER_USER, 4));
@@ -57,14 +60,47 @@ fn main() {
     let (sent, failed) = steady.finish();
     println!("\nbackground traffic during the live weight changes: {sent} requests, {failed} not served by the version chosen");
     println!("users moved from canary back to stable while the weight rose: {moved_back_while_rising}");
-    web_vitals(&envoy);
-    bad_release(&envoy, &canary);
+    web_vitals(&envoy, &sampler);
+    let (fallback_s, trip_lines) = bad_release(&envoy, &canary, &sampler);
     prometheus_view(&prometheus);
 
     println!("\nlast access-log lines (version and reason from the response headers):");
     for line in envoy.access_log().lines().rev().take(3).collect::<Vec<_>>().into_iter().rev() {
         println!("  {line}");
     }
+
+    let timeline = sampler.finish();
+    let notes = [
+        format!("ramp 10 → 30 → 50 → 100 → 0 % over {USERS} users, applied live through ECDS"),
+        format!(
+            "background traffic during the weight changes: {sent} requests, {failed} not served by the version chosen"
+        ),
+        format!("users moved from canary back to stable while the weight rose: {moved_back_while_rising}"),
+        format!("a bad release: every non-override request back on stable {fallback_s:.2} s after the fault"),
+    ];
+    let dir = canary_harness::root().join("target/demo");
+    match timeline.write(&dir, "canary-gate demo: a canary rollout on a real Envoy", &notes, &trip_lines) {
+        Ok(files) => {
+            println!("\nthe report: {}", files.html.display());
+            match files.png {
+                Some(png) => println!("its screenshot: {}", png.display()),
+                None => println!("(no screenshot: Chromium is not installed or failed)"),
+            }
+        }
+        Err(e) => {
+            eprintln!("the report could not be written to {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Applies `percent` (re-arm generation `rearm`) through ECDS, and records it for the report.
+fn apply(envoy: &Envoy, sampler: &Sampler, percent: f64, rearm: u32) {
+    if !envoy.reconfigure(&config(percent, rearm)) {
+        eprintln!("Envoy rejected the update to {percent}%");
+        std::process::exit(1);
+    }
+    sampler.set_weight(percent);
 }
 
 fn print_step(r: &StepReport) {
@@ -93,17 +129,15 @@ fn print_step(r: &StepReport) {
 }
 
 /// Between the acts: pages report their web vitals to the router, per version.
-fn web_vitals(envoy: &Envoy) {
+fn web_vitals(envoy: &Envoy, sampler: &Sampler) {
     println!(
         "\n--- web vitals: 300 page views post their beacons to /__canary/vitals (what web/canary-vitals.js sends) ---"
     );
     println!(
         "  the router answers them itself (204, never forwarded) and counts them for the user's version, by its cookie"
     );
-    if !envoy.reconfigure(&config(30.0, 0)) {
-        eprintln!("Envoy rejected the update");
-        std::process::exit(1);
-    }
+    apply(envoy, sampler, 30.0, 0);
+    sampler.mark("pages report web vitals");
     let client = Client::new();
     let mut answered = std::collections::BTreeMap::new();
     for user in 0..300u64 {
@@ -141,21 +175,21 @@ fn web_vitals(envoy: &Envoy) {
     println!("  (window gauges merged across workers; Prometheus: canary:web_vitals_lcp_milliseconds:p75_5m, ...; gate.vitals can gate on them)");
 }
 
-/// Act two: a new canary at 30% turns bad; the gate sends its users back to stable.
-fn bad_release(envoy: &Envoy, canary: &Backend) {
+/// Act two: a new canary at 30% turns bad; the gate sends its users back to stable. Returns
+/// the time from the fault to the fallback, in seconds, and Envoy's log lines of the trip.
+fn bad_release(envoy: &Envoy, canary: &Backend, sampler: &Sampler) -> (f64, Vec<String>) {
     println!(
         "\n--- a bad release: new rollout at 30% (gate re-armed), then the canary starts failing 30% of requests ---"
     );
-    if !envoy.reconfigure(&config(30.0, 1)) {
-        eprintln!("Envoy rejected the update");
-        std::process::exit(1);
-    }
+    apply(envoy, sampler, 30.0, 1);
+    sampler.mark("new rollout at 30% (gate re-armed)");
     let recorder = Recorder::start(&envoy.url("/"), 2, 20, Duration::from_millis(1), 1_000_000);
     let fault = with_live_stats(envoy, || {
         thread::sleep(Duration::from_secs(4));
         let fault = recorder.elapsed();
         println!("    >>> fault injected: canary answers 30% 5xx");
         canary.configure("error_ratio=0.3");
+        sampler.mark("fault: canary answers 30% 5xx");
         thread::sleep(Duration::from_secs(8));
         fault
     });
@@ -176,9 +210,12 @@ fn bad_release(envoy: &Envoy, canary: &Backend) {
     println!("  canary_gate_tripped={tripped} canary_gate_trips_total={trips} canary_gate_state={state} (3 = tripped)");
     println!("  last second: {to_stable} requests rerouted to stable (reason=gate), {overrides} tester overrides still reaching the canary");
     println!("  an Argo Rollouts AnalysisTemplate on canary_gate_tripped aborts the rollout at its next measurement");
-    for line in envoy.log().lines().filter(|l| l.contains("gate tripped")) {
+    let trip_lines: Vec<String> =
+        envoy.log().lines().filter(|l| l.contains("gate tripped")).map(str::to_string).collect();
+    for line in &trip_lines {
         println!("  envoy log: {}", line.split("canary-gate: ").last().unwrap_or(line));
     }
+    (reaction.as_secs_f64(), trip_lines)
 }
 
 /// What Prometheus, with the shipped rules, says now.
