@@ -669,14 +669,34 @@ pub fn envoy_histogram_bin(value: u64) -> (f64, f64) {
 /// Debian's Chromium for the browser tests (`CHROMIUM_BIN`, default `/usr/bin/chromium`);
 /// fails the test, naming `make deps`, if it is missing.
 pub fn chromium_bin() -> PathBuf {
-    let path =
-        std::env::var_os("CHROMIUM_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    let path = chromium_path();
     assert!(
         path.exists(),
         "{} not found: run `make deps` (installs Debian's chromium) or set CHROMIUM_BIN",
         path.display()
     );
     path
+}
+
+/// Where Chromium is expected: `CHROMIUM_BIN`, default `/usr/bin/chromium` (it may be missing).
+pub fn chromium_path() -> PathBuf {
+    std::env::var_os("CHROMIUM_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// Waits for `child` to exit: its status, or `None` once `timeout` passed (then it is stopped
+/// by PID).
+pub fn wait_or_stop(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() > timeout {
+            stop(child);
+            return None;
+        }
+        sleep(Duration::from_millis(50));
+    }
 }
 
 /// `tests/browser` with its npm packages installed; fails the test, naming `make deps`, if they
@@ -721,17 +741,7 @@ pub fn run_node(
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let start = Instant::now();
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break Some(status);
-        }
-        if start.elapsed() > timeout {
-            stop(&mut child);
-            break None;
-        }
-        sleep(Duration::from_millis(50));
-    };
+    let status = wait_or_stop(&mut child, timeout);
     let (out, err) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
     eprint!("{err}");
     match status {

@@ -340,7 +340,10 @@ impl Timeline {
     /// The page: a summary, the charts, the events and `log_lines` (Envoy's lines about the
     /// gate), self-contained.
     pub fn html(&self, title: &str, notes: &[String], log_lines: &[String]) -> String {
-        let charts = self.charts();
+        self.page(&self.charts(), title, notes, log_lines)
+    }
+
+    fn page(&self, charts: &[Chart], title: &str, notes: &[String], log_lines: &[String]) -> String {
         let mut page = format!(
             "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
             escape(title),
@@ -362,7 +365,7 @@ impl Timeline {
             page.push_str("</ul>\n");
         }
         page.push_str(&self.summary_table());
-        for chart in &charts {
+        for chart in charts {
             page.push_str(&format!("<figure>\n{}\n</figure>\n", chart.svg()));
         }
         page.push_str("<h2>Events</h2>\n<ol class=\"events\">\n");
@@ -416,10 +419,11 @@ impl Timeline {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let html = dir.join("report.html");
-        std::fs::write(&html, self.html(title, notes, log_lines))?;
+        let charts = self.charts();
+        std::fs::write(&html, self.page(&charts, title, notes, log_lines))?;
         let png = dir.join("report.png");
         let _ = std::fs::remove_file(&png);
-        let height = self.charts().iter().map(|c| c.height + 30).sum::<u32>() + 700;
+        let height = charts.iter().map(|c| c.height + 30).sum::<u32>() + 700;
         let png = screenshot(&html, &png, WIDTH + 80, height).then_some(png);
         Ok(ReportFiles { html, png })
     }
@@ -436,8 +440,7 @@ pre.log{font-size:11px;white-space:pre-wrap;background:#f7fafc;padding:8px}";
 /// Headless Chromium's screenshot of `html` at `width`×`height` into `png`; false (and why, on
 /// stderr) if Chromium is not installed or fails within 60 s.
 fn screenshot(html: &Path, png: &Path, width: u32, height: u32) -> bool {
-    let chromium =
-        std::env::var_os("CHROMIUM_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    let chromium = crate::chromium_path();
     if !chromium.exists() {
         eprintln!("no screenshot: {} is not installed (make deps installs it)", chromium.display());
         return false;
@@ -457,17 +460,9 @@ fn screenshot(html: &Path, png: &Path, width: u32, height: u32) -> bool {
         eprintln!("no screenshot: {} did not start", chromium.display());
         return false;
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
-            _ => {
-                crate::stop(&mut child);
-                eprintln!("no screenshot: Chromium did not finish within 60 s");
-                return false;
-            }
-        }
+    if crate::wait_or_stop(&mut child, Duration::from_secs(60)).is_none() {
+        eprintln!("no screenshot: Chromium did not finish within 60 s");
+        return false;
     }
     png.exists()
 }
