@@ -67,10 +67,11 @@ build: toolchain apt-deps
 size:
 	@echo "canary_gate.wasm: $$(stat -c %s $(WASM)) bytes"
 
-# The size budget: 235 KiB, a filter every sidecar downloads and compiles (180 KiB until the
+# The size budget: 236 KiB, a filter every sidecar downloads and compiles (180 KiB until the
 # web-vitals endpoint, which added 20 KB; 200 KiB until the fleet reports, which added 18 KB;
-# 220 KiB until override tokens and signed cookies, which added 12 KB: BENCHMARKS.md).
-WASM_BUDGET_BYTES := 240640
+# 220 KiB until override tokens and signed cookies, which added 12 KB; 235 KiB until the flow
+# became one for both hosts, Wasm and native, which added 0.9 KB: BENCHMARKS.md).
+WASM_BUDGET_BYTES := 241664
 ## Fails if the filter is over its size budget.
 size-budget: build
 	@size=$$(stat -c %s $(WASM)); if [ $$size -gt $(WASM_BUDGET_BYTES) ]; then \

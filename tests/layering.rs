@@ -1,7 +1,7 @@
 //! The source tree keeps one direction of dependencies:
-//! `model ← config ← route, measure ← gate ← coord ← proxy`, with the host traits (`host`)
-//! used by `measure` and `coord` and implemented in `proxy`, and `coord` also sharing `route`'s
-//! revision table between VMs. Every `crate::<module>` path in a
+//! `model ← config ← route, measure ← gate ← coord ← filter ← proxy`, with the host
+//! traits (`host`) used by `measure`, `coord` and `filter` and implemented in `proxy` (Wasm)
+//! and `native` (dynamic module), and `coord` also sharing `route`'s revision table between VMs. Every `crate::<module>` path in a
 //! module's files (tests included) must name a module it may use; the allowed graph has no
 //! cycle, so neither can the code.
 
@@ -17,7 +17,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("measure", &["model", "config", "host"]),
     ("gate", &["model", "config", "measure"]),
     ("coord", &["model", "config", "route", "measure", "gate", "host"]),
-    ("proxy", &["model", "config", "route", "measure", "gate", "coord", "host"]),
+    ("filter", &["model", "config", "route", "measure", "gate", "coord", "host"]),
+    ("proxy", &["model", "config", "route", "measure", "gate", "coord", "host", "filter"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

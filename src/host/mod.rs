@@ -52,3 +52,50 @@ pub trait Host: Stats {
     /// the answer reaches the root context later. False if the host refused.
     fn http_get(&self, cluster: &str, authority: &str, path: &str, headers: &[(&str, &str)], timeout_ms: u64) -> bool;
 }
+
+/// The header maps of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Map {
+    /// The request's headers.
+    Request,
+    /// The response's headers.
+    Response,
+}
+
+/// Integer attributes of a stream (Envoy's attributes of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribute {
+    /// `response.code`: the status Envoy answered with, its own replies included.
+    ResponseCode,
+    /// `response.grpc_status`: a gRPC call's status, from its trailers or headers.
+    ResponseGrpcStatus,
+    /// `response.flags`: Envoy's response flags as a bit set.
+    ResponseFlags,
+}
+
+/// One stream's side of the host: its headers, attributes and local replies. A call the host
+/// refuses is answered with a neutral value (absent, empty, nothing done), never a trap.
+pub trait StreamHost: Host {
+    /// A header's raw value (the first line of a repeated header).
+    fn header(&self, map: Map, name: &str) -> Option<Vec<u8>>;
+    /// Every line of request header `name`, in order.
+    fn request_header_lines(&self, name: &str) -> Vec<Vec<u8>>;
+    /// Sets (or, with `None`, removes) a header.
+    fn set_header(&self, map: Map, name: &str, value: Option<&str>);
+    /// Appends a response header line (for `set-cookie`, which may repeat).
+    fn add_response_header(&self, name: &str, value: &str);
+    /// Makes Envoy select the route again after a header the routes match on changed.
+    fn clear_route_cache(&self);
+    /// Answers the request from the filter, never forwarding it.
+    fn send_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
+    /// The first `size` bytes of the buffered request body.
+    fn request_body(&self, size: usize) -> Vec<u8>;
+    /// An integer attribute of the stream.
+    fn attribute(&self, attribute: Attribute) -> Option<u64>;
+    /// `response.code_details`: why Envoy answered as it did (`no_healthy_upstream`, ...).
+    fn response_code_details(&self) -> Option<Vec<u8>>;
+    /// The upstream cluster the route chose (`xds.cluster_name`).
+    fn cluster_name(&self) -> Option<Vec<u8>>;
+    /// Writes filter state for the access log.
+    fn set_state(&self, key: &str, value: &str);
+}

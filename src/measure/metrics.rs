@@ -17,6 +17,7 @@ use std::cell::RefCell;
 const WINDOW_GAUGES: [&str; 5] =
     [names::WINDOW_REQUESTS, names::WINDOW_ERROR_RATIO, names::WINDOW_P50, names::WINDOW_P95, names::WINDOW_P99];
 
+#[derive(Clone)]
 struct ClassIds {
     duration: Option<u32>,
     /// Requests, error ratio, p50, p95, p99; then one outcome ratio per outcome. Empty for
@@ -26,6 +27,7 @@ struct ClassIds {
 
 /// Stat ids of both versions of one service (and of requests no version served), and of its
 /// gate.
+#[derive(Clone)]
 pub struct MetricIds {
     /// Stable, canary, unknown; each per class (`other` last).
     classes: [Vec<ClassIds>; 3],

@@ -81,6 +81,7 @@ impl VitalsStats {
 }
 
 /// The host stats of the beacon endpoint, defined only with `vitals`.
+#[derive(Clone)]
 pub struct VitalsIds {
     /// Per version: a histogram per vital.
     vitals: [Vec<Option<u32>>; 2],

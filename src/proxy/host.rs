@@ -2,19 +2,9 @@
 //! with a neutral value, never a trap. [`ProxyHost`] puts the calls the logic needs behind the
 //! traits of [`crate::host`].
 
-use crate::host::{Host, MetricKind, Stats};
+use crate::host::{Attribute, Host, Map, MetricKind, Stats, StreamHost};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType};
-
-/// A request header's raw value.
-pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
-}
-
-/// A response header's raw value.
-pub fn response_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok().flatten()
-}
 
 /// Name of Envoy's foreign function that makes the router select the route again.
 const CLEAR_ROUTE_CACHE: &str = "clear_route_cache";
@@ -44,12 +34,6 @@ pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) {
 /// The first `size` bytes of the buffered request body (empty if the host has none).
 pub fn request_body(size: usize) -> Vec<u8> {
     hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default()
-}
-
-/// The response's `:status`, if it is a number.
-pub fn response_status() -> Option<u64> {
-    let value = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status").ok().flatten()?;
-    std::str::from_utf8(&value).ok()?.parse().ok()
 }
 
 /// Every line of request header `name`, in order (Envoy keeps repeated lines apart, and a
@@ -188,6 +172,64 @@ impl Stats for ProxyHost {
 
     fn metric_value(&self, id: u32) -> u64 {
         hostcalls::get_metric(id).unwrap_or(0)
+    }
+}
+
+fn map_type(map: Map) -> MapType {
+    match map {
+        Map::Request => MapType::HttpRequestHeaders,
+        Map::Response => MapType::HttpResponseHeaders,
+    }
+}
+
+impl StreamHost for ProxyHost {
+    fn header(&self, map: Map, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(map_type(map), name).ok().flatten()
+    }
+
+    fn request_header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+        request_header_lines(name)
+    }
+
+    fn set_header(&self, map: Map, name: &str, value: Option<&str>) {
+        set_header(map_type(map), name, value);
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        add_response_header(name, value);
+    }
+
+    fn clear_route_cache(&self) {
+        clear_route_cache();
+    }
+
+    fn send_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        send_response(status, headers, body);
+    }
+
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        request_body(size)
+    }
+
+    fn attribute(&self, attribute: Attribute) -> Option<u64> {
+        let name = match attribute {
+            Attribute::ResponseCode => "code",
+            Attribute::ResponseGrpcStatus => "grpc_status",
+            Attribute::ResponseFlags => "flags",
+        };
+        property_u64(&["response", name])
+    }
+
+    fn response_code_details(&self) -> Option<Vec<u8>> {
+        property(&["response", "code_details"])
+    }
+
+    fn cluster_name(&self) -> Option<Vec<u8>> {
+        property(&["xds", "cluster_name"])
+    }
+
+    fn set_state(&self, key: &str, value: &str) {
+        set_state(key, value);
     }
 }
 
