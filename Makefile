@@ -21,6 +21,7 @@ GRPCIO := $(VENV)/lib/grpcio-$(GRPCIO_VERSION).stamp
 TOOLS := .tools
 WASM := target/wasm32-wasip1/release/canary_gate.wasm
 BACKEND := target/release/canary-backend
+NATIVE := target/native/libcanary_gate.so
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 FUZZ_TOOL := $(TOOLS)/bin/cargo-fuzz
@@ -35,8 +36,9 @@ WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals
 export ENVOY_BIN := $(abspath $(ENVOY))
 export CANARY_GATE_WASM := $(abspath $(WASM))
 export CANARY_BACKEND_BIN := $(abspath $(BACKEND))
+export CANARY_GATE_NATIVE := $(abspath $(NATIVE))
 
-.PHONY: help size-budget build deps toolchain envoy kubectl grpcio apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
+.PHONY: help size-budget build native deps toolchain envoy kubectl grpcio apt-deps wasm-test-runner lint unit wasm-unit check simulate e2e test demo bench \
 	bench-throughput bench-instructions bench-gate bench-idle pictures size image image-test manifests node-deps browser-deps nextest rules fuzz fuzz-smoke soak \
 	flake-check clean
 
@@ -62,6 +64,11 @@ build: toolchain apt-deps
 	fi
 	cargo build --release -p canary-backend
 	@$(MAKE) --no-print-directory size
+
+## The native Envoy dynamic module (libcanary_gate.so, x86_64 Linux): the same filter on Envoy's C ABI.
+native:
+	cargo build --profile native --features native --lib
+	@echo "libcanary_gate.so: $$(stat -c %s $(NATIVE)) bytes"
 
 ## Size of the built filter.
 size:
@@ -156,6 +163,7 @@ lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --workspace -- -D warnings
 	cargo clippy --target wasm32-wasip1 --lib -- -D warnings
+	cargo clippy --features native --lib -- -D warnings
 
 ## The unit tests on the host, with the cross-VM coordination on a fake host (= plain `cargo test`).
 unit:
@@ -177,9 +185,26 @@ simulate:
 pictures:
 	UPDATE_PICTURES=1 cargo test --profile simulation --test simulation -- --nocapture
 
-## End-to-end tests (harness/tests): real Envoy, real backends, loopback only; two busy tests and two waiting ones at a time (.config/nextest.toml).
-e2e: build envoy grpcio nextest browser-deps
+## End-to-end tests (harness/tests): real Envoy, real backends, loopback only; two busy tests and two waiting ones at a time (.config/nextest.toml). Every suite on the Wasm filter, then the filter's suites on the native module.
+e2e: build native envoy grpcio nextest browser-deps
 	PATH=$(abspath $(TOOLS))/bin:$$PATH cargo nextest run -p canary-harness
+	CANARY_GATE_BUILD=native PATH=$(abspath $(TOOLS))/bin:$$PATH cargo nextest run -p canary-harness -E '$(NATIVE_E2E)'
+
+# The suites of the filter's behaviour in one Envoy, which run on both builds: routing, metrics,
+# the gate (thresholds and comparison), updates, classes, vitals, the ramp, mesh mode and
+# refused configurations. Left to the Wasm pass: what only the Wasm build has (an observer's
+# labels from node metadata, which Envoy gives no dynamic module; a Wasm plugin that holds
+# beacon bodies back), and the minute-long runs that measure the gate's statistics (false trips
+# over minutes of traffic), which depend on the shared core only; and native_abi, which loads the
+# native module in either pass.
+NATIVE_E2E := (binary(filter_mode) | binary(metrics) | binary(gate) | binary(compare) | binary(updates) \
+	| binary(classes) | binary(vitals) | binary(ramp) | binary(mesh_mode) | binary(config_refusal)) \
+	- test(=observer_records_under_its_own_version_from_node_metadata_and_never_routes) \
+	- test(=an_outbound_observer_counts_calls_per_partner_class_under_its_pod_version) \
+	- test(=a_proxy_that_holds_beacon_bodies_back_answers_them_and_says_why) \
+	- test(=equal_one_percent_errors_on_both_versions_never_trip_in_two_minutes) \
+	- test(=global_incident_on_both_versions_never_trips) \
+	- test(=a_healthy_canary_never_trips_in_sixty_seconds)
 
 ## Every Istio/Argo manifest against the real schemas, the cross-references between them, and the kustomizations built.
 manifests: node-deps apt-deps kubectl
@@ -207,8 +232,8 @@ image-test: build apt-deps
 ## Benchmarks (not in `make test`; results in BENCHMARKS.md): throughput, instructions, gate reaction, idle CPU, worst-case parsing.
 bench: bench-throughput bench-instructions bench-gate bench-idle bench-parse
 
-## wrk (HTTP) and h2load (gRPC) against one Envoy with a listener per variant, alternating rounds, medians and ratios.
-bench-throughput: build envoy grpcio apt-deps
+## wrk (HTTP) and h2load (gRPC) against one Envoy with a listener per variant (Wasm and native builds), alternating rounds, medians and ratios.
+bench-throughput: build native envoy grpcio apt-deps
 	cargo build --quiet --release -p canary-harness --bin bench
 	./target/release/bench
 
@@ -240,8 +265,8 @@ flake-check: build envoy apt-deps nextest
 soak: build envoy
 	CANARY_GATE_SOAK_S=600 cargo test --test soak -p canary-harness -- --nocapture
 
-## The demo: Envoy, two backend versions and Prometheus on loopback, a canary ramp live.
-demo: build envoy
+## The demo: Envoy, two backend versions and Prometheus on loopback, a canary ramp live (CANARY_GATE_BUILD=native: on the native module).
+demo: build envoy $(if $(filter native,$(CANARY_GATE_BUILD)),native)
 	cargo run --quiet --release -p canary-harness --bin demo
 
 clean:

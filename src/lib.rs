@@ -1,5 +1,6 @@
 //! canary-gate: an Envoy filter that routes, tags, measures and gates canary traffic, built as
-//! a proxy-wasm filter (`proxy`). The data path of a request, and the module that owns each step:
+//! a proxy-wasm filter (`proxy`) and as a native dynamic module (`native`, feature `native`).
+//! The data path of a request, and the module that owns each step:
 //!
 //! ```text
 //! plugin JSON ──► config ──────────────► (validated once, at on_configure)
@@ -34,3 +35,6 @@ pub mod route;
 
 #[cfg(target_os = "wasi")]
 mod proxy;
+
+#[cfg(all(feature = "native", not(target_family = "wasm")))]
+mod native;

@@ -46,6 +46,56 @@ pub fn wasm_file() -> PathBuf {
     artifact("CANARY_GATE_WASM", "target/wasm32-wasip1/release/canary_gate.wasm")
 }
 
+/// The built native dynamic module (`CANARY_GATE_NATIVE`, default `make native`'s build).
+pub fn native_file() -> PathBuf {
+    artifact("CANARY_GATE_NATIVE", NATIVE_PATH)
+}
+
+/// Which build of canary-gate Envoy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The proxy-wasm filter (`make build`).
+    Wasm,
+    /// The native dynamic module (`make native`).
+    Native,
+}
+
+/// The build the suites run against: `CANARY_GATE_BUILD=native` picks the native module, anything
+/// else (or nothing) the Wasm filter.
+pub fn build() -> Build {
+    match std::env::var("CANARY_GATE_BUILD").as_deref() {
+        Ok("native") => Build::Native,
+        _ => Build::Wasm,
+    }
+}
+
+/// The namespace Envoy puts canary-gate's stats under (`wasmcustom`, `dynamicmodulescustom`);
+/// both reach Prometheus as the same series (`envoy/filter-mode.yaml`).
+pub fn stat_namespace() -> &'static str {
+    match build() {
+        Build::Wasm => "wasmcustom",
+        Build::Native => "dynamicmodulescustom",
+    }
+}
+
+/// The key the build under test writes filter state `key` under: Envoy's Wasm host prefixes
+/// `wasm.`, the native module writes the key as it is.
+pub fn filter_state_key(key: &str) -> String {
+    match build() {
+        Build::Wasm => format!("wasm.{key}"),
+        Build::Native => key.to_owned(),
+    }
+}
+
+/// A stat name written with the Wasm build's namespace (`wasmcustom.canary_...`), in the
+/// namespace of the build under test.
+pub fn stat_name(name: &str) -> String {
+    match name.strip_prefix("wasmcustom.") {
+        Some(rest) => format!("{}.{rest}", stat_namespace()),
+        None => name.to_owned(),
+    }
+}
+
 /// The test backend binary (`CANARY_BACKEND_BIN`, default the release build).
 pub fn backend_bin() -> PathBuf {
     artifact("CANARY_BACKEND_BIN", "target/release/canary-backend")
@@ -221,6 +271,15 @@ const LISTEN_PORT: &str = "port_value: 10000";
 const STABLE_PORT: &str = "port_value: 18001";
 const CANARY_PORT: &str = "port_value: 18002";
 const WASM_PATH: &str = "target/wasm32-wasip1/release/canary_gate.wasm";
+const NATIVE_PATH: &str = "target/native/libcanary_gate.so";
+
+/// The shipped ECDS file of `ecds` (the Wasm filter's) for the build under test.
+fn ecds_source(ecds: &str) -> String {
+    match build() {
+        Build::Wasm => ecds.to_owned(),
+        Build::Native => ecds.replace(".filter.yaml", ".native.yaml"),
+    }
+}
 
 /// A running Envoy with canary-gate loaded through file-based ECDS.
 pub struct Envoy {
@@ -257,7 +316,10 @@ fn render(
         .replace(&format!("path: envoy/{ecds}"), &format!("path: {}", ecds_path.display()))
         .replace("watched_directory: {path: envoy}", &format!("watched_directory: {{path: {}}}", dir.display()))
         .replace("path: /dev/stdout", &format!("path: {}", dir.join("access.log").display()));
-    let template = read(ecds).replace(WASM_PATH, &wasm_file().display().to_string());
+    let template = match build() {
+        Build::Wasm => read(ecds).replace(WASM_PATH, &wasm_file().display().to_string()),
+        Build::Native => read(&ecds_source(ecds)).replace(NATIVE_PATH, &native_file().display().to_string()),
+    };
     let bootstrap_path = dir.join(main);
     fs::write(&bootstrap_path, bootstrap).unwrap_or_else(|e| panic!("write bootstrap: {e}"));
     fs::write(&ecds_path, with_filter_config(&template, filter_json)).unwrap_or_else(|e| panic!("write ecds: {e}"));
@@ -450,18 +512,39 @@ fn inline_filters(bootstrap: &str, filters: &[&str]) -> String {
     let discovery = bootstrap.find("config_discovery:").unwrap_or_else(|| panic!("bootstrap lacks config_discovery"));
     let item = bootstrap[..discovery].rfind("- name: canary-gate").unwrap_or_else(|| panic!("no canary-gate filter"));
     let indent = bootstrap[..item].rsplit('\n').next().unwrap_or_default();
-    let end =
-        bootstrap[discovery..].find("type_urls:").map(|i| discovery + i).unwrap_or_else(|| panic!("no type_urls"));
-    let end = bootstrap[end..].find('\n').map_or(bootstrap.len(), |i| end + i);
+    // The block ends where the next filter of the list begins.
+    let end = bootstrap[discovery..]
+        .find(&format!("\n{indent}- name:"))
+        .map(|i| discovery + i)
+        .unwrap_or_else(|| panic!("no filter after canary-gate"));
     let items: Vec<String> = filters
         .iter()
         .enumerate()
         .map(|(i, json)| {
-            let typed_config = wasm_filter_config(&format!("canary-gate-{i}"), json);
+            let typed_config = build_filter_config(&format!("canary-gate-{i}"), json);
             format!("- name: canary-gate-{i}\n{indent}  typed_config: {typed_config}")
         })
         .collect();
     format!("{}{}{}", &bootstrap[..item], items.join(&format!("\n{indent}")), &bootstrap[end..])
+}
+
+/// The `typed_config` of canary-gate's build under test as `name` with the JSON configuration
+/// `filter_json`: [`wasm_filter_config`] or [`native_filter_config`].
+pub fn build_filter_config(name: &str, filter_json: &str) -> serde_json::Value {
+    match build() {
+        Build::Wasm => wasm_filter_config(name, filter_json),
+        Build::Native => native_filter_config(filter_json),
+    }
+}
+
+/// The native dynamic module's `typed_config` with the JSON configuration `filter_json`.
+pub fn native_filter_config(filter_json: &str) -> serde_json::Value {
+    serde_json::json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"module": {"local": {"filename": native_file().display().to_string()}}, "do_not_close": true},
+        "filter_name": "canary-gate",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json}
+    })
 }
 
 /// The Wasm filter's `typed_config` running the built canary-gate as `name` (root `canary-gate`,
@@ -484,6 +567,7 @@ pub fn wasm_filter_config(name: &str, filter_json: &str) -> serde_json::Value {
 
 /// The counter or gauge `name` from the `/stats` of the Envoy admin on `admin_port`, 0 if absent.
 pub fn admin_stat(admin_port: u16, name: &str) -> u64 {
+    let name = &stat_name(name);
     let url = format!("http://127.0.0.1:{admin_port}/stats?filter=^{}$", name.replace('|', "\\|"));
     Client::new()
         .get(&url, &[])
@@ -567,10 +651,11 @@ impl Envoy {
     /// Reads the router's stats of `version` of `service` (route class `other`: no `classes`
     /// configured) in one admin call.
     pub fn version_stats(&self, service: &str, version: &str) -> VersionStats {
-        let body = Client::new().get(&self.admin("/stats?filter=^wasmcustom\\.canary_"), &[]).body;
+        let namespace = stat_namespace();
+        let body = Client::new().get(&self.admin(&format!("/stats?filter=^{namespace}\\.canary_")), &[]).body;
         let get = |metric: &str, suffix: &str| {
             let name = format!(
-                "wasmcustom.{metric}.service.{service}.version.{version}.reporter.router.class.other{suffix}: "
+                "{namespace}.{metric}.service.{service}.version.{version}.reporter.router.class.other{suffix}: "
             );
             body.lines().find_map(|l| l.strip_prefix(&name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
         };

@@ -37,6 +37,7 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
 const HCM_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const NATIVE_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
 const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)%\" %RESPONSE_CODE% \
 flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% \
 upstream=%UPSTREAM_HOST% canary_version=%RESP(X-CANARY-VERSION)% canary_reason=%RESP(X-CANARY-REASON)% \
@@ -162,7 +163,7 @@ fn path_source(file: &Path) -> Value {
 
 /// canary-gate's Wasm filter configuration.
 fn wasm_config(filter_json: &str) -> Value {
-    crate::wasm_filter_config("canary-gate", filter_json)
+    crate::build_filter_config("canary-gate", filter_json)
 }
 
 /// The HTTP connection manager: `routes` is `("rds", …)` or `("route_config", …)`.
@@ -586,7 +587,7 @@ impl Router {
         );
         let canary_gate = json!({
             "name": "canary-gate",
-            "config_discovery": {"config_source": path_source(&xds.path("ecds")), "type_urls": [WASM_TYPE]}
+            "config_discovery": {"config_source": path_source(&xds.path("ecds")), "type_urls": [WASM_TYPE, NATIVE_TYPE]}
         });
         let rds = json!({"route_config_name": routes.name, "config_source": path_source(&xds.path("rds"))});
         let listener = format!("0.0.0.0_{}", at.listener_port);

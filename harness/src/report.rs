@@ -64,10 +64,12 @@ impl Sample {
     /// missing stays 0.
     pub fn parse(stats: &str, service: &str, at_s: f64) -> Sample {
         let mut sample = Sample { at_s, ..Sample::default() };
+        let namespace = format!("{}.", crate::stat_namespace());
         for line in stats.lines() {
             let Some((name, value)) = line.split_once(": ") else { continue };
             let Ok(value) = value.trim().parse::<u64>() else { continue };
-            let Some((metric, rest)) = name.strip_prefix("wasmcustom.").and_then(|n| n.split_once(".service.")) else {
+            let Some((metric, rest)) = name.strip_prefix(namespace.as_str()).and_then(|n| n.split_once(".service."))
+            else {
                 continue;
             };
             let Some(labels) = rest.strip_prefix(service).filter(|r| r.is_empty() || r.starts_with('.')) else {
@@ -153,7 +155,7 @@ impl Sampler {
         let shared = Arc::new(Shared::default());
         shared.timeline().service = service.to_string();
         let started = Instant::now();
-        let url = format!("http://127.0.0.1:{admin_port}/stats?filter=^wasmcustom\\.canary_");
+        let url = format!("http://127.0.0.1:{admin_port}/stats?filter=^{}\\.canary_", crate::stat_namespace());
         let (worker, service) = (Arc::clone(&shared), service.to_string());
         let thread = thread::spawn(move || {
             let client = Client::new();

@@ -73,7 +73,7 @@ fn http_connection_manager(stat_prefix: &str, dir: &Path, routes: Value, filter_
             }],
             "route_config": routes,
             "http_filters": [
-                {"name": "canary-gate", "typed_config": crate::wasm_filter_config("canary-gate", filter_json)},
+                {"name": "canary-gate", "typed_config": crate::build_filter_config("canary-gate", filter_json)},
                 {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}

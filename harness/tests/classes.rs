@@ -70,12 +70,17 @@ fn send(port: u16, path: &str, headers: &[(&str, &str)]) -> Answer {
     Answer { status, headers, body: body.to_string() }
 }
 
-/// Every `wasmcustom.canary_*` counter and gauge of the admin's `/stats`, by name.
+/// Every `canary_*` counter and gauge of the admin's `/stats`, by name (in the Wasm build's
+/// namespace, `wasmcustom.`, whichever build runs).
 fn stats_dump(envoy: &Envoy) -> BTreeMap<String, u64> {
-    let body = Client::new().get(&envoy.admin("/stats?filter=^wasmcustom\\.canary_"), &[]).body;
+    let namespace = canary_harness::stat_namespace();
+    let body = Client::new().get(&envoy.admin(&format!("/stats?filter=^{namespace}\\.canary_")), &[]).body;
     body.lines()
         .filter_map(|l| l.split_once(": "))
-        .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+        .filter_map(|(k, v)| {
+            let name = format!("wasmcustom.{}", k.strip_prefix(namespace)?.strip_prefix('.')?);
+            Some((name, v.trim().parse().ok()?))
+        })
         .collect()
 }
 

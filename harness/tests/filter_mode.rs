@@ -139,10 +139,14 @@ fn malformed_sticky_cookies_are_replaced_not_errors() {
 #[test]
 fn access_log_records_version_and_reason() {
     // The log format reads the response headers; filter state is written only on request.
+    let (version_key, reason_key) = (
+        canary_harness::filter_state_key("canary_gate_version"),
+        canary_harness::filter_state_key("canary_gate_reason"),
+    );
     let with_state = |s: String| {
         s.replace(
             "user=%REQ(X-USER-ID)%",
-            "state=%FILTER_STATE(wasm.canary_gate_version:PLAIN)%/%FILTER_STATE(wasm.canary_gate_reason:PLAIN)%",
+            &format!("state=%FILTER_STATE({version_key}:PLAIN)%/%FILTER_STATE({reason_key}:PLAIN)%"),
         )
     };
     let opted_in = filter_config(10.0).replacen('{', r#"{"filter_state": true, "#, 1);

@@ -74,7 +74,7 @@ fn beacons_are_answered_by_the_filter_attributed_and_exported_per_version() {
     for version in ["stable", "canary"] {
         for metric in ["canary_web_page_views_total", "canary_web_js_errors_total", "canary_web_resource_errors_total"]
         {
-            let name = format!("wasmcustom.{metric}.service.checkout.version.{version}");
+            let name = canary_harness::stat_name(&format!("wasmcustom.{metric}.service.checkout.version.{version}"));
             let listed = Client::new().get(&envoy.admin(&format!("/stats?filter={name}")), &[]).body;
             assert!(listed.contains(&format!("{name}: 0")), "{name} missing: {listed}");
         }
