@@ -13,6 +13,8 @@
 //! - c-classes: c-filter with 8 route classes by path, none matching: the cost of classes;
 //! - c-vitals: c-filter with the web-vitals beacon endpoint: the cost it adds to the requests
 //!   that are not beacons;
+//! - n-filter / n-skip: c-filter and c-skip-backend on the native dynamic module (`make native`)
+//!   instead of the Wasm filter: the same decisions at the speed of Envoy's own filters;
 //! - g-native / g-filter: gRPC unary calls from h2load over HTTP/2 to two grpcio servers
 //!   (`tests/grpc/server.py`), Envoy speaking HTTP/2 to them; header routing with no filter /
 //!   canary-gate as in c-filter.
@@ -21,16 +23,20 @@
 //! known by an `x-user-id` header; with `BENCH_USERS=browser`, by a `session` cookie among a
 //! browser's other cookies, with their sticky cookie. h2load sends the same headers with every
 //! call, so every gRPC call is the same user's.
+//!
+//! `BENCH_LISTENER_ORDER=reversed` declares the listeners in reverse order: where a listener sits
+//! in the configuration moves a variant's throughput by a few tenths of a percent, so a
+//! comparison that matters is measured in both orders.
 
 use canary_harness::grpc::{calls, python_bin};
-use canary_harness::{backend_bin, envoy_bin, free_port, median, root, wasm_file, Client, TempDir};
+use canary_harness::{backend_bin, envoy_bin, free_port, median, native_file, root, wasm_file, Client, TempDir};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-const VARIANTS: [(&str, u16); 13] = [
+const VARIANTS: [(&str, u16); 15] = [
     ("a-direct", 10001),
     ("c-skip", 10006),
     ("c-direct", 10005),
@@ -44,6 +50,8 @@ const VARIANTS: [(&str, u16); 13] = [
     ("c-vitals", 10011),
     ("g-native", 10012),
     ("g-filter", 10013),
+    ("n-filter", 10014),
+    ("n-skip", 10015),
 ];
 
 /// The gRPC variants, loaded by h2load instead of wrk.
@@ -92,6 +100,21 @@ fn with_baseline(config: &str, filter_wasm: &str, wasm: &str) -> String {
         .replace("vm_id: canary-gate", "vm_id: canary-gate-baseline")
         .replace(filter_wasm, wasm);
     format!("{}{listener}{}", &config[..end], &config[end..])
+}
+
+/// The configuration with its listeners declared in reverse order.
+fn reversed_listeners(config: &str) -> String {
+    let start = config.find("  listeners:\n").expect("listeners in envoy/bench.yaml") + "  listeners:\n".len();
+    let end = config.find("\n  clusters:\n").expect("clusters in envoy/bench.yaml") + 1;
+    let mut blocks: Vec<String> = Vec::new();
+    for line in config[start..end].split_inclusive('\n') {
+        match blocks.last_mut() {
+            Some(block) if !line.starts_with("  - name: ") => block.push_str(line),
+            _ => blocks.push(line.to_string()),
+        }
+    }
+    blocks.reverse();
+    format!("{}{}{}", &config[..start], blocks.concat(), &config[end..])
 }
 
 struct Proc(Child);
@@ -233,6 +256,8 @@ fn main() {
         .replace("port_value: 18004", &format!("port_value: {grpc_canary_port}"))
         .replace("port_value: 9901", &format!("port_value: {admin_port}"))
         .replace("target/wasm32-wasip1/release/canary_gate.wasm", &filter_wasm);
+    let native_module = native_file().display().to_string();
+    config = config.replace("target/native/libcanary_gate.so", &native_module);
     if let Some(wasm) = &baseline {
         config = with_baseline(&config, &filter_wasm, wasm);
     }
@@ -242,6 +267,9 @@ fn main() {
         if only.as_deref().is_none_or(|list| list.split(',').any(|v| v.trim() == name)) {
             config = with_variant(&config, name, port, filter_json);
         }
+    }
+    if std::env::var("BENCH_LISTENER_ORDER").as_deref() == Ok("reversed") {
+        config = reversed_listeners(&config);
     }
     for (_, port) in VARIANTS {
         let free = free_port();
@@ -348,7 +376,8 @@ fn main() {
 
     println!("# canary-gate benchmark\n");
     let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    println!("wasm: {} bytes; Envoy 1 worker on CPU 0, wrk (1 thread) and backends on CPU 1; {rounds} rounds x {seconds} s per variant, order alternating\n", size(&wasm_file()));
+    let order = std::env::var("BENCH_LISTENER_ORDER").unwrap_or_else(|_| "as declared".into());
+    println!("wasm: {} bytes; native module: {} bytes; Envoy 1 worker on CPU 0, wrk (1 thread) and backends on CPU 1; {rounds} rounds x {seconds} s per variant, order alternating; listeners {order}\n", size(&wasm_file()), size(&native_file()));
     if let Some(wasm) = &baseline {
         println!("c-baseline: {wasm}, {} bytes\n", size(std::path::Path::new(wasm)));
     }
@@ -413,6 +442,10 @@ fn main() {
         }
     };
     let http_pairs = [
+        ("n-filter", "b-native"),
+        ("n-skip", "b-native"),
+        ("n-filter", "n-skip"),
+        ("c-filter", "n-filter"),
         ("c-filter", "c-baseline"),
         ("c-classes", "c-filter"),
         ("c-vitals", "c-filter"),
