@@ -3,6 +3,8 @@
 //! native dynamic module (`native`) bind it to their host and nothing more.
 
 pub mod beacon;
+#[cfg(test)]
+mod tests;
 
 use crate::config::{Config, ConfigError, Role, SplitMode};
 use crate::coord::Coordinator;

@@ -199,3 +199,180 @@ impl Host for FakeVm<'_> {
         true
     }
 }
+
+/// One stream through a [`FakeVm`]: its request and response headers, local reply, filter
+/// state and attributes, as Envoy keeps them (header names lower case).
+pub struct FakeStream<'p> {
+    vm: FakeVm<'p>,
+    state: RefCell<StreamState>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    request: Vec<(String, Vec<u8>)>,
+    response: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    /// The local reply's status.
+    reply: Option<u32>,
+    filter_state: Vec<(String, String)>,
+    attributes: Vec<(super::Attribute, u64)>,
+    cluster: Option<String>,
+    route_cleared: u32,
+}
+
+impl<'p> FakeStream<'p> {
+    /// A stream of `vm` whose request has `headers`.
+    pub fn new(vm: FakeVm<'p>, headers: &[(&str, &str)]) -> Self {
+        let request = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        FakeStream { vm, state: RefCell::new(StreamState { request, ..StreamState::default() }) }
+    }
+
+    /// The upstream's response headers arrive.
+    pub fn respond(&self, headers: &[(&str, &str)]) {
+        self.state.borrow_mut().response =
+            headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+    }
+
+    /// Request body bytes buffered so far.
+    pub fn receive_body(&self, bytes: &[u8]) {
+        self.state.borrow_mut().body.extend_from_slice(bytes);
+    }
+
+    /// Sets an integer attribute (`response.code`, ...).
+    pub fn set_attribute(&self, attribute: super::Attribute, value: u64) {
+        self.state.borrow_mut().attributes.push((attribute, value));
+    }
+
+    /// Sets the cluster the route chose.
+    pub fn set_cluster(&self, cluster: &str) {
+        self.state.borrow_mut().cluster = Some(cluster.to_string());
+    }
+
+    /// Every line of a header, as text.
+    pub fn lines(&self, map: super::Map, name: &str) -> Vec<String> {
+        let state = self.state.borrow();
+        let headers = match map {
+            super::Map::Request => &state.request,
+            super::Map::Response => &state.response,
+        };
+        headers.iter().filter(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned()).collect()
+    }
+
+    /// The local reply's status, if the filter answered.
+    pub fn reply_status(&self) -> Option<u32> {
+        self.state.borrow().reply
+    }
+
+    /// Filter state `key`.
+    pub fn filter_state(&self, key: &str) -> Option<String> {
+        self.state.borrow().filter_state.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    /// How many times the route cache was cleared.
+    pub fn route_cleared(&self) -> u32 {
+        self.state.borrow().route_cleared
+    }
+}
+
+impl Stats for FakeStream<'_> {
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        self.vm.define_metric(kind, name)
+    }
+
+    fn add(&self, id: u32, delta: u64) {
+        self.vm.add(id, delta);
+    }
+
+    fn record(&self, id: u32, value: u64) {
+        self.vm.record(id, value);
+    }
+
+    fn metric_value(&self, id: u32) -> u64 {
+        self.vm.metric_value(id)
+    }
+}
+
+impl Host for FakeStream<'_> {
+    fn now_micros(&self) -> u64 {
+        self.vm.now_micros()
+    }
+
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.vm.shared_data(key)
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.vm.set_shared_data(key, value, cas)
+    }
+
+    fn register_queue(&self, name: &str) -> Option<u32> {
+        self.vm.register_queue(name)
+    }
+
+    fn enqueue(&self, queue: u32, message: &[u8]) -> bool {
+        self.vm.enqueue(queue, message)
+    }
+
+    fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
+        self.vm.dequeue(queue)
+    }
+
+    fn http_get(&self, cluster: &str, authority: &str, path: &str, headers: &[(&str, &str)], timeout_ms: u64) -> bool {
+        self.vm.http_get(cluster, authority, path, headers, timeout_ms)
+    }
+}
+
+impl super::StreamHost for FakeStream<'_> {
+    fn header(&self, map: super::Map, name: &str) -> Option<Vec<u8>> {
+        self.lines(map, name).into_iter().next().map(String::into_bytes)
+    }
+
+    fn request_header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+        self.lines(super::Map::Request, name).into_iter().map(String::into_bytes).collect()
+    }
+
+    fn set_header(&self, map: super::Map, name: &str, value: Option<&str>) {
+        let mut state = self.state.borrow_mut();
+        let headers = match map {
+            super::Map::Request => &mut state.request,
+            super::Map::Response => &mut state.response,
+        };
+        headers.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            headers.push((name.to_string(), value.as_bytes().to_vec()));
+        }
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        self.state.borrow_mut().response.push((name.to_string(), value.as_bytes().to_vec()));
+    }
+
+    fn clear_route_cache(&self) {
+        self.state.borrow_mut().route_cleared += 1;
+    }
+
+    fn send_response(&self, status: u32, _headers: &[(&str, &str)], _body: &[u8]) {
+        self.state.borrow_mut().reply = Some(status);
+    }
+
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        let state = self.state.borrow();
+        state.body.get(..size.min(state.body.len())).unwrap_or_default().to_vec()
+    }
+
+    fn attribute(&self, attribute: super::Attribute) -> Option<u64> {
+        self.state.borrow().attributes.iter().rev().find(|(a, _)| *a == attribute).map(|(_, v)| *v)
+    }
+
+    fn response_code_details(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn cluster_name(&self) -> Option<Vec<u8>> {
+        self.state.borrow().cluster.clone().map(String::into_bytes)
+    }
+
+    fn set_state(&self, key: &str, value: &str) {
+        self.state.borrow_mut().filter_state.push((key.to_string(), value.to_string()));
+    }
+}
