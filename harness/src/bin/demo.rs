@@ -23,7 +23,14 @@ fn config(percent: f64, rearm: u32) -> String {
 }
 
 fn main() {
-    println!("canary-gate demo: Envoy {} + canary-gate, stable and canary backends on 127.0.0.1", envoy_version());
+    let build = match canary_harness::build() {
+        canary_harness::Build::Wasm => "the Wasm filter",
+        canary_harness::Build::Native => "the native module",
+    };
+    println!(
+        "canary-gate demo: Envoy {} + canary-gate ({build}), stable and canary backends on 127.0.0.1",
+        envoy_version()
+    );
     let stable = Backend::start("stable", &["--latency-ms", "2", "--latency-spread-ms", "4"]);
     let canary = Backend::start("canary", &["--latency-ms", "3", "--latency-spread-ms", "8", "--error-ratio", "0.005"]);
     let envoy = start_envoy(Layout::FilterMode, &config(10.0, 0), &stable, &canary);
