@@ -85,8 +85,99 @@ fn dequeue(queue: u32) -> Option<Vec<u8>> {
     lock(&STORE).queues.get_mut(queue as usize)?.1.pop_front()
 }
 
+/// The series the Wasm build defines when it first sees a revision, as (metric, labels). Envoy
+/// lets a module define stats only while it creates a configuration: the native module defines
+/// each then as a gauge with labels, named as Envoy names labelled stats
+/// (`metric.label.value...`, the Wasm build's names), and a series first seen later is that
+/// gauge with the series' label values.
+const LABELLED: [(&str, &[&str]); 3] = [
+    ("canary_gate_state", &["service", "revision"]),
+    ("canary_gate_tripped", &["service", "revision"]),
+    ("canary_revision_info", &["service", "version", "revision"]),
+];
+
+/// The most series of [`LABELLED`] a configuration keeps (revisions come and go; a Wasm VM's
+/// defined stats are bounded the same way by the revisions a rollout sees).
+const MAX_LABELLED_SERIES: usize = 1024;
+
+/// A configuration's labelled gauges and the series seen of them.
+#[derive(Default)]
+pub struct Labelled {
+    /// Envoy's id of each of [`LABELLED`], if defined.
+    families: [Option<usize>; 3],
+    /// Each series seen: its family and label values.
+    series: Mutex<Vec<(usize, Vec<String>)>>,
+}
+
+impl Labelled {
+    /// Defines the gauges (while Envoy creates the configuration).
+    pub fn define(config: ConfigEnvoyPtr) -> Labelled {
+        let mut families = [None; 3];
+        for (slot, (name, labels)) in families.iter_mut().zip(LABELLED) {
+            let mut labels: Vec<ModuleBuffer> = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect();
+            let mut id = 0usize;
+            // SAFETY: main thread, inside `on_http_filter_config_new`; Envoy copies the names.
+            let result = unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                    config,
+                    ModuleBuffer::of(name.as_bytes()),
+                    labels.as_mut_ptr(),
+                    labels.len(),
+                    &mut id,
+                )
+            };
+            *slot = (result == 0).then_some(id);
+        }
+        Labelled { families, series: Mutex::new(Vec::new()) }
+    }
+
+    /// The series `name` (`metric.label.value...`) of a labelled gauge: its id, kept from now on.
+    fn series_id(&self, name: &str) -> Option<u32> {
+        let mut parts = name.split('.');
+        let metric = parts.next()?;
+        let family = LABELLED.iter().position(|(m, _)| *m == metric)?;
+        let (labels, values): (Vec<&str>, Vec<&str>) = {
+            let rest: Vec<&str> = parts.collect();
+            rest.chunks(2).map(|kv| (kv.first().copied().unwrap_or(""), kv.get(1).copied().unwrap_or(""))).unzip()
+        };
+        if labels.as_slice() != LABELLED.get(family)?.1 || values.iter().any(|v| v.is_empty()) {
+            return None;
+        }
+        self.families.get(family).copied().flatten()?;
+        let mut series = lock(&self.series);
+        let values: Vec<String> = values.into_iter().map(str::to_owned).collect();
+        let index = match series.iter().position(|(f, v)| *f == family && *v == values) {
+            Some(index) => index,
+            None if series.len() < MAX_LABELLED_SERIES => {
+                series.push((family, values));
+                series.len() - 1
+            }
+            None => return None,
+        };
+        u32::try_from(index).ok().filter(|&i| i < 1 << 30).map(|i| 3 << 30 | i)
+    }
+
+    /// Sets series `index` to `value`.
+    fn set(&self, config: ConfigEnvoyPtr, index: usize, value: u64) {
+        let series = lock(&self.series);
+        let Some((family, values)) = series.get(index) else { return };
+        let Some(id) = self.families.get(*family).copied().flatten() else { return };
+        let mut values: Vec<ModuleBuffer> = values.iter().map(|v| ModuleBuffer::of(v.as_bytes())).collect();
+        // SAFETY: main thread (the tick); Envoy copies the label values.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                config,
+                id,
+                values.as_mut_ptr(),
+                values.len(),
+                value,
+            )
+        };
+    }
+}
+
 /// A stat's Envoy id with its kind in the top two bits: Envoy numbers counters, gauges and
-/// histograms each from 1.
+/// histograms each from 1 (and 3: a series of a [`Labelled`] gauge, by index).
 fn encode(kind: MetricKind, id: usize) -> Option<u32> {
     let id = u32::try_from(id).ok().filter(|&id| id < 1 << 30)?;
     let kind = match kind {
@@ -106,15 +197,25 @@ fn decode(id: u32) -> (MetricKind, usize) {
     (kind, (id & ((1 << 30) - 1)) as usize)
 }
 
-/// The configuration's side of Envoy: defines stats (only while Envoy creates the
-/// configuration), updates them, and sends the revision probe (main thread).
-#[derive(Clone, Copy)]
-pub struct ConfigCalls {
-    pub config: ConfigEnvoyPtr,
+/// Whether `id` is a series of a [`Labelled`] gauge.
+fn is_labelled(id: u32) -> bool {
+    id >> 30 == 3
 }
 
-impl Stats for ConfigCalls {
+/// The configuration's side of Envoy: defines stats (only while Envoy creates the
+/// configuration; later, a series of its [`Labelled`] gauges), updates them, and sends the
+/// revision probe (main thread).
+#[derive(Clone, Copy)]
+pub struct ConfigCalls<'a> {
+    pub config: ConfigEnvoyPtr,
+    pub labelled: Option<&'a Labelled>,
+}
+
+impl Stats for ConfigCalls<'_> {
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        if let Some(id) = self.labelled.and_then(|l| l.series_id(name)) {
+            return Some(id);
+        }
         let define = match kind {
             MetricKind::Counter => abi::envoy_dynamic_module_callback_http_filter_config_define_counter,
             MetricKind::Gauge => abi::envoy_dynamic_module_callback_http_filter_config_define_gauge,
@@ -147,6 +248,12 @@ impl Stats for ConfigCalls {
     }
 
     fn record(&self, id: u32, value: u64) {
+        if is_labelled(id) {
+            if let Some(labelled) = self.labelled {
+                labelled.set(self.config, (id & ((1 << 30) - 1)) as usize, value);
+            }
+            return;
+        }
         let (kind, id) = decode(id);
         let update = match kind {
             MetricKind::Histogram => abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value,
@@ -161,7 +268,7 @@ impl Stats for ConfigCalls {
     }
 }
 
-impl Host for ConfigCalls {
+impl Host for ConfigCalls<'_> {
     fn now_micros(&self) -> u64 {
         now_micros()
     }

@@ -20,7 +20,7 @@ use crate::measure::beacon::{Pending, Rejection};
 use crate::measure::metrics::MetricIds;
 use crate::route::bucket::BucketRng;
 use abi::{ConfigEnvoyPtr, ConfigSchedulerPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, FilterSchedulerPtr};
-use host::{lock, ConfigCalls, StreamCalls};
+use host::{lock, ConfigCalls, Labelled, StreamCalls};
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -126,6 +126,8 @@ struct Config {
     clock: Arc<Clock>,
     clock_thread: Mutex<Option<JoinHandle<()>>>,
     flushed_s: AtomicU64,
+    /// The series first seen while running (revisions).
+    labelled: Labelled,
     /// Ids of this configuration's streams.
     stream_ids: AtomicU32,
     /// Whether the first late beacon body was logged.
@@ -153,8 +155,9 @@ impl Config {
                 return None;
             }
         };
-        let calls = ConfigCalls { config: envoy };
+        let calls = ConfigCalls { config: envoy, labelled: None };
         let metrics = plugin.define_metrics(&calls);
+        let labelled = Labelled::define(envoy);
         let config = plugin.config();
         // SAFETY: main thread (configuration).
         let workers = (unsafe { abi::envoy_dynamic_module_callback_get_concurrency() } as usize).max(1);
@@ -191,6 +194,7 @@ impl Config {
             clock,
             clock_thread: Mutex::new(None),
             flushed_s: AtomicU64::new(0),
+            labelled,
             stream_ids: AtomicU32::new(0),
             logged_late: AtomicBool::new(false),
         })
@@ -224,7 +228,7 @@ impl Config {
 
     /// Every lane's step of the period (main thread), and once a second the pending counts.
     fn tick(&self) {
-        let calls = ConfigCalls { config: self.envoy };
+        let calls = ConfigCalls { config: self.envoy, labelled: Some(&self.labelled) };
         let now_s = host::now_micros() / 1_000_000;
         let flush = self.flushed_s.swap(now_s, Ordering::Relaxed) != now_s;
         let mut next_ms = u64::MAX;
@@ -252,7 +256,7 @@ impl Config {
     /// The answer to the canary subset's revision probe: heard by every lane (the one that
     /// asked believes it; the others find no stamp of theirs).
     fn hear_probe(&self, headers: &[(Vec<u8>, Vec<u8>)]) {
-        let calls = ConfigCalls { config: self.envoy };
+        let calls = ConfigCalls { config: self.envoy, labelled: Some(&self.labelled) };
         let header = |name: &str| headers.iter().find(|(k, _)| k == name.as_bytes()).map(|(_, v)| v.clone());
         for lane in self.lanes.workers.iter() {
             let lane = lock(lane);
@@ -269,7 +273,7 @@ impl Drop for Config {
             let _ = handle.join();
         }
         // The counts of the last second.
-        let calls = ConfigCalls { config: self.envoy };
+        let calls = ConfigCalls { config: self.envoy, labelled: Some(&self.labelled) };
         for stats in self.workers.iter() {
             lock(stats).metrics.flush(&calls);
         }

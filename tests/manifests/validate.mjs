@@ -300,10 +300,24 @@ function loadEnvoyStats() {
   const out = {};
   for (const file of ["envoy/mesh-mode.yaml", "envoy/filter-mode.yaml"]) {
     const cfg = load(readFileSync(path.join(REPO, file), "utf8"), { schema: YAML11_SCHEMA });
+    // The bootstraps serve both builds: each stat pattern names the Wasm filter's namespace
+    // and the native module's (`(?:wasmcustom|dynamicmodulescustom)`). Istio runs the Wasm
+    // filter: its settings must equal the bootstraps' as the Wasm build reads them.
+    const BOTH = "(?:wasmcustom|dynamicmodulescustom)";
+    const wasmOnly = (regex) => {
+      if (!regex.includes(BOTH)) throw new Error(`${file}: stat pattern without both builds' namespaces: ${regex}`);
+      return regex.replaceAll(BOTH, "wasmcustom");
+    };
+    // A bucket setting's `safe_regex` `^NS\.NAME(?:\..*)?`: the prefix `wasmcustom.NAME`.
+    const prefixOf = (match) => {
+      const m = /^\^(.*)\\\.([a-z0-9_]+)\(\?:\\\.\.\*\)\?$/.exec(match.safe_regex?.regex ?? "");
+      if (!m || m[1] !== BOTH) throw new Error(`${file}: histogram bucket match is not both builds' stat prefix: ${JSON.stringify(match)}`);
+      return `wasmcustom.${m[2]}`;
+    };
     out[file] = {
-      tags: cfg.stats_config.stats_tags,
+      tags: cfg.stats_config.stats_tags.map((t) => ({ ...t, regex: wasmOnly(t.regex) })),
       // Buckets by stat-name prefix, as the statsHistogramBuckets annotation gives them.
-      buckets: Object.fromEntries(cfg.stats_config.histogram_bucket_settings.map((b) => [b.match.prefix, b.buckets])),
+      buckets: Object.fromEntries(cfg.stats_config.histogram_bucket_settings.map((b) => [prefixOf(b.match), b.buckets])),
     };
   }
   envoyStats = out;
