@@ -190,17 +190,16 @@ e2e: build native envoy grpcio nextest browser-deps
 	PATH=$(abspath $(TOOLS))/bin:$$PATH cargo nextest run -p canary-harness
 	CANARY_GATE_BUILD=native PATH=$(abspath $(TOOLS))/bin:$$PATH cargo nextest run -p canary-harness -E '$(NATIVE_E2E)'
 
-# The suites of the filter's behaviour in one Envoy, which run on both builds: routing, metrics,
-# the gate (thresholds and comparison), updates, classes, vitals, the ramp, mesh mode and
-# refused configurations. Left to the Wasm pass: what only the Wasm build has (an observer's
-# labels from node metadata, which Envoy gives no dynamic module; a Wasm plugin that holds
-# beacon bodies back), and the minute-long runs that measure the gate's statistics (false trips
-# over minutes of traffic), which depend on the shared core only; and native_abi, which loads the
-# native module in either pass.
+# The suites of the filter's behaviour, which run on both builds: routing, metrics, the gate
+# (thresholds and comparison), updates, classes (the observers' among them), vitals, the ramp,
+# mesh mode, refused configurations, and a failing canary judged on a fleet's counts (mesh-mode
+# routers and observers, revisions, reports, the probe). Left to the Wasm pass: a Wasm plugin
+# that holds beacon bodies back (a Wasm setting), the minute-long runs that measure the gate's
+# statistics (false trips over minutes of traffic: the shared core's), and native_abi, which
+# loads the native module in either pass.
 NATIVE_E2E := (binary(filter_mode) | binary(metrics) | binary(gate) | binary(compare) | binary(updates) \
-	| binary(classes) | binary(vitals) | binary(ramp) | binary(mesh_mode) | binary(config_refusal)) \
-	- test(=observer_records_under_its_own_version_from_node_metadata_and_never_routes) \
-	- test(=an_outbound_observer_counts_calls_per_partner_class_under_its_pod_version) \
+	| binary(classes) | binary(vitals) | binary(ramp) | binary(mesh_mode) | binary(config_refusal) \
+	| test(=a_failing_canary_trips_every_router_on_the_fleets_counts_within_moments_of_each_other)) \
 	- test(=a_proxy_that_holds_beacon_bodies_back_answers_them_and_says_why) \
 	- test(=equal_one_percent_errors_on_both_versions_never_trip_in_two_minutes) \
 	- test(=global_incident_on_both_versions_never_trips) \

@@ -391,7 +391,15 @@ impl Envoy {
             fs::write(&bootstrap, text).unwrap_or_else(|e| panic!("write bootstrap: {e}"));
         }
         let log = fs::File::create(dir.path().join("envoy.log")).unwrap_or_else(|e| panic!("create envoy.log: {e}"));
-        let mut child = Command::new(envoy_bin())
+        let mut command = Command::new(envoy_bin());
+        if build() == Build::Native {
+            // Envoy gives a dynamic module no node metadata: the native module reads the pod's
+            // labels from the environment, as an operator would set them.
+            for (label, value) in node_labels(&read_to_string(&bootstrap)) {
+                command.env(format!("CANARY_GATE_LABEL_{label}"), value);
+            }
+        }
+        let mut child = command
             .arg("-c")
             .arg(&bootstrap)
             .args(["--concurrency", &options.workers.to_string(), "--disable-hot-restart", "-l", "info"])
@@ -613,6 +621,17 @@ pub fn with_node_labels(labels: &str) -> impl Fn(String) -> String + '_ {
             &format!("node: {{id: canary-gate, cluster: canary-gate, metadata: {{LABELS: {{{labels}}}}}}}"),
         )
     }
+}
+
+/// The node's labels in a bootstrap [`with_node_labels`] edited: `(label, value)` pairs.
+fn node_labels(bootstrap: &str) -> Vec<(String, String)> {
+    let Some(start) = bootstrap.find("LABELS: {").map(|i| i + "LABELS: {".len()) else { return Vec::new() };
+    let end = bootstrap[start..].find('}').map_or(start, |i| start + i);
+    bootstrap[start..end]
+        .split(',')
+        .filter_map(|pair| pair.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 /// Stable and canary backends plus Envoy in `layout` with `filter_json` and 2 workers.

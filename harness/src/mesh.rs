@@ -229,7 +229,16 @@ impl Proxy {
         let path = dir.path().join("bootstrap.json");
         write_json(&path, bootstrap);
         let log = fs::File::create(dir.path().join("envoy.log")).unwrap_or_else(|e| panic!("create envoy.log: {e}"));
-        let mut child = Command::new(envoy_bin())
+        let mut command = Command::new(envoy_bin());
+        if crate::build() == crate::Build::Native {
+            // The native module reads the pod's labels from the environment (Envoy gives a
+            // dynamic module no node metadata).
+            let labels = bootstrap.pointer("/node/metadata/LABELS").and_then(Value::as_object);
+            for (label, value) in labels.into_iter().flatten() {
+                command.env(format!("CANARY_GATE_LABEL_{label}"), value.as_str().unwrap_or_default());
+            }
+        }
+        let mut child = command
             .arg("-c")
             .arg(&path)
             .args(["--concurrency", &workers.to_string(), "--disable-hot-restart", "-l", "info"])

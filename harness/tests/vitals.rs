@@ -82,7 +82,11 @@ fn beacons_are_answered_by_the_filter_attributed_and_exported_per_version() {
             ["canary_web_vitals_lcp_milliseconds", "canary_web_vitals_cls", "canary_web_vitals_ttfb_milliseconds"]
         {
             let h = envoy.prometheus_histogram(metric, &[("service", "checkout"), ("version", version)]);
-            assert!(h.is_some_and(|h| !h.buckets.is_empty() && h.count == 0), "{metric} {version}");
+            assert!(h.as_ref().is_some_and(|h| !h.buckets.is_empty() && h.count == 0), "{metric} {version}");
+            // The bucket bounds of envoy/filter-mode.yaml's histogram_bucket_settings, not Envoy's defaults.
+            let bounds: Vec<f64> = h.map(|h| h.buckets.iter().map(|&(le, _)| le).take(3).collect()).unwrap_or_default();
+            let configured = if metric == "canary_web_vitals_cls" { [1.0, 5.0, 10.0] } else { [25.0, 50.0, 75.0] };
+            assert_eq!(bounds, configured, "{metric} {version}");
         }
     }
     let client = Client::new();
