@@ -176,6 +176,35 @@ impl Labelled {
     }
 }
 
+/// The clock, shared data and queues of [`Host`], the same for every caller in the process.
+macro_rules! process_memory {
+    () => {
+        fn now_micros(&self) -> u64 {
+            now_micros()
+        }
+
+        fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            shared_data(key)
+        }
+
+        fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            set_shared_data(key, value, cas)
+        }
+
+        fn register_queue(&self, name: &str) -> Option<u32> {
+            register_queue(name)
+        }
+
+        fn enqueue(&self, queue: u32, message: &[u8]) -> bool {
+            enqueue(queue, message)
+        }
+
+        fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
+            dequeue(queue)
+        }
+    };
+}
+
 /// A stat's Envoy id with its kind in the top two bits: Envoy numbers counters, gauges and
 /// histograms each from 1 (and 3: a series of a [`Labelled`] gauge, by index).
 fn encode(kind: MetricKind, id: usize) -> Option<u32> {
@@ -269,29 +298,7 @@ impl Stats for ConfigCalls<'_> {
 }
 
 impl Host for ConfigCalls<'_> {
-    fn now_micros(&self) -> u64 {
-        now_micros()
-    }
-
-    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        shared_data(key)
-    }
-
-    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        set_shared_data(key, value, cas)
-    }
-
-    fn register_queue(&self, name: &str) -> Option<u32> {
-        register_queue(name)
-    }
-
-    fn enqueue(&self, queue: u32, message: &[u8]) -> bool {
-        enqueue(queue, message)
-    }
-
-    fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
-        dequeue(queue)
-    }
+    process_memory!();
 
     fn http_get(&self, cluster: &str, authority: &str, path: &str, extra: &[(&str, &str)], timeout_ms: u64) -> bool {
         let mut headers = vec![
@@ -437,29 +444,7 @@ impl Stats for StreamCalls {
 }
 
 impl Host for StreamCalls {
-    fn now_micros(&self) -> u64 {
-        now_micros()
-    }
-
-    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        shared_data(key)
-    }
-
-    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        set_shared_data(key, value, cas)
-    }
-
-    fn register_queue(&self, name: &str) -> Option<u32> {
-        register_queue(name)
-    }
-
-    fn enqueue(&self, queue: u32, message: &[u8]) -> bool {
-        enqueue(queue, message)
-    }
-
-    fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
-        dequeue(queue)
-    }
+    process_memory!();
 
     fn http_get(
         &self,
