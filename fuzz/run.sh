@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of canary-gate for SECONDS each, one after the other.
+# Runs every cargo-fuzz target of canary-gate for SECONDS each, FUZZ_JOBS (default 2) at a time.
 #
 #   fuzz/run.sh SECONDS [extra `cargo fuzz run` options]
 #
@@ -63,19 +63,35 @@ if ! cargo +nightly fuzz build "${BUILD_FLAGS[@]}" "$@"; then
 fi
 echo "== built in $(($(date +%s) - build_start)) s"
 
+# One target's run, its exit status in fuzz/work/logs/<target>.status.
+run_target() {
+    local t=$1 log="fuzz/work/logs/$1.log" dict=()
+    mkdir -p "fuzz/work/corpus/$t" "fuzz/artifacts/$t"
+    [[ -f fuzz/dict/$t.dict ]] && dict=(-dict="fuzz/dict/$t.dict")
+    cargo +nightly fuzz run "${BUILD_FLAGS[@]}" "${EXTRA[@]}" "$t" "fuzz/work/corpus/$t" "fuzz/corpus/$t" -- \
+        -max_total_time="$SECONDS_EACH" -rss_limit_mb="$RSS_LIMIT_MB" -max_len="${MAX_LEN[$t]}" \
+        -timeout=10 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1
+    echo $? >"fuzz/work/logs/$t.status"
+}
+
+# FUZZ_JOBS targets at a time (default 2: libFuzzer runs one process per target, and a core
+# each is what a 2-core machine has).
+EXTRA=("$@")
+JOBS=${FUZZ_JOBS:-2}
+rm -f fuzz/work/logs/*.status
+for t in "${TARGETS[@]}"; do
+    echo "== $t: ${SECONDS_EACH} s, max_len ${MAX_LEN[$t]}, rss limit ${RSS_LIMIT_MB} MB"
+    while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n; done
+    run_target "$t" &
+done
+wait
+
 passed=0
 failed=0
 failures=()
 for t in "${TARGETS[@]}"; do
-    mkdir -p "fuzz/work/corpus/$t" "fuzz/artifacts/$t"
     log="fuzz/work/logs/$t.log"
-    dict=()
-    [[ -f fuzz/dict/$t.dict ]] && dict=(-dict="fuzz/dict/$t.dict")
-    echo "== $t: ${SECONDS_EACH} s, max_len ${MAX_LEN[$t]}, rss limit ${RSS_LIMIT_MB} MB"
-    cargo +nightly fuzz run "${BUILD_FLAGS[@]}" "$@" "$t" "fuzz/work/corpus/$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$SECONDS_EACH" -rss_limit_mb="$RSS_LIMIT_MB" -max_len="${MAX_LEN[$t]}" \
-        -timeout=10 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1
-    status=$?
+    status=$(cat "fuzz/work/logs/$t.status" 2>/dev/null || echo 1)
     # libFuzzer's last status line: `#RUNS DONE cov: N ft: N corp: N/SIZE ... exec/s: N rss: NMb`.
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
