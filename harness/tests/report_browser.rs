@@ -86,7 +86,9 @@ fn the_demo_report_shows_the_ramp_the_vitals_and_the_trip_in_chromium() {
     assert_eq!(trips.len(), 1, "one trip: {trips:?}");
     assert!(trips[0] > fault_at, "tripped at {} s, after the fault at {fault_at} s", trips[0]);
     let worst = timeline.samples.iter().filter(|s| s.at_s > fault_at).map(|s| s.versions[1].window_error_ppm).max();
-    assert!(worst.is_some_and(|ppm| ppm > 100_000), "the canary's window 5xx after the fault: {worst:?} ppm");
+    // Above the gate's 2% limit; how far above depends on when the trip stops the canary's
+    // traffic (9.5% to 15% seen under load).
+    assert!(worst.is_some_and(|ppm| ppm > 20_000), "the canary's window 5xx after the fault: {worst:?} ppm");
     assert!(timeline.samples.len() >= 20, "{} samples", timeline.samples.len());
 
     let trip_lines: Vec<String> =
