@@ -27,8 +27,9 @@ WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 FUZZ_TOOL := $(TOOLS)/bin/cargo-fuzz
 PYTHON ?= python3
 # chromium for the browser test, with the fonts it only recommends (the test pages render text);
-# nghttp2-client for h2load, the gRPC load of `make bench`.
-APT_PACKAGES := nodejs binaryen prometheus wrk nghttp2-client docker-registry skopeo docker-compose valgrind chromium fonts-liberation
+# nghttp2-client for h2load, the gRPC load of `make bench`; binutils for `nm` (the native module's
+# ABI test reads the symbols of the module and of Envoy).
+APT_PACKAGES := nodejs binaryen prometheus wrk nghttp2-client docker-registry skopeo docker-compose valgrind chromium fonts-liberation binutils
 # Features rustc enables for wasm32-wasip1; wasm-opt must accept them.
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
