@@ -229,10 +229,10 @@ impl Config {
     /// Every lane's step of the period (main thread), and once a second the pending counts.
     fn tick(&self) {
         let calls = ConfigCalls { config: self.envoy, labelled: Some(&self.labelled) };
-        let now_s = host::now_micros() / 1_000_000;
+        let now_us = host::now_micros();
+        let now_s = now_us / 1_000_000;
         let flush = self.flushed_s.swap(now_s, Ordering::Relaxed) != now_s;
         let mut next_ms = u64::MAX;
-        let now_us = host::now_micros();
         for (lane, stats) in self.lanes.workers.iter().zip(self.workers.iter()) {
             let lane = lock(lane);
             let mut stats = lock(stats);
